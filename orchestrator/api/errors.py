@@ -1,0 +1,68 @@
+"""One place that turns errors into the contract's JSON (never HTML, never a traceback)."""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from flask import Flask, Response, jsonify
+from werkzeug.exceptions import HTTPException
+
+from ..errors import FabricError
+
+log = logging.getLogger(__name__)
+
+
+def error_response(status: int, body: dict[str, Any], retry_after: int | None = None) -> Response:
+    resp = jsonify(body)
+    resp.status_code = status
+    if retry_after is not None:
+        resp.headers["Retry-After"] = str(retry_after)
+    return resp
+
+
+def legacy(zero: dict[str, Any]) -> Callable:
+    """Answer a FabricError with the endpoint's zero value plus an ``error`` message.
+
+    e.g. ``{"vmid": 0, "error": "..."}`` for /vm/create, as the original API did.
+    """
+
+    def wrap(view: Callable) -> Callable:
+        @functools.wraps(view)
+        def inner(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return view(*args, **kwargs)
+            except FabricError as e:
+                body = {**zero, "error": e.message}
+                report = getattr(e, "report", None)
+                if report:
+                    body["filters"] = report
+                return error_response(e.status, body, getattr(e, "retry_after", None))
+
+        return inner
+
+    return wrap
+
+
+def install(app: Flask) -> None:
+    @app.errorhandler(FabricError)
+    def _fabric(e: FabricError) -> Response:
+        return error_response(e.status, {"error": e.message}, getattr(e, "retry_after", None))
+
+    @app.errorhandler(HTTPException)
+    def _http(e: HTTPException) -> Response:
+        code = e.code or 500
+        if code == 404:
+            msg = "no such endpoint; see /vm/types, /pm/list, /image/list"
+        elif code == 405:
+            msg = "method not allowed for this endpoint"
+        else:
+            msg = e.description or e.name
+        return error_response(code, {"error": msg})
+
+    @app.errorhandler(Exception)
+    def _unexpected(e: Exception) -> Response:
+        log.exception("unexpected error")
+        return error_response(500, {"error": "internal error; the operator's log has details"})

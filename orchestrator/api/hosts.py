@@ -1,0 +1,34 @@
+"""Resource API (original): physical machines."""
+
+from __future__ import annotations
+
+from flask import Blueprint, current_app, jsonify
+
+from . import params
+from .errors import legacy
+
+bp = Blueprint("hosts", __name__)
+
+
+def fabric():  # noqa: ANN201
+    return current_app.config["FABRIC"]
+
+
+@bp.route("/pm/list", methods=["GET"])
+def pm_list():
+    return jsonify({"pmids": [h.id for h in fabric().registry.hosts()]})
+
+
+@bp.route("/pm/listvms", methods=["GET"])
+@legacy({"vmids": 0})
+def pm_listvms():
+    pmid = params.positive_int("pmid")
+    fabric().registry.host(pmid)  # 404 for an unknown pmid
+    return jsonify({"vmids": [vm.id for vm in fabric().registry.vms(host_id=pmid)]})
+
+
+@bp.route("/pm/query", methods=["GET"])
+@legacy({"pmid": 0})
+def pm_query():
+    pmid = params.positive_int("pmid")
+    return jsonify(fabric().host_info(pmid))

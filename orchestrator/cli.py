@@ -1,0 +1,137 @@
+"""The launcher: ``./script pm_file image_file vm_types [options]`` and its sub-commands."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import threading
+from pathlib import Path
+from types import FrameType
+
+from .config import Config, load_config
+from .errors import FabricError
+
+log = logging.getLogger("orchestrator")
+
+USAGE = """\
+./script PM_FILE IMAGE_FILE VM_TYPES [--config FILE] [--db URL] [--host ADDR] [--port N]
+./script validate PM_FILE IMAGE_FILE VM_TYPES [--config FILE]"""
+
+
+def _serve_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="script", usage=USAGE, description="Run the fabric.")
+    p.add_argument("pm_file")
+    p.add_argument("image_file")
+    p.add_argument("vm_types")
+    p.add_argument("--config", help="YAML configuration (policy, ratios, SSH, pools)")
+    p.add_argument("--db", help="SQLAlchemy URL of the registry (default: SQLite in state_dir)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    p.add_argument("--port", type=int, default=5000)
+    p.add_argument("--threads", type=int, default=16, help="request threads")
+    p.add_argument("--log-level", default=os.environ.get("FABRIC_LOG_LEVEL", "INFO"))
+    return p
+
+
+def _validate_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="script validate", usage=USAGE)
+    p.add_argument("pm_file")
+    p.add_argument("image_file")
+    p.add_argument("vm_types")
+    p.add_argument("--config")
+    return p
+
+
+def default_db_url(config: Config) -> str:
+    return f"sqlite:///{Path(config.state_dir) / 'registry.db'}"
+
+
+def cmd_validate(argv: list[str]) -> int:
+    from .inventory import validate_files
+
+    args = _validate_parser().parse_args(argv)
+    problems = list(validate_files(args.pm_file, args.image_file, args.vm_types))
+    if args.config:
+        try:
+            load_config(args.config)
+        except FabricError as e:
+            problems.append(str(e))
+    for problem in problems:
+        print(problem, file=sys.stderr)
+    if problems:
+        return 1
+    print("all files are valid")
+    return 0
+
+
+def cmd_serve(argv: list[str]) -> int:
+    args = _serve_parser().parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    from waitress import create_server
+
+    from .api import create_app
+    from .fabric import Fabric
+    from .inventory import load_inventory
+    from .registry import Registry
+
+    try:
+        config = load_config(args.config)
+        inventory = load_inventory(args.pm_file, args.image_file, args.vm_types)
+    except FabricError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    Path(config.state_dir).mkdir(parents=True, exist_ok=True)
+    registry = Registry(args.db or default_db_url(config))
+    fabric = Fabric(registry, config)
+    report = fabric.start(inventory)
+    for h in registry.hosts():
+        log.info("pmid %d %s: %s %s", h.id, h.label, h.status, h.reason or "")
+    if report.unknown_domains:
+        log.warning("domains with fabric metadata unknown to the registry: %s", report.unknown_domains)
+    fabric.start_background()
+
+    app = create_app(fabric)
+    server = create_server(app, host=args.host, port=args.port, threads=args.threads)
+    stopping = threading.Event()
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        if not stopping.is_set():
+            stopping.set()
+            log.info("signal %d: stopping", signum)
+            server.close()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    log.info("serving on http://%s:%s", args.host, server.effective_port)
+    print(f"fabric listening on http://{args.host}:{server.effective_port}", flush=True)
+    try:
+        server.run()
+    except OSError:
+        if not stopping.is_set():
+            raise
+    finally:
+        fabric.stop()
+        registry.close()
+        log.info("stopped")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(USAGE)
+        return 0 if argv else 2
+    if argv[0] == "validate":
+        return cmd_validate(argv[1:])
+    if argv[0] == "serve":
+        argv = argv[1:]
+    return cmd_serve(argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,452 @@
+"""The use cases: one place that joins registry, scheduler and driver.
+
+A request asks the registry what exists, the scheduler where to put it, the
+registry to claim it, the driver to make it, and records the result. A step
+that fails undoes what the steps before it did.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import IO, Any
+
+from .config import Config, effective_capacity
+from .errors import (
+    Conflict,
+    FabricError,
+    HostUnreachable,
+    ImageUnavailable,
+    NoValidHost,
+    NotFound,
+)
+from .hypervisor.connection import SshOptions
+from .hypervisor.driver import HostTarget, LibvirtDriver, StagedImage, VmPlan
+from .model import ImageSpec, Inventory, VmState
+from .registry import HostRow, Registry, VmRow, image_spec_from_row
+from .remote import Remote, SshSettings, open_local
+from .scheduler import HostState, PlacementRequest, Scheduler
+
+log = logging.getLogger(__name__)
+
+# States in which a VM holds its host's capacity and has (or will have) a domain.
+LIVE_STATES = (
+    VmState.BUILDING,
+    VmState.ACTIVE,
+    VmState.READY,
+    VmState.IN_USE,
+    VmState.CLEANING,
+    VmState.DELETING,
+    VmState.FAILED,
+    VmState.VANISHED,
+)
+
+
+@dataclass
+class ReconcileReport:
+    vanished: list[int]
+    resumed: list[int]
+    removed: list[int]
+    unknown_domains: list[dict]
+    skipped_hosts: list[str]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "vanished": self.vanished,
+            "resumed": self.resumed,
+            "removed": self.removed,
+            "unknown_domains": self.unknown_domains,
+            "skipped_hosts": self.skipped_hosts,
+        }
+
+
+def host_target(row: HostRow) -> HostTarget:
+    return HostTarget(
+        id=row.id,
+        label=row.label,
+        uri=row.uri,
+        domain_type=row.domain_type,
+        network=row.network,
+        address=row.address,
+        pool_path=row.pool_path,
+    )
+
+
+class Fabric:
+    def __init__(
+        self,
+        registry: Registry,
+        config: Config,
+        driver: LibvirtDriver | None = None,
+        scheduler: Scheduler | None = None,
+    ) -> None:
+        self.registry = registry
+        self.config = config
+        ssh = config.ssh
+        self.ssh_settings = SshSettings(
+            key=ssh.key, known_hosts=ssh.known_hosts, connect_timeout=ssh.connect_timeout
+        )
+        self.driver = driver or LibvirtDriver(
+            ssh=SshOptions(ssh.key, ssh.known_hosts, ssh.connect_timeout),
+            state_dir=Path(config.state_dir),
+            connect_timeout=config.libvirt.connect_timeout,
+            call_timeout=config.libvirt.call_timeout,
+            upload_timeout=config.libvirt.upload_timeout,
+        )
+        self.scheduler = scheduler or Scheduler(config.scheduler)
+        self.last_reconcile: ReconcileReport | None = None
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    # -- start-up and background ---------------------------------------------
+
+    def load(self, inventory: Inventory) -> None:
+        self.registry.create_schema()
+        self.registry.sync_inventory(inventory)
+
+    def start(self, inventory: Inventory | None = None) -> ReconcileReport:
+        """Sync the files into the registry, discover every host, reconcile."""
+        if inventory is not None:
+            self.load(inventory)
+        self.discover_all()
+        return self.reconcile()
+
+    def start_background(self) -> None:
+        t = threading.Thread(target=self._discovery_loop, name="discovery", daemon=True)
+        t.start()
+        self._threads.append(t)
+
+    def _discovery_loop(self) -> None:
+        while not self._stop.wait(self.config.discovery.interval):
+            try:
+                self.discover_all()
+            except Exception:  # noqa: BLE001 - a background loop must survive anything
+                log.exception("discovery pass failed")
+
+    def stop(self) -> None:
+        self._stop.set()
+        for t in self._threads:
+            t.join(timeout=5)
+        self.driver.close()
+
+    # -- discovery -----------------------------------------------------------
+
+    def discover_all(self) -> None:
+        hosts = self.registry.hosts()
+        if not hosts:
+            return
+        with ThreadPoolExecutor(max_workers=min(16, len(hosts))) as pool:
+            futures = [pool.submit(self.discover_host, h) for h in hosts]
+            for f in as_completed(futures):
+                f.result()
+
+    def discover_host(self, row: HostRow) -> bool:
+        """Read one host's capacity; mark it down with the reason if that fails."""
+        try:
+            facts = self.driver.discover(host_target(row))
+        except FabricError as e:
+            reason = e.reason if isinstance(e, HostUnreachable) else e.message
+            log.warning("host %s is down: %s", row.label, reason)
+            self.registry.record_discovery(row.id, up=False, reason=reason)
+            return False
+        phys = (
+            row.cpu_override or facts.cpu,
+            row.ram_override or facts.ram_mb,
+            row.disk_override or facts.disk_gb,
+        )
+        totals = effective_capacity(phys, self.config.capacity)
+        self.registry.record_discovery(
+            row.id, up=True, reason=None, phys=phys, totals=totals, arch=facts.arch
+        )
+        return True
+
+    def host_states(self) -> list[HostState]:
+        counts = self.registry.vm_counts()
+        return [
+            HostState(
+                id=h.id,
+                name=h.label,
+                up=h.status == "up",
+                enabled=h.enabled,
+                arch=h.arch,
+                cpu_total=h.cpu_total,
+                ram_total=h.ram_total,
+                disk_total=h.disk_total,
+                cpu_used=h.cpu_used,
+                ram_used=h.ram_used,
+                disk_used=h.disk_used,
+                vms=counts.get(h.id, 0),
+                down_reason=h.reason,
+            )
+            for h in self.registry.hosts()
+        ]
+
+    # -- images --------------------------------------------------------------
+
+    def _opener(self, spec: ImageSpec) -> Any:
+        if spec.host is None:
+            return open_local
+        remote = Remote(
+            spec.user or self.config.guest.user, spec.host, spec.port or 22, self.ssh_settings
+        )
+
+        @contextlib.contextmanager
+        def open_remote(path: str) -> Iterator[tuple[IO[bytes], int]]:
+            try:
+                with remote.open_file(path) as opened:
+                    yield opened
+            except HostUnreachable as e:
+                raise ImageUnavailable(f"image host {e.host}: {e.reason}") from None
+
+        return open_remote
+
+    def _stage(self, host: HostRow, image_id: int, spec: ImageSpec) -> StagedImage:
+        sources = {"disk": spec.path}
+        if spec.kernel:
+            sources["kernel"] = spec.kernel
+        if spec.initrd:
+            sources["initrd"] = spec.initrd
+        known = self.registry.staged_image(host.id, image_id) is not None
+        staged = self.driver.stage(
+            host_target(host),
+            f"{image_id}-{spec.name}",
+            spec.format,
+            sources,
+            self._opener(spec),
+            reuse=known,
+        )
+        if not known:
+            self.registry.record_staged(host.id, image_id, staged.path, staged.capacity)
+        return staged
+
+    # -- VMs -----------------------------------------------------------------
+
+    def create_vm(self, name: str, tid: int, image_id: int) -> VmRow:
+        """Place, claim and build one VM; returns it ``active``. Undoes itself on failure."""
+        started = time.monotonic()
+        vt = self.registry.vm_type(tid)
+        image = self.registry.image(image_id)
+        spec = image_spec_from_row(image)
+        req = PlacementRequest(
+            cpu=vt.cpu, ram=vt.ram, disk=vt.disk, arch=spec.arch, label=f"instance_type {tid}"
+        )
+        excluded: set[int] = set()
+        failures: list[str] = []
+        while len(failures) < self.config.create.max_attempts:
+            try:
+                placement = self.scheduler.select(
+                    self.host_states(), replace(req, exclude=frozenset(excluded))
+                )
+            except NoValidHost as e:
+                if failures:
+                    raise NoValidHost(
+                        f"{e.message}; earlier attempts failed: {'; '.join(failures)}", e.report
+                    ) from None
+                raise
+            vm = host = None
+            for cand in placement.hosts:
+                vm = self.registry.claim_vm(
+                    cand.id,
+                    name=name,
+                    tid=tid,
+                    image_id=image_id,
+                    cpu=vt.cpu,
+                    ram=vt.ram,
+                    disk=vt.disk,
+                    ssh_ports=self._port_range(cand.id),
+                )
+                if vm is not None:
+                    host = self.registry.host(cand.id)
+                    break
+            if vm is None or host is None:
+                continue  # every candidate was taken by a concurrent request: look again
+            try:
+                return self._build(vm, host, spec, started)
+            except ImageUnavailable:
+                raise
+            except FabricError as e:
+                failures.append(f"{host.label}: {e.message}")
+                excluded.add(host.id)
+                if isinstance(e, HostUnreachable):
+                    self.registry.record_discovery(host.id, up=False, reason=e.reason)
+        raise FabricError(f"could not create the VM: {'; '.join(failures)}")
+
+    def _port_range(self, host_id: int) -> range | None:
+        for h in self.registry.hosts():
+            if h.id == host_id:
+                return self.config.create.port_range if h.network == "forward" else None
+        return None
+
+    def _build(self, vm: VmRow, host: HostRow, spec: ImageSpec, started: float) -> VmRow:
+        target = host_target(host)
+        try:
+            staged = self._stage(host, vm.image_id, spec)
+            plan = VmPlan(
+                vm_id=vm.id,
+                name=vm.name,
+                domain_name=vm.domain_name,
+                uuid=vm.uuid,
+                mac=vm.mac,
+                vcpus=vm.cpu,
+                ram_mb=vm.ram,
+                disk_gb=vm.disk,
+                arch=spec.arch or host.arch or "x86_64",
+                ssh_port=vm.ssh_port,
+                cmdline=spec.cmdline,
+            )
+            console = self.driver.create(target, plan, staged)
+        except BaseException as e:
+            # The driver removed what it made; give the claim back and forget the VM.
+            with contextlib.suppress(FabricError):
+                self.driver.destroy(target, vm.domain_name, vm.id)
+            detail = {"error": str(e), "host": host.label}
+            self.registry.forget_vm(vm.id, event_kind="vm.create_failed", detail=detail)
+            raise
+        ip = host.address if host.network == "forward" else None
+        self.registry.transition(
+            vm.id,
+            VmState.ACTIVE,
+            expect=[VmState.BUILDING],
+            ip=ip,
+            console_path=console,
+            disk_path=None,
+        )
+        self.registry.record_event(
+            "vm.create", vm_id=vm.id, host_id=host.id, duration=time.monotonic() - started
+        )
+        return self.registry.vm(vm.id)
+
+    def destroy_vm(self, vm_id: int) -> None:
+        """Remove the domain, its definition and disk, then the VM and its claim."""
+        vm = self.registry.vm(vm_id)
+        previous = vm.state
+        if not self.registry.transition(
+            vm_id, VmState.DELETING, expect=[s for s in LIVE_STATES if s != VmState.BUILDING]
+        ):
+            current = self.registry.vm(vm_id).state
+            raise Conflict(f"vmid {vm_id} is {current}; it cannot be destroyed now")
+        if vm.host_id is not None:
+            host = self.registry.host_any(vm.host_id)
+            try:
+                self.driver.destroy(host_target(host), vm.domain_name, vm.id)
+            except FabricError:
+                self.registry.transition(vm_id, previous, expect=[VmState.DELETING])
+                raise
+        self.registry.forget_vm(vm_id, event_kind="vm.destroy")
+
+    def vm_info(self, vm_id: int) -> dict[str, Any]:
+        vm = self.registry.vm(vm_id)
+        return self.vm_dict(vm)
+
+    def vm_dict(self, vm: VmRow) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "vmid": vm.id,
+            "name": vm.name,
+            "instance_type": vm.tid,
+            "pmid": vm.host_id or 0,
+            "status": vm.state,
+            "image_id": vm.image_id,
+            "ip": vm.ip,
+        }
+        if vm.ip and vm.ssh_port:
+            out["ssh"] = {"host": vm.ip, "port": vm.ssh_port, "user": self.config.guest.user}
+        if vm.error:
+            out["error_detail"] = vm.error
+        return out
+
+    # -- hosts ---------------------------------------------------------------
+
+    def host_info(self, host_id: int) -> dict[str, Any]:
+        h = self.registry.host(host_id)
+        vms = self.registry.vm_counts().get(h.id, 0)
+        return {
+            "pmid": h.id,
+            "capacity": {"cpu": h.cpu_total, "ram": h.ram_total, "disk": h.disk_total},
+            "free": {
+                "cpu": h.cpu_total - h.cpu_used,
+                "ram": h.ram_total - h.ram_used,
+                "disk": h.disk_total - h.disk_used,
+            },
+            "vms": vms,
+            "name": h.label,
+            "uri": h.uri,
+            "status": h.status,
+            "reason": h.reason,
+            "enabled": h.enabled,
+            "arch": h.arch,
+        }
+
+    # -- reconciliation ------------------------------------------------------
+
+    def reconcile(self) -> ReconcileReport:
+        """Compare the registry with what each reachable host really runs, and resume.
+
+        - building, no domain: the create died half-way; its claim is released.
+        - building, domain present: finished if it runs, removed if not.
+        - deleting: the destroy is finished.
+        - a live VM whose domain is gone: marked ``vanished`` (kept, so it is seen).
+        - a domain with our metadata that the registry does not know: reported.
+        """
+        report = ReconcileReport([], [], [], [], [])
+        for host in self.registry.hosts():
+            if host.status != "up":
+                report.skipped_hosts.append(host.label)
+                continue
+            target = host_target(host)
+            try:
+                domains = self.driver.domains(target)
+            except FabricError as e:
+                report.skipped_hosts.append(host.label)
+                log.warning("reconcile skipped %s: %s", host.label, e)
+                continue
+            ours = {d.vm_id: d for d in domains if d.vm_id is not None}
+            known = {vm.id: vm for vm in self.registry.vms(host_id=host.id)}
+            for vm in known.values():
+                dom = ours.get(vm.id)
+                if vm.state == VmState.DELETING or (
+                    vm.state == VmState.BUILDING and (dom is None or not dom.active)
+                ):
+                    with contextlib.suppress(FabricError):
+                        self.driver.destroy(target, vm.domain_name, vm.id)
+                    self.registry.forget_vm(vm.id, event_kind="reconcile.removed")
+                    report.removed.append(vm.id)
+                elif vm.state == VmState.BUILDING:
+                    self.registry.transition(vm.id, VmState.ACTIVE, expect=[VmState.BUILDING])
+                    report.resumed.append(vm.id)
+                elif dom is None and vm.state != VmState.VANISHED:
+                    self.registry.transition(
+                        vm.id,
+                        VmState.VANISHED,
+                        expect=[vm.state],
+                        error=f"domain {vm.domain_name} is no longer on {host.label}",
+                    )
+                    report.vanished.append(vm.id)
+            for vm_id, dom in ours.items():
+                if vm_id not in known:
+                    report.unknown_domains.append(
+                        {"pmid": host.id, "domain": dom.name, "vmid": vm_id, "active": dom.active}
+                    )
+        for kind, ids in (
+            ("reconcile.vanished", report.vanished),
+            ("reconcile.resumed", report.resumed),
+        ):
+            for vm_id in ids:
+                self.registry.record_event(kind, vm_id=vm_id)
+        for d in report.unknown_domains:
+            log.warning("unknown domain with fabric metadata: %s", d)
+            self.registry.record_event("reconcile.unknown_domain", host_id=d["pmid"], detail=d)
+        self.last_reconcile = report
+        return report
+
+    def vm_exists(self, vm_id: int) -> bool:
+        try:
+            self.registry.vm(vm_id)
+        except NotFound:
+            return False
+        return True

@@ -1,0 +1,173 @@
+"""Domain, volume and pool XML from builders (ElementTree escapes every value)."""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass
+
+METADATA_NS = "urn:x-libvirt-fabric:vm:1"
+METADATA_PREFIX = "fabric"
+QEMU_NS = "http://libvirt.org/schemas/domain/qemu/1.0"
+
+ET.register_namespace("qemu", QEMU_NS)
+
+
+@dataclass(frozen=True)
+class DomainSpec:
+    """Everything that goes into one domain's XML."""
+
+    name: str
+    uuid: str
+    vm_id: int
+    domain_type: str  # kvm, qemu or test
+    vcpus: int
+    ram_mb: int
+    disk_path: str
+    disk_format: str = "qcow2"
+    mac: str = "52:54:00:00:00:01"
+    arch: str | None = "x86_64"
+    network: str = "user"  # user | forward | network:NAME | bridge:NAME
+    forward_address: str | None = None  # forward: where the guest's port 22 appears
+    forward_port: int | None = None
+    console_path: str | None = None
+    kernel: str | None = None
+    initrd: str | None = None
+    cmdline: str | None = None
+    fabric_name: str | None = None  # the VM's user-facing name, kept in metadata
+
+
+def _sub(parent: ET.Element, tag: str, text: str | None = None, **attrs: str) -> ET.Element:
+    el = ET.SubElement(parent, tag, {k.rstrip("_"): v for k, v in attrs.items()})
+    if text is not None:
+        el.text = text
+    return el
+
+
+def metadata_element(vm_id: int, name: str | None) -> ET.Element:
+    """Our ``<metadata>`` child: it names the fabric's VM id, so a domain can be traced back."""
+    el = ET.Element(f"{{{METADATA_NS}}}vm")
+    _sub(el, f"{{{METADATA_NS}}}id", str(vm_id))
+    if name is not None:
+        _sub(el, f"{{{METADATA_NS}}}name", name)
+    return el
+
+
+def domain_xml(spec: DomainSpec) -> str:
+    dom = ET.Element("domain", {"type": spec.domain_type})
+    _sub(dom, "name", spec.name)
+    _sub(dom, "uuid", spec.uuid)
+    meta = _sub(dom, "metadata")
+    meta.append(metadata_element(spec.vm_id, spec.fabric_name))
+    _sub(dom, "memory", str(spec.ram_mb), unit="MiB")
+    _sub(dom, "vcpu", str(spec.vcpus))
+
+    os_el = _sub(dom, "os")
+    type_attrs = {}
+    if spec.arch:
+        type_attrs["arch"] = spec.arch
+        if spec.arch in ("x86_64", "i686") and spec.domain_type in ("kvm", "qemu"):
+            type_attrs["machine"] = "pc"
+    _sub(os_el, "type", "hvm", **type_attrs)
+    if spec.kernel:
+        _sub(os_el, "kernel", spec.kernel)
+        if spec.initrd:
+            _sub(os_el, "initrd", spec.initrd)
+        if spec.cmdline:
+            _sub(os_el, "cmdline", spec.cmdline)
+    else:
+        _sub(os_el, "boot", dev="hd")
+
+    _sub(dom, "on_poweroff", "destroy")
+    _sub(dom, "on_reboot", "restart")
+    _sub(dom, "on_crash", "destroy")
+
+    devices = _sub(dom, "devices")
+    disk = _sub(devices, "disk", type="file", device="disk")
+    _sub(disk, "driver", name="qemu", type=spec.disk_format)
+    _sub(disk, "source", file=spec.disk_path)
+    _sub(disk, "target", dev="vda", bus="virtio")
+
+    _add_network(dom, devices, spec)
+
+    if spec.console_path:
+        serial = _sub(devices, "serial", type="file")
+        _sub(serial, "source", path=spec.console_path)
+        _sub(serial, "target", port="0")
+        console = _sub(devices, "console", type="file")
+        _sub(console, "source", path=spec.console_path)
+        _sub(console, "target", type="serial", port="0")
+    else:
+        serial = _sub(devices, "serial", type="pty")
+        _sub(serial, "target", port="0")
+    return ET.tostring(dom, encoding="unicode")
+
+
+def _add_network(dom: ET.Element, devices: ET.Element, spec: DomainSpec) -> None:
+    mode, _, arg = spec.network.partition(":")
+    if mode == "forward":
+        if not spec.forward_address or not spec.forward_port:
+            raise ValueError("network=forward needs an address and a port")
+        # QEMU's user network with a host forward: the guest's port 22 appears on
+        # the host's address, which is how a session-mode guest is reached here.
+        cmd = ET.SubElement(dom, f"{{{QEMU_NS}}}commandline")
+        fwd = f"tcp:{spec.forward_address}:{spec.forward_port}-:22"
+        args = [
+            "-netdev",
+            f"user,id=fabn0,hostfwd={fwd}",
+            "-device",
+            f"virtio-net-pci,netdev=fabn0,addr=0x9,mac={spec.mac}",
+        ]
+        for a in args:
+            ET.SubElement(cmd, f"{{{QEMU_NS}}}arg", {"value": a})
+        return
+    if mode == "user":
+        iface = _sub(devices, "interface", type="user")
+    elif mode == "network":
+        iface = _sub(devices, "interface", type="network")
+        _sub(iface, "source", network=arg)
+    elif mode == "bridge":
+        iface = _sub(devices, "interface", type="bridge")
+        _sub(iface, "source", bridge=arg)
+    else:
+        raise ValueError(f"unknown network mode {spec.network!r}")
+    _sub(iface, "mac", address=spec.mac)
+    _sub(iface, "model", type="virtio")
+
+
+def pool_xml(name: str, path: str) -> str:
+    pool = ET.Element("pool", {"type": "dir"})
+    _sub(pool, "name", name)
+    target = _sub(pool, "target")
+    _sub(target, "path", path)
+    return ET.tostring(pool, encoding="unicode")
+
+
+def volume_xml(
+    name: str,
+    capacity_bytes: int,
+    fmt: str = "qcow2",
+    backing_path: str | None = None,
+    backing_format: str | None = None,
+) -> str:
+    vol = ET.Element("volume")
+    _sub(vol, "name", name)
+    _sub(vol, "capacity", str(capacity_bytes), unit="bytes")
+    target = _sub(vol, "target")
+    _sub(target, "format", type=fmt)
+    if backing_path:
+        backing = _sub(vol, "backingStore")
+        _sub(backing, "path", backing_path)
+        _sub(backing, "format", type=backing_format or "qcow2")
+    return ET.tostring(vol, encoding="unicode")
+
+
+def read_metadata_id(metadata_xml: str) -> int | None:
+    """The fabric VM id in a domain's metadata element, or None if it is not ours."""
+    try:
+        el = ET.fromstring(metadata_xml)
+    except ET.ParseError:
+        return None
+    for child in el.iter():
+        if child.tag.endswith("id") and child.text and child.text.strip().isdigit():
+            return int(child.text.strip())
+    return None

@@ -1,0 +1,18 @@
+"""The registry: every fact the fabric knows, in SQLAlchemy tables."""
+
+from .db import Registry, image_spec_from_row, image_spec_to_dict, make_engine
+from .tables import ClaimRow, EventRow, HostRow, ImageRow, StagedImageRow, TypeRow, VmRow
+
+__all__ = [
+    "ClaimRow",
+    "EventRow",
+    "HostRow",
+    "ImageRow",
+    "Registry",
+    "StagedImageRow",
+    "TypeRow",
+    "VmRow",
+    "image_spec_from_row",
+    "image_spec_to_dict",
+    "make_engine",
+]

@@ -1,0 +1,471 @@
+"""Engine set-up and the registry's transactions.
+
+Every state change is one short transaction; no libvirt or SSH call ever runs
+inside one. Capacity is claimed by a conditional ``UPDATE`` checked by its row
+count, so two claims can never overcommit a host, whichever process makes them.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, delete, event, func, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from ..errors import Conflict, NotFound
+from ..model import HostSpec, ImageSpec, Inventory, VmState, VmType
+from .tables import (
+    Base,
+    ClaimRow,
+    EventRow,
+    HostRow,
+    ImageRow,
+    StagedImageRow,
+    TypeRow,
+    VmRow,
+)
+
+
+def make_engine(url: str) -> Engine:
+    """An engine for ``url``; SQLite gets WAL, a busy timeout and write-locking transactions."""
+    if url.startswith("sqlite"):
+        engine = create_engine(
+            url,
+            connect_args={"check_same_thread": False, "timeout": 60},
+            pool_size=20,
+            max_overflow=20,
+        )
+
+        @event.listens_for(engine, "connect")
+        def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+            # Let SQLAlchemy (not the sqlite3 module) decide when transactions begin.
+            dbapi_conn.isolation_level = None
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.execute("PRAGMA busy_timeout=60000")
+            cur.close()
+
+        @event.listens_for(engine, "begin")
+        def _on_begin(conn: Any) -> None:
+            # Take the write lock up front: a read-then-write transaction can then
+            # never fail half-way with "database is locked" and never interleave.
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+        return engine
+    return create_engine(url, pool_size=20, max_overflow=20, pool_pre_ping=True)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _new_mac() -> str:
+    # 52:54:00 is QEMU's locally administered prefix; the column is unique.
+    tail = secrets.token_bytes(3)
+    return "52:54:00:" + ":".join(f"{b:02x}" for b in tail)
+
+
+class Registry:
+    """The fabric's store of facts. Methods are transactions; rows come back detached."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.engine = make_engine(url)
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+
+    def create_schema(self) -> None:
+        Base.metadata.create_all(self.engine)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    @contextmanager
+    def tx(self) -> Iterator[Session]:
+        with self._sessions.begin() as session:
+            yield session
+
+    # -- inventory -----------------------------------------------------------
+
+    def sync_inventory(self, inv: Inventory) -> None:
+        """Make the registry's hosts, images and types match the files; ids stay stable."""
+        with self.tx() as s:
+            self._sync_hosts(s, inv.hosts)
+            self._sync_images(s, inv.images)
+            self._sync_types(s, inv.types)
+
+    def _sync_hosts(self, s: Session, hosts: Iterable[HostSpec]) -> None:
+        known = {h.key: h for h in s.scalars(select(HostRow))}
+        seen = set()
+        for spec in hosts:
+            seen.add(spec.key)
+            row = known.get(spec.key)
+            if row is None:
+                row = HostRow(key=spec.key, status="unknown")
+                s.add(row)
+            row.label = spec.label
+            row.uri = spec.uri
+            row.address = spec.address
+            row.domain_type = spec.domain_type
+            row.network = spec.network
+            row.pool_path = spec.pool_path
+            row.arch = spec.arch
+            row.cpu_override, row.ram_override, row.disk_override = spec.cpu, spec.ram, spec.disk
+            row.in_inventory = True
+        for key, row in known.items():
+            if key not in seen:
+                row.in_inventory = False
+
+    def _sync_images(self, s: Session, images: Iterable[ImageSpec]) -> None:
+        known = {i.location: i for i in s.scalars(select(ImageRow))}
+        seen = set()
+        for spec in images:
+            seen.add(spec.location)
+            row = known.get(spec.location)
+            if row is None:
+                row = ImageRow(location=spec.location)
+                s.add(row)
+            row.name = spec.name
+            row.spec = image_spec_to_dict(spec)
+            row.in_inventory = True
+        for loc, row in known.items():
+            if loc not in seen:
+                row.in_inventory = False
+
+    def _sync_types(self, s: Session, types: Iterable[VmType]) -> None:
+        known = {t.tid: t for t in s.scalars(select(TypeRow))}
+        seen = set()
+        for vt in types:
+            seen.add(vt.tid)
+            row = known.get(vt.tid)
+            if row is None:
+                row = TypeRow(tid=vt.tid)
+                s.add(row)
+            row.name, row.cpu, row.ram, row.disk = vt.name, vt.cpu, vt.ram, vt.disk
+            row.in_inventory = True
+        for tid, row in known.items():
+            if tid not in seen:
+                row.in_inventory = False
+
+    # -- reads ---------------------------------------------------------------
+
+    def hosts(self, include_retired: bool = False) -> list[HostRow]:
+        with self.tx() as s:
+            q = select(HostRow).order_by(HostRow.id)
+            if not include_retired:
+                q = q.where(HostRow.in_inventory.is_(True))
+            return list(s.scalars(q))
+
+    def host(self, host_id: int) -> HostRow:
+        with self.tx() as s:
+            row = s.get(HostRow, host_id)
+            if row is None or not row.in_inventory:
+                raise NotFound(f"pmid {host_id} does not exist")
+            return row
+
+    def host_any(self, host_id: int) -> HostRow:
+        """A host even if it left the pm file (its VMs still need it)."""
+        with self.tx() as s:
+            row = s.get(HostRow, host_id)
+            if row is None:
+                raise NotFound(f"pmid {host_id} does not exist")
+            return row
+
+    def images(self) -> list[ImageRow]:
+        with self.tx() as s:
+            q = select(ImageRow).where(ImageRow.in_inventory.is_(True)).order_by(ImageRow.id)
+            return list(s.scalars(q))
+
+    def image(self, image_id: int) -> ImageRow:
+        with self.tx() as s:
+            row = s.get(ImageRow, image_id)
+            if row is None or not row.in_inventory:
+                raise NotFound(f"image_id {image_id} does not exist")
+            return row
+
+    def types(self) -> list[TypeRow]:
+        with self.tx() as s:
+            q = select(TypeRow).where(TypeRow.in_inventory.is_(True)).order_by(TypeRow.tid)
+            return list(s.scalars(q))
+
+    def vm_type(self, tid: int) -> TypeRow:
+        with self.tx() as s:
+            row = s.get(TypeRow, tid)
+            if row is None or not row.in_inventory:
+                raise NotFound(f"instance_type {tid} does not exist")
+            return row
+
+    def vm(self, vm_id: int) -> VmRow:
+        with self.tx() as s:
+            row = s.get(VmRow, vm_id)
+            if row is None:
+                raise NotFound(f"vmid {vm_id} does not exist")
+            return row
+
+    def vms(self, host_id: int | None = None, states: Iterable[str] | None = None) -> list[VmRow]:
+        with self.tx() as s:
+            q = select(VmRow).order_by(VmRow.id)
+            if host_id is not None:
+                q = q.where(VmRow.host_id == host_id)
+            if states is not None:
+                q = q.where(VmRow.state.in_(list(states)))
+            return list(s.scalars(q))
+
+    def vm_counts(self) -> dict[int, int]:
+        """VMs per host id."""
+        with self.tx() as s:
+            q = select(VmRow.host_id, func.count()).group_by(VmRow.host_id)
+            return {hid: n for hid, n in s.execute(q) if hid is not None}
+
+    # -- discovery -----------------------------------------------------------
+
+    def record_discovery(
+        self,
+        host_id: int,
+        *,
+        up: bool,
+        reason: str | None,
+        phys: tuple[int, int, int] | None = None,
+        totals: tuple[int, int, int] | None = None,
+        arch: str | None = None,
+    ) -> None:
+        with self.tx() as s:
+            row = s.get(HostRow, host_id)
+            if row is None:
+                return
+            row.status = "up" if up else "down"
+            row.reason = reason
+            if up:
+                row.last_seen = _now()
+            if phys is not None:
+                row.phys_cpu, row.phys_ram, row.phys_disk = phys
+            if totals is not None:
+                row.cpu_total, row.ram_total, row.disk_total = totals
+            if arch and not row.arch:
+                row.arch = arch
+
+    def set_host_enabled(self, host_id: int, enabled: bool) -> None:
+        with self.tx() as s:
+            s.execute(update(HostRow).where(HostRow.id == host_id).values(enabled=enabled))
+
+    # -- claims and VM lifecycle --------------------------------------------
+
+    def claim_vm(
+        self,
+        host_id: int,
+        *,
+        name: str,
+        tid: int,
+        image_id: int,
+        cpu: int,
+        ram: int,
+        disk: int,
+        ssh_ports: range | None = None,
+    ) -> VmRow | None:
+        """Atomically claim capacity on ``host_id`` and record a ``building`` VM there.
+
+        Returns None when the host no longer fits (a lost race): the caller moves
+        on to its next candidate. Nothing is written in that case.
+        """
+        for _attempt in range(8):
+            try:
+                with self.tx() as s:
+                    res = s.execute(
+                        update(HostRow)
+                        .where(
+                            HostRow.id == host_id,
+                            HostRow.status == "up",
+                            HostRow.enabled.is_(True),
+                            HostRow.in_inventory.is_(True),
+                            HostRow.cpu_used + cpu <= HostRow.cpu_total,
+                            HostRow.ram_used + ram <= HostRow.ram_total,
+                            HostRow.disk_used + disk <= HostRow.disk_total,
+                        )
+                        .values(
+                            cpu_used=HostRow.cpu_used + cpu,
+                            ram_used=HostRow.ram_used + ram,
+                            disk_used=HostRow.disk_used + disk,
+                        )
+                        .execution_options(synchronize_session=False)
+                    )
+                    if res.rowcount != 1:
+                        return None
+                    port = self._free_port(s, host_id, ssh_ports) if ssh_ports else None
+                    vm_uuid = _uuid()
+                    vm = VmRow(
+                        name=name,
+                        tid=tid,
+                        image_id=image_id,
+                        host_id=host_id,
+                        state=VmState.BUILDING,
+                        uuid=vm_uuid,
+                        domain_name=f"fabric-{vm_uuid[:8]}",
+                        mac=_new_mac(),
+                        cpu=cpu,
+                        ram=ram,
+                        disk=disk,
+                        ssh_port=port,
+                    )
+                    s.add(vm)
+                    s.flush()
+                    # The domain name carries the stable id, which is only known now.
+                    vm.domain_name = f"fabric-vm-{vm.id}"
+                    s.add(ClaimRow(host_id=host_id, vm_id=vm.id, cpu=cpu, ram=ram, disk=disk))
+                    s.add(EventRow(kind="vm.claim", vm_id=vm.id, host_id=host_id))
+                    return vm
+            except IntegrityError:
+                # A MAC, uuid or port collided with a concurrent claim: try again.
+                continue
+        raise Conflict(f"could not record a new VM on pmid {host_id} (id collisions)")
+
+    def _free_port(self, s: Session, host_id: int, ports: range) -> int:
+        used = set(s.scalars(select(VmRow.ssh_port).where(VmRow.host_id == host_id)))
+        for p in ports:
+            if p not in used:
+                return p
+        raise Conflict(f"pmid {host_id} has no free forwarded port in {ports.start}-{ports.stop - 1}")
+
+    def update_vm(self, vm_id: int, **values: Any) -> None:
+        with self.tx() as s:
+            s.execute(update(VmRow).where(VmRow.id == vm_id).values(**values, updated_at=_now()))
+
+    def transition(self, vm_id: int, to: str, *, expect: Iterable[str], **values: Any) -> bool:
+        """Move a VM to state ``to`` only if it is in one of ``expect``; True if it moved."""
+        with self.tx() as s:
+            res = s.execute(
+                update(VmRow)
+                .where(VmRow.id == vm_id, VmRow.state.in_(list(expect)))
+                .values(state=to, updated_at=_now(), **values)
+                .execution_options(synchronize_session=False)
+            )
+            return res.rowcount == 1
+
+    def forget_vm(self, vm_id: int, *, event_kind: str, detail: dict | None = None) -> None:
+        """Release the VM's claim and delete its row, in one transaction."""
+        with self.tx() as s:
+            vm = s.get(VmRow, vm_id)
+            if vm is None:
+                return
+            self._release(s, vm_id)
+            s.add(EventRow(kind=event_kind, vm_id=vm_id, host_id=vm.host_id, detail=detail))
+            s.delete(vm)
+
+    def _release(self, s: Session, vm_id: int) -> None:
+        claim = s.scalar(select(ClaimRow).where(ClaimRow.vm_id == vm_id))
+        if claim is None:
+            return
+        s.execute(
+            update(HostRow)
+            .where(HostRow.id == claim.host_id)
+            .values(
+                cpu_used=HostRow.cpu_used - claim.cpu,
+                ram_used=HostRow.ram_used - claim.ram,
+                disk_used=HostRow.disk_used - claim.disk,
+            )
+            .execution_options(synchronize_session=False)
+        )
+        s.execute(delete(ClaimRow).where(ClaimRow.id == claim.id))
+
+    def claims_consistent(self) -> list[str]:
+        """Hosts whose ``*_used`` disagree with the sum of their claims (should be none)."""
+        problems = []
+        with self.tx() as s:
+            sums = {
+                hid: (c, r, d)
+                for hid, c, r, d in s.execute(
+                    select(
+                        ClaimRow.host_id,
+                        func.sum(ClaimRow.cpu),
+                        func.sum(ClaimRow.ram),
+                        func.sum(ClaimRow.disk),
+                    ).group_by(ClaimRow.host_id)
+                )
+            }
+            for h in s.scalars(select(HostRow)):
+                want = sums.get(h.id, (0, 0, 0))
+                have = (h.cpu_used, h.ram_used, h.disk_used)
+                if tuple(int(x or 0) for x in want) != have:
+                    problems.append(f"pmid {h.id}: used {have} but claims sum to {want}")
+        return problems
+
+    # -- staged images -------------------------------------------------------
+
+    def staged_image(self, host_id: int, image_id: int) -> StagedImageRow | None:
+        with self.tx() as s:
+            return s.scalar(
+                select(StagedImageRow).where(
+                    StagedImageRow.host_id == host_id, StagedImageRow.image_id == image_id
+                )
+            )
+
+    def record_staged(self, host_id: int, image_id: int, path: str, size: int) -> None:
+        try:
+            with self.tx() as s:
+                s.add(StagedImageRow(host_id=host_id, image_id=image_id, path=path, size=size))
+        except IntegrityError:
+            pass  # another create staged it at the same time: same content, same path
+
+    def forget_staged(self, host_id: int, image_id: int) -> None:
+        with self.tx() as s:
+            s.execute(
+                delete(StagedImageRow).where(
+                    StagedImageRow.host_id == host_id, StagedImageRow.image_id == image_id
+                )
+            )
+
+    # -- events --------------------------------------------------------------
+
+    def record_event(
+        self,
+        kind: str,
+        *,
+        vm_id: int | None = None,
+        host_id: int | None = None,
+        duration: float | None = None,
+        detail: dict | None = None,
+    ) -> None:
+        with self.tx() as s:
+            s.add(
+                EventRow(
+                    kind=kind, vm_id=vm_id, host_id=host_id, duration=duration, detail=detail
+                )
+            )
+
+    def events(self, kind: str | None = None, limit: int = 100) -> list[EventRow]:
+        with self.tx() as s:
+            q = select(EventRow).order_by(EventRow.id.desc()).limit(limit)
+            if kind:
+                q = q.where(EventRow.kind == kind)
+            return list(s.scalars(q))
+
+
+def _uuid() -> str:
+    import uuid
+
+    return str(uuid.uuid4())
+
+
+def image_spec_to_dict(spec: ImageSpec) -> dict:
+    return {
+        "name": spec.name,
+        "path": spec.path,
+        "user": spec.user,
+        "host": spec.host,
+        "port": spec.port,
+        "format": spec.format,
+        "arch": spec.arch,
+        "kernel": spec.kernel,
+        "initrd": spec.initrd,
+        "cmdline": spec.cmdline,
+    }
+
+
+def image_spec_from_row(row: ImageRow) -> ImageSpec:
+    d = dict(row.spec)
+    return ImageSpec(**d)

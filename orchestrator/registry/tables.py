@@ -1,0 +1,164 @@
+"""The registry's tables (SQLAlchemy 2). Every fact the fabric knows lives here."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+# SQLite's AUTOINCREMENT keeps ids from ever being reused after a delete;
+# PostgreSQL's sequences already behave that way.
+_NEVER_REUSE = {"sqlite_autoincrement": True}
+# BIGINT on PostgreSQL, but INTEGER on SQLite so it stays the rowid alias.
+Id = BigInteger().with_variant(Integer(), "sqlite")
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class HostRow(Base):
+    """A physical machine. ``*_total`` is effective capacity (after ratios), ``*_used`` claimed."""
+
+    __tablename__ = "hosts"
+    __table_args__ = _NEVER_REUSE
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    key: Mapped[str] = mapped_column(String(512), unique=True)
+    label: Mapped[str] = mapped_column(String(256))
+    uri: Mapped[str] = mapped_column(String(512))
+    address: Mapped[str | None] = mapped_column(String(256))
+    domain_type: Mapped[str] = mapped_column(String(16), default="kvm")
+    network: Mapped[str] = mapped_column(String(128), default="user")
+    pool_path: Mapped[str | None] = mapped_column(String(1024))
+    arch: Mapped[str | None] = mapped_column(String(32))
+    in_inventory: Mapped[bool] = mapped_column(Boolean, default=True)
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    status: Mapped[str] = mapped_column(String(16), default="unknown")
+    reason: Mapped[str | None] = mapped_column(Text)
+    last_seen: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # What the pm file declares (None: read it from libvirt), what libvirt reported.
+    cpu_override: Mapped[int | None] = mapped_column(Integer)
+    ram_override: Mapped[int | None] = mapped_column(Integer)
+    disk_override: Mapped[int | None] = mapped_column(Integer)
+    phys_cpu: Mapped[int] = mapped_column(Integer, default=0)
+    phys_ram: Mapped[int] = mapped_column(Integer, default=0)
+    phys_disk: Mapped[int] = mapped_column(Integer, default=0)
+    cpu_total: Mapped[int] = mapped_column(Integer, default=0)
+    ram_total: Mapped[int] = mapped_column(Integer, default=0)
+    disk_total: Mapped[int] = mapped_column(Integer, default=0)
+    cpu_used: Mapped[int] = mapped_column(Integer, default=0)
+    ram_used: Mapped[int] = mapped_column(Integer, default=0)
+    disk_used: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class ImageRow(Base):
+    __tablename__ = "images"
+    __table_args__ = _NEVER_REUSE
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    location: Mapped[str] = mapped_column(String(1024), unique=True)
+    name: Mapped[str] = mapped_column(String(128))
+    spec: Mapped[dict] = mapped_column(JSON)
+    in_inventory: Mapped[bool] = mapped_column(Boolean, default=True)
+
+
+class TypeRow(Base):
+    __tablename__ = "vm_types"
+
+    tid: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=False)
+    name: Mapped[str | None] = mapped_column(String(64))
+    cpu: Mapped[int] = mapped_column(Integer)
+    ram: Mapped[int] = mapped_column(Integer)
+    disk: Mapped[int] = mapped_column(Integer)
+    in_inventory: Mapped[bool] = mapped_column(Boolean, default=True)
+
+
+class VmRow(Base):
+    """A VM the fabric owns. Rows of destroyed VMs are deleted; ids are never reused."""
+
+    __tablename__ = "vms"
+    __table_args__ = (
+        UniqueConstraint("host_id", "ssh_port", name="uq_vm_host_port"),
+        _NEVER_REUSE,
+    )
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(128))
+    tid: Mapped[int] = mapped_column(Id)
+    image_id: Mapped[int] = mapped_column(Id, ForeignKey("images.id"))
+    host_id: Mapped[int | None] = mapped_column(Id, ForeignKey("hosts.id"), index=True)
+    state: Mapped[str] = mapped_column(String(16), index=True)
+    uuid: Mapped[str] = mapped_column(String(36), unique=True)
+    domain_name: Mapped[str] = mapped_column(String(128), unique=True)
+    mac: Mapped[str] = mapped_column(String(17), unique=True)
+    cpu: Mapped[int] = mapped_column(Integer)
+    ram: Mapped[int] = mapped_column(Integer)
+    disk: Mapped[int] = mapped_column(Integer)
+    ip: Mapped[str | None] = mapped_column(String(64))
+    ssh_port: Mapped[int | None] = mapped_column(Integer)
+    disk_path: Mapped[str | None] = mapped_column(String(1024))
+    console_path: Mapped[str | None] = mapped_column(String(1024))
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), default=utcnow, onupdate=utcnow
+    )
+
+
+class StagedImageRow(Base):
+    """An image already copied onto a host's pool, so later creates reuse it."""
+
+    __tablename__ = "staged_images"
+    __table_args__ = (UniqueConstraint("host_id", "image_id", name="uq_staged"),)
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    host_id: Mapped[int] = mapped_column(Id, ForeignKey("hosts.id"))
+    image_id: Mapped[int] = mapped_column(Id, ForeignKey("images.id"))
+    path: Mapped[str] = mapped_column(String(1024))
+    size: Mapped[int] = mapped_column(BigInteger, default=0)
+    staged_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class ClaimRow(Base):
+    """Capacity a consumer (a VM, later a volume) holds on a host; hosts.*_used is their sum."""
+
+    __tablename__ = "claims"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    host_id: Mapped[int] = mapped_column(Id, ForeignKey("hosts.id"), index=True)
+    vm_id: Mapped[int | None] = mapped_column(Id, unique=True)
+    volume_id: Mapped[int | None] = mapped_column(Id, unique=True)
+    cpu: Mapped[int] = mapped_column(Integer, default=0)
+    ram: Mapped[int] = mapped_column(Integer, default=0)
+    disk: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class EventRow(Base):
+    """What happened, for operators: creates, failures, reconciliation findings."""
+
+    __tablename__ = "events"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
+    kind: Mapped[str] = mapped_column(String(64), index=True)
+    vm_id: Mapped[int | None] = mapped_column(Id)
+    host_id: Mapped[int | None] = mapped_column(Id)
+    duration: Mapped[float | None] = mapped_column()
+    detail: Mapped[dict | None] = mapped_column(JSON)

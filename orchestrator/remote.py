@@ -1,0 +1,129 @@
+"""The one module that owns paramiko: open SSH sessions, read files, run commands.
+
+Host keys are always checked against a known_hosts file (never auto-added);
+every socket, SSH or SFTP failure becomes ``HostUnreachable(host, reason)``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shlex
+import socket
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+import paramiko
+
+from .errors import HostTimeout, HostUnreachable, ImageUnavailable
+
+
+@dataclass(frozen=True)
+class SshSettings:
+    key: str | None = None
+    known_hosts: str | None = None
+    connect_timeout: float = 5.0
+    command_timeout: float = 60.0
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    status: int
+    stdout: str
+    stderr: str
+
+
+class Remote:
+    """SSH access to one ``user@host:port``."""
+
+    def __init__(self, user: str, host: str, port: int, settings: SshSettings) -> None:
+        self.user = user
+        self.host = host
+        self.port = port
+        self.settings = settings
+        self.label = f"{user}@{host}:{port}"
+
+    @contextlib.contextmanager
+    def session(self) -> Iterator[paramiko.SSHClient]:
+        client = paramiko.SSHClient()
+        known = self.settings.known_hosts or os.path.expanduser("~/.ssh/known_hosts")
+        try:
+            if os.path.exists(known):
+                client.load_host_keys(known)
+            client.set_missing_host_key_policy(paramiko.RejectPolicy())
+            client.connect(
+                self.host,
+                port=self.port,
+                username=self.user,
+                key_filename=self.settings.key,
+                timeout=self.settings.connect_timeout,
+                banner_timeout=self.settings.connect_timeout,
+                auth_timeout=self.settings.connect_timeout,
+                allow_agent=False,
+                look_for_keys=self.settings.key is None,
+            )
+        except TimeoutError:
+            client.close()
+            raise HostTimeout(self.label, "SSH connection timed out") from None
+        except paramiko.SSHException as e:
+            client.close()
+            raise HostUnreachable(self.label, f"SSH: {e}") from None
+        except OSError as e:
+            client.close()
+            raise HostUnreachable(self.label, f"SSH: {e.strerror or e}") from None
+        try:
+            yield client
+        except (paramiko.SSHException, OSError) as e:
+            if isinstance(e, socket.timeout | TimeoutError):
+                raise HostTimeout(self.label, "SSH operation timed out") from None
+            raise HostUnreachable(self.label, f"SSH: {e}") from None
+        finally:
+            client.close()
+
+    def run(self, argv: list[str], timeout: float | None = None) -> CommandResult:
+        """Run a command given as an argument list (quoted here, never built from strings)."""
+        command = shlex.join(argv)
+        with self.session() as client:
+            _, out, err = client.exec_command(
+                command, timeout=timeout or self.settings.command_timeout
+            )
+            stdout = out.read().decode(errors="replace")
+            stderr = err.read().decode(errors="replace")
+            status = out.channel.recv_exit_status()
+            return CommandResult(status, stdout, stderr)
+
+    @contextlib.contextmanager
+    def open_file(self, path: str) -> Iterator[tuple[IO[bytes], int]]:
+        """Open a remote file for reading; yields (file, size)."""
+        with self.session() as client:
+            sftp = client.open_sftp()
+            try:
+                try:
+                    size = sftp.stat(path).st_size or 0
+                    fh = sftp.open(path, "rb")
+                except FileNotFoundError:
+                    raise ImageUnavailable(f"{self.label}:{path} does not exist") from None
+                except PermissionError:
+                    raise ImageUnavailable(f"{self.label}:{path} is not readable") from None
+                fh.prefetch(size)
+                try:
+                    yield fh, size
+                finally:
+                    fh.close()
+            finally:
+                sftp.close()
+
+
+@contextlib.contextmanager
+def open_local(path: str) -> Iterator[tuple[IO[bytes], int]]:
+    p = Path(path)
+    try:
+        fh = p.open("rb")
+    except FileNotFoundError:
+        raise ImageUnavailable(f"{path} does not exist") from None
+    except PermissionError:
+        raise ImageUnavailable(f"{path} is not readable") from None
+    with fh:
+        yield fh, p.stat().st_size

@@ -1,0 +1,65 @@
+"""Pure placement: HostState in, ranked hosts out, no I/O.
+
+A pipeline of small filters (status, exclude, arch, cpu, ram, disk), then
+weighers normalised and multiplied as a Policy says (first-fit, pack, spread,
+balanced, or custom weights), as in nova's filter scheduler.
+"""
+
+from orchestrator.scheduler.engine import Placement, Scheduler, refusal_message
+from orchestrator.scheduler.filters import (
+    FILTERS,
+    ArchFilter,
+    CpuFilter,
+    DiskFilter,
+    ExcludeFilter,
+    HostFilter,
+    RamFilter,
+    StatusFilter,
+    default_filters,
+)
+from orchestrator.scheduler.policy import (
+    DEFAULT_POLICY,
+    POLICY_WEIGHTS,
+    Policy,
+    build_policy,
+)
+from orchestrator.scheduler.state import HostState, PlacementRequest
+from orchestrator.scheduler.weighers import (
+    WEIGHERS,
+    BalanceWeigher,
+    CpuFreeWeigher,
+    DiskFreeWeigher,
+    RamFreeWeigher,
+    VmsWeigher,
+    Weigher,
+    weigh_hosts,
+)
+
+__all__ = [
+    "DEFAULT_POLICY",
+    "FILTERS",
+    "POLICY_WEIGHTS",
+    "WEIGHERS",
+    "ArchFilter",
+    "BalanceWeigher",
+    "CpuFilter",
+    "CpuFreeWeigher",
+    "DiskFilter",
+    "DiskFreeWeigher",
+    "ExcludeFilter",
+    "HostFilter",
+    "HostState",
+    "Placement",
+    "PlacementRequest",
+    "Policy",
+    "RamFilter",
+    "RamFreeWeigher",
+    "Scheduler",
+    "StatusFilter",
+    "VmsWeigher",
+    "Weigher",
+    "build_policy",
+    "default_filters",
+    "refusal_message",
+    "weigh_hosts",
+]
