@@ -92,7 +92,9 @@ def cmd_serve(argv: list[str]) -> int:
     for h in registry.hosts():
         log.info("pmid %d %s: %s %s", h.id, h.label, h.status, h.reason or "")
     if report.unknown_domains:
-        log.warning("domains with fabric metadata unknown to the registry: %s", report.unknown_domains)
+        log.warning(
+            "domains with fabric metadata unknown to the registry: %s", report.unknown_domains
+        )
     fabric.start_background()
 
     app = create_app(fabric)

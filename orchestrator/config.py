@@ -133,7 +133,9 @@ def config_from_dict(data: dict, where: str = "config") -> Config:
     known = set(_SECTIONS) | _PASSTHROUGH | {"scheduler", "state_dir"}
     for key in data:
         if key not in known:
-            raise ConfigError(f"{where}: unknown section {key!r} (valid: {', '.join(sorted(known))})")
+            raise ConfigError(
+                f"{where}: unknown section {key!r} (valid: {', '.join(sorted(known))})"
+            )
     sched = dict(data.get("scheduler") or {})
     sched.setdefault("policy", "spread")
     try:

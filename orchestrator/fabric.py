@@ -23,8 +23,8 @@ from .errors import (
     FabricError,
     HostUnreachable,
     ImageUnavailable,
-    NoValidHost,
     NotFound,
+    NoValidHost,
 )
 from .hypervisor.connection import SshOptions
 from .hypervisor.driver import HostTarget, LibvirtDriver, StagedImage, VmPlan
@@ -304,7 +304,7 @@ class Fabric:
         except BaseException as e:
             # The driver removed what it made; give the claim back and forget the VM.
             with contextlib.suppress(FabricError):
-                self.driver.destroy(target, vm.domain_name, vm.id)
+                self.driver.destroy(target, vm.uuid, vm.id)
             detail = {"error": str(e), "host": host.label}
             self.registry.forget_vm(vm.id, event_kind="vm.create_failed", detail=detail)
             raise
@@ -334,7 +334,7 @@ class Fabric:
         if vm.host_id is not None:
             host = self.registry.host_any(vm.host_id)
             try:
-                self.driver.destroy(host_target(host), vm.domain_name, vm.id)
+                self.driver.destroy(host_target(host), vm.uuid, vm.id)
             except FabricError:
                 self.registry.transition(vm_id, previous, expect=[VmState.DELETING])
                 raise
@@ -413,7 +413,7 @@ class Fabric:
                     vm.state == VmState.BUILDING and (dom is None or not dom.active)
                 ):
                     with contextlib.suppress(FabricError):
-                        self.driver.destroy(target, vm.domain_name, vm.id)
+                        self.driver.destroy(target, vm.uuid, vm.id)
                     self.registry.forget_vm(vm.id, event_kind="reconcile.removed")
                     report.removed.append(vm.id)
                 elif vm.state == VmState.BUILDING:

@@ -93,7 +93,9 @@ class ImageSpec:
     def location(self) -> str:
         """The image's identity across restarts, as written in the original format."""
         if self.host:
-            return f"{self.user}@{self.host}:{self.path}" if self.user else f"{self.host}:{self.path}"
+            return (
+                f"{self.user}@{self.host}:{self.path}" if self.user else f"{self.host}:{self.path}"
+            )
         return self.path
 
 

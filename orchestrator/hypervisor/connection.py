@@ -75,7 +75,7 @@ class SshOptions:
             [
                 "#!/bin/sh",
                 "# Written by the fabric: libvirt's qemu+ssh transport runs this as `ssh`.",
-                'set -- -o BatchMode=yes -o StrictHostKeyChecking=yes \\',
+                "set -- -o BatchMode=yes -o StrictHostKeyChecking=yes \\",
                 '  -o "ConnectTimeout=${FABRIC_SSH_CONNECT_TIMEOUT:-5}" \\',
                 "  -o ServerAliveInterval=5 -o ServerAliveCountMax=2 \\",
                 '  ${FABRIC_SSH_KNOWN_HOSTS:+-o "UserKnownHostsFile=$FABRIC_SSH_KNOWN_HOSTS"} \\',

@@ -21,7 +21,15 @@ import libvirt
 
 from ..errors import FabricError, HypervisorError
 from .connection import HostConnection, SshOptions
-from .xml import METADATA_NS, DomainSpec, domain_xml, pool_xml, read_metadata_id, volume_xml
+from .xml import (
+    METADATA_NS,
+    DomainSpec,
+    domain_xml,
+    pool_xml,
+    read_metadata_id,
+    safe_fromstring,
+    volume_xml,
+)
 
 log = logging.getLogger(__name__)
 
@@ -257,7 +265,9 @@ class LibvirtDriver:
             return conn.call(upload, timeout=self.upload_timeout)
 
     @staticmethod
-    def _upload(conn: libvirt.virConnect, vol: libvirt.virStorageVol, fh: IO[bytes], size: int) -> None:
+    def _upload(
+        conn: libvirt.virConnect, vol: libvirt.virStorageVol, fh: IO[bytes], size: int
+    ) -> None:
         if conn.getURI().startswith("test:"):
             return  # the test driver keeps no bytes (virStorageVolUpload is unsupported)
         stream = conn.newStream(0)
@@ -345,12 +355,16 @@ class LibvirtDriver:
 
         return self.connection(host).call(fn)
 
-    def destroy(self, host: HostTarget, domain_name: str, vm_id: int) -> None:
-        """Stop and undefine the domain and delete its disk and console log. Absent is fine."""
+    def destroy(self, host: HostTarget, uuid: str, vm_id: int) -> None:
+        """Stop and undefine the domain and delete its disk and console log. Absent is fine.
+
+        The domain is found by its UUID, so a foreign domain that happens to carry
+        the same name is never touched.
+        """
 
         def fn(conn: libvirt.virConnect) -> None:
             try:
-                dom = conn.lookupByName(domain_name)
+                dom = conn.lookupByUUIDString(uuid)
             except libvirt.libvirtError as e:
                 if e.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN:
                     raise
@@ -422,9 +436,7 @@ def _undefine(dom: libvirt.virDomain) -> None:
 
 
 def _pool_target(pool: libvirt.virStoragePool) -> str | None:
-    import xml.etree.ElementTree as ET
-
-    el = ET.fromstring(pool.XMLDesc(0)).find("target/path")
+    el = safe_fromstring(pool.XMLDesc(0)).find("target/path")
     return el.text if el is not None else None
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 
+from defusedxml.ElementTree import fromstring as safe_fromstring
+
 METADATA_NS = "urn:x-libvirt-fabric:vm:1"
 METADATA_PREFIX = "fabric"
 QEMU_NS = "http://libvirt.org/schemas/domain/qemu/1.0"
@@ -164,7 +166,7 @@ def volume_xml(
 def read_metadata_id(metadata_xml: str) -> int | None:
     """The fabric VM id in a domain's metadata element, or None if it is not ours."""
     try:
-        el = ET.fromstring(metadata_xml)
+        el = safe_fromstring(metadata_xml)
     except ET.ParseError:
         return None
     for child in el.iter():

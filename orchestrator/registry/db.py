@@ -329,7 +329,9 @@ class Registry:
         for p in ports:
             if p not in used:
                 return p
-        raise Conflict(f"pmid {host_id} has no free forwarded port in {ports.start}-{ports.stop - 1}")
+        raise Conflict(
+            f"pmid {host_id} has no free forwarded port in {ports.start}-{ports.stop - 1}"
+        )
 
     def update_vm(self, vm_id: int, **values: Any) -> None:
         with self.tx() as s:
@@ -432,9 +434,7 @@ class Registry:
     ) -> None:
         with self.tx() as s:
             s.add(
-                EventRow(
-                    kind=kind, vm_id=vm_id, host_id=host_id, duration=duration, detail=detail
-                )
+                EventRow(kind=kind, vm_id=vm_id, host_id=host_id, duration=duration, detail=detail)
             )
 
     def events(self, kind: str | None = None, limit: int = 100) -> list[EventRow]:

@@ -1,0 +1,155 @@
+"""Shared fixtures: hosts on libvirt's test:// driver (a fresh node XML per test),
+a real SQLite registry file, the Fabric, the Flask app, and a served app."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from orchestrator.api import create_app
+from orchestrator.config import config_from_dict
+from orchestrator.fabric import Fabric
+from orchestrator.hypervisor.driver import LibvirtDriver
+from orchestrator.inventory import load_inventory
+from orchestrator.registry import Registry
+
+NODE_XML = """<node>
+  <cpu>
+    <mhz>2000</mhz><model>x86_64</model><active>{cpus}</active>
+    <nodes>1</nodes><sockets>1</sockets><cores>{cpus}</cores><threads>1</threads>
+  </cpu>
+  <memory>{kib}</memory>
+  <pool type='dir'>
+    <name>fabric</name>
+    <target><path>/fabric-pool</path></target>
+  </pool>
+</node>
+"""
+
+DEFAULT_TYPES = {
+    "types": [
+        {"tid": 1, "cpu": 1, "ram": 512, "disk": 1, "name": "small"},
+        {"tid": 2, "cpu": 2, "ram": 1024, "disk": 2, "name": "standard"},
+        {"tid": 3, "cpu": 4, "ram": 2048, "disk": 3, "name": "large"},
+    ]
+}
+
+
+@dataclass
+class Rig:
+    """A fabric over test:// hosts, built from real input files in tmp_path."""
+
+    dir: Path
+    pm_file: Path
+    image_file: Path
+    types_file: Path
+    db_url: str
+    registry: Registry
+    fabric: Fabric
+    driver: LibvirtDriver
+
+    def restart(self, config: dict | None = None) -> Fabric:
+        """A new Fabric and Registry on the same database and the same hosts.
+
+        The test:// driver keeps a host's domains in its connection, so the
+        driver (the "hosts") survives; everything the fabric holds is rebuilt.
+        """
+        self.fabric._stop.set()
+        self.registry.close()
+        self.registry = Registry(self.db_url)
+        cfg = config_from_dict(config or {"state_dir": str(self.dir / "state")})
+        self.fabric = Fabric(self.registry, cfg, driver=self.driver)
+        inv = load_inventory(self.pm_file, self.image_file, self.types_file)
+        self.fabric.start(inv)
+        return self.fabric
+
+
+def write_node(path: Path, cpus: int, ram_mb: int) -> Path:
+    path.write_text(NODE_XML.format(cpus=cpus, kib=ram_mb * 1024))
+    return path
+
+
+def make_rig(
+    tmp_path: Path,
+    hosts: list[dict],
+    config: dict | None = None,
+    types: dict | None = None,
+    images: list[str] | None = None,
+) -> Rig:
+    """``hosts``: dicts with ``cpus``, ``ram`` (node XML) and pm-file settings in ``extra``."""
+    lines = []
+    for i, h in enumerate(hosts, start=1):
+        node = write_node(tmp_path / f"node{i}.xml", h.get("cpus", 4), h.get("ram", 4096))
+        extra = " ".join(f"{k}={v}" for k, v in h.get("extra", {}).items())
+        lines.append(f"uri=test://{node} {extra}".rstrip())
+    pm = tmp_path / "physical_machines"
+    pm.write_text("\n".join(lines) + "\n")
+    img_dir = tmp_path / "images"
+    img_dir.mkdir(exist_ok=True)
+    if images is None:
+        (img_dir / "debian-12.qcow2").write_bytes(b"QFI\xfb" + b"\0" * 60)
+        (img_dir / "alpine.qcow2").write_bytes(b"QFI\xfb" + b"\0" * 60)
+        images = [str(img_dir / "debian-12.qcow2"), str(img_dir / "alpine.qcow2")]
+    image_file = tmp_path / "images.txt"
+    image_file.write_text("\n".join(images) + "\n")
+    types_file = tmp_path / "vm_types.json"
+    types_file.write_text(json.dumps(types or DEFAULT_TYPES))
+    db_url = f"sqlite:///{tmp_path / 'registry.db'}"
+    registry = Registry(db_url)
+    cfg = config_from_dict({"state_dir": str(tmp_path / "state"), **(config or {})})
+    driver = LibvirtDriver(connect_timeout=5, call_timeout=20)
+    fabric = Fabric(registry, cfg, driver=driver)
+    fabric.start(load_inventory(pm, image_file, types_file))
+    return Rig(tmp_path, pm, image_file, types_file, db_url, registry, fabric, driver)
+
+
+@pytest.fixture
+def rig(tmp_path: Path) -> Iterator[Rig]:
+    """Three test:// hosts of different sizes."""
+    r = make_rig(
+        tmp_path,
+        [
+            {"cpus": 2, "ram": 2048},
+            {"cpus": 4, "ram": 4096},
+            {"cpus": 8, "ram": 8192},
+        ],
+    )
+    yield r
+    r.fabric.stop()
+    r.registry.close()
+
+
+@pytest.fixture
+def client(rig: Rig):  # noqa: ANN201
+    app = create_app(rig.fabric)
+    app.testing = True
+    return app.test_client()
+
+
+@dataclass
+class Served:
+    url: str
+    server: object
+    thread: threading.Thread
+
+
+def serve(fabric: Fabric, threads: int = 32) -> Served:
+    """Run the app on waitress (the production server) on a free loopback port."""
+    from waitress import create_server
+
+    server = create_server(create_app(fabric), host="127.0.0.1", port=0, threads=threads)
+    t = threading.Thread(target=server.run, daemon=True)
+    t.start()
+    return Served(f"http://127.0.0.1:{server.effective_port}", server, t)
+
+
+@pytest.fixture
+def served(rig: Rig) -> Iterator[Served]:
+    s = serve(rig.fabric)
+    yield s
+    s.server.close()
