@@ -12,6 +12,7 @@ METADATA_PREFIX = "fabric"
 QEMU_NS = "http://libvirt.org/schemas/domain/qemu/1.0"
 
 ET.register_namespace("qemu", QEMU_NS)
+ET.register_namespace(METADATA_PREFIX, METADATA_NS)
 
 
 @dataclass(frozen=True)

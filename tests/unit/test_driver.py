@@ -1,0 +1,188 @@
+"""The libvirt driver on libvirt's test:// driver: XML, connections, timeouts, create/destroy."""
+
+from __future__ import annotations
+
+import threading
+import time
+import xml.dom.minidom
+from pathlib import Path
+
+import libvirt
+import pytest
+
+from orchestrator.errors import HostTimeout, HostUnreachable, HypervisorError
+from orchestrator.hypervisor.connection import HostConnection, SshOptions, transport_uri
+from orchestrator.hypervisor.driver import HostTarget, LibvirtDriver, StagedImage, VmPlan
+from orchestrator.hypervisor.xml import DomainSpec, domain_xml, read_metadata_id
+from tests.conftest import write_node
+
+DATA = Path(__file__).resolve().parents[1] / "data"
+
+
+def forward_spec(**kw) -> DomainSpec:
+    base = dict(
+        name="fabric-vm-7",
+        uuid="7b0c3a4e-1d2f-4a5b-8c9d-0e1f2a3b4c5d",
+        vm_id=7,
+        fabric_name='web <1> & "co"',
+        domain_type="qemu",
+        vcpus=2,
+        ram_mb=256,
+        disk_path="/home/pm1/fabric-pool/vm-7.qcow2",
+        mac="52:54:00:ab:cd:ef",
+        arch="x86_64",
+        network="forward",
+        forward_address="127.0.0.2",
+        forward_port=22007,
+        console_path="/home/pm1/fabric-pool/vm-7.console.log",
+    )
+    base.update(kw)
+    return DomainSpec(**base)
+
+
+def test_domain_xml_matches_the_expected_file():
+    got = xml.dom.minidom.parseString(domain_xml(forward_spec())).toprettyxml(indent="  ")
+    assert got == (DATA / "domain_forward.xml").read_text()
+
+
+def test_markup_in_names_is_escaped_not_interpreted():
+    text = domain_xml(forward_spec(fabric_name="</name><evil/>"))
+    assert "<evil/>" not in text
+    assert "&lt;/name&gt;&lt;evil/&gt;" in text
+
+
+@pytest.mark.parametrize(
+    ("network", "needle"),
+    [
+        ("user", "<interface type=\"user\">"),
+        ("network:default", "<source network=\"default\" />"),
+        ("bridge:br0", "<source bridge=\"br0\" />"),
+    ],
+)
+def test_network_modes(network, needle):
+    text = domain_xml(forward_spec(network=network))
+    assert needle.replace(" />", "/>") in text.replace(" />", "/>")
+    assert "52:54:00:ab:cd:ef" in text
+    assert "commandline" not in text
+
+
+def test_direct_kernel_boot():
+    text = domain_xml(forward_spec(kernel="/p/k", initrd="/p/i", cmdline="console=ttyS0"))
+    assert "<kernel>/p/k</kernel>" in text and "<cmdline>console=ttyS0</cmdline>" in text
+    assert "<boot" not in text
+
+
+def test_generated_xml_round_trips_through_libvirt(tmp_path):
+    conn = libvirt.open(f"test://{write_node(tmp_path / 'n.xml', 4, 4096)}")
+    spec = forward_spec(domain_type="test", network="user")
+    dom = conn.defineXML(domain_xml(spec))
+    dom.create()
+    assert dom.isActive() and dom.UUIDString() == spec.uuid
+    meta = dom.metadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, "urn:x-libvirt-fabric:vm:1", 0)
+    assert read_metadata_id(meta) == 7
+    dom.destroy()
+    dom.undefine()
+
+
+def test_read_metadata_id_rejects_garbage():
+    assert read_metadata_id("<not xml") is None
+    assert read_metadata_id("<vm><id>x</id></vm>") is None
+
+
+def test_ssh_transport_uses_our_wrapper(tmp_path):
+    opts = SshOptions(key="/k/id", known_hosts="/k/known", connect_timeout=3)
+    wrapper = opts.wrapper(tmp_path)
+    text = wrapper.read_text()
+    assert "StrictHostKeyChecking=yes" in text and "BatchMode=yes" in text
+    uri = transport_uri("qemu+ssh://pm1@127.0.0.2:2222/session", wrapper)
+    assert uri.startswith("qemu+ssh://pm1@127.0.0.2:2222/session?")
+    assert f"command={str(wrapper).replace('/', '%2F')}" in uri and "no_tty=1" in uri
+    assert transport_uri("test:///default", wrapper) == "test:///default"
+    assert transport_uri("qemu:///system", wrapper) == "qemu:///system"
+
+
+def test_connection_is_reused_and_reopened_when_closed(tmp_path):
+    hc = HostConnection("h", f"test://{write_node(tmp_path / 'n.xml', 2, 1024)}")
+    first = hc.call(lambda c: c)
+    assert hc.call(lambda c: c) is first
+    first.close()
+    second = hc.call(lambda c: c)
+    assert second is not first and second.getInfo()[2] == 2
+    hc.close()
+
+
+def test_a_hung_call_times_out_instead_of_hanging(tmp_path):
+    hc = HostConnection("slow", f"test://{write_node(tmp_path / 'n.xml', 2, 1024)}")
+    release = threading.Event()
+    started = time.monotonic()
+    with pytest.raises(HostTimeout, match="no answer within 0.5s"):
+        hc.call(lambda c: release.wait(10), timeout=0.5)
+    assert time.monotonic() - started < 3
+    release.set()
+    hc.close()
+
+
+def test_unreachable_host_raises_host_unreachable():
+    hc = HostConnection("ghost", "test:///does/not/exist.xml")
+    with pytest.raises(HostUnreachable, match="ghost"):
+        hc.call(lambda c: c.getInfo())
+
+
+def test_ssh_host_that_refuses_is_unreachable_quickly(tmp_path):
+    # Nothing listens on this loopback port: the wrapper's ssh fails fast.
+    opts = SshOptions(connect_timeout=2)
+    hc = HostConnection(
+        "refused",
+        "qemu+ssh://nobody@127.0.0.1:1/system",
+        ssh_command=opts.wrapper(tmp_path),
+        connect_timeout=15,
+    )
+    started = time.monotonic()
+    with pytest.raises(HostUnreachable):
+        hc.call(lambda c: c.getInfo())
+    assert time.monotonic() - started < 15
+
+
+def _driver_and_host(tmp_path) -> tuple[LibvirtDriver, HostTarget]:
+    node = write_node(tmp_path / "n.xml", 4, 4096)
+    return LibvirtDriver(), HostTarget(id=1, label="h1", uri=f"test://{node}")
+
+
+def _plan(vm_id: int = 5) -> VmPlan:
+    return VmPlan(
+        vm_id=vm_id,
+        name="v",
+        domain_name=f"fabric-vm-{vm_id}",
+        uuid=f"00000000-0000-4000-8000-00000000000{vm_id}",
+        mac="52:54:00:00:00:05",
+        vcpus=1,
+        ram_mb=128,
+        disk_gb=1,
+        arch="x86_64",
+    )
+
+
+def test_driver_create_and_destroy_leave_nothing(tmp_path):
+    driver, host = _driver_and_host(tmp_path)
+    image = StagedImage(path="/fabric-pool/base", format="qcow2", capacity=10)
+    console = driver.create(host, _plan(), image)
+    assert console == "/fabric-pool/vm-5.console.log"
+    assert [d.vm_id for d in driver.domains(host)] == [5]
+    assert "vm-5.qcow2" in driver.volumes(host)
+    driver.destroy(host, _plan().uuid, 5)
+    assert driver.domains(host) == []
+    assert "vm-5.qcow2" not in driver.volumes(host)
+    driver.destroy(host, _plan().uuid, 5)  # absent is fine
+
+
+def test_driver_create_rolls_back_when_start_fails(tmp_path):
+    driver, host = _driver_and_host(tmp_path)
+    image = StagedImage(path="/fabric-pool/base", format="qcow2", capacity=10)
+    driver.create(host, _plan(5), image)
+    # A second VM with the same UUID as a running one cannot be defined: the driver
+    # must remove the disk it made before failing.
+    clash = VmPlan(**{**_plan(6).__dict__, "uuid": _plan(5).uuid})
+    with pytest.raises(HypervisorError):
+        driver.create(host, clash, image)
+    assert "vm-6.qcow2" not in driver.volumes(host)
+    assert [d.vm_id for d in driver.domains(host)] == [5]
