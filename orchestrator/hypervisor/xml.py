@@ -80,6 +80,11 @@ def domain_xml(spec: DomainSpec) -> str:
     else:
         _sub(os_el, "boot", dev="hd")
 
+    if spec.domain_type in ("kvm", "qemu"):
+        # Without ACPI, QEMU's PCI bus cannot hot-plug disks and guests ignore shutdown.
+        features = _sub(dom, "features")
+        _sub(features, "acpi")
+
     _sub(dom, "on_poweroff", "destroy")
     _sub(dom, "on_reboot", "restart")
     _sub(dom, "on_crash", "destroy")
