@@ -72,6 +72,7 @@ def cmd_serve(argv: list[str]) -> int:
         level=args.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    logging.getLogger("paramiko").setLevel(logging.WARNING)
     from waitress import create_server
 
     from .api import create_app

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
-import os
+import shlex
 import stat
 import threading
 from collections.abc import Callable
@@ -64,36 +65,41 @@ class SshOptions:
     connect_timeout: int = 5
 
     def wrapper(self, state_dir: Path) -> Path:
-        """Write (once) the ssh wrapper libvirt runs as its ``command``; returns its path.
+        """Write the ssh wrapper libvirt runs as its ``command``; returns its path.
 
         The wrapper pins host-key checking on, batch mode (never a prompt), a connect
-        timeout and keepalives. Paths reach it through the environment, quoted.
+        timeout and keepalives. libvirt runs it with a scrubbed environment, so the
+        settings are written into it, each quoted.
         """
         state_dir.mkdir(parents=True, exist_ok=True)
-        path = state_dir / "fabric-ssh"
+        args = [
+            "ssh",
+            "-o", "BatchMode=yes",
+            "-o", "StrictHostKeyChecking=yes",
+            "-o", f"ConnectTimeout={int(self.connect_timeout)}",
+            "-o", "ServerAliveInterval=5",
+            "-o", "ServerAliveCountMax=2",
+        ]  # fmt: skip
+        if self.known_hosts:
+            args += ["-o", f"UserKnownHostsFile={self.known_hosts}"]
+            args += ["-o", "GlobalKnownHostsFile=/dev/null"]
+        if self.key:
+            args += ["-o", "IdentitiesOnly=yes", "-i", self.key]
         body = "\n".join(
             [
                 "#!/bin/sh",
                 "# Written by the fabric: libvirt's qemu+ssh transport runs this as `ssh`.",
-                "set -- -o BatchMode=yes -o StrictHostKeyChecking=yes \\",
-                '  -o "ConnectTimeout=${FABRIC_SSH_CONNECT_TIMEOUT:-5}" \\',
-                "  -o ServerAliveInterval=5 -o ServerAliveCountMax=2 \\",
-                '  ${FABRIC_SSH_KNOWN_HOSTS:+-o "UserKnownHostsFile=$FABRIC_SSH_KNOWN_HOSTS"} \\',
-                '  ${FABRIC_SSH_KEY:+-i "$FABRIC_SSH_KEY"} "$@"',
-                'exec ssh "$@"',
+                f'exec {shlex.join(args)} "$@"',
                 "",
             ]
         )
-        if not path.exists() or path.read_text() != body:
+        digest = hashlib.sha256(body.encode()).hexdigest()[:12]
+        path = state_dir / f"fabric-ssh-{digest}"
+        if not path.exists():
             tmp = path.with_suffix(".tmp")
             tmp.write_text(body)
             tmp.chmod(stat.S_IRWXU | stat.S_IRGRP | stat.S_IXGRP | stat.S_IROTH | stat.S_IXOTH)
             tmp.replace(path)
-        if self.key:
-            os.environ["FABRIC_SSH_KEY"] = self.key
-        if self.known_hosts:
-            os.environ["FABRIC_SSH_KNOWN_HOSTS"] = self.known_hosts
-        os.environ["FABRIC_SSH_CONNECT_TIMEOUT"] = str(self.connect_timeout)
         return path
 
 

@@ -94,6 +94,7 @@ def test_ssh_transport_uses_our_wrapper(tmp_path):
     wrapper = opts.wrapper(tmp_path)
     text = wrapper.read_text()
     assert "StrictHostKeyChecking=yes" in text and "BatchMode=yes" in text
+    assert "UserKnownHostsFile=/k/known" in text and "-i /k/id" in text
     uri = transport_uri("qemu+ssh://pm1@127.0.0.2:2222/session", wrapper)
     assert uri.startswith("qemu+ssh://pm1@127.0.0.2:2222/session?")
     assert f"command={str(wrapper).replace('/', '%2F')}" in uri and "no_tty=1" in uri
