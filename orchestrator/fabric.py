@@ -22,6 +22,7 @@ from .errors import (
     Conflict,
     FabricError,
     HostUnreachable,
+    HypervisorError,
     ImageUnavailable,
     NotFound,
     NoValidHost,
@@ -305,6 +306,10 @@ class Fabric:
             # The driver removed what it made; give the claim back and forget the VM.
             with contextlib.suppress(FabricError):
                 self.driver.destroy(target, vm.uuid, vm.id)
+            if isinstance(e, HypervisorError):
+                # The staged copy may be what broke (e.g. removed behind our back):
+                # the next create on this host copies the image again.
+                self.registry.forget_staged(host.id, vm.image_id)
             detail = {"error": str(e), "host": host.label}
             self.registry.forget_vm(vm.id, event_kind="vm.create_failed", detail=detail)
             raise

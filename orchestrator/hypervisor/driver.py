@@ -233,6 +233,8 @@ class LibvirtDriver:
     ) -> tuple[str, int]:
         def existing(conn: libvirt.virConnect) -> tuple[str, int] | None:
             pool = self._ensure_pool(conn, host)
+            with contextlib.suppress(libvirt.libvirtError):
+                pool.refresh(0)  # see files removed or added behind libvirt's back
             try:
                 vol = pool.storageVolLookupByName(vol_name)
             except libvirt.libvirtError as e:

@@ -1,0 +1,223 @@
+"""The integration rig: the fabric as its own process, over the local datacenter
+(`bin/local-datacenter up`): real libvirt session daemons reached over real SSH,
+real QEMU (TCG) guests. Without the rig these tests fail in CI and are skipped,
+saying why, on a developer's machine that never brought it up."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import paramiko
+import pytest
+import requests
+
+from orchestrator.remote import Remote, SshSettings
+
+ROOT = Path(__file__).resolve().parents[2]
+RIG = Path(os.environ.get("FABRIC_RIG_DIR", "/var/lib/fabric-demo"))
+NEEDED = ["physical_machines", "images", "vm_types", "fabric.yaml", "keys/id_ed25519"]
+BOOT_MARKER = "FABRIC-GUEST-READY"
+HOSTS = {1: ("pm1", "127.0.0.2"), 2: ("pm2", "127.0.0.3"), 3: ("pm3", "127.0.0.4")}
+
+
+def _require_rig() -> None:
+    missing = [n for n in NEEDED if not (RIG / n).exists()]
+    problem = None
+    if missing:
+        problem = f"the local datacenter is not up in {RIG} (missing {', '.join(missing)})"
+    else:
+        st = subprocess.run(
+            [str(ROOT / "bin" / "local-datacenter"), "status", "--state-dir", str(RIG)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        if st.returncode != 0:
+            problem = f"bin/local-datacenter status failed:\n{st.stdout}\n{st.stderr}"
+    if problem is None:
+        return
+    if os.environ.get("CI") or os.environ.get("FABRIC_REQUIRE_RIG"):
+        pytest.fail(f"integration rig required but unusable: {problem}", pytrace=False)
+    pytest.skip(f"{problem}; run bin/test (or bin/local-datacenter up) to get it")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def host_shell(pmid: int) -> Remote:
+    user, addr = HOSTS[pmid]
+    return Remote(
+        user,
+        addr,
+        2222,
+        SshSettings(key=str(RIG / "keys/id_ed25519"), known_hosts=str(RIG / "known_hosts")),
+    )
+
+
+def on_host(pmid: int, argv: list[str], timeout: float = 30) -> str:
+    res = host_shell(pmid).run(argv, timeout=timeout)
+    assert res.status == 0, f"{argv} on pm{pmid}: {res.stderr}"
+    return res.stdout
+
+
+def host_domains(pmid: int) -> dict[str, str]:
+    """name -> state of every domain (defined or running) on the host's session daemon."""
+    out = on_host(pmid, ["virsh", "-c", "qemu:///session", "list", "--all"])
+    doms = {}
+    for line in out.splitlines()[2:]:
+        parts = line.split(None, 2)
+        if len(parts) == 3:
+            doms[parts[1]] = parts[2].strip()
+    return doms
+
+
+def host_pool_files(pmid: int) -> set[str]:
+    user, _ = HOSTS[pmid]
+    return set(on_host(pmid, ["ls", "-1", f"/home/{user}/fabric-pool"]).split())
+
+
+class Guest:
+    """SSH into a guest through its forwarded port, its host key checked."""
+
+    def __init__(self, tmp: Path, ip: str, port: int) -> None:
+        key = (RIG / "guest" / "guest-host-key.pub").read_text().split()
+        known = tmp / f"guest_known_hosts_{port}"
+        known.write_text(f"[{ip}]:{port} {key[0]} {key[1]}\n")
+        self.remote = Remote(
+            "root",
+            ip,
+            port,
+            SshSettings(key=str(RIG / "keys/id_ed25519"), known_hosts=str(known)),
+        )
+
+    def run(self, command: list[str]) -> str:
+        res = self.remote.run(command, timeout=30)
+        assert res.status == 0, res.stderr
+        return res.stdout
+
+
+class FabricProcess:
+    """`./script` on the rig's files, as a separate process we can SIGTERM or SIGKILL."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.tmp = tmp
+        tmp.mkdir(parents=True, exist_ok=True)
+        # Equal, small hosts, so `spread` has one obvious answer for each create.
+        pm = (RIG / "physical_machines").read_text()
+        self.pm = tmp / "physical_machines"
+        self.pm.write_text(re.sub(r"\bram=\d+", "ram=384", pm))
+        self.images = tmp / "images"
+        self.images.write_text(
+            (RIG / "images").read_text()
+            + "pmimg@127.0.0.10:/home/pmimg/images/missing.qcow2 port=2222\n"
+        )
+        self.types = RIG / "vm_types"
+        self.config = tmp / "fabric.yaml"
+        self.config.write_text(
+            (RIG / "fabric.yaml").read_text()
+            + f"\nstate_dir: {tmp / 'state'}\n"
+            + "discovery: {interval: 3}\n"
+            + "libvirt: {connect_timeout: 10, call_timeout: 30}\n"
+        )
+        self.db = f"sqlite:///{tmp / 'registry.db'}"
+        self.proc: subprocess.Popen | None = None
+        self.url = ""
+
+    def start(self) -> None:
+        port = free_port()
+        self.url = f"http://127.0.0.1:{port}"
+        log = open(self.tmp / "fabric.log", "ab")  # noqa: SIM115
+        self.proc = subprocess.Popen(
+            [
+                str(ROOT / "script"),
+                str(self.pm),
+                str(self.images),
+                str(self.types),
+                "--config",
+                str(self.config),
+                "--db",
+                self.db,
+                "--port",
+                str(port),
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        log.close()
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(self.log())
+            try:
+                requests.get(self.url + "/pm/list", timeout=2)
+                return
+            except requests.ConnectionError:
+                time.sleep(0.2)
+        raise AssertionError("fabric did not start:\n" + self.log())
+
+    def stop(self, sig: int = signal.SIGTERM) -> int | None:
+        if self.proc is None or self.proc.poll() is not None:
+            return None
+        self.proc.send_signal(sig)
+        return self.proc.wait(timeout=30)
+
+    def log(self) -> str:
+        return (self.tmp / "fabric.log").read_text(errors="replace")
+
+    def get(self, path: str, timeout: float = 120, **params: Any) -> requests.Response:
+        return requests.get(self.url + path, params=params, timeout=timeout)
+
+    def create(self, name: str, tid: int = 1, image_id: int = 1) -> dict:
+        r = self.get("/vm/create", name=name, instance_type=tid, image_id=image_id)
+        assert r.status_code == 200, r.text
+        return self.get("/vm/query", vmid=r.json()["vmid"]).json()
+
+    def wait_booted(self, vm: dict, timeout: float = 180) -> str:
+        """Wait for the guest's boot marker on its serial console, read on its host."""
+        user, _ = HOSTS[vm["pmid"]]
+        path = f"/home/{user}/fabric-pool/vm-{vm['vmid']}.console.log"
+        deadline = time.monotonic() + timeout
+        text = ""
+        while time.monotonic() < deadline:
+            res = host_shell(vm["pmid"]).run(["cat", path])
+            text = res.stdout
+            if BOOT_MARKER in text:
+                return text
+            time.sleep(1)
+        raise AssertionError(f"vm {vm['vmid']} did not boot; console:\n{text[-2000:]}")
+
+    def ssh(self, vm: dict, attempts: int = 20) -> Guest:
+        guest = Guest(self.tmp, vm["ssh"]["host"], vm["ssh"]["port"])
+        for _ in range(attempts):
+            try:
+                guest.run(["true"])
+                return guest
+            except (AssertionError, paramiko.SSHException, Exception):  # noqa: B014
+                time.sleep(1)
+        guest.run(["true"])
+        return guest
+
+
+@pytest.fixture(scope="session")
+def fabric(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FabricProcess]:
+    _require_rig()
+    fp = FabricProcess(tmp_path_factory.mktemp("rig-fabric"))
+    fp.start()
+    yield fp
+    try:
+        if fp.proc is not None and fp.proc.poll() is None:
+            for vmid in fp.get("/vm/list").json()["vmids"]:
+                fp.get("/vm/destroy", vmid=vmid)
+    finally:
+        fp.stop()

@@ -1,0 +1,150 @@
+"""Real guests on real hosts: create, boot, SSH, destroy, SIGKILL, host failure, rollback.
+
+Each test leaves the hosts as it found them. Guests are few: CI has two cores.
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import time
+
+import pytest
+
+from tests.integration.conftest import (
+    RIG,
+    ROOT,
+    host_domains,
+    host_pool_files,
+    on_host,
+)
+
+pytestmark = pytest.mark.integration
+
+
+def test_vms_boot_on_three_hosts_where_spread_puts_them(fabric):
+    vms = [fabric.create(f"spread-{i}") for i in range(3)]
+    # three equal hosts: spread gives each host one VM, in pmid order on ties
+    assert [vm["pmid"] for vm in vms] == [1, 2, 3]
+    for vm in vms:
+        assert vm["status"] == "active"
+        assert vm["ssh"]["host"] == {1: "127.0.0.2", 2: "127.0.0.3", 3: "127.0.0.4"}[vm["pmid"]]
+        pm = fabric.get("/pm/query", pmid=vm["pmid"]).json()
+        assert pm["vms"] == 1 and pm["free"]["ram"] == 384 - 128
+    for vm in vms:
+        console = fabric.wait_booted(vm)
+        assert "Linux version" in console  # the kernel's own boot log on ttyS0
+        guest = fabric.ssh(vm)
+        assert guest.run(["cat", "/proc/sys/kernel/ostype"]).strip() == "Linux"
+        # the guest has exactly the memory its type asked for (128 MB, minus the kernel)
+        mem_kb = int(guest.run(["sed", "-n", "s/MemTotal: *\\([0-9]*\\).*/\\1/p", "/proc/meminfo"]))
+        assert 90_000 < mem_kb <= 131_072
+    for vm in vms:
+        assert fabric.get("/vm/destroy", vmid=vm["vmid"]).json() == {"status": 1}
+        domains = host_domains(vm["pmid"])
+        assert f"fabric-vm-{vm['vmid']}" not in domains  # neither running nor defined
+        files = host_pool_files(vm["pmid"])
+        assert f"vm-{vm['vmid']}.qcow2" not in files
+        assert f"vm-{vm['vmid']}.console.log" not in files
+        assert fabric.get("/vm/query", vmid=vm["vmid"]).status_code == 404
+    assert all(fabric.get("/pm/query", pmid=p).json()["vms"] == 0 for p in (1, 2, 3))
+
+
+def test_sigkill_and_restart_keeps_running_vms_known_and_destroyable(fabric):
+    vms = [fabric.create(f"survivor-{i}") for i in range(2)]
+    fabric.wait_booted(vms[0])
+    assert fabric.stop(signal.SIGKILL) == -signal.SIGKILL
+    fabric.start()
+    for vm in vms:
+        again = fabric.get("/vm/query", vmid=vm["vmid"]).json()
+        assert again["status"] == "active", again
+        assert again["pmid"] == vm["pmid"] and again["ssh"] == vm["ssh"]
+        assert host_domains(vm["pmid"])[f"fabric-vm-{vm['vmid']}"] == "running"
+    # still reachable and still destroyable after the restart
+    fabric.ssh(vms[0]).run(["true"])
+    for vm in vms:
+        assert fabric.get("/vm/destroy", vmid=vm["vmid"]).json() == {"status": 1}
+        assert f"fabric-vm-{vm['vmid']}" not in host_domains(vm["pmid"])
+
+
+def _datacenter(*args: str) -> None:
+    subprocess.run(
+        [str(ROOT / "bin" / "local-datacenter"), *args, "--state-dir", str(RIG)],
+        check=True,
+        timeout=120,
+        capture_output=True,
+    )
+
+
+def test_a_host_whose_ssh_stops_is_avoided_reported_and_comes_back(fabric):
+    _datacenter("stop-host", "pm3")
+    try:
+        made = []
+        for i in range(3):
+            started = time.monotonic()
+            r = fabric.get("/vm/create", timeout=90, name=f"avoid-{i}", instance_type=1, image_id=1)
+            assert time.monotonic() - started < 60  # never hangs on the dead host
+            assert r.status_code == 200, r.text
+            made.append(fabric.get("/vm/query", vmid=r.json()["vmid"]).json())
+        assert all(vm["pmid"] in (1, 2) for vm in made)
+        deadline = time.monotonic() + 30
+        pm3 = {}
+        while time.monotonic() < deadline:
+            started = time.monotonic()
+            pm3 = fabric.get("/pm/query", pmid=3).json()
+            assert time.monotonic() - started < 5  # a query never waits on a dead host
+            if pm3["status"] == "down":
+                break
+            time.sleep(1)
+        assert pm3["status"] == "down" and pm3["reason"], pm3
+        listed = fabric.get("/pm/list").json()["pmids"]
+        assert listed == [1, 2, 3]
+    finally:
+        _datacenter("start-host", "pm3")
+    deadline = time.monotonic() + 45
+    while time.monotonic() < deadline:
+        if fabric.get("/pm/query", pmid=3).json()["status"] == "up":
+            break
+        time.sleep(1)
+    assert fabric.get("/pm/query", pmid=3).json()["status"] == "up"
+    for vm in made:
+        assert fabric.get("/vm/destroy", vmid=vm["vmid"]).json() == {"status": 1}
+
+
+def test_a_create_that_fails_leaves_nothing_on_hosts_or_registry(fabric):
+    before_vms = fabric.get("/vm/list").json()["vmids"]
+    before = {p: (set(host_domains(p)), host_pool_files(p)) for p in (1, 2, 3)}
+    # image 2 is listed in the images file but missing on the image host
+    r = fabric.get("/vm/create", name="broken", instance_type=1, image_id=2)
+    assert r.status_code == 502
+    assert r.json()["vmid"] == 0 and "missing.qcow2 does not exist" in r.json()["error"]
+    assert fabric.get("/vm/list").json()["vmids"] == before_vms
+    for p in (1, 2, 3):
+        assert (set(host_domains(p)), host_pool_files(p)) == before[p]
+        assert fabric.get("/pm/query", pmid=p).json()["vms"] == 0
+
+
+def test_a_staged_image_removed_behind_our_back_fails_cleanly_then_heals(fabric):
+    # Stage the image on pm1 with a first VM, then remove the staged copy by hand.
+    first = fabric.create("stage-1")
+    assert first["pmid"] == 1
+    staged = [f for f in host_pool_files(1) if f.startswith("image-1-")]
+    assert staged
+    fabric.get("/vm/destroy", vmid=first["vmid"])
+    on_host(1, ["rm", "-f", f"/home/pm1/fabric-pool/{staged[0]}"])
+    # The next create goes to pm1 (spread, ties by pmid), fails there when the
+    # overlay cannot find its base, leaves nothing on pm1, and lands elsewhere.
+    vm = fabric.create("heal-1")
+    files = host_pool_files(1)
+    assert not any(f.startswith("vm-") for f in files)
+    assert not any(d.startswith("fabric-vm-") for d in host_domains(1))
+    if vm["pmid"] == 1:
+        # the retry restaged the image on pm1 itself
+        assert any(f.startswith("image-1-") for f in files)
+    fabric.wait_booted(vm)
+    assert fabric.get("/vm/destroy", vmid=vm["vmid"]).json() == {"status": 1}
+    # pm1 serves again: the image is copied anew on the next create there
+    again = fabric.create("heal-2")
+    assert again["pmid"] == 1
+    assert any(f.startswith("image-1-") for f in host_pool_files(1))
+    assert fabric.get("/vm/destroy", vmid=again["vmid"]).json() == {"status": 1}
