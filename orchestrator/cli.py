@@ -103,21 +103,22 @@ def cmd_serve(argv: list[str]) -> int:
     stopping = threading.Event()
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
-        if not stopping.is_set():
-            stopping.set()
-            log.info("signal %d: stopping", signum)
-            server.close()
+        log.info("signal %d: stopping", signum)
+        stopping.set()
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    serving = threading.Thread(target=server.run, name="waitress", daemon=True)
+    serving.start()
     log.info("serving on http://%s:%s", args.host, server.effective_port)
     print(f"fabric listening on http://{args.host}:{server.effective_port}", flush=True)
     try:
-        server.run()
-    except OSError:
-        if not stopping.is_set():
-            raise
+        while not stopping.wait(0.5) and serving.is_alive():
+            pass
     finally:
+        # Stop accepting, let requests in flight finish (bounded), then stop the rest.
+        server.close()
+        server.task_dispatcher.shutdown(cancel_pending=True, timeout=10)
         fabric.stop()
         registry.close()
         log.info("stopped")

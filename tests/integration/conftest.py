@@ -116,7 +116,9 @@ class FabricProcess:
         # Equal, small hosts, so `spread` has one obvious answer for each create.
         pm = (RIG / "physical_machines").read_text()
         self.pm = tmp / "physical_machines"
-        self.pm.write_text(re.sub(r"\bram=\d+", "ram=384", pm))
+        for key, value in (("cpu", 2), ("ram", 384), ("disk", 6)):
+            pm = re.sub(rf"\b{key}=\d+", f"{key}={value}", pm)
+        self.pm.write_text(pm)
         self.images = tmp / "images"
         self.images.write_text(
             (RIG / "images").read_text()
