@@ -78,7 +78,10 @@ def cmd_serve(argv: list[str]) -> int:
     from .api import create_app
     from .fabric import Fabric
     from .inventory import load_inventory
+    from .pools import PoolService, parse_pools
     from .registry import Registry
+    from .reservations import Reservations
+    from .worker import Worker
 
     try:
         config = load_config(args.config)
@@ -89,7 +92,13 @@ def cmd_serve(argv: list[str]) -> int:
     Path(config.state_dir).mkdir(parents=True, exist_ok=True)
     registry = Registry(args.db or default_db_url(config))
     fabric = Fabric(registry, config)
-    report = fabric.start(inventory)
+    fabric.load(inventory)
+    try:
+        pool_configs = parse_pools(config.raw.get("pools"), fabric, args.config or "config")
+    except FabricError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    report = fabric.start()
     for h in registry.hosts():
         log.info("pmid %d %s: %s %s", h.id, h.label, h.status, h.reason or "")
     if report.unknown_domains:
@@ -97,8 +106,15 @@ def cmd_serve(argv: list[str]) -> int:
             "domains with fabric metadata unknown to the registry: %s", report.unknown_domains
         )
     fabric.start_background()
+    reservations = None
+    worker = None
+    if pool_configs:
+        pool_service = PoolService(fabric, pool_configs, config)
+        worker = Worker(pool_service)
+        reservations = Reservations(fabric, pool_service, wake=worker.wake)
+        worker.start()
 
-    app = create_app(fabric)
+    app = create_app(fabric, reservations)
     server = create_server(app, host=args.host, port=args.port, threads=args.threads)
     stopping = threading.Event()
 
@@ -119,6 +135,8 @@ def cmd_serve(argv: list[str]) -> int:
         # Stop accepting, let requests in flight finish (bounded), then stop the rest.
         server.close()
         server.task_dispatcher.shutdown(cancel_pending=True, timeout=10)
+        if worker is not None:
+            worker.stop()
         fabric.stop()
         registry.close()
         log.info("stopped")

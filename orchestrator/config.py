@@ -54,7 +54,23 @@ class CreateConfig:
 
 @dataclass(frozen=True)
 class GuestConfig:
+    """How the fabric logs into guests (readiness checks, cleanup)."""
+
     user: str = "root"
+    key: str | None = None  # default: ssh.key
+    host_keys: str | None = None  # file of keys every guest may present; default: TOFU
+    ready_timeout: float = 300.0  # seconds for a new or reset guest to answer SSH
+    command_timeout: float = 60.0
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    """Background work: pool refill, cleanup, the lifetime reaper."""
+
+    interval: float = 2.0  # seconds between passes
+    build_workers: int = 2  # pool VMs built at once
+    cleanup_workers: int = 4  # returned VMs cleaned at once
+    retry_after: int = 5  # seconds a caller is told to wait when a pool is empty
 
 
 @dataclass(frozen=True)
@@ -71,6 +87,8 @@ class Config:
     create: CreateConfig = field(default_factory=CreateConfig)
     guest: GuestConfig = field(default_factory=GuestConfig)
     discovery: DiscoveryConfig = field(default_factory=DiscoveryConfig)
+    workers: WorkerConfig = field(default_factory=WorkerConfig)
+    max_vms: int | None = None  # global limit on VMs the fabric runs (None: no limit)
     state_dir: str = "/var/lib/fabric"
     raw: dict = field(default_factory=dict, compare=False)
 
@@ -82,9 +100,10 @@ _SECTIONS = {
     "create": CreateConfig,
     "guest": GuestConfig,
     "discovery": DiscoveryConfig,
+    "workers": WorkerConfig,
 }
 # Sections later features read for themselves (kept, not checked here).
-_PASSTHROUGH = {"pools", "auth", "storage", "schedules", "reaper", "limits"}
+_PASSTHROUGH = {"pools", "auth", "storage", "schedules"}
 
 
 def _section(where: str, cls: type, data: Any) -> Any:
@@ -130,7 +149,7 @@ def load_config(path: str | Path | None) -> Config:
 def config_from_dict(data: dict, where: str = "config") -> Config:
     if not isinstance(data, dict):
         raise ConfigError(f"{where}: the top level must be a mapping")
-    known = set(_SECTIONS) | _PASSTHROUGH | {"scheduler", "state_dir"}
+    known = set(_SECTIONS) | _PASSTHROUGH | {"scheduler", "state_dir", "limits"}
     for key in data:
         if key not in known:
             raise ConfigError(
@@ -145,6 +164,15 @@ def config_from_dict(data: dict, where: str = "config") -> Config:
     kwargs: dict[str, Any] = {"scheduler": policy, "raw": data}
     for name, cls in _SECTIONS.items():
         kwargs[name] = _section(f"{where}: {name}", cls, data.get(name))
+    limits = data.get("limits") or {}
+    if not isinstance(limits, dict) or set(limits) - {"max_vms"}:
+        raise ConfigError(f"{where}: limits takes only max_vms")
+    max_vms = limits.get("max_vms")
+    if max_vms is not None and (
+        not isinstance(max_vms, int) or isinstance(max_vms, bool) or max_vms < 0
+    ):
+        raise ConfigError(f"{where}: limits.max_vms must be a non-negative integer")
+    kwargs["max_vms"] = max_vms
     if "state_dir" in data:
         if not isinstance(data["state_dir"], str) or not data["state_dir"].startswith("/"):
             raise ConfigError(f"{where}: state_dir must be an absolute path")

@@ -14,6 +14,7 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
@@ -65,6 +66,13 @@ class ReconcileReport:
             "unknown_domains": self.unknown_domains,
             "skipped_hosts": self.skipped_hosts,
         }
+
+
+def iso(when: datetime) -> str:
+    """ISO 8601 in UTC (SQLite hands datetimes back without their zone)."""
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return when.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 def host_target(row: HostRow) -> HostTarget:
@@ -228,8 +236,12 @@ class Fabric:
 
     # -- VMs -----------------------------------------------------------------
 
-    def create_vm(self, name: str, tid: int, image_id: int) -> VmRow:
-        """Place, claim and build one VM; returns it ``active``. Undoes itself on failure."""
+    def create_vm(self, name: str, tid: int, image_id: int, pool: str | None = None) -> VmRow:
+        """Place, claim and build one VM; undoes itself on failure.
+
+        A plain VM comes back ``active``. A pool VM comes back ``building`` with its
+        domain running; the pool makes it ``ready`` once its guest answers.
+        """
         started = time.monotonic()
         vt = self.registry.vm_type(tid)
         image = self.registry.image(image_id)
@@ -261,6 +273,7 @@ class Fabric:
                     ram=vt.ram,
                     disk=vt.disk,
                     ssh_ports=self._port_range(cand.id),
+                    pool=pool,
                 )
                 if vm is not None:
                     host = self.registry.host(cand.id)
@@ -268,7 +281,8 @@ class Fabric:
             if vm is None or host is None:
                 continue  # every candidate was taken by a concurrent request: look again
             try:
-                return self._build(vm, host, spec, started)
+                final = VmState.BUILDING if pool else VmState.ACTIVE
+                return self._build(vm, host, spec, started, final)
             except ImageUnavailable:
                 raise
             except FabricError as e:
@@ -284,24 +298,13 @@ class Fabric:
                 return self.config.create.port_range if h.network == "forward" else None
         return None
 
-    def _build(self, vm: VmRow, host: HostRow, spec: ImageSpec, started: float) -> VmRow:
+    def _build(
+        self, vm: VmRow, host: HostRow, spec: ImageSpec, started: float, final: str
+    ) -> VmRow:
         target = host_target(host)
         try:
             staged = self._stage(host, vm.image_id, spec)
-            plan = VmPlan(
-                vm_id=vm.id,
-                name=vm.name,
-                domain_name=vm.domain_name,
-                uuid=vm.uuid,
-                mac=vm.mac,
-                vcpus=vm.cpu,
-                ram_mb=vm.ram,
-                disk_gb=vm.disk,
-                arch=spec.arch or host.arch or "x86_64",
-                ssh_port=vm.ssh_port,
-                cmdline=spec.cmdline,
-            )
-            console = self.driver.create(target, plan, staged)
+            console = self.driver.create(target, self._plan(vm, host, spec), staged)
         except BaseException as e:
             # The driver removed what it made; give the claim back and forget the VM.
             with contextlib.suppress(FabricError):
@@ -315,25 +318,70 @@ class Fabric:
             raise
         ip = host.address if host.network == "forward" else None
         self.registry.transition(
-            vm.id,
-            VmState.ACTIVE,
-            expect=[VmState.BUILDING],
-            ip=ip,
-            console_path=console,
-            disk_path=None,
+            vm.id, final, expect=[VmState.BUILDING], ip=ip, console_path=console
         )
         self.registry.record_event(
             "vm.create", vm_id=vm.id, host_id=host.id, duration=time.monotonic() - started
         )
         return self.registry.vm(vm.id)
 
+    @staticmethod
+    def _plan(vm: VmRow, host: HostRow, spec: ImageSpec) -> VmPlan:
+        return VmPlan(
+            vm_id=vm.id,
+            name=vm.name,
+            domain_name=vm.domain_name,
+            uuid=vm.uuid,
+            mac=vm.mac,
+            vcpus=vm.cpu,
+            ram_mb=vm.ram,
+            disk_gb=vm.disk,
+            arch=spec.arch or host.arch or "x86_64",
+            ssh_port=vm.ssh_port,
+            cmdline=spec.cmdline,
+        )
+
+    def reset_vm_disk(self, vm: VmRow) -> None:
+        """Put the VM's disk back to its image's state and boot it again."""
+        host = self.registry.host_any(vm.host_id) if vm.host_id else None
+        if host is None:
+            raise Conflict(f"vmid {vm.id} has no host")
+        spec = image_spec_from_row(self.registry.image(vm.image_id))
+        staged = self._stage(host, vm.image_id, spec)
+        self.driver.reset(host_target(host), self._plan(vm, host, spec), staged)
+
+    def guest(self, vm: VmRow) -> Remote:
+        """SSH to the VM's guest. Its host key is pinned: from ``guest.host_keys`` if
+        configured, else the key it showed the first time (recorded in the registry)."""
+        if not vm.ip or not vm.ssh_port:
+            raise Conflict(f"vmid {vm.id} has no SSH endpoint the fabric can reach")
+        g = self.config.guest
+        settings = SshSettings(
+            key=g.key or self.config.ssh.key,
+            connect_timeout=self.config.ssh.connect_timeout,
+            command_timeout=g.command_timeout,
+        )
+        if g.host_keys:
+            pinned = [ln for ln in Path(g.host_keys).read_text().splitlines() if ln.strip()]
+            return Remote(g.user, vm.ip, vm.ssh_port, settings, pinned_keys=pinned)
+        if vm.guest_host_key:
+            return Remote(g.user, vm.ip, vm.ssh_port, settings, pinned_keys=[vm.guest_host_key])
+        return Remote(
+            g.user,
+            vm.ip,
+            vm.ssh_port,
+            settings,
+            on_new_key=lambda key: self.registry.set_guest_host_key(vm.id, key),
+        )
+
     def destroy_vm(self, vm_id: int) -> None:
         """Remove the domain, its definition and disk, then the VM and its claim."""
         vm = self.registry.vm(vm_id)
         previous = vm.state
-        if not self.registry.transition(
-            vm_id, VmState.DELETING, expect=[s for s in LIVE_STATES if s != VmState.BUILDING]
-        ):
+        if vm.state == VmState.IN_USE:
+            raise Conflict(f"vmid {vm_id} is checked out; it must be checked in first")
+        allowed = [s for s in LIVE_STATES if s not in (VmState.BUILDING, VmState.IN_USE)]
+        if not self.registry.transition(vm_id, VmState.DELETING, expect=allowed):
             current = self.registry.vm(vm_id).state
             raise Conflict(f"vmid {vm_id} is {current}; it cannot be destroyed now")
         if vm.host_id is not None:
@@ -361,6 +409,10 @@ class Fabric:
         }
         if vm.ip and vm.ssh_port:
             out["ssh"] = {"host": vm.ip, "port": vm.ssh_port, "user": self.config.guest.user}
+        if vm.pool:
+            out["pool"] = vm.pool
+        if vm.expires_at is not None:
+            out["expires_at"] = iso(vm.expires_at)
         if vm.error:
             out["error_detail"] = vm.error
         return out
@@ -415,7 +467,8 @@ class Fabric:
             for vm in known.values():
                 dom = ours.get(vm.id)
                 if vm.state == VmState.DELETING or (
-                    vm.state == VmState.BUILDING and (dom is None or not dom.active)
+                    vm.state == VmState.BUILDING
+                    and (dom is None or not dom.active or vm.pool is not None)
                 ):
                     with contextlib.suppress(FabricError):
                         self.driver.destroy(target, vm.uuid, vm.id)

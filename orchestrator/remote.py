@@ -10,7 +10,7 @@ import contextlib
 import os
 import shlex
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -35,24 +35,70 @@ class CommandResult:
     stderr: str
 
 
-class Remote:
-    """SSH access to one ``user@host:port``."""
+def key_line(key: paramiko.PKey) -> str:
+    """``type base64`` of a host key, as known_hosts writes it."""
+    return f"{key.get_name()} {key.get_base64()}"
 
-    def __init__(self, user: str, host: str, port: int, settings: SshSettings) -> None:
+
+class _PinnedKeys(paramiko.MissingHostKeyPolicy):
+    """Accept a host key only if it is one of ``pinned``; with none pinned and
+    ``on_new`` given, trust it on first use and hand it to ``on_new`` to record."""
+
+    def __init__(self, pinned: list[str], on_new: Callable[[str], None] | None) -> None:
+        self.pinned = {" ".join(k.split()[:2]) for k in pinned}
+        self.on_new = on_new
+
+    def missing_host_key(
+        self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey
+    ) -> None:
+        line = key_line(key)
+        if line in self.pinned:
+            return
+        if not self.pinned and self.on_new is not None:
+            self.on_new(line)
+            return
+        raise paramiko.SSHException(f"host key for {hostname} does not match the recorded key")
+
+
+class Remote:
+    """SSH access to one ``user@host:port``.
+
+    Host keys come from ``settings.known_hosts``; or, for guests, from
+    ``pinned_keys`` (keys recorded earlier) with ``on_new_key`` to record a
+    first key (trust on first use). An unknown key is always refused.
+    """
+
+    def __init__(
+        self,
+        user: str,
+        host: str,
+        port: int,
+        settings: SshSettings,
+        *,
+        pinned_keys: list[str] | None = None,
+        on_new_key: Callable[[str], None] | None = None,
+    ) -> None:
         self.user = user
         self.host = host
         self.port = port
         self.settings = settings
+        self.pinned_keys = pinned_keys
+        self.on_new_key = on_new_key
         self.label = f"{user}@{host}:{port}"
 
     @contextlib.contextmanager
     def session(self) -> Iterator[paramiko.SSHClient]:
         client = paramiko.SSHClient()
-        known = self.settings.known_hosts or os.path.expanduser("~/.ssh/known_hosts")
         try:
-            if os.path.exists(known):
-                client.load_host_keys(known)
-            client.set_missing_host_key_policy(paramiko.RejectPolicy())
+            if self.pinned_keys is not None or self.on_new_key is not None:
+                client.set_missing_host_key_policy(
+                    _PinnedKeys(self.pinned_keys or [], self.on_new_key)
+                )
+            else:
+                known = self.settings.known_hosts or os.path.expanduser("~/.ssh/known_hosts")
+                if os.path.exists(known):
+                    client.load_host_keys(known)
+                client.set_missing_host_key_policy(paramiko.RejectPolicy())
             client.connect(
                 self.host,
                 port=self.port,

@@ -5,14 +5,16 @@ from __future__ import annotations
 from flask import Flask
 
 from ..fabric import Fabric
-from . import errors, hosts, images, vms
+from ..reservations import Reservations
+from . import errors, hosts, images, reservations, vms
 
 
-def create_app(fabric: Fabric) -> Flask:
+def create_app(fabric: Fabric, reservations_: Reservations | None = None) -> Flask:
     app = Flask("orchestrator")
     app.config["FABRIC"] = fabric
+    app.config["RESERVATIONS"] = reservations_
     app.json.sort_keys = False  # keep the contract's key order
     errors.install(app)
-    for bp in (vms.bp, hosts.bp, images.bp):
+    for bp in (vms.bp, hosts.bp, images.bp, reservations.bp):
         app.register_blueprint(bp)
     return app

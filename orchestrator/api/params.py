@@ -10,7 +10,8 @@ from flask import request
 from ..errors import BadRequest
 
 MAX_ID = 2**53  # ids beyond this are not ours (and JSON clients lose precision)
-_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+IP = re.compile(r"(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)")
 _INT = re.compile(r"[0-9]{1,20}")
 
 
@@ -65,7 +66,7 @@ def vm_name(name: str = "name", *, required: bool = True) -> str | None:
         if required:
             raise BadRequest(f"{name} is required")
         return None
-    if not isinstance(value, str) or not _NAME.fullmatch(value):
+    if not isinstance(value, str) or not NAME.fullmatch(value):
         raise BadRequest(
             f"{name} must be 1-64 characters of letters, digits, '.', '_' or '-', "
             "starting with a letter or digit"

@@ -386,6 +386,27 @@ class LibvirtDriver:
 
         self.connection(host).call(fn)
 
+    def reset(self, host: HostTarget, plan: VmPlan, image: StagedImage) -> None:
+        """Give the VM a fresh disk (a new overlay on its image) and boot it again."""
+
+        def fn(conn: libvirt.virConnect) -> None:
+            dom = conn.lookupByUUIDString(plan.uuid)
+            if dom.isActive():
+                _ignore_missing(dom.destroy, libvirt.VIR_ERR_OPERATION_INVALID)
+            pool = self._ensure_pool(conn, host)
+            with contextlib.suppress(libvirt.libvirtError):
+                pool.refresh(0)
+            disk_name = f"vm-{plan.vm_id}.qcow2"
+            _ignore_missing(
+                lambda: pool.storageVolLookupByName(disk_name).delete(0),
+                libvirt.VIR_ERR_NO_STORAGE_VOL,
+            )
+            capacity = max(plan.disk_gb * GIB, image.capacity)
+            pool.createXML(volume_xml(disk_name, capacity, "qcow2", image.path, image.format), 0)
+            dom.create()
+
+        self.connection(host).call(fn)
+
     def domains(self, host: HostTarget) -> list[DomainRecord]:
         """Every domain on the host, with the fabric VM id for the ones that are ours."""
 

@@ -7,17 +7,18 @@ count, so two claims can never overcommit a host, whichever process makes them.
 
 from __future__ import annotations
 
+import hmac
 import secrets
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, delete, event, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from ..errors import Conflict, NotFound
+from ..errors import Conflict, Forbidden, NotFound
 from ..model import HostSpec, ImageSpec, Inventory, VmState, VmType
 from .tables import (
     Base,
@@ -66,10 +67,21 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
+def _aware(value: datetime | None) -> datetime | None:
+    """SQLite hands datetimes back naive; they were written in UTC."""
+    if value is not None and value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value
+
+
 def _new_mac() -> str:
     # 52:54:00 is QEMU's locally administered prefix; the column is unique.
     tail = secrets.token_bytes(3)
     return "52:54:00:" + ":".join(f"{b:02x}" for b in tail)
+
+
+class _LostRace(Exception):
+    """A row changed between reading and updating it: the transaction is undone."""
 
 
 class Registry:
@@ -267,6 +279,7 @@ class Registry:
         ram: int,
         disk: int,
         ssh_ports: range | None = None,
+        pool: str | None = None,
     ) -> VmRow | None:
         """Atomically claim capacity on ``host_id`` and record a ``building`` VM there.
 
@@ -311,6 +324,7 @@ class Registry:
                         ram=ram,
                         disk=disk,
                         ssh_port=port,
+                        pool=pool,
                     )
                     s.add(vm)
                     s.flush()
@@ -395,6 +409,203 @@ class Registry:
                 if tuple(int(x or 0) for x in want) != have:
                     problems.append(f"pmid {h.id}: used {have} but claims sum to {want}")
         return problems
+
+    # -- pools and reservations ---------------------------------------------
+
+    def checkout(
+        self,
+        pools: list[str],
+        hashes: list[str],
+        expires_at: datetime,
+    ) -> tuple[str, list[VmRow]] | None:
+        """Atomically hand out ``len(hashes)`` ready VMs of one pool (the first that has
+        enough, in the given order), each under its own reservation hash.
+
+        All or nothing: returns (pool, VMs) or None. A VM on a host that is down is
+        not ready. ``FOR UPDATE SKIP LOCKED`` lets concurrent checkouts on PostgreSQL
+        take different rows; on SQLite the transaction holds the write lock.
+        """
+        try:
+            return self._checkout(pools, hashes, expires_at)
+        except _LostRace:
+            return None
+
+    def _checkout(
+        self, pools: list[str], hashes: list[str], expires_at: datetime
+    ) -> tuple[str, list[VmRow]] | None:
+        count = len(hashes)
+        now = _now()
+        with self.tx() as s:
+            up_hosts = select(HostRow.id).where(HostRow.status == "up", HostRow.enabled.is_(True))
+            for pool in pools:
+                ids = list(
+                    s.scalars(
+                        select(VmRow.id)
+                        .where(
+                            VmRow.pool == pool,
+                            VmRow.state == VmState.READY,
+                            VmRow.host_id.in_(up_hosts),
+                        )
+                        .order_by(VmRow.updated_at, VmRow.id)
+                        .limit(count)
+                        .with_for_update(skip_locked=True)
+                    )
+                )
+                if len(ids) < count:
+                    continue
+                for vm_id, digest in zip(ids, hashes, strict=True):
+                    res = s.execute(
+                        update(VmRow)
+                        .where(VmRow.id == vm_id, VmRow.state == VmState.READY)
+                        .values(
+                            state=VmState.IN_USE,
+                            reservation_hash=digest,
+                            reserved_at=now,
+                            expires_at=expires_at,
+                            updated_at=now,
+                        )
+                        .execution_options(synchronize_session=False)
+                    )
+                    if res.rowcount != 1:  # taken under us: undo the whole batch
+                        raise _LostRace
+                rows = list(s.scalars(select(VmRow).where(VmRow.id.in_(ids))))
+                for vm in rows:
+                    s.add(EventRow(kind="vm.checkout", vm_id=vm.id, host_id=vm.host_id))
+                return pool, sorted(rows, key=lambda v: ids.index(v.id))
+        return None
+
+    def reserved_vm(self, *, vm_id: int | None, ip: str | None, digest: str) -> VmRow:
+        """The VM a check-in names: by id, or by IP together with its reservation."""
+        with self.tx() as s:
+            if vm_id is not None:
+                vm = s.get(VmRow, vm_id)
+                if vm is None:
+                    raise NotFound(f"vmid {vm_id} does not exist")
+                return vm
+            rows = list(s.scalars(select(VmRow).where(VmRow.ip == ip)))
+            if not rows:
+                raise NotFound(f"no VM has ip {ip}")
+            for vm in rows:
+                if vm.reservation_hash == digest:
+                    return vm
+            if not any(vm.state == VmState.IN_USE for vm in rows):
+                raise Conflict(f"no VM with ip {ip} is checked out")
+            raise Forbidden(f"the reservation does not hold a VM with ip {ip}")
+
+    def end_reservation(self, vm_id: int, digest: str, *, event_kind: str) -> VmRow:
+        """in-use -> cleaning, only for the holder of the reservation."""
+        with self.tx() as s:
+            vm = s.get(VmRow, vm_id)
+            if vm is None:
+                raise NotFound(f"vmid {vm_id} does not exist")
+            if vm.state != VmState.IN_USE or vm.reservation_hash is None:
+                raise Conflict(f"vmid {vm_id} is not checked out (it is {vm.state})")
+            if not hmac.compare_digest(vm.reservation_hash, digest):
+                raise Forbidden(f"this reservation does not hold vmid {vm_id}")
+            res = s.execute(
+                update(VmRow)
+                .where(
+                    VmRow.id == vm_id,
+                    VmRow.state == VmState.IN_USE,
+                    VmRow.reservation_hash == digest,
+                )
+                .values(
+                    state=VmState.CLEANING,
+                    reservation_hash=None,
+                    reserved_at=None,
+                    expires_at=None,
+                    updated_at=_now(),
+                )
+                .execution_options(synchronize_session=False)
+            )
+            if res.rowcount != 1:
+                raise Conflict(f"vmid {vm_id} changed while being checked in")
+            s.add(EventRow(kind=event_kind, vm_id=vm_id, host_id=vm.host_id))
+            s.flush()
+            s.refresh(vm)
+            return vm
+
+    def extend_reservation(
+        self, vm_id: int, digest: str, hours: float, cap_hours: float
+    ) -> datetime:
+        with self.tx() as s:
+            vm = s.get(VmRow, vm_id)
+            if vm is None:
+                raise NotFound(f"vmid {vm_id} does not exist")
+            if vm.state != VmState.IN_USE or vm.reservation_hash is None:
+                raise Conflict(f"vmid {vm_id} is not checked out (it is {vm.state})")
+            if not hmac.compare_digest(vm.reservation_hash, digest):
+                raise Forbidden(f"this reservation does not hold vmid {vm_id}")
+            reserved = _aware(vm.reserved_at) or _now()
+            current = _aware(vm.expires_at) or _now()
+            wanted = current + timedelta(hours=hours)
+            cap = reserved + timedelta(hours=cap_hours)
+            if wanted > cap:
+                raise Conflict(
+                    f"vmid {vm_id} cannot be held past {cap.isoformat(timespec='seconds')} "
+                    f"({cap_hours:g} h after checkout, the pool's cap)"
+                )
+            vm.expires_at = wanted
+            vm.updated_at = _now()
+            s.add(EventRow(kind="vm.extend", vm_id=vm_id, detail={"hours": hours}))
+            return wanted
+
+    def expire_reservations(self, now: datetime | None = None) -> list[int]:
+        """Reservations past ``expires_at`` end: their VMs go to cleaning."""
+        now = now or _now()
+        with self.tx() as s:
+            ids = list(
+                s.scalars(
+                    select(VmRow.id).where(VmRow.state == VmState.IN_USE, VmRow.expires_at < now)
+                )
+            )
+            if not ids:
+                return []
+            s.execute(
+                update(VmRow)
+                .where(VmRow.id.in_(ids), VmRow.state == VmState.IN_USE)
+                .values(
+                    state=VmState.CLEANING,
+                    reservation_hash=None,
+                    reserved_at=None,
+                    expires_at=None,
+                    updated_at=now,
+                )
+                .execution_options(synchronize_session=False)
+            )
+            for vm_id in ids:
+                s.add(EventRow(kind="vm.expired", vm_id=vm_id))
+            return ids
+
+    def pool_counts(self) -> dict[str, dict[str, int]]:
+        """Per pool: VMs per state, plus ``ready`` counting only VMs on hosts that are up."""
+        out: dict[str, dict[str, int]] = {}
+        with self.tx() as s:
+            q = (
+                select(VmRow.pool, VmRow.state, HostRow.status, func.count())
+                .join(HostRow, HostRow.id == VmRow.host_id, isouter=True)
+                .where(VmRow.pool.is_not(None))
+                .group_by(VmRow.pool, VmRow.state, HostRow.status)
+            )
+            for pool, state, host_status, n in s.execute(q):
+                c = out.setdefault(pool, {})
+                key = state
+                if state == VmState.READY and host_status != "up":
+                    key = "unreachable"
+                c[key] = c.get(key, 0) + n
+        return out
+
+    def count_vms(self) -> int:
+        with self.tx() as s:
+            return int(s.scalar(select(func.count()).select_from(VmRow)) or 0)
+
+    def set_guest_host_key(self, vm_id: int, key: str) -> None:
+        with self.tx() as s:
+            s.execute(
+                update(VmRow)
+                .where(VmRow.id == vm_id, VmRow.guest_host_key.is_(None))
+                .values(guest_host_key=key)
+            )
 
     # -- staged images -------------------------------------------------------
 

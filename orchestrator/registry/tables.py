@@ -115,6 +115,13 @@ class VmRow(Base):
     disk_path: Mapped[str | None] = mapped_column(String(1024))
     console_path: Mapped[str | None] = mapped_column(String(1024))
     error: Mapped[str | None] = mapped_column(Text)
+    # Pools and reservations: a pool VM is ready, in-use (under one reservation) or cleaning.
+    pool: Mapped[str | None] = mapped_column(String(64), index=True)
+    reservation_hash: Mapped[str | None] = mapped_column(String(64), unique=True)
+    reserved_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), index=True)
+    guest_host_key: Mapped[str | None] = mapped_column(Text)  # trusted on first use
+    failures: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), default=utcnow, onupdate=utcnow

@@ -1,0 +1,321 @@
+"""Pools of ready VMs: their configuration, refill, readiness, cleanup and retirement.
+
+A pool VM lives: building -> ready -> in-use -> cleaning -> ready ...; a VM whose
+build, readiness check or cleanup fails becomes ``failed`` and is retired
+(destroyed), and the refill builds a replacement. Every step is a registry
+transition, so a restart resumes from wherever the VM was.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from .config import Config
+from .errors import ConfigError, FabricError, NotFound
+from .fabric import Fabric, iso
+from .model import VmState
+from .registry import VmRow
+
+log = logging.getLogger(__name__)
+
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+CLEANUP_MODES = ("tmp", "reset")
+GUEST_TMP = "/tmp"  # noqa: S108 - the guest's /tmp, emptied on check-in (seed 000)
+
+
+@dataclass(frozen=True)
+class PoolConfig:
+    name: str
+    tid: int
+    image_id: int
+    size: int  # ready VMs to keep
+    max: int  # VMs in all (any state)
+    lifetime: float  # hours a checkout lasts by default
+    lifetime_max: float  # hours a checkout may last in all, extensions included
+    cleanup: str  # "tmp": empty /tmp over SSH; "reset": the disk back to the image
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "instance_type": self.tid,
+            "image_id": self.image_id,
+            "size": self.size,
+            "max": self.max,
+            "lifetime": self.lifetime,
+            "lifetime_max": self.lifetime_max,
+            "cleanup": self.cleanup,
+        }
+
+
+def parse_pools(raw: Any, fabric: Fabric, where: str = "config") -> list[PoolConfig]:
+    """The ``pools:`` section, checked against the registry's types and images."""
+    if raw is None:
+        return []
+    if not isinstance(raw, list):
+        raise ConfigError(f"{where}: pools must be a list")
+    images = {i.name: i.id for i in fabric.registry.images()}
+    image_ids = set(images.values())
+    tids = {t.tid for t in fabric.registry.types()}
+    pools: list[PoolConfig] = []
+    allowed = {
+        "name", "instance_type", "image", "size", "max", "lifetime", "lifetime_max", "cleanup",
+    }  # fmt: skip
+    for i, item in enumerate(raw):
+        at = f"{where}: pools[{i}]"
+        if not isinstance(item, dict):
+            raise ConfigError(f"{at}: must be a mapping")
+        unknown = set(item) - allowed
+        if unknown:
+            raise ConfigError(
+                f"{at}: unknown key {sorted(unknown)[0]!r} (valid: {', '.join(sorted(allowed))})"
+            )
+        name = item.get("name")
+        if not isinstance(name, str) or not _NAME.fullmatch(name):
+            raise ConfigError(f"{at}: name must be 1-64 letters, digits, '.', '_' or '-'")
+        at = f"{where}: pool {name}"
+        if any(p.name == name for p in pools):
+            raise ConfigError(f"{at}: defined twice")
+        tid = item.get("instance_type")
+        if not _is_int(tid) or tid not in tids:
+            raise ConfigError(
+                f"{at}: instance_type {tid!r} is not a VM type (valid: {sorted(tids)})"
+            )
+        image = item.get("image")
+        if isinstance(image, str) and image in images:
+            image_id = images[image]
+        elif _is_int(image) and image in image_ids:
+            image_id = image
+        else:
+            raise ConfigError(f"{at}: image {image!r} is not in the images file")
+        size = item.get("size", 1)
+        if not _is_int(size) or size < 0:
+            raise ConfigError(f"{at}: size must be an integer >= 0")
+        most = item.get("max", size)
+        if not _is_int(most) or most < size:
+            raise ConfigError(f"{at}: max must be an integer >= size ({size})")
+        lifetime = item.get("lifetime", 2)
+        lifetime_max = item.get("lifetime_max", 24)
+        for key, value in (("lifetime", lifetime), ("lifetime_max", lifetime_max)):
+            if not isinstance(value, int | float) or isinstance(value, bool) or value <= 0:
+                raise ConfigError(f"{at}: {key} must be a positive number of hours")
+        if lifetime > lifetime_max:
+            raise ConfigError(f"{at}: lifetime ({lifetime} h) exceeds lifetime_max")
+        cleanup = item.get("cleanup", "tmp")
+        if cleanup not in CLEANUP_MODES:
+            raise ConfigError(f"{at}: cleanup must be one of {', '.join(CLEANUP_MODES)}")
+        pools.append(
+            PoolConfig(
+                name, tid, image_id, size, most, float(lifetime), float(lifetime_max), cleanup
+            )
+        )
+    return pools
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+class PoolService:
+    """Keeps pools filled and returned VMs clean. Methods are safe to call from threads."""
+
+    def __init__(self, fabric: Fabric, pools: list[PoolConfig], config: Config) -> None:
+        self.fabric = fabric
+        self.registry = fabric.registry
+        self.pools = {p.name: p for p in pools}
+        self.config = config
+        self._lock = threading.Lock()
+        self._building: dict[str, int] = {}  # builds submitted but not yet recorded
+        self._busy: set[int] = set()  # VMs being cleaned or retired in this process
+
+    def pool(self, name: str) -> PoolConfig:
+        try:
+            return self.pools[name]
+        except KeyError:
+            raise NotFound(f"pool {name!r} does not exist") from None
+
+    # -- counts --------------------------------------------------------------
+
+    def status(self) -> dict[str, dict[str, Any]]:
+        counts = self.registry.pool_counts()
+        out = {}
+        for name, p in self.pools.items():
+            c = counts.get(name, {})
+            out[name] = {
+                **p.as_dict(),
+                "ready": c.get(VmState.READY, 0),
+                "in_use": c.get(VmState.IN_USE, 0),
+                "cleaning": c.get(VmState.CLEANING, 0),
+                "building": c.get(VmState.BUILDING, 0),
+                "failed": c.get(VmState.FAILED, 0) + c.get(VmState.VANISHED, 0),
+                "unreachable": c.get("unreachable", 0),
+                "total": sum(c.values()),
+            }
+        return out
+
+    # -- refill --------------------------------------------------------------
+
+    def builds_wanted(self) -> dict[str, int]:
+        """How many VMs each pool should start building now (within its max and the
+        global limit)."""
+        status = self.status()
+        total = self.registry.count_vms()
+        room = None if self.config.max_vms is None else self.config.max_vms - total
+        wanted = {}
+        with self._lock:
+            for name, st in status.items():
+                p = self.pools[name]
+                pending = self._building.get(name, 0)
+                have = st["ready"] + st["building"] + pending
+                n = max(0, p.size - have)
+                n = min(n, max(0, p.max - st["total"] - pending))
+                if room is not None:
+                    n = min(n, max(0, room))
+                    room -= n
+                if n:
+                    wanted[name] = n
+        return wanted
+
+    def claim_build(self, name: str) -> None:
+        with self._lock:
+            self._building[name] = self._building.get(name, 0) + 1
+
+    def build(self, name: str) -> VmRow | None:
+        """Build one VM for pool ``name`` and make it ready. Returns it, or None."""
+        p = self.pools[name]
+        try:
+            try:
+                vm = self.fabric.create_vm(f"{name}-vm", p.tid, p.image_id, pool=name)
+            finally:
+                with self._lock:
+                    self._building[name] = max(0, self._building.get(name, 0) - 1)
+        except FabricError as e:
+            log.warning("pool %s: could not build a VM: %s", name, e)
+            self.registry.record_event("pool.build_failed", detail={"pool": name, "error": str(e)})
+            return None
+        return vm if self.make_ready(vm) else None
+
+    def make_ready(self, vm: VmRow) -> bool:
+        """building -> ready once the guest answers SSH (at once if it has no endpoint)."""
+        started = time.monotonic()
+        if vm.ip and vm.ssh_port:
+            try:
+                self._wait_for_guest(vm)
+            except FabricError as e:
+                self._fail(vm, VmState.BUILDING, f"guest did not come up: {e}")
+                return False
+        moved = self.registry.transition(vm.id, VmState.READY, expect=[VmState.BUILDING])
+        if moved:
+            self.registry.record_event(
+                "vm.ready", vm_id=vm.id, host_id=vm.host_id, duration=time.monotonic() - started
+            )
+        return moved
+
+    def _wait_for_guest(self, vm: VmRow) -> None:
+        deadline = time.monotonic() + self.config.guest.ready_timeout
+        last: FabricError | None = None
+        while time.monotonic() < deadline:
+            try:
+                res = self.fabric.guest(self.registry.vm(vm.id)).run(["true"], timeout=15)
+                if res.status == 0:
+                    return
+            except FabricError as e:
+                last = e
+            time.sleep(1)
+        raise last or FabricError("SSH did not answer")
+
+    # -- cleanup -------------------------------------------------------------
+
+    def take(self, vm_id: int) -> bool:
+        """Mark a VM as being worked on by this process; False if it already is."""
+        with self._lock:
+            if vm_id in self._busy:
+                return False
+            self._busy.add(vm_id)
+            return True
+
+    def release(self, vm_id: int) -> None:
+        with self._lock:
+            self._busy.discard(vm_id)
+
+    def clean(self, vm_id: int) -> bool:
+        """cleaning -> ready after the pool's cleanup; -> failed if it does not work."""
+        try:
+            vm = self.registry.vm(vm_id)
+            if vm.state != VmState.CLEANING or vm.pool not in self.pools:
+                return False
+            p = self.pools[vm.pool]
+            started = time.monotonic()
+            try:
+                if p.cleanup == "reset":
+                    self.fabric.reset_vm_disk(vm)
+                    if vm.ip and vm.ssh_port:
+                        self._wait_for_guest(vm)
+                else:
+                    self._empty_tmp(vm)
+            except FabricError as e:
+                self._fail(vm, VmState.CLEANING, f"cleanup ({p.cleanup}) failed: {e}")
+                return False
+            moved = self.registry.transition(
+                vm_id, VmState.READY, expect=[VmState.CLEANING], error=None
+            )
+            if moved:
+                self.registry.record_event(
+                    "vm.cleaned",
+                    vm_id=vm_id,
+                    host_id=vm.host_id,
+                    duration=time.monotonic() - started,
+                    detail={"mode": p.cleanup},
+                )
+            return moved
+        finally:
+            self.release(vm_id)
+
+    def _empty_tmp(self, vm: VmRow) -> None:
+        guest = self.fabric.guest(vm)
+        tmp = GUEST_TMP
+        res = guest.run(["find", tmp, "-mindepth", "1", "-delete"])
+        if res.status != 0:
+            raise FabricError(f"find /tmp -delete exited {res.status}: {res.stderr.strip()[:200]}")
+        left = guest.run(["find", tmp, "-mindepth", "1"])
+        if left.stdout.strip():
+            raise FabricError(f"{tmp} still holds: {left.stdout.split()[:5]}")
+
+    def _fail(self, vm: VmRow, expect: str, reason: str) -> None:
+        log.warning("vm %d (pool %s): %s", vm.id, vm.pool, reason)
+        self.registry.transition(
+            vm.id, VmState.FAILED, expect=[expect], error=reason, failures=vm.failures + 1
+        )
+        self.registry.record_event(
+            "vm.failed", vm_id=vm.id, host_id=vm.host_id, detail={"pool": vm.pool, "reason": reason}
+        )
+
+    def recent_failures(self, name: str, limit: int = 5) -> list[dict[str, Any]]:
+        out = []
+        for ev in self.registry.events(kind="vm.failed", limit=200):
+            if (ev.detail or {}).get("pool") == name:
+                out.append({"vmid": ev.vm_id, "at": iso(ev.at), "reason": ev.detail["reason"]})
+                if len(out) >= limit:
+                    break
+        return out
+
+    # -- retirement ----------------------------------------------------------
+
+    def retire(self, vm_id: int) -> bool:
+        """Destroy a failed or vanished pool VM; the refill replaces it."""
+        try:
+            vm = self.registry.vm(vm_id)
+            if vm.state not in (VmState.FAILED, VmState.VANISHED):
+                return False
+            self.fabric.destroy_vm(vm_id)
+            self.registry.record_event("vm.retired", vm_id=vm_id, detail={"error": vm.error})
+            return True
+        except FabricError as e:
+            log.warning("could not retire vm %d: %s", vm_id, e)
+            return False
+        finally:
+            self.release(vm_id)
