@@ -111,7 +111,9 @@ def cmd_serve(argv: list[str]) -> int:
     if pool_configs:
         pool_service = PoolService(fabric, pool_configs, config)
         worker = Worker(pool_service)
-        reservations = Reservations(fabric, pool_service, wake=worker.wake)
+        reservations = Reservations(
+            fabric, pool_service, refill=worker.wake, clean=worker.clean_now
+        )
         worker.start()
 
     app = create_app(fabric, reservations)

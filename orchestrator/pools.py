@@ -38,6 +38,7 @@ class PoolConfig:
     lifetime: float  # hours a checkout lasts by default
     lifetime_max: float  # hours a checkout may last in all, extensions included
     cleanup: str  # "tmp": empty /tmp over SSH; "reset": the disk back to the image
+    ready_check: str = "ssh"  # "ssh": ready once the guest answers SSH; "none": at once
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -49,6 +50,7 @@ class PoolConfig:
             "lifetime": self.lifetime,
             "lifetime_max": self.lifetime_max,
             "cleanup": self.cleanup,
+            "ready_check": self.ready_check,
         }
 
 
@@ -64,6 +66,7 @@ def parse_pools(raw: Any, fabric: Fabric, where: str = "config") -> list[PoolCon
     pools: list[PoolConfig] = []
     allowed = {
         "name", "instance_type", "image", "size", "max", "lifetime", "lifetime_max", "cleanup",
+        "ready_check",
     }  # fmt: skip
     for i, item in enumerate(raw):
         at = f"{where}: pools[{i}]"
@@ -108,9 +111,20 @@ def parse_pools(raw: Any, fabric: Fabric, where: str = "config") -> list[PoolCon
         cleanup = item.get("cleanup", "tmp")
         if cleanup not in CLEANUP_MODES:
             raise ConfigError(f"{at}: cleanup must be one of {', '.join(CLEANUP_MODES)}")
+        ready_check = item.get("ready_check", "ssh")
+        if ready_check not in ("ssh", "none"):
+            raise ConfigError(f"{at}: ready_check must be ssh or none")
         pools.append(
             PoolConfig(
-                name, tid, image_id, size, most, float(lifetime), float(lifetime_max), cleanup
+                name,
+                tid,
+                image_id,
+                size,
+                most,
+                float(lifetime),
+                float(lifetime_max),
+                cleanup,
+                ready_check,
             )
         )
     return pools
@@ -202,7 +216,7 @@ class PoolService:
     def make_ready(self, vm: VmRow) -> bool:
         """building -> ready once the guest answers SSH (at once if it has no endpoint)."""
         started = time.monotonic()
-        if vm.ip and vm.ssh_port:
+        if self._checks_ssh(vm):
             try:
                 self._wait_for_guest(vm)
             except FabricError as e:
@@ -214,6 +228,10 @@ class PoolService:
                 "vm.ready", vm_id=vm.id, host_id=vm.host_id, duration=time.monotonic() - started
             )
         return moved
+
+    def _checks_ssh(self, vm: VmRow) -> bool:
+        p = self.pools.get(vm.pool or "")
+        return bool(vm.ip and vm.ssh_port and p is not None and p.ready_check == "ssh")
 
     def _wait_for_guest(self, vm: VmRow) -> None:
         deadline = time.monotonic() + self.config.guest.ready_timeout
@@ -253,7 +271,7 @@ class PoolService:
             try:
                 if p.cleanup == "reset":
                     self.fabric.reset_vm_disk(vm)
-                    if vm.ip and vm.ssh_port:
+                    if self._checks_ssh(vm):
                         self._wait_for_guest(vm)
                 else:
                     self._empty_tmp(vm)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import re
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -38,6 +39,12 @@ def check_token(token: Any) -> str:
     return digest(token)
 
 
+class PoolEmpty(Unavailable):
+    """Nothing ready; ``ready_seen`` is what the check-out transaction found per pool."""
+
+    ready_seen: dict[str, int]
+
+
 @dataclass(frozen=True)
 class Checkout:
     vm: VmRow
@@ -46,11 +53,18 @@ class Checkout:
 
 
 class Reservations:
-    def __init__(self, fabric: Fabric, pools: PoolService, wake: Any = None) -> None:
+    def __init__(
+        self,
+        fabric: Fabric,
+        pools: PoolService,
+        refill: Callable[[], None] | None = None,
+        clean: Callable[[int], None] | None = None,
+    ) -> None:
         self.fabric = fabric
         self.pools = pools
         self.registry = fabric.registry
-        self._wake = wake  # called when a pool needs refilling or a VM cleaning
+        self._refill_cb = refill  # a pool ran dry: refill soon
+        self._clean = clean  # a VM came back: clean it now
 
     def _candidates(
         self, pool: str | None, tid: int | None, image_id: int | None
@@ -96,28 +110,29 @@ class Reservations:
         candidates = big_enough
         tokens = [new_token() for _ in range(count)]
         now = datetime.now(UTC)
+        seen: dict[str, int] = {}
         for p in candidates:
             expires = now + timedelta(hours=hours if hours is not None else p.lifetime)
-            got = self.registry.checkout([p.name], [digest(t) for t in tokens], expires)
+            got = self.registry.checkout([p.name], [digest(t) for t in tokens], expires, seen)
             if got is not None:
                 name, vms = got
-                self._poke()
                 return [Checkout(vm, tok, name) for vm, tok in zip(vms, tokens, strict=True)]
-        self._poke()
-        names = ", ".join(p.name for p in candidates)
-        what = f"{count} VMs" if count > 1 else "No VM"
-        err = Unavailable(f"{what} available right now in pool {names}, retry later")
+        self._refill()
         if count == 1:
-            err = Unavailable("No VM is available right now, retry later")
+            err = PoolEmpty("No VM is available right now, retry later")
+        else:
+            names = ", ".join(p.name for p in candidates)
+            err = PoolEmpty(f"{count} VMs are not available right now in pool {names}, retry later")
         err.retry_after = self.pools.config.workers.retry_after
-        err.pools = {p.name: self.pools.status()[p.name] for p in candidates}  # type: ignore[attr-defined]
+        err.ready_seen = seen
         raise err
 
     def checkin(self, *, vm_id: int | None, ip: str | None, token: str) -> VmRow:
         d = check_token(token)
         vm = self.registry.reserved_vm(vm_id=vm_id, ip=ip, digest=d)
         done = self.registry.end_reservation(vm.id, d, event_kind="vm.checkin")
-        self._poke()
+        if self._clean is not None:
+            self._clean(done.id)
         return done
 
     def extend(self, vm_id: int, token: str, hours: float) -> datetime:
@@ -141,6 +156,6 @@ class Reservations:
         out["pool"] = c.pool
         return out
 
-    def _poke(self) -> None:
-        if self._wake is not None:
-            self._wake()
+    def _refill(self) -> None:
+        if self._refill_cb is not None:
+            self._refill_cb()

@@ -27,8 +27,16 @@ class Worker:
         self._thread: threading.Thread | None = None
 
     def wake(self) -> None:
-        """Run a pass now (a pool ran dry, a VM came back)."""
+        """Run a pass soon (a pool ran dry)."""
         self._wake.set()
+
+    def clean_now(self, vm_id: int) -> None:
+        """A VM came back: start its cleanup without waiting for the next pass."""
+        if not self._stop.is_set() and self.pools.take(vm_id):
+            try:
+                self._cleaners.submit(self.pools.clean, vm_id)
+            except RuntimeError:  # shutting down: the next start redoes it
+                self.pools.release(vm_id)
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._loop, name="pool-worker", daemon=True)
@@ -50,6 +58,7 @@ class Worker:
                 log.exception("pool pass failed")
             self._wake.wait(self.interval)
             self._wake.clear()
+            self._stop.wait(0.05)  # however often woken, at most ~20 passes a second
 
     def run_once(self) -> None:
         """One pass: reap expired reservations, start cleanups, retire failures, refill."""

@@ -86,7 +86,8 @@ def make_rig(
     for i, h in enumerate(hosts, start=1):
         node = write_node(tmp_path / f"node{i}.xml", h.get("cpus", 4), h.get("ram", 4096))
         extra = " ".join(f"{k}={v}" for k, v in h.get("extra", {}).items())
-        lines.append(f"uri=test://{node} {extra}".rstrip())
+        target = f"{h['target']} " if "target" in h else ""
+        lines.append(f"{target}uri=test://{node} {extra}".rstrip())
     pm = tmp_path / "physical_machines"
     pm.write_text("\n".join(lines) + "\n")
     img_dir = tmp_path / "images"
@@ -153,3 +154,61 @@ def served(rig: Rig) -> Iterator[Served]:
     s = serve(rig.fabric)
     yield s
     s.server.close()
+
+
+@dataclass
+class PoolRig:
+    rig: Rig
+    pools: object
+    worker: object
+    reservations: object
+    served: Served
+
+    def stop(self) -> None:
+        self.served.server.close()
+        self.worker.stop()
+        self.rig.fabric.stop()
+        self.rig.registry.close()
+
+
+def make_pool_rig(
+    tmp_path: Path,
+    hosts: list[dict],
+    pools: list[dict],
+    config: dict | None = None,
+    start_worker: bool = True,
+) -> PoolRig:
+    """A rig with pools, its background worker and the app served on waitress."""
+    from orchestrator.pools import PoolService, parse_pools
+    from orchestrator.reservations import Reservations
+    from orchestrator.worker import Worker
+
+    cfg = {"workers": {"interval": 0.2, "retry_after": 1}, **(config or {}), "pools": pools}
+    rig = make_rig(tmp_path, hosts, config=cfg)
+    service = PoolService(rig.fabric, parse_pools(pools, rig.fabric), rig.fabric.config)
+    worker = Worker(service)
+    reservations = Reservations(rig.fabric, service, refill=worker.wake, clean=worker.clean_now)
+    if start_worker:
+        worker.start()
+    from waitress import create_server
+
+    server = create_server(
+        create_app(rig.fabric, reservations), host="127.0.0.1", port=0, threads=48
+    )
+    t = threading.Thread(target=server.run, daemon=True)
+    t.start()
+    served = Served(f"http://127.0.0.1:{server.effective_port}", server, t)
+    return PoolRig(rig, service, worker, reservations, served)
+
+
+def wait_for(predicate, timeout: float = 30.0, interval: float = 0.05):  # noqa: ANN001, ANN201
+    """Poll until ``predicate()`` is truthy; return its value or fail with the last one."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    value = predicate()
+    while not value and time.monotonic() < deadline:
+        time.sleep(interval)
+        value = predicate()
+    assert value, "condition not reached in time"
+    return value

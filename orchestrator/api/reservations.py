@@ -46,12 +46,9 @@ def _pool_name() -> str | None:
 
 def _unavailable(e: Unavailable, zero: dict) -> ResponseReturnValue:
     body = {**zero, "error": e.message}
-    pools = getattr(e, "pools", None)
-    if pools:
-        body["pools"] = {
-            name: {k: st[k] for k in ("ready", "in_use", "cleaning", "building", "total")}
-            for name, st in pools.items()
-        }
+    seen = getattr(e, "ready_seen", None)
+    if seen:
+        body["pools"] = {name: {"ready": n} for name, n in seen.items()}
     return error_response(503, body, e.retry_after)
 
 

@@ -55,9 +55,13 @@ def make_engine(url: str) -> Engine:
 
         @event.listens_for(engine, "begin")
         def _on_begin(conn: Any) -> None:
-            # Take the write lock up front: a read-then-write transaction can then
-            # never fail half-way with "database is locked" and never interleave.
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            # Writers take the write lock up front: a read-then-write transaction can
+            # then never fail half-way with "database is locked" nor interleave.
+            # Readers (WAL) see a consistent snapshot without blocking anyone.
+            if conn.get_execution_options().get("fabric_readonly"):
+                conn.exec_driver_sql("BEGIN")
+            else:
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
 
         return engine
     return create_engine(url, pool_size=20, max_overflow=20, pool_pre_ping=True)
@@ -91,6 +95,9 @@ class Registry:
         self.url = url
         self.engine = make_engine(url)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self._readers = sessionmaker(
+            self.engine.execution_options(fabric_readonly=True), expire_on_commit=False
+        )
 
     def create_schema(self) -> None:
         Base.metadata.create_all(self.engine)
@@ -100,7 +107,14 @@ class Registry:
 
     @contextmanager
     def tx(self) -> Iterator[Session]:
+        """A read-write transaction."""
         with self._sessions.begin() as session:
+            yield session
+
+    @contextmanager
+    def read(self) -> Iterator[Session]:
+        """A read-only transaction (a snapshot; it never holds the write lock)."""
+        with self._readers.begin() as session:
             yield session
 
     # -- inventory -----------------------------------------------------------
@@ -168,14 +182,14 @@ class Registry:
     # -- reads ---------------------------------------------------------------
 
     def hosts(self, include_retired: bool = False) -> list[HostRow]:
-        with self.tx() as s:
+        with self.read() as s:
             q = select(HostRow).order_by(HostRow.id)
             if not include_retired:
                 q = q.where(HostRow.in_inventory.is_(True))
             return list(s.scalars(q))
 
     def host(self, host_id: int) -> HostRow:
-        with self.tx() as s:
+        with self.read() as s:
             row = s.get(HostRow, host_id)
             if row is None or not row.in_inventory:
                 raise NotFound(f"pmid {host_id} does not exist")
@@ -183,45 +197,45 @@ class Registry:
 
     def host_any(self, host_id: int) -> HostRow:
         """A host even if it left the pm file (its VMs still need it)."""
-        with self.tx() as s:
+        with self.read() as s:
             row = s.get(HostRow, host_id)
             if row is None:
                 raise NotFound(f"pmid {host_id} does not exist")
             return row
 
     def images(self) -> list[ImageRow]:
-        with self.tx() as s:
+        with self.read() as s:
             q = select(ImageRow).where(ImageRow.in_inventory.is_(True)).order_by(ImageRow.id)
             return list(s.scalars(q))
 
     def image(self, image_id: int) -> ImageRow:
-        with self.tx() as s:
+        with self.read() as s:
             row = s.get(ImageRow, image_id)
             if row is None or not row.in_inventory:
                 raise NotFound(f"image_id {image_id} does not exist")
             return row
 
     def types(self) -> list[TypeRow]:
-        with self.tx() as s:
+        with self.read() as s:
             q = select(TypeRow).where(TypeRow.in_inventory.is_(True)).order_by(TypeRow.tid)
             return list(s.scalars(q))
 
     def vm_type(self, tid: int) -> TypeRow:
-        with self.tx() as s:
+        with self.read() as s:
             row = s.get(TypeRow, tid)
             if row is None or not row.in_inventory:
                 raise NotFound(f"instance_type {tid} does not exist")
             return row
 
     def vm(self, vm_id: int) -> VmRow:
-        with self.tx() as s:
+        with self.read() as s:
             row = s.get(VmRow, vm_id)
             if row is None:
                 raise NotFound(f"vmid {vm_id} does not exist")
             return row
 
     def vms(self, host_id: int | None = None, states: Iterable[str] | None = None) -> list[VmRow]:
-        with self.tx() as s:
+        with self.read() as s:
             q = select(VmRow).order_by(VmRow.id)
             if host_id is not None:
                 q = q.where(VmRow.host_id == host_id)
@@ -231,7 +245,7 @@ class Registry:
 
     def vm_counts(self) -> dict[int, int]:
         """VMs per host id."""
-        with self.tx() as s:
+        with self.read() as s:
             q = select(VmRow.host_id, func.count()).group_by(VmRow.host_id)
             return {hid: n for hid, n in s.execute(q) if hid is not None}
 
@@ -391,7 +405,7 @@ class Registry:
     def claims_consistent(self) -> list[str]:
         """Hosts whose ``*_used`` disagree with the sum of their claims (should be none)."""
         problems = []
-        with self.tx() as s:
+        with self.read() as s:
             sums = {
                 hid: (c, r, d)
                 for hid, c, r, d in s.execute(
@@ -417,6 +431,7 @@ class Registry:
         pools: list[str],
         hashes: list[str],
         expires_at: datetime,
+        seen: dict[str, int] | None = None,
     ) -> tuple[str, list[VmRow]] | None:
         """Atomically hand out ``len(hashes)`` ready VMs of one pool (the first that has
         enough, in the given order), each under its own reservation hash.
@@ -426,12 +441,12 @@ class Registry:
         take different rows; on SQLite the transaction holds the write lock.
         """
         try:
-            return self._checkout(pools, hashes, expires_at)
+            return self._checkout(pools, hashes, expires_at, {} if seen is None else seen)
         except _LostRace:
             return None
 
     def _checkout(
-        self, pools: list[str], hashes: list[str], expires_at: datetime
+        self, pools: list[str], hashes: list[str], expires_at: datetime, seen: dict[str, int]
     ) -> tuple[str, list[VmRow]] | None:
         count = len(hashes)
         now = _now()
@@ -451,6 +466,7 @@ class Registry:
                         .with_for_update(skip_locked=True)
                     )
                 )
+                seen[pool] = len(ids)  # ready VMs found, in this very transaction
                 if len(ids) < count:
                     continue
                 for vm_id, digest in zip(ids, hashes, strict=True):
@@ -476,7 +492,7 @@ class Registry:
 
     def reserved_vm(self, *, vm_id: int | None, ip: str | None, digest: str) -> VmRow:
         """The VM a check-in names: by id, or by IP together with its reservation."""
-        with self.tx() as s:
+        with self.read() as s:
             if vm_id is not None:
                 vm = s.get(VmRow, vm_id)
                 if vm is None:
@@ -580,7 +596,7 @@ class Registry:
     def pool_counts(self) -> dict[str, dict[str, int]]:
         """Per pool: VMs per state, plus ``ready`` counting only VMs on hosts that are up."""
         out: dict[str, dict[str, int]] = {}
-        with self.tx() as s:
+        with self.read() as s:
             q = (
                 select(VmRow.pool, VmRow.state, HostRow.status, func.count())
                 .join(HostRow, HostRow.id == VmRow.host_id, isouter=True)
@@ -596,7 +612,7 @@ class Registry:
         return out
 
     def count_vms(self) -> int:
-        with self.tx() as s:
+        with self.read() as s:
             return int(s.scalar(select(func.count()).select_from(VmRow)) or 0)
 
     def set_guest_host_key(self, vm_id: int, key: str) -> None:
@@ -610,7 +626,7 @@ class Registry:
     # -- staged images -------------------------------------------------------
 
     def staged_image(self, host_id: int, image_id: int) -> StagedImageRow | None:
-        with self.tx() as s:
+        with self.read() as s:
             return s.scalar(
                 select(StagedImageRow).where(
                     StagedImageRow.host_id == host_id, StagedImageRow.image_id == image_id
@@ -649,7 +665,7 @@ class Registry:
             )
 
     def events(self, kind: str | None = None, limit: int = 100) -> list[EventRow]:
-        with self.tx() as s:
+        with self.read() as s:
             q = select(EventRow).order_by(EventRow.id.desc()).limit(limit)
             if kind:
                 q = q.where(EventRow.kind == kind)

@@ -54,9 +54,9 @@ def test_markup_in_names_is_escaped_not_interpreted():
 @pytest.mark.parametrize(
     ("network", "needle"),
     [
-        ("user", "<interface type=\"user\">"),
-        ("network:default", "<source network=\"default\" />"),
-        ("bridge:br0", "<source bridge=\"br0\" />"),
+        ("user", '<interface type="user">'),
+        ("network:default", '<source network="default" />'),
+        ("bridge:br0", '<source bridge="br0" />'),
     ],
 )
 def test_network_modes(network, needle):
