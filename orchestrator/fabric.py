@@ -325,8 +325,7 @@ class Fabric:
         )
         return self.registry.vm(vm.id)
 
-    @staticmethod
-    def _plan(vm: VmRow, host: HostRow, spec: ImageSpec) -> VmPlan:
+    def _plan(self, vm: VmRow, host: HostRow, spec: ImageSpec) -> VmPlan:
         return VmPlan(
             vm_id=vm.id,
             name=vm.name,
@@ -339,6 +338,7 @@ class Fabric:
             arch=spec.arch or host.arch or "x86_64",
             ssh_port=vm.ssh_port,
             cmdline=spec.cmdline,
+            installation=self.registry.installation_id,
         )
 
     def reset_vm_disk(self, vm: VmRow) -> None:
@@ -374,13 +374,18 @@ class Fabric:
             on_new_key=lambda key: self.registry.set_guest_host_key(vm.id, key),
         )
 
-    def destroy_vm(self, vm_id: int) -> None:
-        """Remove the domain, its definition and disk, then the VM and its claim."""
+    def destroy_vm(self, vm_id: int, force: bool = False) -> None:
+        """Remove the domain, its definition and disk, then the VM and its claim.
+
+        A checked-out VM is only destroyed with ``force`` (its reservation ends).
+        """
         vm = self.registry.vm(vm_id)
         previous = vm.state
-        if vm.state == VmState.IN_USE:
-            raise Conflict(f"vmid {vm_id} is checked out; it must be checked in first")
-        allowed = [s for s in LIVE_STATES if s not in (VmState.BUILDING, VmState.IN_USE)]
+        if vm.state == VmState.IN_USE and not force:
+            raise Conflict(
+                f"vmid {vm_id} is checked out; check it in first (or destroy with force=1)"
+            )
+        allowed = [s for s in LIVE_STATES if s != VmState.BUILDING]
         if not self.registry.transition(vm_id, VmState.DELETING, expect=allowed):
             current = self.registry.vm(vm_id).state
             raise Conflict(f"vmid {vm_id} is {current}; it cannot be destroyed now")
@@ -406,6 +411,7 @@ class Fabric:
             "status": vm.state,
             "image_id": vm.image_id,
             "ip": vm.ip,
+            "domain": vm.domain_name,
         }
         if vm.ip and vm.ssh_port:
             out["ssh"] = {"host": vm.ip, "port": vm.ssh_port, "user": self.config.guest.user}
@@ -462,7 +468,12 @@ class Fabric:
                 report.skipped_hosts.append(host.label)
                 log.warning("reconcile skipped %s: %s", host.label, e)
                 continue
-            ours = {d.vm_id: d for d in domains if d.vm_id is not None}
+            mine = self.registry.installation_id
+            ours = {
+                d.vm_id: d
+                for d in domains
+                if d.vm_id is not None and d.installation in (mine, None)
+            }
             known = {vm.id: vm for vm in self.registry.vms(host_id=host.id)}
             for vm in known.values():
                 dom = ours.get(vm.id)

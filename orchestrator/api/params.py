@@ -72,3 +72,18 @@ def vm_name(name: str = "name", *, required: bool = True) -> str | None:
             "starting with a letter or digit"
         )
     return value
+
+
+def flag(name: str) -> bool:
+    """A yes/no parameter: 1/true/yes or 0/false/no (absent: no)."""
+    value = raw(name)
+    if value is None or value == "" or value is False:
+        return False
+    if value is True:
+        return True
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes"):
+        return True
+    if text in ("0", "false", "no"):
+        return False
+    raise BadRequest(f"{name} must be 1 or 0, got {text[:20]!r}")

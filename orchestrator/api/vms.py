@@ -35,7 +35,7 @@ def query():
 @legacy({"status": 0})
 def destroy():
     vm_id = params.positive_int("vmid")
-    fabric().destroy_vm(vm_id)
+    fabric().destroy_vm(vm_id, force=params.flag("force"))
     return jsonify({"status": 1})
 
 

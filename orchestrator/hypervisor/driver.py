@@ -26,7 +26,7 @@ from .xml import (
     DomainSpec,
     domain_xml,
     pool_xml,
-    read_metadata_id,
+    read_metadata,
     safe_fromstring,
     volume_xml,
 )
@@ -80,8 +80,9 @@ class StagedImage:
 class DomainRecord:
     name: str
     uuid: str
-    vm_id: int | None  # None: not one of ours
+    vm_id: int | None  # None: not a fabric's
     active: bool
+    installation: str | None = None  # which fabric registry made it
 
 
 @dataclass(frozen=True)
@@ -99,6 +100,7 @@ class VmPlan:
     arch: str | None
     ssh_port: int | None = None
     cmdline: str | None = None
+    installation: str | None = None
 
 
 def _ignore_missing(fn: Callable[[], object], *codes: int) -> None:
@@ -341,6 +343,7 @@ class LibvirtDriver:
                     kernel=image.kernel,
                     initrd=image.initrd,
                     cmdline=plan.cmdline,
+                    installation=plan.installation,
                 )
                 dom = conn.defineXML(domain_xml(spec))
                 made.append(lambda: _undefine(dom))
@@ -415,10 +418,12 @@ class LibvirtDriver:
             for dom in conn.listAllDomains(0):
                 try:
                     meta = dom.metadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, METADATA_NS, 0)
-                    vm_id = read_metadata_id(meta)
+                    vm_id, inst = read_metadata(meta)
                 except libvirt.libvirtError:
-                    vm_id = None
-                out.append(DomainRecord(dom.name(), dom.UUIDString(), vm_id, bool(dom.isActive())))
+                    vm_id, inst = None, None
+                out.append(
+                    DomainRecord(dom.name(), dom.UUIDString(), vm_id, bool(dom.isActive()), inst)
+                )
             return out
 
         return self.connection(host).call(fn)

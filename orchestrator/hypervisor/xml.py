@@ -37,6 +37,7 @@ class DomainSpec:
     initrd: str | None = None
     cmdline: str | None = None
     fabric_name: str | None = None  # the VM's user-facing name, kept in metadata
+    installation: str | None = None  # which fabric's registry the VM belongs to
 
 
 def _sub(parent: ET.Element, tag: str, text: str | None = None, **attrs: str) -> ET.Element:
@@ -46,9 +47,12 @@ def _sub(parent: ET.Element, tag: str, text: str | None = None, **attrs: str) ->
     return el
 
 
-def metadata_element(vm_id: int, name: str | None) -> ET.Element:
-    """Our ``<metadata>`` child: it names the fabric's VM id, so a domain can be traced back."""
+def metadata_element(vm_id: int, name: str | None, installation: str | None = None) -> ET.Element:
+    """Our ``<metadata>`` child: it names the fabric's VM id (and installation), so a
+    domain can be traced back to its registry row."""
     el = ET.Element(f"{{{METADATA_NS}}}vm")
+    if installation is not None:
+        el.set("installation", installation)
     _sub(el, f"{{{METADATA_NS}}}id", str(vm_id))
     if name is not None:
         _sub(el, f"{{{METADATA_NS}}}name", name)
@@ -60,7 +64,7 @@ def domain_xml(spec: DomainSpec) -> str:
     _sub(dom, "name", spec.name)
     _sub(dom, "uuid", spec.uuid)
     meta = _sub(dom, "metadata")
-    meta.append(metadata_element(spec.vm_id, spec.fabric_name))
+    meta.append(metadata_element(spec.vm_id, spec.fabric_name, spec.installation))
     _sub(dom, "memory", str(spec.ram_mb), unit="MiB")
     _sub(dom, "vcpu", str(spec.vcpus))
 
@@ -169,13 +173,19 @@ def volume_xml(
     return ET.tostring(vol, encoding="unicode")
 
 
-def read_metadata_id(metadata_xml: str) -> int | None:
-    """The fabric VM id in a domain's metadata element, or None if it is not ours."""
+def read_metadata(metadata_xml: str) -> tuple[int | None, str | None]:
+    """(fabric VM id, installation id) from a domain's metadata element."""
     try:
         el = safe_fromstring(metadata_xml)
     except ET.ParseError:
-        return None
+        return None, None
+    installation = el.get("installation")
     for child in el.iter():
         if child.tag.endswith("id") and child.text and child.text.strip().isdigit():
-            return int(child.text.strip())
-    return None
+            return int(child.text.strip()), installation
+    return None, installation
+
+
+def read_metadata_id(metadata_xml: str) -> int | None:
+    """The fabric VM id in a domain's metadata element, or None if it is not ours."""
+    return read_metadata(metadata_xml)[0]

@@ -26,6 +26,7 @@ from .tables import (
     EventRow,
     HostRow,
     ImageRow,
+    MetaRow,
     StagedImageRow,
     TypeRow,
     VmRow,
@@ -93,6 +94,7 @@ class Registry:
 
     def __init__(self, url: str) -> None:
         self.url = url
+        self._installation: str | None = None
         self.engine = make_engine(url)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         self._readers = sessionmaker(
@@ -101,6 +103,22 @@ class Registry:
 
     def create_schema(self) -> None:
         Base.metadata.create_all(self.engine)
+        self._installation = None
+        with self.tx() as s:
+            if s.get(MetaRow, "installation_id") is None:
+                s.add(MetaRow(key="installation_id", value=secrets.token_hex(4)))
+
+    @property
+    def installation_id(self) -> str:
+        """A short random id of this registry: it tells our domains from another
+        fabric's on shared hosts, and keeps domain names unique between them."""
+        if self._installation is None:
+            with self.read() as s:
+                row = s.get(MetaRow, "installation_id")
+                if row is None:
+                    raise Conflict("the registry has no schema yet")
+                self._installation = row.value
+        return self._installation
 
     def close(self) -> None:
         self.engine.dispose()
@@ -343,7 +361,7 @@ class Registry:
                     s.add(vm)
                     s.flush()
                     # The domain name carries the stable id, which is only known now.
-                    vm.domain_name = f"fabric-vm-{vm.id}"
+                    vm.domain_name = f"fabric-{self.installation_id}-vm-{vm.id}"
                     s.add(ClaimRow(host_id=host_id, vm_id=vm.id, cpu=cpu, ram=ram, disk=disk))
                     s.add(EventRow(kind="vm.claim", vm_id=vm.id, host_id=host_id))
                     return vm

@@ -32,6 +32,15 @@ class Base(DeclarativeBase):
     pass
 
 
+class MetaRow(Base):
+    """Facts about the registry itself (e.g. the installation id)."""
+
+    __tablename__ = "meta"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
+
+
 class HostRow(Base):
     """A physical machine. ``*_total`` is effective capacity (after ratios), ``*_used`` claimed."""
 

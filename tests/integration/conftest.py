@@ -82,6 +82,11 @@ def host_domains(pmid: int) -> dict[str, str]:
     return doms
 
 
+def fabric_domains() -> set[str]:
+    """Every domain on the three hosts that a fabric made."""
+    return {d for p in HOSTS for d in host_domains(p) if d.startswith("fabric-")}
+
+
 def host_pool_files(pmid: int) -> set[str]:
     user, _ = HOSTS[pmid]
     return set(on_host(pmid, ["ls", "-1", f"/home/{user}/fabric-pool"]).split())
@@ -110,7 +115,7 @@ class Guest:
 class FabricProcess:
     """`./script` on the rig's files, as a separate process we can SIGTERM or SIGKILL."""
 
-    def __init__(self, tmp: Path) -> None:
+    def __init__(self, tmp: Path, extra_config: str = "") -> None:
         self.tmp = tmp
         tmp.mkdir(parents=True, exist_ok=True)
         # Equal, small hosts, so `spread` has one obvious answer for each create.
@@ -131,6 +136,7 @@ class FabricProcess:
             + f"\nstate_dir: {tmp / 'state'}\n"
             + "discovery: {interval: 3}\n"
             + "libvirt: {connect_timeout: 10, call_timeout: 30}\n"
+            + extra_config
         )
         self.db = f"sqlite:///{tmp / 'registry.db'}"
         self.proc: subprocess.Popen | None = None
@@ -180,6 +186,23 @@ class FabricProcess:
     def get(self, path: str, timeout: float = 120, **params: Any) -> requests.Response:
         return requests.get(self.url + path, params=params, timeout=timeout)
 
+    def post(self, path: str, timeout: float = 60, **data: Any) -> requests.Response:
+        return requests.post(self.url + path, json=data, timeout=timeout)
+
+    def set_config(self, extra_config: str) -> None:
+        base = self.config.read_text().split("# --- test ---\n")[0]
+        self.config.write_text(base + "# --- test ---\n" + extra_config)
+
+    def wait_pool(self, pool: str, ready: int, timeout: float = 240) -> dict:
+        deadline = time.monotonic() + timeout
+        st: dict = {}
+        while time.monotonic() < deadline:
+            st = self.get("/pool/query", pool=pool).json()
+            if st.get("ready") == ready and st.get("building") == 0 and st.get("cleaning") == 0:
+                return st
+            time.sleep(1)
+        raise AssertionError(f"pool {pool} did not reach {ready} ready: {st}\n{self.log()[-3000:]}")
+
     def create(self, name: str, tid: int = 1, image_id: int = 1) -> dict:
         r = self.get("/vm/create", name=name, instance_type=tid, image_id=image_id)
         assert r.status_code == 200, r.text
@@ -220,6 +243,6 @@ def fabric(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FabricProcess]:
     try:
         if fp.proc is not None and fp.proc.poll() is None:
             for vmid in fp.get("/vm/list").json()["vmids"]:
-                fp.get("/vm/destroy", vmid=vmid)
+                fp.get("/vm/destroy", vmid=vmid, force=1)
     finally:
         fp.stop()

@@ -42,7 +42,7 @@ def test_vms_boot_on_three_hosts_where_spread_puts_them(fabric):
     for vm in vms:
         assert fabric.get("/vm/destroy", vmid=vm["vmid"]).json() == {"status": 1}
         domains = host_domains(vm["pmid"])
-        assert f"fabric-vm-{vm['vmid']}" not in domains  # neither running nor defined
+        assert vm["domain"] not in domains  # neither running nor defined
         files = host_pool_files(vm["pmid"])
         assert f"vm-{vm['vmid']}.qcow2" not in files
         assert f"vm-{vm['vmid']}.console.log" not in files
@@ -59,12 +59,12 @@ def test_sigkill_and_restart_keeps_running_vms_known_and_destroyable(fabric):
         again = fabric.get("/vm/query", vmid=vm["vmid"]).json()
         assert again["status"] == "active", again
         assert again["pmid"] == vm["pmid"] and again["ssh"] == vm["ssh"]
-        assert host_domains(vm["pmid"])[f"fabric-vm-{vm['vmid']}"] == "running"
+        assert host_domains(vm["pmid"])[vm["domain"]] == "running"
     # still reachable and still destroyable after the restart
     fabric.ssh(vms[0]).run(["true"])
     for vm in vms:
         assert fabric.get("/vm/destroy", vmid=vm["vmid"]).json() == {"status": 1}
-        assert f"fabric-vm-{vm['vmid']}" not in host_domains(vm["pmid"])
+        assert vm["domain"] not in host_domains(vm["pmid"])
 
 
 def _datacenter(*args: str) -> None:
@@ -138,7 +138,7 @@ def test_a_create_that_fails_on_the_host_rolls_back_there_and_heals(fabric):
     vm = fabric.create("heal-1")
     assert vm["pmid"] in (2, 3)
     assert not any(f.startswith("vm-") for f in host_pool_files(1))
-    assert not any(d.startswith("fabric-vm-") for d in host_domains(1))
+    assert not any(d.startswith("fabric-") for d in host_domains(1))
     fabric.wait_booted(vm)
     assert fabric.get("/vm/destroy", vmid=vm["vmid"]).json() == {"status": 1}
     # pm1 serves again: the failed copy was forgotten, so the image is copied anew.

@@ -110,7 +110,7 @@ def test_missing_image_leaves_nothing_behind(rig, tmp_path):
     assert rig.registry.claims_consistent() == []
     for h in rig.registry.hosts():
         assert (h.cpu_used, h.ram_used, h.disk_used) == (0, 0, 0)
-        assert not any(n.startswith("fabric-vm-") for n in domain_names(rig, h.id))
+        assert not any(n.startswith("fabric-") for n in domain_names(rig, h.id))
         assert not any(v.startswith("vm-") for v in volume_names(rig, h.id))
     assert rig.registry.events(kind="vm.create_failed")
 
@@ -119,8 +119,9 @@ def test_failed_define_rolls_back_disk_and_claim_then_tries_another_host(rig):
     # A foreign domain squats the name the next VM will get on the biggest host:
     # defineXML fails there after the disk was made.
     next_id = 1
+    name = f"fabric-{rig.registry.installation_id}-vm-{next_id}"
     squatter = (
-        f"<domain type='test'><name>fabric-vm-{next_id}</name><memory>1024</memory>"
+        f"<domain type='test'><name>{name}</name><memory>1024</memory>"
         "<os><type>hvm</type></os></domain>"
     )
     lv(rig, 3).defineXML(squatter)
@@ -128,7 +129,7 @@ def test_failed_define_rolls_back_disk_and_claim_then_tries_another_host(rig):
     assert vm.host_id != 3
     assert vm.id == next_id + 1  # the failed attempt's id is not reused
     assert f"vm-{next_id}.qcow2" not in volume_names(rig, 3)
-    assert f"fabric-vm-{next_id}" in domain_names(rig, 3)  # the squatter is not ours: untouched
+    assert name in domain_names(rig, 3)  # the squatter is not ours: untouched
     h3 = rig.registry.host(3)
     assert (h3.cpu_used, h3.ram_used) == (0, 0)
     assert rig.registry.claims_consistent() == []
@@ -200,6 +201,12 @@ def test_reconcile_marks_vanished_and_reports_unknown_domains(rig):
         f"<metadata>{meta}</metadata><os><type>hvm</type></os></domain>"
     )
     conn.defineXML(stray)
+    # another fabric's domain (another registry) on the same host is not ours to report
+    other = ET.tostring(metadata_element(4243, "theirs", "0ther0ne"), encoding="unicode")
+    conn.defineXML(
+        "<domain type='test'><name>theirs</name><memory>1024</memory>"
+        f"<metadata>{other}</metadata><os><type>hvm</type></os></domain>"
+    )
     report = rig.fabric.reconcile()
     assert report.vanished == [a.id]
     assert rig.registry.vm(a.id).state == VmState.VANISHED

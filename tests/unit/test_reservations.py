@@ -219,6 +219,12 @@ def test_a_checked_out_vm_cannot_be_destroyed(pr):
     a = post(pr, "/vm/checkout").json()
     r = requests.get(f"{pr.served.url}/vm/destroy", params={"vmid": a["vmid"]})
     assert r.status_code == 409 and "checked out" in r.json()["error"]
+    r = requests.get(f"{pr.served.url}/vm/destroy", params={"vmid": a["vmid"], "force": "maybe"})
+    assert r.status_code == 400
+    r = requests.get(f"{pr.served.url}/vm/destroy", params={"vmid": a["vmid"], "force": 1})
+    assert r.json() == {"status": 1}
+    r = post(pr, "/vm/checkin", vmid=a["vmid"], reservation_id=a["reservation_id"])
+    assert r.status_code == 404
 
 
 def test_a_failed_cleanup_is_never_handed_out_and_is_replaced(tmp_path):
