@@ -103,9 +103,7 @@ def direct_round(conns: list[tuple[libvirt.virConnect, str]], n: int, port0: int
         pool = conn.storagePoolLookupByName("fabric")
         base = next(v for v in pool.listVolumes() if v.startswith("image-1-"))
         base_path = pool.storageVolLookupByName(base).path()
-        vol = pool.createXML(
-            volume_xml(f"direct-{i}.qcow2", GIB, "qcow2", base_path, "qcow2"), 0
-        )
+        vol = pool.createXML(volume_xml(f"direct-{i}.qcow2", GIB, "qcow2", base_path, "qcow2"), 0)
         spec = DomainSpec(
             name=f"bench-direct-{i}",
             uuid=str(uuid.uuid4()),

@@ -19,7 +19,7 @@ from .config import Config
 from .errors import ConfigError, FabricError, NotFound
 from .fabric import Fabric, iso
 from .model import VmState
-from .registry import VmRow
+from .registry import EventRow, VmRow
 
 log = logging.getLogger(__name__)
 
@@ -225,12 +225,17 @@ class PoolService:
             except FabricError as e:
                 self._fail(vm, VmState.BUILDING, f"guest did not come up: {e}")
                 return False
-        moved = self.registry.transition(vm.id, VmState.READY, expect=[VmState.BUILDING])
-        if moved:
-            self.registry.record_event(
-                "vm.ready", vm_id=vm.id, host_id=vm.host_id, duration=time.monotonic() - started
-            )
-        return moved
+        return self.registry.transition(
+            vm.id,
+            VmState.READY,
+            expect=[VmState.BUILDING],
+            event=EventRow(
+                kind="vm.ready",
+                vm_id=vm.id,
+                host_id=vm.host_id,
+                duration=time.monotonic() - started,
+            ),
+        )
 
     def _checks_ssh(self, vm: VmRow) -> bool:
         p = self.pools.get(vm.pool or "")
@@ -281,18 +286,19 @@ class PoolService:
             except FabricError as e:
                 self._fail(vm, VmState.CLEANING, f"cleanup ({p.cleanup}) failed: {e}")
                 return False
-            moved = self.registry.transition(
-                vm_id, VmState.READY, expect=[VmState.CLEANING], error=None
-            )
-            if moved:
-                self.registry.record_event(
-                    "vm.cleaned",
+            return self.registry.transition(
+                vm_id,
+                VmState.READY,
+                expect=[VmState.CLEANING],
+                error=None,
+                event=EventRow(
+                    kind="vm.cleaned",
                     vm_id=vm_id,
                     host_id=vm.host_id,
                     duration=time.monotonic() - started,
                     detail={"mode": p.cleanup},
-                )
-            return moved
+                ),
+            )
         finally:
             self.release(vm_id)
 

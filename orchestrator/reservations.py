@@ -129,8 +129,9 @@ class Reservations:
 
     def checkin(self, *, vm_id: int | None, ip: str | None, token: str) -> VmRow:
         d = check_token(token)
-        vm = self.registry.reserved_vm(vm_id=vm_id, ip=ip, digest=d)
-        done = self.registry.end_reservation(vm.id, d, event_kind="vm.checkin")
+        if vm_id is None:
+            vm_id = self.registry.reserved_vm(vm_id=None, ip=ip, digest=d).id
+        done = self.registry.end_reservation(vm_id, d, event_kind="vm.checkin")
         if self._clean is not None:
             self._clean(done.id)
         return done

@@ -32,3 +32,9 @@ def pm_listvms():
 def pm_query():
     pmid = params.positive_int("pmid")
     return jsonify(fabric().host_info(pmid))
+
+
+@bp.route("/healthz", methods=["GET"])
+def healthz():
+    """Liveness for load balancers: answers without touching hosts or the registry."""
+    return jsonify({"ok": True})

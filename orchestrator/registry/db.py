@@ -7,8 +7,10 @@ count, so two claims can never overcommit a host, whichever process makes them.
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import secrets
+import threading
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -97,6 +99,14 @@ class Registry:
         self._installation: str | None = None
         self.engine = make_engine(url)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        # SQLite lets one writer in at a time and makes the others poll with sleeps
+        # that grow to 100 ms; queueing this process's writers on a lock instead
+        # keeps them in order without the sleeps. Correctness does not rest on it:
+        # the database's own locking and the conditional UPDATEs do that, across
+        # processes too.
+        self._writer_gate: contextlib.AbstractContextManager[Any] = (
+            threading.Lock() if url.startswith("sqlite") else contextlib.nullcontext()
+        )
         self._readers = sessionmaker(
             self.engine.execution_options(fabric_readonly=True), expire_on_commit=False
         )
@@ -126,7 +136,7 @@ class Registry:
     @contextmanager
     def tx(self) -> Iterator[Session]:
         """A read-write transaction."""
-        with self._sessions.begin() as session:
+        with self._writer_gate, self._sessions.begin() as session:
             yield session
 
     @contextmanager
@@ -383,8 +393,19 @@ class Registry:
         with self.tx() as s:
             s.execute(update(VmRow).where(VmRow.id == vm_id).values(**values, updated_at=_now()))
 
-    def transition(self, vm_id: int, to: str, *, expect: Iterable[str], **values: Any) -> bool:
-        """Move a VM to state ``to`` only if it is in one of ``expect``; True if it moved."""
+    def transition(
+        self,
+        vm_id: int,
+        to: str,
+        *,
+        expect: Iterable[str],
+        event: EventRow | None = None,
+        **values: Any,
+    ) -> bool:
+        """Move a VM to state ``to`` only if it is in one of ``expect``; True if it moved.
+
+        ``event`` is recorded in the same transaction, only if the VM moved.
+        """
         with self.tx() as s:
             res = s.execute(
                 update(VmRow)
@@ -392,7 +413,10 @@ class Registry:
                 .values(state=to, updated_at=_now(), **values)
                 .execution_options(synchronize_session=False)
             )
-            return res.rowcount == 1
+            moved = res.rowcount == 1
+            if moved and event is not None:
+                s.add(event)
+            return moved
 
     def forget_vm(self, vm_id: int, *, event_kind: str, detail: dict | None = None) -> None:
         """Release the VM's claim and delete its row, in one transaction."""
@@ -529,7 +553,7 @@ class Registry:
     def end_reservation(self, vm_id: int, digest: str, *, event_kind: str) -> VmRow:
         """in-use -> cleaning, only for the holder of the reservation."""
         with self.tx() as s:
-            vm = s.get(VmRow, vm_id)
+            vm = s.get(VmRow, vm_id, populate_existing=True)
             if vm is None:
                 raise NotFound(f"vmid {vm_id} does not exist")
             if vm.state != VmState.IN_USE or vm.reservation_hash is None:
