@@ -365,3 +365,39 @@ def test_reconcile_removes_half_built_pool_vms(tmp_path):
             conn.lookupByUUIDString(vm.uuid)
     finally:
         p.stop()
+
+
+def test_the_global_vm_limit_caps_every_pool(tmp_path):
+    p = make_pool_rig(
+        tmp_path,
+        HOSTS,
+        [
+            {
+                "name": "a",
+                "instance_type": 1,
+                "image": "debian-12",
+                "ready_check": "none",
+                "size": 3,
+                "max": 3,
+                "cleanup": "reset",
+            },
+            {
+                "name": "b",
+                "instance_type": 1,
+                "image": "debian-12",
+                "ready_check": "none",
+                "size": 3,
+                "max": 3,
+                "cleanup": "reset",
+            },
+        ],
+        config={"limits": {"max_vms": 4}},
+    )
+    try:
+        wait_for(lambda: ready(p, "a") + ready(p, "b") == 4)
+        time.sleep(1)  # several more passes of the worker
+        assert len(p.rig.registry.vms()) == 4
+        # pools fill in the order the configuration lists them
+        assert ready(p, "a") == 3 and ready(p, "b") == 1
+    finally:
+        p.stop()
