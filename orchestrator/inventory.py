@@ -486,24 +486,36 @@ def _parse_hosts(path: str) -> tuple[tuple[HostSpec, ...], _Errors]:
         seen[host.key] = line
         hosts.append(host)
 
+    _each_entry(path, "hosts", _host_from_yaml, _host_from_text, keep, errors)
+    if not hosts and not errors:
+        errors.add(_Problem("no physical machines"))
+    return tuple(hosts), errors
+
+
+def _each_entry(
+    path: Path,
+    key: str,
+    from_yaml: Callable[[Any, Path], Any],
+    from_text: Callable[[Any, int, Path], Any],
+    keep: Callable[[Callable[[], Any], int | None], None],
+    errors: Any,
+) -> None:
+    """Feed every entry of a text or YAML list file to ``keep``, collecting problems."""
     try:
         text = _read(path)
         if _looks_like_yaml(text):
-            for item in _yaml_entries(text, "hosts"):
+            for item in _yaml_entries(text, key):
                 if isinstance(item, _Problem):
                     errors.add(item)
                 else:
-                    keep(lambda item=item: _host_from_yaml(item, path), item.line)
+                    keep(lambda item=item: from_yaml(item, path), item.line)
         else:
             for line, tokens in _text_lines(text):
-                keep(lambda t=tokens, n=line: _host_from_text(t, n, path), line)
+                keep(lambda t=tokens, n=line: from_text(t, n, path), line)
     except InventoryError as e:
         errors.append(e)
     except _Problem as p:
         errors.add(p)
-    if not hosts and not errors:
-        errors.add(_Problem("no physical machines"))
-    return tuple(hosts), errors
 
 
 # --------------------------------------------------------------------------- images
@@ -607,21 +619,7 @@ def _parse_images(path: str) -> tuple[tuple[ImageSpec, ...], _Errors]:
         names[image.name] = locations[image.location] = line
         images.append(image)
 
-    try:
-        text = _read(path)
-        if _looks_like_yaml(text):
-            for item in _yaml_entries(text, "images"):
-                if isinstance(item, _Problem):
-                    errors.add(item)
-                else:
-                    keep(lambda item=item: _image_from_yaml(item, path), item.line)
-        else:
-            for line, tokens in _text_lines(text):
-                keep(lambda t=tokens, n=line: _image_from_text(t, n, path), line)
-    except InventoryError as e:
-        errors.append(e)
-    except _Problem as p:
-        errors.add(p)
+    _each_entry(path, "images", _image_from_yaml, _image_from_text, keep, errors)
     if not images and not errors:
         errors.add(_Problem("no images"))
     return tuple(images), errors

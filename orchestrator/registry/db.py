@@ -209,58 +209,48 @@ class Registry:
 
     # -- reads ---------------------------------------------------------------
 
-    def hosts(self, include_retired: bool = False) -> list[HostRow]:
+    def _one(self, model: type, key: int, what: str, *, listed_only: bool = True) -> Any:
+        """The row ``key`` of ``model``, or NotFound naming ``what``. With
+        ``listed_only``, rows that left the input files count as absent."""
         with self.read() as s:
-            q = select(HostRow).order_by(HostRow.id)
-            if not include_retired:
-                q = q.where(HostRow.in_inventory.is_(True))
+            row = s.get(model, key)
+            if row is None or (listed_only and not getattr(row, "in_inventory", True)):
+                raise NotFound(f"{what} does not exist")
+            return row
+
+    def _listed(self, model: type, order: Any) -> list[Any]:
+        """The rows of ``model`` that the input files list, in ``order``."""
+        with self.read() as s:
+            q = select(model).where(model.in_inventory.is_(True)).order_by(order)
             return list(s.scalars(q))
 
-    def host(self, host_id: int) -> HostRow:
+    def hosts(self, include_retired: bool = False) -> list[HostRow]:
+        if not include_retired:
+            return self._listed(HostRow, HostRow.id)
         with self.read() as s:
-            row = s.get(HostRow, host_id)
-            if row is None or not row.in_inventory:
-                raise NotFound(f"pmid {host_id} does not exist")
-            return row
+            return list(s.scalars(select(HostRow).order_by(HostRow.id)))
+
+    def host(self, host_id: int) -> HostRow:
+        return self._one(HostRow, host_id, f"pmid {host_id}")
 
     def host_any(self, host_id: int) -> HostRow:
         """A host even if it left the pm file (its VMs still need it)."""
-        with self.read() as s:
-            row = s.get(HostRow, host_id)
-            if row is None:
-                raise NotFound(f"pmid {host_id} does not exist")
-            return row
+        return self._one(HostRow, host_id, f"pmid {host_id}", listed_only=False)
 
     def images(self) -> list[ImageRow]:
-        with self.read() as s:
-            q = select(ImageRow).where(ImageRow.in_inventory.is_(True)).order_by(ImageRow.id)
-            return list(s.scalars(q))
+        return self._listed(ImageRow, ImageRow.id)
 
     def image(self, image_id: int) -> ImageRow:
-        with self.read() as s:
-            row = s.get(ImageRow, image_id)
-            if row is None or not row.in_inventory:
-                raise NotFound(f"image_id {image_id} does not exist")
-            return row
+        return self._one(ImageRow, image_id, f"image_id {image_id}")
 
     def types(self) -> list[TypeRow]:
-        with self.read() as s:
-            q = select(TypeRow).where(TypeRow.in_inventory.is_(True)).order_by(TypeRow.tid)
-            return list(s.scalars(q))
+        return self._listed(TypeRow, TypeRow.tid)
 
     def vm_type(self, tid: int) -> TypeRow:
-        with self.read() as s:
-            row = s.get(TypeRow, tid)
-            if row is None or not row.in_inventory:
-                raise NotFound(f"instance_type {tid} does not exist")
-            return row
+        return self._one(TypeRow, tid, f"instance_type {tid}")
 
     def vm(self, vm_id: int) -> VmRow:
-        with self.read() as s:
-            row = s.get(VmRow, vm_id)
-            if row is None:
-                raise NotFound(f"vmid {vm_id} does not exist")
-            return row
+        return self._one(VmRow, vm_id, f"vmid {vm_id}")
 
     def vms(self, host_id: int | None = None, states: Iterable[str] | None = None) -> list[VmRow]:
         with self.read() as s:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 import re
 import signal
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -20,6 +19,7 @@ import pytest
 import requests
 
 from orchestrator.remote import Remote, SshSettings
+from tests.launch import launch
 
 ROOT = Path(__file__).resolve().parents[2]
 RIG = Path(os.environ.get("FABRIC_RIG_DIR", "/var/lib/fabric-demo"))
@@ -47,12 +47,6 @@ def _require_rig() -> None:
     if os.environ.get("CI") or os.environ.get("FABRIC_REQUIRE_RIG"):
         pytest.fail(f"integration rig required but unusable: {problem}", pytrace=False)
     pytest.skip(f"{problem}; run bin/test (or bin/local-datacenter up) to get it")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def host_shell(pmid: int) -> Remote:
@@ -143,12 +137,8 @@ class FabricProcess:
         self.url = ""
 
     def start(self) -> None:
-        port = free_port()
-        self.url = f"http://127.0.0.1:{port}"
-        log = open(self.tmp / "fabric.log", "ab")  # noqa: SIM115
-        self.proc = subprocess.Popen(
+        self.proc, self.url = launch(
             [
-                str(ROOT / "script"),
                 str(self.pm),
                 str(self.images),
                 str(self.types),
@@ -156,23 +146,9 @@ class FabricProcess:
                 str(self.config),
                 "--db",
                 self.db,
-                "--port",
-                str(port),
             ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
+            self.tmp / "fabric.log",
         )
-        log.close()
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise AssertionError(self.log())
-            try:
-                requests.get(self.url + "/pm/list", timeout=2)
-                return
-            except requests.ConnectionError:
-                time.sleep(0.2)
-        raise AssertionError("fabric did not start:\n" + self.log())
 
     def stop(self, sig: int = signal.SIGTERM) -> int | None:
         if self.proc is None or self.proc.poll() is not None:

@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import json
 import signal
-import socket
 import subprocess
 import sys
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -16,14 +14,9 @@ import libvirt
 import requests
 
 from tests.conftest import DEFAULT_TYPES, write_node
+from tests.launch import launch
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Server:
@@ -48,12 +41,8 @@ class Server:
         self.url = ""
 
     def start(self) -> None:
-        port = free_port()
-        self.url = f"http://127.0.0.1:{port}"
-        self.log = open(self.tmp / "server.log", "ab")  # noqa: SIM115
-        self.proc = subprocess.Popen(
+        self.proc, self.url = launch(
             [
-                str(ROOT / "script"),
                 str(self.pm),
                 str(self.images),
                 str(self.types),
@@ -61,30 +50,16 @@ class Server:
                 str(self.config),
                 "--db",
                 self.db,
-                "--port",
-                str(port),
                 "--threads",
                 "32",
             ],
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
+            self.tmp / "server.log",
         )
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            assert self.proc.poll() is None, (self.tmp / "server.log").read_text()
-            try:
-                requests.get(self.url + "/pm/list", timeout=1)
-                return
-            except requests.ConnectionError:
-                time.sleep(0.1)
-        raise AssertionError("server did not start")
 
     def stop(self, sig: int = signal.SIGTERM) -> int:
         assert self.proc is not None
         self.proc.send_signal(sig)
-        code = self.proc.wait(timeout=20)
-        self.log.close()
-        return code
+        return self.proc.wait(timeout=20)
 
 
 def test_parallel_creates_never_overcommit(tmp_path):

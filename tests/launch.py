@@ -1,0 +1,41 @@
+"""Start `./script` as its own process for tests, and wait until it serves."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import requests
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def launch(args: list[str], log: Path, timeout: float = 60) -> tuple[subprocess.Popen, str]:
+    """Run ``./script ARGS --port P`` with output to ``log``; return (process, base URL)."""
+    port = free_port()
+    with log.open("ab") as out:
+        proc = subprocess.Popen(
+            [str(ROOT / "script"), *args, "--port", str(port)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"the fabric exited {proc.returncode}:\n{log.read_text()}")
+        try:
+            requests.get(url + "/healthz", timeout=1)
+            return proc, url
+        except requests.ConnectionError:
+            time.sleep(0.1)
+    proc.kill()
+    raise AssertionError(f"the fabric did not start:\n{log.read_text()}")
