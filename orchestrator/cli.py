@@ -81,6 +81,7 @@ def cmd_serve(argv: list[str]) -> int:
     from .pools import PoolService, parse_pools
     from .registry import Registry
     from .reservations import Reservations
+    from .volumes import Volumes
     from .worker import Worker
 
     try:
@@ -95,10 +96,14 @@ def cmd_serve(argv: list[str]) -> int:
     fabric.load(inventory)
     try:
         pool_configs = parse_pools(config.raw.get("pools"), fabric, args.config or "config")
+        volume_service = Volumes(fabric, config.raw.get("storage"))
     except FabricError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     report = fabric.start()
+    volume_report = volume_service.reconcile()
+    if volume_report["missing"]:
+        log.warning("volumes whose storage is gone: %s", volume_report["missing"])
     for h in registry.hosts():
         log.info("pmid %d %s: %s %s", h.id, h.label, h.status, h.reason or "")
     if report.unknown_domains:
@@ -116,7 +121,7 @@ def cmd_serve(argv: list[str]) -> int:
         )
         worker.start()
 
-    app = create_app(fabric, reservations)
+    app = create_app(fabric, reservations, volume_service)
     server = create_server(app, host=args.host, port=args.port, threads=args.threads)
     stopping = threading.Event()
 

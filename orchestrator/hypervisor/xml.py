@@ -189,3 +189,92 @@ def read_metadata(metadata_xml: str) -> tuple[int | None, str | None]:
 def read_metadata_id(metadata_xml: str) -> int | None:
     """The fabric VM id in a domain's metadata element, or None if it is not ours."""
     return read_metadata(metadata_xml)[0]
+
+
+@dataclass(frozen=True)
+class RbdBackend:
+    """A Ceph RBD pool as libvirt sees it; the cephx key lives in a libvirt secret."""
+
+    name: str  # our name for it (storage.rbd.NAME)
+    pool: str  # the RBD pool in Ceph
+    monitors: tuple[str, ...]  # host:port
+    user: str
+    secret_uuid: str
+
+    @property
+    def libvirt_pool(self) -> str:
+        return f"fabric-rbd-{self.name}"
+
+
+def disk_xml(
+    target: str,
+    *,
+    path: str | None = None,
+    rbd: RbdBackend | None = None,
+    rbd_image: str | None = None,
+    fmt: str = "raw",
+) -> str:
+    """A virtio data disk: a file on the host, or an RBD image over the network."""
+    if rbd is not None:
+        disk = ET.Element("disk", {"type": "network", "device": "disk"})
+        _sub(disk, "driver", name="qemu", type="raw")
+        src = _sub(disk, "source", protocol="rbd", name=f"{rbd.pool}/{rbd_image}")
+        for mon in rbd.monitors:
+            host, _, port = mon.partition(":")
+            _sub(src, "host", name=host, port=port or "6789")
+        auth = _sub(disk, "auth", username=rbd.user)
+        _sub(auth, "secret", type="ceph", uuid=rbd.secret_uuid)
+    else:
+        if path is None:
+            raise ValueError("a file disk needs a path")
+        disk = ET.Element("disk", {"type": "file", "device": "disk"})
+        _sub(disk, "driver", name="qemu", type=fmt)
+        _sub(disk, "source", file=path)
+    _sub(disk, "target", dev=target, bus="virtio")
+    return ET.tostring(disk, encoding="unicode")
+
+
+def rbd_pool_xml(rbd: RbdBackend) -> str:
+    pool = ET.Element("pool", {"type": "rbd"})
+    _sub(pool, "name", rbd.libvirt_pool)
+    source = _sub(pool, "source")
+    _sub(source, "name", rbd.pool)
+    for mon in rbd.monitors:
+        host, _, port = mon.partition(":")
+        _sub(source, "host", name=host, port=port or "6789")
+    auth = _sub(source, "auth", type="ceph", username=rbd.user)
+    _sub(auth, "secret", uuid=rbd.secret_uuid)
+    return ET.tostring(pool, encoding="unicode")
+
+
+def ceph_secret_xml(rbd: RbdBackend) -> str:
+    """The secret object's definition; its value (the key) is set apart, never in XML."""
+    secret = ET.Element("secret", {"ephemeral": "no", "private": "yes"})
+    _sub(secret, "uuid", rbd.secret_uuid)
+    usage = _sub(secret, "usage", type="ceph")
+    _sub(usage, "name", f"client.{rbd.user} fabric {rbd.name}")
+    return ET.tostring(secret, encoding="unicode")
+
+
+def disk_targets(domain_xml_text: str) -> dict[str, str | None]:
+    """Target dev -> source (file path or rbd name) of every disk in a domain's XML."""
+    root = safe_fromstring(domain_xml_text)
+    out: dict[str, str | None] = {}
+    for disk in root.iter("disk"):
+        target = disk.find("target")
+        if target is None or target.get("dev") is None:
+            continue
+        src = disk.find("source")
+        source = None
+        if src is not None:
+            source = src.get("file") or src.get("name") or src.get("dev")
+        out[target.get("dev")] = source
+    return out
+
+
+def next_free_target(used: set[str]) -> str:
+    for letter in "bcdefghijklmnopqrstuvwxyz":
+        dev = f"vd{letter}"
+        if dev not in used:
+            return dev
+    raise ValueError("no free virtio disk name left (vdb..vdz are taken)")

@@ -1,7 +1,16 @@
 """The registry: every fact the fabric knows, in SQLAlchemy tables."""
 
 from .db import Registry, image_spec_from_row, image_spec_to_dict, make_engine
-from .tables import ClaimRow, EventRow, HostRow, ImageRow, StagedImageRow, TypeRow, VmRow
+from .tables import (
+    ClaimRow,
+    EventRow,
+    HostRow,
+    ImageRow,
+    StagedImageRow,
+    TypeRow,
+    VmRow,
+    VolumeRow,
+)
 
 __all__ = [
     "ClaimRow",
@@ -12,6 +21,7 @@ __all__ = [
     "StagedImageRow",
     "TypeRow",
     "VmRow",
+    "VolumeRow",
     "image_spec_from_row",
     "image_spec_to_dict",
     "make_engine",

@@ -32,6 +32,7 @@ from .tables import (
     StagedImageRow,
     TypeRow,
     VmRow,
+    VolumeRow,
 )
 
 
@@ -415,11 +416,20 @@ class Registry:
             if vm is None:
                 return
             self._release(s, vm_id)
+            # Its volumes outlive it: detached, available, data kept.
+            s.execute(
+                update(VolumeRow)
+                .where(VolumeRow.vm_id == vm_id)
+                .values(status="available", vm_id=None, target=None, updated_at=_now())
+                .execution_options(synchronize_session=False)
+            )
             s.add(EventRow(kind=event_kind, vm_id=vm_id, host_id=vm.host_id, detail=detail))
             s.delete(vm)
 
     def _release(self, s: Session, vm_id: int) -> None:
-        claim = s.scalar(select(ClaimRow).where(ClaimRow.vm_id == vm_id))
+        self._release_claim(s, s.scalar(select(ClaimRow).where(ClaimRow.vm_id == vm_id)))
+
+    def _release_claim(self, s: Session, claim: ClaimRow | None) -> None:
         if claim is None:
             return
         s.execute(
@@ -654,6 +664,93 @@ class Registry:
                 .where(VmRow.id == vm_id, VmRow.guest_host_key.is_(None))
                 .values(guest_host_key=key)
             )
+
+    # -- volumes -------------------------------------------------------------
+
+    def _take_disk(self, s: Session, host_id: int, size: int) -> bool:
+        res = s.execute(
+            update(HostRow)
+            .where(
+                HostRow.id == host_id,
+                HostRow.status == "up",
+                HostRow.enabled.is_(True),
+                HostRow.disk_used + size <= HostRow.disk_total,
+            )
+            .values(disk_used=HostRow.disk_used + size)
+            .execution_options(synchronize_session=False)
+        )
+        return res.rowcount == 1
+
+    def claim_volume(self, host_id: int, *, name: str, size: int) -> VolumeRow | None:
+        """Claim ``size`` GB on the host and record a ``creating`` volume there; None
+        when the host no longer has the room (the caller tries its next candidate)."""
+        with self.tx() as s:
+            if not self._take_disk(s, host_id, size):
+                return None
+            vol = VolumeRow(
+                name=name,
+                size=size,
+                host_id=host_id,
+                status="creating",
+                vol_name=f"volume-{secrets.token_hex(8)}",
+            )
+            s.add(vol)
+            s.flush()
+            vol.vol_name = f"volume-{self.installation_id}-{vol.id}"
+            s.add(ClaimRow(host_id=host_id, volume_id=vol.id, disk=size))
+            s.add(EventRow(kind="volume.claim", host_id=host_id, detail={"volume": vol.id}))
+            return vol
+
+    def volume(self, volume_id: int) -> VolumeRow:
+        return self._one(VolumeRow, volume_id, f"volumeid : {volume_id}")
+
+    def volumes(self, *, vm_id: int | None = None, host_id: int | None = None) -> list[VolumeRow]:
+        with self.read() as s:
+            q = select(VolumeRow).order_by(VolumeRow.id)
+            if vm_id is not None:
+                q = q.where(VolumeRow.vm_id == vm_id)
+            if host_id is not None:
+                q = q.where(VolumeRow.host_id == host_id)
+            return list(s.scalars(q))
+
+    def volume_transition(
+        self, volume_id: int, to: str, *, expect: Iterable[str], **values: Any
+    ) -> bool:
+        with self.tx() as s:
+            res = s.execute(
+                update(VolumeRow)
+                .where(VolumeRow.id == volume_id, VolumeRow.status.in_(list(expect)))
+                .values(status=to, updated_at=_now(), **values)
+                .execution_options(synchronize_session=False)
+            )
+            return res.rowcount == 1
+
+    def move_volume_claim(self, volume_id: int, to_host: int) -> bool:
+        """Move a volume's disk claim to another host (for a copy there); False if it
+        does not fit."""
+        with self.tx() as s:
+            vol = s.get(VolumeRow, volume_id)
+            if vol is None:
+                raise NotFound(f"volumeid : {volume_id} does not exist")
+            if not self._take_disk(s, to_host, vol.size):
+                return False
+            self._release_claim(
+                s, s.scalar(select(ClaimRow).where(ClaimRow.volume_id == volume_id))
+            )
+            s.add(ClaimRow(host_id=to_host, volume_id=volume_id, disk=vol.size))
+            vol.host_id = to_host
+            return True
+
+    def forget_volume(self, volume_id: int, *, event_kind: str) -> None:
+        with self.tx() as s:
+            vol = s.get(VolumeRow, volume_id)
+            if vol is None:
+                return
+            self._release_claim(
+                s, s.scalar(select(ClaimRow).where(ClaimRow.volume_id == volume_id))
+            )
+            s.add(EventRow(kind=event_kind, host_id=vol.host_id, detail={"volume": volume_id}))
+            s.delete(vol)
 
     # -- staged images -------------------------------------------------------
 

@@ -137,6 +137,28 @@ class VmRow(Base):
     )
 
 
+class VolumeRow(Base):
+    """A block-storage volume: where it lives, and the VM it is attached to."""
+
+    __tablename__ = "volumes"
+    __table_args__ = _NEVER_REUSE
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(128))
+    size: Mapped[int] = mapped_column(Integer)  # GB
+    host_id: Mapped[int | None] = mapped_column(Id, ForeignKey("hosts.id"), index=True)
+    backend: Mapped[str] = mapped_column(String(64), default="dir")  # dir, or rbd:POOL
+    vol_name: Mapped[str] = mapped_column(String(128), unique=True)
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    vm_id: Mapped[int | None] = mapped_column(Id, index=True)
+    target: Mapped[str | None] = mapped_column(String(16))  # vdb, vdc, ... when attached
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), default=utcnow, onupdate=utcnow
+    )
+
+
 class StagedImageRow(Base):
     """An image already copied onto a host's pool, so later creates reuse it."""
 

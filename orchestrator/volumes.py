@@ -1,0 +1,334 @@
+"""Block storage use cases: create, attach, detach, destroy volumes; reconcile them.
+
+Volumes live in the host's ``fabric`` dir pool (host-local storage) unless the
+configuration puts a host on a Ceph RBD pool (shared storage). A host-local
+volume is created on the host the scheduler picks for its size; attaching it
+to a VM on another host **moves** it there first, while it is detached, with a
+real copy through libvirt streams (then the old copy is deleted). Volume sizes
+count against the host's disk, as VM disks do.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import re
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from .errors import BadRequest, ConfigError, Conflict, FabricError, NotFound, NoValidHost
+from .fabric import Fabric, host_target
+from .hypervisor.xml import RbdBackend
+from .model import VmState
+from .registry import VolumeRow
+from .scheduler import PlacementRequest
+
+log = logging.getLogger(__name__)
+
+MAX_SIZE_GB = 16384
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+# VM states in which a volume may be attached (the domain must also be running).
+ATTACHABLE = (VmState.ACTIVE, VmState.READY, VmState.IN_USE)
+
+
+def parse_storage(raw: Any, where: str = "config") -> tuple[dict[str, RbdBackend], dict[str, str]]:
+    """``storage:`` -> (RBD backends by name, host label -> backend). Dir is the default."""
+    if raw is None:
+        return {}, {}
+    if not isinstance(raw, dict) or set(raw) - {"rbd", "hosts"}:
+        raise ConfigError(f"{where}: storage takes rbd and hosts")
+    backends: dict[str, RbdBackend] = {}
+    for name, item in (raw.get("rbd") or {}).items():
+        at = f"{where}: storage.rbd.{name}"
+        if not isinstance(item, dict):
+            raise ConfigError(f"{at}: must be a mapping")
+        missing = {"pool", "monitors", "user", "secret_uuid", "key_file"} - set(item)
+        if missing:
+            raise ConfigError(f"{at}: missing {', '.join(sorted(missing))}")
+        monitors = item["monitors"]
+        if not isinstance(monitors, list) or not monitors:
+            raise ConfigError(f"{at}: monitors must be a list of host:port")
+        backends[name] = RbdBackend(
+            name=name,
+            pool=str(item["pool"]),
+            monitors=tuple(str(m) for m in monitors),
+            user=str(item["user"]),
+            secret_uuid=str(item["secret_uuid"]),
+        )
+        key_file = Path(str(item["key_file"]))
+        if not key_file.is_file():
+            raise ConfigError(f"{at}: key_file {key_file} does not exist")
+    hosts: dict[str, str] = {}
+    for label, backend in (raw.get("hosts") or {}).items():
+        if backend != "dir" and not (
+            isinstance(backend, str) and backend.startswith("rbd:") and backend[4:] in backends
+        ):
+            raise ConfigError(
+                f"{where}: storage.hosts.{label}: {backend!r} is not dir or rbd:NAME "
+                f"(defined: {', '.join(sorted(backends)) or 'none'})"
+            )
+        hosts[str(label)] = backend
+    return backends, hosts
+
+
+class Volumes:
+    def __init__(self, fabric: Fabric, storage: Any = None) -> None:
+        self.fabric = fabric
+        self.registry = fabric.registry
+        self.rbd, self.host_backend = parse_storage(storage)
+        self._keys = (
+            {
+                name: Path(str(storage["rbd"][name]["key_file"])).read_bytes().strip()
+                for name in self.rbd
+            }
+            if self.rbd
+            else {}
+        )
+
+    # -- helpers -------------------------------------------------------------
+
+    def _backend_of(self, host_label: str) -> str:
+        return self.host_backend.get(host_label, "dir")
+
+    def _rbd_for(self, backend: str) -> RbdBackend | None:
+        return self.rbd[backend[4:]] if backend.startswith("rbd:") else None
+
+    def _prepare(self, host: Any, backend: str) -> RbdBackend | None:
+        rbd = self._rbd_for(backend)
+        if rbd is not None:
+            self.fabric.driver.ensure_ceph_secret(host_target(host), rbd, self._keys[rbd.name])
+        return rbd
+
+    @staticmethod
+    def check_name(name: Any) -> str:
+        if not isinstance(name, str) or not _NAME.fullmatch(name):
+            raise BadRequest(
+                "name must be 1-64 characters of letters, digits, '.', '_' or '-', "
+                "starting with a letter or digit"
+            )
+        return name
+
+    def info(self, volume_id: int) -> dict[str, Any]:
+        vol = self.registry.volume(volume_id)
+        out: dict[str, Any] = {
+            "volumeid": vol.id,
+            "name": vol.name,
+            "size": vol.size,
+            "status": "attached" if vol.status == "attached" else vol.status,
+        }
+        if vol.status == "attached":
+            out["vmid"] = vol.vm_id
+        out["pmid"] = vol.host_id
+        if vol.target:
+            out["device"] = f"/dev/{vol.target}"
+        if vol.error:
+            out["error_detail"] = vol.error
+        return out
+
+    # -- create / destroy ----------------------------------------------------
+
+    def create(self, name: str, size: int, *, host_id: int | None = None) -> VolumeRow:
+        """Make a volume of ``size`` GB on the host the scheduler picks (or ``host_id``)."""
+        self.check_name(name)
+        if size > MAX_SIZE_GB:
+            raise BadRequest(f"size must be at most {MAX_SIZE_GB} GB")
+        req = PlacementRequest(cpu=0, ram=0, disk=size, label=f"a {size} GB volume")
+        tried: set[int] = set()
+        failures: list[str] = []
+        while len(failures) < self.fabric.config.create.max_attempts:
+            states = self.fabric.host_states()
+            if host_id is not None:
+                states = [h for h in states if h.id == host_id]
+            placement = self.fabric.scheduler.select(states, replace(req, exclude=frozenset(tried)))
+            vol = host = None
+            for cand in placement.hosts:
+                vol = self.registry.claim_volume(cand.id, name=name, size=size)
+                if vol is not None:
+                    host = self.registry.host(cand.id)
+                    break
+            if vol is None or host is None:
+                continue
+            backend = self._backend_of(host.label)
+            try:
+                rbd = self._prepare(host, backend)
+                self.fabric.driver.create_volume(host_target(host), vol.vol_name, size, rbd)
+            except FabricError as e:
+                with contextlib.suppress(FabricError):
+                    self.fabric.driver.delete_volume(host_target(host), vol.vol_name)
+                self.registry.forget_volume(vol.id, event_kind="volume.create_failed")
+                failures.append(f"{host.label}: {e.message}")
+                tried.add(host.id)
+                continue
+            self.registry.volume_transition(
+                vol.id, "available", expect=["creating"], backend=backend
+            )
+            self.registry.record_event("volume.create", host_id=host.id, detail={"volume": vol.id})
+            return self.registry.volume(vol.id)
+        raise FabricError(f"could not create the volume: {'; '.join(failures)}")
+
+    def destroy(self, volume_id: int) -> None:
+        vol = self.registry.volume(volume_id)
+        if vol.status == "attached":
+            raise Conflict(f"volumeid {volume_id} is attached to vmid {vol.vm_id}; detach it first")
+        if not self.registry.volume_transition(
+            volume_id, "deleting", expect=["available", "error", "deleting"]
+        ):
+            current = self.registry.volume(volume_id).status
+            raise Conflict(f"volumeid {volume_id} is {current}; it cannot be destroyed now")
+        if vol.host_id is not None:
+            host = self.registry.host_any(vol.host_id)
+            try:
+                self.fabric.driver.delete_volume(
+                    host_target(host), vol.vol_name, self._rbd_for(vol.backend)
+                )
+            except FabricError:
+                self.registry.volume_transition(volume_id, vol.status, expect=["deleting"])
+                raise
+        self.registry.forget_volume(volume_id, event_kind="volume.destroy")
+
+    # -- attach / detach -----------------------------------------------------
+
+    def attach(self, vm_id: int, volume_id: int) -> str:
+        vm = self.registry.vm(vm_id)
+        vol = self.registry.volume(volume_id)
+        if vol.status == "attached":
+            raise Conflict(f"volumeid {volume_id} is already attached to vmid {vol.vm_id}")
+        if vol.status != "available":
+            raise Conflict(f"volumeid {volume_id} is {vol.status}; it cannot be attached now")
+        if vm.state not in ATTACHABLE or vm.host_id is None:
+            raise Conflict(f"vmid {vm_id} is {vm.state}; volumes attach to running VMs")
+        if not self.registry.volume_transition(volume_id, "attaching", expect=["available"]):
+            raise Conflict(f"volumeid {volume_id} is being changed by another request")
+        try:
+            host = self.registry.host(vm.host_id)
+            target = host_target(host)
+            if not self.fabric.driver.domain_running(target, vm.uuid):
+                raise Conflict(f"vmid {vm_id} is not running; volumes attach to running VMs")
+            vol = self._bring_to(vol, host)
+            rbd = self._rbd_for(vol.backend)
+            path = None
+            if rbd is None:
+                path = self._volume_path(host, vol.vol_name)
+            dev = self.fabric.driver.attach_volume(
+                target, vm.uuid, path=path, rbd=rbd, rbd_image=vol.vol_name
+            )
+        except BaseException:
+            self.registry.volume_transition(volume_id, "available", expect=["attaching"])
+            raise
+        self.registry.volume_transition(
+            volume_id, "attached", expect=["attaching"], vm_id=vm_id, target=dev
+        )
+        self.registry.record_event(
+            "volume.attach", vm_id=vm_id, host_id=host.id, detail={"volume": volume_id, "dev": dev}
+        )
+        return dev
+
+    def _volume_path(self, host: Any, vol_name: str) -> str:
+        paths = self.fabric.driver.volume_paths(host_target(host))
+        if vol_name not in paths:
+            raise NotFound(f"volume {vol_name} is missing on {host.label}")
+        return paths[vol_name]
+
+    def _bring_to(self, vol: VolumeRow, host: Any) -> VolumeRow:
+        """A host-local volume on another host is copied here (detached), then removed there."""
+        if vol.host_id == host.id:
+            return vol
+        src_backend = vol.backend
+        dst_backend = self._backend_of(host.label)
+        if src_backend.startswith("rbd:") and src_backend == dst_backend:
+            return vol  # shared storage: every host of that backend sees it
+        if src_backend != "dir" or dst_backend != "dir":
+            raise Conflict(
+                f"volumeid {vol.id} lives on {src_backend} storage, which pmid {host.id} "
+                f"({dst_backend}) cannot reach"
+            )
+        src = self.registry.host_any(vol.host_id) if vol.host_id else None
+        if src is None or src.status != "up":
+            raise Conflict(f"volumeid {vol.id} lives on a host that is down; it cannot move")
+        if not self.registry.move_volume_claim(vol.id, host.id):
+            raise NoValidHost(
+                f"pmid {host.id} has no room for volumeid {vol.id} ({vol.size} GB) to move there"
+            )
+        try:
+            self.fabric.driver.copy_volume(
+                host_target(src), host_target(host), vol.vol_name, vol.size
+            )
+        except BaseException:
+            self.registry.move_volume_claim(vol.id, src.id)
+            raise
+        with contextlib.suppress(FabricError):
+            self.fabric.driver.delete_volume(host_target(src), vol.vol_name)
+        self.registry.record_event(
+            "volume.move", host_id=host.id, detail={"volume": vol.id, "from": src.id}
+        )
+        return self.registry.volume(vol.id)
+
+    def detach(self, volume_id: int) -> None:
+        vol = self.registry.volume(volume_id)
+        if vol.status != "attached" or vol.vm_id is None:
+            raise Conflict(f"volumeid {volume_id} is not attached (it is {vol.status})")
+        if not self.registry.volume_transition(volume_id, "detaching", expect=["attached"]):
+            raise Conflict(f"volumeid {volume_id} is being changed by another request")
+        try:
+            with contextlib.suppress(NotFound):
+                vm = self.registry.vm(vol.vm_id)
+                host = self.registry.host_any(vm.host_id)
+                self.fabric.driver.detach_volume(host_target(host), vm.uuid, vol.target or "")
+        except BaseException:
+            self.registry.volume_transition(volume_id, "attached", expect=["detaching"])
+            raise
+        self.registry.volume_transition(
+            volume_id, "available", expect=["detaching"], vm_id=None, target=None
+        )
+        self.registry.record_event("volume.detach", vm_id=vol.vm_id, detail={"volume": volume_id})
+
+    def release_from(self, vm_id: int) -> None:
+        """The VM is being destroyed: its volumes become available, data kept."""
+        for vol in self.registry.volumes(vm_id=vm_id):
+            self.registry.volume_transition(
+                vol.id, "available", expect=["attached", "detaching"], vm_id=None, target=None
+            )
+            self.registry.record_event(
+                "volume.detach", vm_id=vm_id, detail={"volume": vol.id, "reason": "vm destroyed"}
+            )
+
+    # -- reconciliation ------------------------------------------------------
+
+    def reconcile(self) -> dict[str, list[int]]:
+        """Volumes whose storage volume is gone are marked ``error``; attachments the
+        domain no longer has are released."""
+        missing: list[int] = []
+        released: list[int] = []
+        for host in self.registry.hosts():
+            if host.status != "up":
+                continue
+            try:
+                present = set(self.fabric.driver.volume_paths(host_target(host)))
+            except FabricError:
+                continue
+            for vol in self.registry.volumes(host_id=host.id):
+                if vol.backend != "dir" or vol.status in ("creating", "deleting"):
+                    continue
+                if vol.vol_name not in present:
+                    self.registry.volume_transition(
+                        vol.id, "error", expect=[vol.status],
+                        error=f"{vol.vol_name} is no longer in {host.label}'s pool",
+                    )  # fmt: skip
+                    missing.append(vol.id)
+        for vol in self.registry.volumes():
+            if vol.status == "attached" and vol.vm_id is not None:
+                try:
+                    vm = self.registry.vm(vol.vm_id)
+                except NotFound:
+                    vm = None
+                if vm is None:
+                    self.registry.volume_transition(
+                        vol.id, "available", expect=["attached"], vm_id=None, target=None
+                    )
+                    released.append(vol.id)
+            elif vol.status in ("attaching", "detaching", "creating"):
+                # killed half-way: fall back to the safe state
+                to = "available" if vol.status != "creating" else "error"
+                self.registry.volume_transition(vol.id, to, expect=[vol.status])
+        return {"missing": missing, "released": released}
