@@ -91,13 +91,12 @@ class Guest:
 
     def __init__(self, tmp: Path, ip: str, port: int) -> None:
         key = (RIG / "guest" / "guest-host-key.pub").read_text().split()
-        known = tmp / f"guest_known_hosts_{port}"
-        known.write_text(f"[{ip}]:{port} {key[0]} {key[1]}\n")
         self.remote = Remote(
             "root",
             ip,
             port,
-            SshSettings(key=str(RIG / "keys/id_ed25519"), known_hosts=str(known)),
+            SshSettings(key=str(RIG / "keys/id_ed25519")),
+            pinned_keys=[f"{key[0]} {key[1]}"],  # the image's host key, and no other
         )
 
     def run(self, command: list[str]) -> str:
