@@ -157,6 +157,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if argv else 2
     if argv[0] == "validate":
         return cmd_validate(argv[1:])
+    if argv[0] == "client":
+        from .client import main as client_main
+
+        return client_main(argv[1:])
     if argv[0] == "serve":
         argv = argv[1:]
     return cmd_serve(argv)

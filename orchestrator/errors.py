@@ -104,3 +104,16 @@ class ImageUnavailable(FabricError):
     """An image's file could not be read from where the images file says it is."""
 
     status = 502
+
+
+class Unauthorized(FabricError):
+    """No credentials, or credentials that are not valid (a missing token, a bad password)."""
+
+    status = 401
+
+
+class TooManyRequests(FabricError):
+    """Too many failed attempts; the caller must wait ``retry_after`` seconds."""
+
+    status = 429
+    retry_after = 60

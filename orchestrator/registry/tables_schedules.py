@@ -1,0 +1,5 @@
+"""STUB: tables for schedules (they share Base with tables.py)."""
+
+from __future__ import annotations
+
+from .tables import Base  # noqa: F401
