@@ -13,7 +13,7 @@ import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
@@ -57,6 +57,7 @@ class ReconcileReport:
     removed: list[int]
     unknown_domains: list[dict]
     skipped_hosts: list[str]
+    restarted: list[int] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -65,6 +66,7 @@ class ReconcileReport:
             "removed": self.removed,
             "unknown_domains": self.unknown_domains,
             "skipped_hosts": self.skipped_hosts,
+            "restarted": self.restarted,
         }
 
 
@@ -488,6 +490,23 @@ class Fabric:
                 elif vm.state == VmState.BUILDING:
                     self.registry.transition(vm.id, VmState.ACTIVE, expect=[VmState.BUILDING])
                     report.resumed.append(vm.id)
+                elif (
+                    dom is not None
+                    and not dom.active
+                    and vm.state
+                    in (VmState.ACTIVE, VmState.READY, VmState.IN_USE, VmState.CLEANING)
+                ):
+                    # Stopped behind our back (e.g. the host rebooted): it should run.
+                    try:
+                        self.driver.start(target, vm.domain_name)
+                        report.restarted.append(vm.id)
+                    except FabricError as e:
+                        self.registry.transition(
+                            vm.id,
+                            VmState.FAILED,
+                            expect=[vm.state],
+                            error=f"could not restart: {e}",
+                        )
                 elif dom is None and vm.state != VmState.VANISHED:
                     self.registry.transition(
                         vm.id,
@@ -504,6 +523,7 @@ class Fabric:
         for kind, ids in (
             ("reconcile.vanished", report.vanished),
             ("reconcile.resumed", report.resumed),
+            ("reconcile.restarted", report.restarted),
         ):
             for vm_id in ids:
                 self.registry.record_event(kind, vm_id=vm_id)

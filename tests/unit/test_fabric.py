@@ -279,3 +279,13 @@ def test_arch_filter_keeps_images_on_matching_hosts(tmp_path):
         images=[f"{img} arch=aarch64"],
     )
     assert r.fabric.create_vm("arm", 1, 1).host_id == 2
+
+
+def test_reconcile_starts_a_vm_that_was_stopped_behind_our_back(rig):
+    vm = rig.fabric.create_vm("stopped", 1, 1)
+    dom = lv(rig, vm.host_id).lookupByUUIDString(vm.uuid)
+    dom.destroy()  # powered off, still defined
+    report = rig.fabric.reconcile()
+    assert report.restarted == [vm.id]
+    assert lv(rig, vm.host_id).lookupByUUIDString(vm.uuid).isActive()
+    assert rig.registry.vm(vm.id).state == VmState.ACTIVE
