@@ -1,14 +1,169 @@
 """Authentication: users with password hashes in the config, tokens stored hashed.
 
-STUB: filled in by the auth work. The interface below is what the API and the
-dashboard use.
+The ``auth:`` section of the configuration::
+
+    auth:
+      enabled: true            # default false: every call is allowed
+      users: {alice: "scrypt$16384$8$1$<salt>$<hash>"}   # from hash_password()
+      open_reads: true         # GETs that change nothing need no token
+      token_ttl_hours: 24
+      max_failures: 5          # failed logins per user and address ...
+      lockout_seconds: 60      # ... before they are refused (429) for this long
+
+A token is 256 random bits shown once; the registry keeps its SHA-256 only.
+Failed password checks are counted per user and remote address in the registry
+(so every server process sees them); the ``max_failures``-th failure within
+``lockout_seconds`` of the previous one locks that pair out for
+``lockout_seconds``, even for the right password. Neither passwords nor tokens
+are ever logged.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
+import hashlib
+import hmac
+import logging
+import math
+import secrets
+from datetime import UTC, datetime, timedelta
+from functools import cached_property
 from typing import Any
 
+from sqlalchemy import delete, or_, select
+from sqlalchemy.exc import IntegrityError
+
+from .errors import ConfigError, Forbidden, NotFound, TooManyRequests, Unauthorized
 from .registry import Registry
+from .registry.tables_auth import LoginFailureRow, TokenRow
+
+log = logging.getLogger(__name__)
+
+# scrypt's cost: 16 MiB of memory and ~50 ms per check on a small machine.
+SCRYPT_N, SCRYPT_R, SCRYPT_P = 16384, 8, 1
+_SALT_BYTES, _KEY_BYTES = 16, 32
+# Bounds on what a configured hash may ask for (a typo must not cost gigabytes).
+_MAX_N, _MAX_R, _MAX_P = 2**20, 32, 16
+_MAX_TOKEN = 256  # characters; ours are 43
+_TOUCH_EVERY = timedelta(seconds=60)  # last_used is written at most this often
+_KEEP_EXPIRED = timedelta(days=7)  # expired or revoked tokens are deleted after this
+
+DEFAULTS: dict[str, Any] = {
+    "enabled": False,
+    "users": {},
+    "open_reads": True,
+    "token_ttl_hours": 24.0,
+    "max_failures": 5,
+    "lockout_seconds": 60,
+}
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def _scrypt(password: str, salt: bytes, n: int, r: int, p: int, dklen: int) -> bytes:
+    return hashlib.scrypt(
+        password.encode("utf-8"), salt=salt, n=n, r=r, p=p, dklen=dklen,
+        maxmem=128 * r * (n + p + 2) + 1024 * 1024,
+    )  # fmt: skip
+
+
+def _parse_hash(encoded: str) -> tuple[int, int, int, bytes, bytes] | None:
+    """``scrypt$N$r$p$salt$hash`` -> its parts, or None if it is not one of ours."""
+    if not isinstance(encoded, str):
+        return None
+    parts = encoded.split("$")
+    if len(parts) != 6 or parts[0] != "scrypt":
+        return None
+    try:
+        n, r, p = (int(x) for x in parts[1:4])
+        salt = base64.b64decode(parts[4], validate=True)
+        key = base64.b64decode(parts[5], validate=True)
+    except (ValueError, binascii.Error):
+        return None
+    if n < 2 or n & (n - 1) or n > _MAX_N or not (1 <= r <= _MAX_R) or not (1 <= p <= _MAX_P):
+        return None
+    if len(salt) < 8 or not (16 <= len(key) <= 64):
+        return None
+    return n, r, p, salt, key
+
+
+def hash_password(password: str) -> str:
+    """A salted scrypt hash for the config: ``scrypt$16384$8$1$<salt b64>$<hash b64>``."""
+    if not isinstance(password, str) or password == "":
+        raise ValueError("the password must not be empty")
+    salt = secrets.token_bytes(_SALT_BYTES)
+    key = _scrypt(password, salt, SCRYPT_N, SCRYPT_R, SCRYPT_P, _KEY_BYTES)
+    return f"scrypt${SCRYPT_N}${SCRYPT_R}${SCRYPT_P}${_b64(salt)}${_b64(key)}"
+
+
+def verify_password(password: str, encoded: str) -> bool:
+    """Whether ``password`` matches ``encoded`` (from hash_password); constant-time compare."""
+    parsed = _parse_hash(encoded)
+    if parsed is None or not isinstance(password, str):
+        return False
+    n, r, p, salt, key = parsed
+    return hmac.compare_digest(_scrypt(password, salt, n, r, p, len(key)), key)
+
+
+def token_digest(token: str) -> str:
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _aware(value: datetime | None) -> datetime | None:
+    if value is not None and value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value
+
+
+def _iso(when: datetime) -> str:
+    return _aware(when).astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def parse_auth_config(raw: Any, where: str = "auth") -> dict[str, Any]:
+    """The ``auth:`` section with defaults filled in; ConfigError names a bad key."""
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: must be a mapping")
+    unknown = set(raw) - set(DEFAULTS)
+    if unknown:
+        key = sorted(unknown)[0]
+        raise ConfigError(f"{where}.{key}: unknown setting (valid: {', '.join(sorted(DEFAULTS))})")
+    cfg = {**DEFAULTS, **raw}
+    for key in ("enabled", "open_reads"):
+        if not isinstance(cfg[key], bool):
+            raise ConfigError(f"{where}.{key}: expected true or false, got {cfg[key]!r}")
+    ttl = cfg["token_ttl_hours"]
+    if isinstance(ttl, bool) or not isinstance(ttl, int | float) or not (0 < ttl <= 24 * 3660):
+        raise ConfigError(f"{where}.token_ttl_hours: expected a positive number of hours")
+    for key, low in (("max_failures", 1), ("lockout_seconds", 0)):
+        v = cfg[key]
+        if isinstance(v, bool) or not isinstance(v, int) or v < low:
+            raise ConfigError(f"{where}.{key}: expected an integer >= {low}, got {v!r}")
+    users = cfg["users"] or {}
+    if not isinstance(users, dict):
+        raise ConfigError(f"{where}.users: must be a mapping of user name to password hash")
+    for name, encoded in users.items():
+        if not isinstance(name, str) or not name or ":" in name or len(name) > 128:
+            raise ConfigError(f"{where}.users: {str(name)[:40]!r} is not a valid user name")
+        if _parse_hash(encoded) is None:
+            # Never echo the value: it may be a password typed in by mistake.
+            raise ConfigError(
+                f"{where}.users.{name}: not a password hash "
+                "(make one with `./script hash-password`)"
+            )
+    if cfg["enabled"] and not users:
+        raise ConfigError(f"{where}.users: auth is enabled but no user is configured")
+    cfg["users"] = dict(users)
+    cfg["token_ttl_hours"] = float(ttl)
+    return cfg
 
 
 class AuthService:
@@ -16,20 +171,155 @@ class AuthService:
 
     def __init__(self, registry: Registry, raw: dict | None = None) -> None:
         self.registry = registry
-        self.enabled = bool((raw or {}).get("enabled", False))
-        self.open_reads = bool((raw or {}).get("open_reads", True))
+        cfg = parse_auth_config(raw)
+        self.enabled: bool = cfg["enabled"]
+        self.open_reads: bool = cfg["open_reads"]
+        self.users: dict[str, str] = cfg["users"]
+        self.token_ttl = timedelta(hours=cfg["token_ttl_hours"])
+        self.max_failures: int = cfg["max_failures"]
+        self.lockout = timedelta(seconds=cfg["lockout_seconds"])
+
+    @cached_property
+    def _dummy_hash(self) -> str:
+        # Checked for unknown users, so that they take as long as known ones.
+        return hash_password(secrets.token_urlsafe(16))
+
+    # -- passwords -----------------------------------------------------------
+
+    def authenticate(self, user: str, password: str, remote: str | None = None) -> str:
+        """Check a user's password; return the user. Raises Unauthorized, TooManyRequests.
+
+        The attempt is counted before the (slow) check, so parallel guesses cannot
+        slip past the limit; a success clears the count.
+        """
+        if not self.enabled:
+            raise NotFound("authentication is not enabled on this fabric")
+        user = (user or "")[:128]
+        remote = (remote or "-")[:64]
+        self._count_attempt(user, remote)
+        known = self.users.get(user)
+        ok = verify_password(password or "", known or self._dummy_hash) and known is not None
+        if not ok:
+            # An unknown name may be a password typed in the wrong field: never log it.
+            log.info(
+                "failed login for %s from %s", repr(user) if known else "an unknown user", remote
+            )
+            raise Unauthorized("wrong user name or password")
+        with self.registry.tx() as s:
+            s.execute(
+                delete(LoginFailureRow).where(
+                    LoginFailureRow.user == user, LoginFailureRow.remote == remote
+                )
+            )
+        return user
+
+    def _count_attempt(self, user: str, remote: str) -> None:
+        try:
+            self._count_attempt_once(user, remote)
+        except IntegrityError:  # a parallel first attempt made the row: count on it
+            self._count_attempt_once(user, remote)
+
+    def _count_attempt_once(self, user: str, remote: str) -> None:
+        now = _now()
+        with self.registry.tx() as s:
+            row = s.scalar(
+                select(LoginFailureRow).where(
+                    LoginFailureRow.user == user, LoginFailureRow.remote == remote
+                )
+            )
+            locked = _aware(row.locked_until) if row is not None else None
+            if locked is not None and locked > now:
+                wait = max(1, math.ceil((locked - now).total_seconds()))
+                e = TooManyRequests(f"too many failed logins for {user!r}; retry in {wait} seconds")
+                e.retry_after = wait
+                raise e
+            # Forget other pairs nobody has tried lately (the table stays small).
+            stale = delete(LoginFailureRow).where(
+                LoginFailureRow.last_at < now - self.lockout,
+                or_(LoginFailureRow.locked_until.is_(None), LoginFailureRow.locked_until < now),
+            )
+            if row is not None:
+                stale = stale.where(LoginFailureRow.id != row.id)
+            s.execute(stale.execution_options(synchronize_session=False))
+            if row is None:
+                row = LoginFailureRow(user=user, remote=remote, failures=0)
+                s.add(row)
+            elif locked is not None or _aware(row.last_at) < now - self.lockout:
+                row.failures, row.locked_until = 0, None  # a lockout served, or old failures
+            row.failures += 1
+            row.last_at = now
+            if row.failures >= self.max_failures and self.lockout:
+                row.locked_until = now + self.lockout
+
+    # -- tokens --------------------------------------------------------------
 
     def login(self, user: str, password: str, remote: str | None = None) -> str:
         """Check the password; return a new token (shown once). Raises Unauthorized,
         TooManyRequests."""
-        raise NotImplementedError
+        user = self.authenticate(user, password, remote)
+        token = secrets.token_urlsafe(32)
+        now = _now()
+        with self.registry.tx() as s:
+            s.execute(delete(TokenRow).where(TokenRow.expires_at < now - _KEEP_EXPIRED))
+            s.add(
+                TokenRow(
+                    digest=token_digest(token),
+                    user=user,
+                    created_at=now,
+                    expires_at=now + self.token_ttl,
+                    revoked=False,
+                )
+            )
+        log.info("issued a token to user %r", user)
+        return token
+
+    def _row(self, token: str | None) -> TokenRow | None:
+        if not token or not isinstance(token, str) or len(token) > _MAX_TOKEN:
+            return None
+        with self.registry.read() as s:
+            return s.scalar(select(TokenRow).where(TokenRow.digest == token_digest(token)))
 
     def check(self, token: str | None) -> str:
         """The user a token belongs to. Raises Unauthorized (None) or Forbidden (bad)."""
-        raise NotImplementedError
+        if not token:
+            raise Unauthorized("a token is required: send it in the X-Auth-Token header")
+        row = self._row(token)
+        now = _now()
+        if row is None:
+            raise Forbidden("the token is not valid")
+        if row.revoked:
+            raise Forbidden("the token has been revoked")
+        if _aware(row.expires_at) <= now:
+            raise Forbidden("the token has expired")
+        if row.user not in self.users:
+            raise Forbidden("the token's user no longer exists")
+        last = _aware(row.last_used)
+        if last is None or now - last > _TOUCH_EVERY:
+            with self.registry.tx() as s:
+                fresh = s.get(TokenRow, row.id)
+                if fresh is not None:
+                    fresh.last_used = now
+        return row.user
 
     def info(self, token: str) -> dict[str, Any]:
-        raise NotImplementedError
+        """``{"user", "created", "expires", "last_used"}``; NotFound if unknown or revoked."""
+        row = self._row(token)
+        if row is None or row.revoked:
+            raise NotFound("no such token")
+        return {
+            "user": row.user,
+            "created": _iso(row.created_at),
+            "expires": _iso(row.expires_at),
+            "last_used": _iso(row.last_used) if row.last_used else None,
+        }
 
     def revoke(self, token: str) -> None:
-        raise NotImplementedError
+        """Revoke a token at once (every process sees it on its next check)."""
+        row = self._row(token)
+        if row is None or row.revoked:
+            raise NotFound("no such token")
+        with self.registry.tx() as s:
+            fresh = s.get(TokenRow, row.id)
+            if fresh is not None:
+                fresh.revoked = True
+        log.info("revoked a token of user %r", row.user)

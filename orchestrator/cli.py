@@ -18,7 +18,9 @@ log = logging.getLogger("orchestrator")
 
 USAGE = """\
 ./script PM_FILE IMAGE_FILE VM_TYPES [--config FILE] [--db URL] [--host ADDR] [--port N]
-./script validate PM_FILE IMAGE_FILE VM_TYPES [--config FILE]"""
+./script validate PM_FILE IMAGE_FILE VM_TYPES [--config FILE]
+./script client [--url URL] [--json] COMMAND ...   (./script client --help)
+./script hash-password                             (a hash for auth.users)"""
 
 
 def _serve_parser() -> argparse.ArgumentParser:
@@ -55,7 +57,10 @@ def cmd_validate(argv: list[str]) -> int:
     problems = list(validate_files(args.pm_file, args.image_file, args.vm_types))
     if args.config:
         try:
-            load_config(args.config)
+            config = load_config(args.config)
+            from .auth import parse_auth_config
+
+            parse_auth_config(config.raw.get("auth"))
         except FabricError as e:
             problems.append(str(e))
     for problem in problems:
@@ -66,6 +71,23 @@ def cmd_validate(argv: list[str]) -> int:
     return 0
 
 
+def cmd_hash_password() -> int:
+    """Print a password hash for the config's ``auth.users`` (the password is read twice)."""
+    import getpass
+
+    from .auth import hash_password
+
+    first = getpass.getpass("password: ")
+    if len(first) < 8:
+        print("error: use at least 8 characters", file=sys.stderr)
+        return 2
+    if getpass.getpass("again: ") != first:
+        print("error: the two passwords differ", file=sys.stderr)
+        return 2
+    print(hash_password(first))
+    return 0
+
+
 def cmd_serve(argv: list[str]) -> int:
     args = _serve_parser().parse_args(argv)
     logging.basicConfig(
@@ -73,7 +95,7 @@ def cmd_serve(argv: list[str]) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     logging.getLogger("paramiko").setLevel(logging.WARNING)
-    from waitress import create_server
+    from waitress import create_server, wasyncore
 
     from .api import create_app
     from .fabric import Fabric
@@ -81,6 +103,7 @@ def cmd_serve(argv: list[str]) -> int:
     from .pools import PoolService, parse_pools
     from .registry import Registry
     from .reservations import Reservations
+    from .schedules import ScheduleService
     from .volumes import Volumes
     from .worker import Worker
 
@@ -113,6 +136,7 @@ def cmd_serve(argv: list[str]) -> int:
     fabric.start_background()
     reservations = None
     worker = None
+    pool_service = None
     if pool_configs:
         pool_service = PoolService(fabric, pool_configs, config)
         worker = Worker(pool_service)
@@ -120,8 +144,16 @@ def cmd_serve(argv: list[str]) -> int:
             fabric, pool_service, refill=worker.wake, clean=worker.clean_now
         )
         worker.start()
+    try:
+        schedule_service = ScheduleService(
+            fabric, pool_service, on_pool_change=worker.wake if worker else None
+        )
+    except FabricError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    schedule_service.start()
 
-    app = create_app(fabric, reservations, volume_service)
+    app = create_app(fabric, reservations, volume_service, schedules_=schedule_service)
     server = create_server(app, host=args.host, port=args.port, threads=args.threads)
     stopping = threading.Event()
 
@@ -131,17 +163,21 @@ def cmd_serve(argv: list[str]) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    serving = threading.Thread(target=server.run, name="waitress", daemon=True)
-    serving.start()
     log.info("serving on http://%s:%s", args.host, server.effective_port)
     print(f"fabric listening on http://{args.host}:{server.effective_port}", flush=True)
     try:
-        while not stopping.wait(0.5) and serving.is_alive():
-            pass
+        # waitress's own loop, a slice at a time in this thread, so that a signal
+        # ends it between two polls and nothing is closed under its feet.
+        while not stopping.is_set():
+            wasyncore.loop(timeout=0.5, map=server._map, count=1)
     finally:
-        # Stop accepting, let requests in flight finish (bounded), then stop the rest.
-        server.close()
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second signal must not cut this short
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        # The loop no longer accepts; let requests in flight finish (bounded) while
+        # their sockets are still open, then close everything and stop the rest.
         server.task_dispatcher.shutdown(cancel_pending=True, timeout=10)
+        server.close()
+        schedule_service.stop()
         if worker is not None:
             worker.stop()
         fabric.stop()
@@ -157,6 +193,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if argv else 2
     if argv[0] == "validate":
         return cmd_validate(argv[1:])
+    if argv[0] == "hash-password":
+        return cmd_hash_password()
     if argv[0] == "client":
         from .client import main as client_main
 

@@ -148,12 +148,18 @@ class PoolService:
         self._lock = threading.Lock()
         self._building: dict[str, int] = {}  # builds submitted but not yet recorded
         self._busy: set[int] = set()  # VMs being cleaned or retired in this process
+        self.extra: dict[str, int] = {}  # scheduled extra VMs per pool (see set_extra)
 
     def pool(self, name: str) -> PoolConfig:
         try:
             return self.pools[name]
         except KeyError:
             raise NotFound(f"pool {name!r} does not exist") from None
+
+    def max_of(self, name: str) -> int:
+        """A pool's ``max`` now, scheduled extra capacity included."""
+        with self._lock:
+            return self.pools[name].max + self.extra.get(name, 0)
 
     # -- counts --------------------------------------------------------------
 
@@ -164,6 +170,7 @@ class PoolService:
             c = counts.get(name, {})
             out[name] = {
                 **p.as_dict(),
+                "extra": self.extra.get(name, 0),
                 "ready": c.get(VmState.READY, 0),
                 "in_use": c.get(VmState.IN_USE, 0),
                 "cleaning": c.get(VmState.CLEANING, 0),
@@ -188,14 +195,25 @@ class PoolService:
                 p = self.pools[name]
                 pending = self._building.get(name, 0)
                 have = st["ready"] + st["building"] + pending
-                n = max(0, p.size - have)
-                n = min(n, max(0, p.max - st["total"] - pending))
+                extra = self.extra.get(name, 0)
+                n = max(0, p.size + extra - have)
+                n = min(n, max(0, p.max + extra - st["total"] - pending))
                 if room is not None:
                     n = min(n, max(0, room))
                     room -= n
                 if n:
                     wanted[name] = n
         return wanted
+
+    def set_extra(self, name: str, n: int) -> None:
+        """Keep ``n`` more ready VMs in pool ``name`` (its size and max both grow by
+        ``n``) until set back to 0. Scheduled capacity (schedules.py) sets it."""
+        self.pool(name)
+        with self._lock:
+            if n > 0:
+                self.extra[name] = n
+            else:
+                self.extra.pop(name, None)
 
     def claim_build(self, name: str) -> None:
         with self._lock:

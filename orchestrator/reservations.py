@@ -103,9 +103,9 @@ class Reservations:
                 cap = max(p.lifetime_max for p in candidates)
                 raise BadRequest(f"lifetime {hours:g} h is past the pool's cap of {cap:g} h")
             candidates = [p for p in candidates if p.name not in too_long]
-        big_enough = [p for p in candidates if p.max >= count]
+        big_enough = [p for p in candidates if self.pools.max_of(p.name) >= count]
         if not big_enough:
-            most = max(p.max for p in candidates)
+            most = max(self.pools.max_of(p.name) for p in candidates)
             raise BadRequest(f"count {count} is more than the pool can ever hold ({most})")
         candidates = big_enough
         tokens = [new_token() for _ in range(count)]

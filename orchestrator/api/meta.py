@@ -1,7 +1,165 @@
-"""STUB: filled in by its own piece of work."""
+"""The API's own description: ``GET /openapi.json`` and a plain HTML page at ``/docs``."""
 
 from __future__ import annotations
 
-from flask import Blueprint
+import functools
+import json
+from typing import Any
+
+from flask import Blueprint, Response, jsonify, render_template_string
+from flask.typing import ResponseReturnValue
+
+from ..openapi import build_spec
 
 bp = Blueprint("meta", __name__)
+
+
+@functools.cache
+def spec() -> dict[str, Any]:
+    """Built once: the description does not change while the app runs."""
+    return build_spec()
+
+
+@bp.route("/openapi.json", methods=["GET"])
+def openapi_json() -> ResponseReturnValue:
+    return jsonify(spec())
+
+
+METHODS = ("get", "post", "put", "patch", "delete")
+
+DOCS = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8">
+<title>{{ info.title }}: API</title>
+<style>
+ body { font: 15px/1.45 system-ui, sans-serif; margin: 2em auto; max-width: 60em; padding: 0 1em;
+        color: #222; }
+ h2 { border-bottom: 1px solid #ccc; margin-top: 2em; text-transform: capitalize; }
+ .op { border: 1px solid #ddd; border-radius: 6px; margin: .8em 0; padding: .5em .9em; }
+ .m { display: inline-block; min-width: 4.5em; font-weight: bold; color: #fff;
+      border-radius: 4px; padding: 0 .4em; text-align: center; text-transform: uppercase; }
+ .get { background: #2b7bb9; } .post { background: #2e8b57; } .delete { background: #b33; }
+ code, pre { font-family: ui-monospace, monospace; font-size: 13px; }
+ pre { background: #f6f6f6; padding: .5em; overflow-x: auto; max-height: 20em; }
+ table { border-collapse: collapse; margin: .3em 0; } td, th { padding: .1em .6em;
+ text-align: left; border-bottom: 1px solid #eee; vertical-align: top; }
+ details summary { cursor: pointer; color: #555; }
+</style></head><body>
+<h1>{{ info.title }} <small>{{ info.version }}</small></h1>
+<p>{{ info.description }}</p>
+<p>Parameters and fields marked <code>*</code> are required.
+Machine-readable: <a href="openapi.json">/openapi.json</a> (OpenAPI {{ version }}).
+Authentication, when on: header <code>X-Auth-Token</code> with a token from
+<code>POST /token</code> (HTTP basic auth).</p>
+{% for tag, ops in groups %}
+<h2 id="{{ tag }}">{{ tag }}</h2>
+{% for o in ops %}
+<div class="op">
+ <span class="m {{ o.method }}">{{ o.method }}</span> <code>{{ o.path }}</code>
+ &mdash; {{ o.summary }}
+ {% if o.description %}<p>{{ o.description }}</p>{% endif %}
+ {% if o.params %}<table><tr><th>parameter</th><th>in</th><th>required</th><th>schema</th></tr>
+ {% for p in o.params %}<tr><td><code>{{ p.name }}</code></td><td>{{ p.where }}</td>
+ <td>{{ "yes" if p.required else "" }}</td><td><code>{{ p.schema }}</code></td></tr>{% endfor %}
+ </table>{% endif %}
+ <table><tr><th>status</th><th>meaning</th></tr>
+ {% for code, text in o.responses %}<tr><td>{{ code }}</td><td>{{ text }}</td></tr>{% endfor %}
+ </table>
+</div>
+{% endfor %}{% endfor %}
+<h2>schemas</h2>
+{% for name, text in schemas %}<details><summary><code>{{ name }}</code></summary>
+<pre>{{ text }}</pre></details>{% endfor %}
+</body></html>
+"""
+
+
+def _schema_text(schema: dict[str, Any], depth: int = 0) -> str:
+    """A short human form of a schema: ``{vmid*: integer >= 1}``, a $ref by its name."""
+    if "$ref" in schema:
+        return schema["$ref"].rsplit("/", 1)[-1]
+    for combo in ("anyOf", "oneOf", "allOf"):
+        if combo in schema:
+            sep = " & " if combo == "allOf" else " | "
+            return sep.join(_schema_text(s, depth) for s in schema[combo])
+    kind = schema.get("type", "any")
+    if kind == "object" and "properties" in schema and depth < 2:
+        required = set(schema.get("required", []))
+        inner = ", ".join(
+            f"{k}{'*' if k in required else ''}: {_schema_text(v, depth + 1)}"
+            for k, v in schema["properties"].items()
+        )
+        return "{" + inner + "}"
+    if kind == "array":
+        return f"[{_schema_text(schema.get('items', {}), depth + 1)}]"
+    text = kind
+    if "enum" in schema:
+        text = " | ".join(json.dumps(v) for v in schema["enum"])
+    if "minimum" in schema:
+        text += f" >{'' if schema.get('exclusiveMinimum') else '='} {schema['minimum']}"
+    if "maximum" in schema and schema["maximum"] < 2**53:
+        text += f" <= {schema['maximum']}"
+    if "pattern" in schema:
+        text += f" {schema['pattern']}"
+    if "format" in schema:
+        text += f" ({schema['format']})"
+    if schema.get("nullable"):
+        text += " | null"
+    return text
+
+
+def _describe(path: str, method: str, op: dict[str, Any]) -> dict[str, Any]:
+    params = [
+        {
+            "name": p["name"],
+            "where": p["in"],
+            "required": p.get("required", False),
+            "schema": _schema_text(p.get("schema", {})),
+        }
+        for p in op.get("parameters", [])
+    ]
+    body = op.get("requestBody")
+    if body:
+        for media, content in body.get("content", {}).items():
+            params.append(
+                {
+                    "name": "(body)",
+                    "where": media,
+                    "required": body.get("required", False),
+                    "schema": _schema_text(content.get("schema", {})),
+                }
+            )
+    responses = []
+    for code, r in sorted(op.get("responses", {}).items()):
+        text = r.get("description", "")
+        for content in r.get("content", {}).values():
+            text += f" ({_schema_text(content.get('schema', {}))})"
+        if "headers" in r:
+            text += "; headers: " + ", ".join(r["headers"])
+        responses.append((code, text))
+    return {
+        "path": path,
+        "method": method,
+        "summary": op.get("summary", ""),
+        "description": op.get("description", ""),
+        "params": params,
+        "responses": responses,
+    }
+
+
+@bp.route("/docs", methods=["GET"])
+def docs() -> ResponseReturnValue:
+    s = spec()
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for path, item in s["paths"].items():
+        for method in METHODS:
+            if method in item:
+                op = item[method]
+                tag = (op.get("tags") or ["other"])[0]
+                groups.setdefault(tag, []).append(_describe(path, method, op))
+    order = [t["name"] for t in s.get("tags", [])]
+    ordered = sorted(groups.items(), key=lambda kv: order.index(kv[0]) if kv[0] in order else 99)
+    schemas = [(k, json.dumps(v, indent=2)) for k, v in s["components"]["schemas"].items()]
+    html = render_template_string(
+        DOCS, info=s["info"], version=s["openapi"], groups=ordered, schemas=schemas
+    )
+    return Response(html, mimetype="text/html")

@@ -1,7 +1,335 @@
-"""STUB: filled in by its own piece of work."""
+"""Status, history and metrics: ``GET /status``, ``GET /summary``, ``GET /metrics``.
+
+``/status`` and ``/summary`` follow vmpooler's shapes (seed 002). ``/metrics``
+is Prometheus text from a registry of the app's own (never the process-global
+one), so any number of apps can live in one process.
+"""
 
 from __future__ import annotations
 
-from flask import Blueprint
+import re
+import threading
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
+
+from flask import Blueprint, Flask, Response, current_app, jsonify, request
+from flask.blueprints import BlueprintSetupState
+from flask.typing import ResponseReturnValue
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+)
+from prometheus_client.core import GaugeMetricFamily
+from sqlalchemy import func, select
+from sqlalchemy.exc import SQLAlchemyError
+
+from ..errors import BadRequest
+from ..registry import EventRow
 
 bp = Blueprint("status", __name__)
+
+POOL_STATES = ("building", "ready", "in_use", "cleaning")
+# /summary's names for the events' durations.
+SUMMARY_KINDS = {"clone": "vm.create", "boot": "vm.ready", "cleanup": "vm.cleaned"}
+MAX_SUMMARY_DAYS = 366
+_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+
+
+def _pools() -> dict[str, dict[str, Any]]:
+    res = current_app.config.get("RESERVATIONS")
+    return res.pools.status() if res is not None else {}
+
+
+# -- /status -----------------------------------------------------------------
+
+
+@bp.route("/status", methods=["GET"])
+def status() -> ResponseReturnValue:
+    """The fabric at a glance.
+
+    - ``capacity``: ready VMs over what the pools are meant to keep ready:
+      ``current`` = ready VMs in all pools (on hosts that are up), ``total`` =
+      the sum of the pools' ``size``, ``percent`` = current/total (0 with no pools).
+    - ``queue``: per pool, VMs building, ready, in use and cleaning.
+    - ``hosts``: labels of hosts that are up; the others with the reason.
+    - ``empty``: pools with no ready VM (pools of size 0 are never empty);
+      ``ok`` is false, with a ``message`` naming them, when there is any.
+    """
+    pools = _pools()
+    current = sum(p["ready"] for p in pools.values())
+    total = sum(p["size"] for p in pools.values())
+    empty = [name for name, p in pools.items() if p["ready"] == 0 and p["size"] > 0]
+    up, down = [], []
+    for h in current_app.config["FABRIC"].registry.hosts():
+        if h.status == "up":
+            up.append(h.label)
+        else:
+            down.append({"name": h.label, "reason": h.reason or h.status})
+    body: dict[str, Any] = {"ok": not empty}
+    if empty:
+        body["message"] = f"{len(empty)} empty pool(s): {', '.join(empty)}"
+    body["capacity"] = {
+        "current": current,
+        "total": total,
+        "percent": round(100.0 * current / total, 1) if total else 0.0,
+    }
+    body["queue"] = {name: {k: p[k] for k in POOL_STATES} for name, p in pools.items()}
+    body["hosts"] = {"up": up, "down": down}
+    body["empty"] = empty
+    return jsonify(body)
+
+
+# -- /summary ----------------------------------------------------------------
+
+
+def _date(name: str) -> date | None:
+    value = request.args.get(name)
+    if value is None or value == "":
+        return None
+    if not _DATE.fullmatch(value):
+        raise BadRequest(f"{name} must be a date as YYYY-MM-DD, got {value[:20]!r}")
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise BadRequest(f"{name} is not a valid date: {value!r}") from None
+
+
+def _durations(values: list[float]) -> dict[str, float]:
+    if not values:
+        return {"average": 0, "min": 0, "max": 0, "total": 0}
+    total = sum(values)
+    return {
+        "average": round(total / len(values), 3),
+        "min": round(min(values), 3),
+        "max": round(max(values), 3),
+        "total": round(total, 3),
+    }
+
+
+@bp.route("/summary", methods=["GET"])
+def summary() -> ResponseReturnValue:
+    """Per day (UTC), durations in seconds and counts of clones (``vm.create``: place,
+    copy and start), boots (``vm.ready``: started until the guest answers SSH) and
+    cleanups (``vm.cleaned``), from the registry's events.
+
+    ``from`` defaults to ``to`` (or today), ``to`` to today; at most 366 days. The
+    totals' ``count`` has the average, min and max per day, as vmpooler's has. Days
+    without events show zeros.
+    """
+    start, end = _date("from"), _date("to")
+    today = datetime.now(UTC).date()
+    if end is None:
+        end = today if start is None or start <= today else start
+    if start is None:
+        start = end
+    if start > end:
+        raise BadRequest(f"from ({start}) is after to ({end})")
+    days = (end - start).days + 1
+    if days > MAX_SUMMARY_DAYS:
+        raise BadRequest(f"the range is {days} days; at most {MAX_SUMMARY_DAYS}")
+    lo = datetime.combine(start, time(), UTC)
+    hi = datetime.combine(end + timedelta(days=1), time(), UTC)
+    kind_to_name = {v: k for k, v in SUMMARY_KINDS.items()}
+    per_day: dict[date, dict[str, list[float]]] = {
+        start + timedelta(days=i): {name: [] for name in SUMMARY_KINDS} for i in range(days)
+    }
+    registry = current_app.config["FABRIC"].registry
+    with registry.read() as s:
+        q = select(EventRow.at, EventRow.kind, EventRow.duration).where(
+            EventRow.kind.in_(list(SUMMARY_KINDS.values())),
+            EventRow.at >= lo,
+            EventRow.at < hi,
+            EventRow.duration.is_not(None),
+        )
+        for at, kind, duration in s.execute(q):
+            if at.tzinfo is None:
+                at = at.replace(tzinfo=UTC)
+            day = at.astimezone(UTC).date()
+            if day in per_day:
+                per_day[day][kind_to_name[kind]].append(float(duration))
+    out: dict[str, Any] = {"from": start.isoformat(), "to": end.isoformat()}
+    for name in SUMMARY_KINDS:
+        counts = [len(d[name]) for d in per_day.values()]
+        everything = [v for d in per_day.values() for v in d[name]]
+        out[name] = {
+            "duration": _durations(everything),
+            "count": {
+                "average": round(sum(counts) / len(counts), 3),
+                "min": min(counts),
+                "max": max(counts),
+                "total": sum(counts),
+            },
+        }
+    out["daily"] = [
+        {
+            "date": day.isoformat(),
+            **{
+                name: {"duration": _durations(vals), "count": {"total": len(vals)}}
+                for name, vals in d.items()
+            },
+        }
+        for day, d in per_day.items()
+    ]
+    return jsonify(out)
+
+
+# -- /metrics ----------------------------------------------------------------
+
+_EXTENSION = "fabric_metrics"
+_EVENT_BATCH = 10_000
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
+class Metrics:
+    """One app's Prometheus registry: counters fed per request, histograms fed from
+    new events at scrape time, and gauges read from the registry at scrape time.
+
+    Durations, pool levels and host states are fabric-wide (read from the shared
+    registry, whichever process recorded them): with several servers on one
+    registry, aggregate them with ``max``, not ``sum``. Request and placement
+    counters are this server's own.
+    """
+
+    def __init__(self, app: Flask) -> None:
+        self.app = app
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "fabric_http_requests",
+            "HTTP requests by route, method and status",
+            ["endpoint", "method", "status"],
+            registry=self.registry,
+        )
+        self.placements = Counter(
+            "fabric_placements",
+            "Results of /vm/create: success, no_valid_host (503) or failed (other 5xx)",
+            ["result"],
+            registry=self.registry,
+        )
+        slow = (0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300, 600)
+        self.durations = {
+            "vm.create": Histogram(
+                "fabric_vm_create_seconds",
+                "Time to place, stage and start a VM (vm.create events)",
+                buckets=slow,
+                registry=self.registry,
+            ),
+            "vm.ready": Histogram(
+                "fabric_vm_boot_seconds",
+                "Time from start until a pool VM's guest answers (vm.ready events)",
+                buckets=slow,
+                registry=self.registry,
+            ),
+            "vm.cleaned": Histogram(
+                "fabric_vm_cleanup_seconds",
+                "Time to clean a returned pool VM (vm.cleaned events)",
+                buckets=(0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120, 300),
+                registry=self.registry,
+            ),
+        }
+        self.registry.register(_StateCollector(app))
+        self._lock = threading.Lock()
+        self._cursor = self._last_event_id()
+
+    def _events(self) -> Any:
+        return self.app.config["FABRIC"].registry
+
+    def _last_event_id(self) -> int:
+        """Events before the app was made are history (see /summary), not metrics."""
+        try:
+            with self._events().read() as s:
+                return int(s.scalar(select(func.max(EventRow.id))) or 0)
+        except SQLAlchemyError:
+            return 0  # no schema yet: every event is new
+
+    def feed_events(self) -> None:
+        """Observe the durations of events recorded since the last scrape."""
+        with self._lock:
+            with self._events().read() as s:
+                rows = s.execute(
+                    select(EventRow.id, EventRow.kind, EventRow.duration)
+                    .where(EventRow.id > self._cursor, EventRow.kind.in_(list(self.durations)))
+                    .order_by(EventRow.id)
+                    .limit(_EVENT_BATCH)
+                ).all()
+            for event_id, kind, duration in rows:
+                self._cursor = max(self._cursor, event_id)
+                if duration is not None:
+                    self.durations[kind].observe(float(duration))
+
+    def count(self, endpoint: str, method: str, status: int) -> None:
+        self.requests.labels(endpoint, method, str(status)).inc()
+        if endpoint == "/vm/create":
+            if status == 200:
+                self.placements.labels("success").inc()
+            elif status == 503:
+                self.placements.labels("no_valid_host").inc()
+            elif status >= 500:
+                self.placements.labels("failed").inc()
+
+
+class _StateCollector:
+    """Pool levels and host states, read when Prometheus scrapes."""
+
+    def __init__(self, app: Flask) -> None:
+        self.app = app
+
+    def describe(self) -> list:
+        return []  # nothing to read at registration
+
+    def collect(self) -> Any:
+        res = self.app.config.get("RESERVATIONS")
+        pools = res.pools.status() if res is not None else {}
+        levels = GaugeMetricFamily(
+            "fabric_pool_vms", "VMs of each pool by state", labels=["pool", "state"]
+        )
+        size = GaugeMetricFamily("fabric_pool_size", "Ready VMs each pool keeps", labels=["pool"])
+        for name, p in pools.items():
+            for state in ("ready", "in_use", "cleaning", "building", "failed", "unreachable"):
+                levels.add_metric([name, state], p.get(state, 0))
+            size.add_metric([name], p["size"])
+        yield levels
+        yield size
+        up = GaugeMetricFamily("fabric_host_up", "1 if the host is up, else 0", labels=["host"])
+        used = GaugeMetricFamily(
+            "fabric_host_used", "Claimed capacity per host", labels=["host", "resource"]
+        )
+        total = GaugeMetricFamily(
+            "fabric_host_capacity", "Effective capacity per host", labels=["host", "resource"]
+        )
+        for h in self.app.config["FABRIC"].registry.hosts():
+            up.add_metric([h.label], 1.0 if h.status == "up" else 0.0)
+            for res_name in ("cpu", "ram", "disk"):
+                used.add_metric([h.label, res_name], getattr(h, f"{res_name}_used"))
+                total.add_metric([h.label, res_name], getattr(h, f"{res_name}_total"))
+        yield up
+        yield used
+        yield total
+
+
+@bp.record_once
+def _setup(state: BlueprintSetupState) -> None:
+    state.app.extensions[_EXTENSION] = Metrics(state.app)
+
+
+def metrics_of(app: Flask) -> Metrics:
+    return app.extensions[_EXTENSION]
+
+
+@bp.after_app_request
+def _count(resp: Response) -> Response:
+    m = current_app.extensions.get(_EXTENSION)
+    if m is not None:
+        rule = request.url_rule.rule if request.url_rule is not None else "unmatched"
+        method = request.method if request.method in _METHODS else "other"
+        m.count(rule, method, resp.status_code)
+    return resp
+
+
+@bp.route("/metrics", methods=["GET"])
+def metrics() -> ResponseReturnValue:
+    m = metrics_of(current_app)
+    m.feed_events()
+    return Response(generate_latest(m.registry), mimetype=None, content_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,190 @@
+"""Property-based fuzzing of the served API from its own /openapi.json (schemathesis).
+
+Every operation the app serves gets schema-valid and schema-invalid requests
+(query strings, form and JSON bodies, path parameters); no answer may be a
+server error, and every answer must match the description (status code,
+content type, headers, body schema). The one 5xx the contract asks for, 503 "no capacity right now"
+with a ``Retry-After`` header where the description documents it (an empty
+pool, full hosts), is allowed. Bounded: a few examples per operation, no
+shrinking, at most BUDGET seconds, derandomized (the same cases on every run);
+set FABRIC_FUZZ_EXAMPLES to fuzz harder, FABRIC_FUZZ_SEED for other cases.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+import time
+import warnings
+
+import pytest
+import requests
+
+schemathesis = pytest.importorskip("schemathesis")
+
+from hypothesis import HealthCheck, Phase, given, settings  # noqa: E402
+from hypothesis import seed as hypothesis_seed  # noqa: E402
+from hypothesis.errors import Unsatisfiable  # noqa: E402
+from schemathesis import GenerationMode  # noqa: E402
+from schemathesis.checks import (  # noqa: E402
+    ServerError,
+    content_type_conformance,
+    not_a_server_error,
+    response_headers_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
+from schemathesis.core.failures import FailureGroup  # noqa: E402
+
+from orchestrator.api import create_app  # noqa: E402
+from tests.conftest import Served, make_rig, wait_for  # noqa: E402
+
+EXAMPLES = int(os.environ.get("FABRIC_FUZZ_EXAMPLES", "20"))
+SEED = os.environ.get("FABRIC_FUZZ_SEED")
+BUDGET = 40.0  # seconds of fuzzing at most; the operations left are reported, not skipped
+# No server error; and the answers are what the description says (status codes,
+# content types, headers, bodies), so the description stays true.
+CHECKS = [
+    not_a_server_error,
+    status_code_conformance,
+    content_type_conformance,
+    response_headers_conformance,
+    response_schema_conformance,
+]
+PARAM = re.compile(r"<(?:[^:<>]+:)?([^<>]+)>")
+
+POOL = {
+    "name": "fuzz",
+    "instance_type": 1,
+    "image": "debian-12",
+    "ready_check": "none",
+    "size": 1,
+    "max": 2,
+    "cleanup": "reset",
+    "lifetime": 1,
+    "lifetime_max": 2,
+}
+
+
+@pytest.fixture(scope="module")
+def fabric_app(tmp_path_factory):  # noqa: ANN201
+    """Big test:// hosts, a pool with its worker, schedules, served on waitress."""
+    from waitress import create_server
+
+    from orchestrator.pools import PoolService, parse_pools
+    from orchestrator.reservations import Reservations
+    from orchestrator.schedules import ScheduleService
+    from orchestrator.worker import Worker
+
+    config = {"workers": {"interval": 0.2, "retry_after": 1}, "pools": [POOL]}
+    big = {"cpus": 64, "ram": 65536}
+    rig = make_rig(tmp_path_factory.mktemp("fuzz"), [big, big], config=config)
+    pools = PoolService(rig.fabric, parse_pools([POOL], rig.fabric), rig.fabric.config)
+    worker = Worker(pools)
+    reservations = Reservations(rig.fabric, pools, refill=worker.wake, clean=worker.clean_now)
+    worker.start()
+    schedules = ScheduleService(rig.fabric, pools)
+    app = create_app(rig.fabric, reservations, schedules_=schedules)
+    server = create_server(app, host="127.0.0.1", port=0, threads=8)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    served = Served(f"http://127.0.0.1:{server.effective_port}", server, thread)
+    wait_for(lambda: pools.status()["fuzz"]["ready"] == 1)
+    yield app, served
+    server.close()
+    worker.stop()
+    rig.fabric.stop()
+    rig.registry.close()
+
+
+def served_operations(app) -> set[tuple[str, str]]:  # noqa: ANN001
+    """(METHOD, path template) the app serves now, path parameters unnamed."""
+    out = set()
+    for rule in app.url_map.iter_rules():
+        path = re.sub(r"\{[^}]+\}", "{}", PARAM.sub(r"{\1}", rule.rule))
+        for method in rule.methods or ():
+            out.add((method.upper(), path))
+    return out
+
+
+def allowed(case, response) -> bool:  # noqa: ANN001
+    """The contract's own 5xx: 503 with Retry-After, where the description documents it."""
+    documented = case.operation.definition.raw.get("responses", {})
+    retry = {k.lower(): v for k, v in response.headers.items()}.get("retry-after")
+    if isinstance(retry, list):  # schemathesis keeps every value of a header
+        retry = retry[0] if len(retry) == 1 else None
+    return response.status_code == 503 and "503" in documented and str(retry).isdigit()
+
+
+def fuzz(operation, mode, url: str, session: requests.Session, problems: list[str]) -> int:  # noqa: ANN001
+    calls = 0
+
+    @settings(
+        max_examples=EXAMPLES,
+        deadline=None,
+        database=None,
+        derandomize=SEED is None,
+        phases=[Phase.explicit, Phase.generate],  # no shrinking: report, do not minimise
+        suppress_health_check=list(HealthCheck),
+    )
+    @given(case=operation.as_strategy(generation_mode=mode))
+    def run(case) -> None:  # noqa: ANN001
+        nonlocal calls
+        calls += 1
+        try:
+            response = case.call(base_url=url, session=session, timeout=30)
+        except requests.RequestException as e:
+            problems.append(f"{operation.label}: the request failed: {e}")
+            return
+        try:
+            case.validate_response(response, checks=CHECKS)
+        except FailureGroup as e:
+            left = [
+                f
+                for f in e.exceptions
+                if not (isinstance(f, ServerError) and allowed(case, response))
+            ]
+            if left:
+                problems.append(f"{operation.label} ({mode.value}): {e}")
+
+    if SEED is not None:
+        run = hypothesis_seed(int(SEED))(run)
+    try:
+        run()
+    except Unsatisfiable:
+        # Nothing to make invalid (e.g. GET /vm/types takes no parameters).
+        assert mode == GenerationMode.NEGATIVE, operation.label
+    return calls
+
+
+def test_fuzzing_the_served_api_finds_no_server_error_and_answers_as_described(fabric_app):
+    app, served = fabric_app
+    serving = served_operations(app)
+    schema = schemathesis.openapi.from_url(served.url + "/openapi.json")
+    operations = []
+    for result in schema.get_all_operations():
+        op = result.ok()  # raises if the description has an operation schemathesis cannot read
+        key = (op.method.upper(), re.sub(r"\{[^}]+\}", "{}", op.path))
+        if key in serving:  # only what has landed; test_openapi checks that both agree
+            operations.append(op)
+    assert len(operations) >= 25, [o.label for o in operations]
+
+    problems: list[str] = []
+    calls = 0
+    skipped = []
+    started = time.monotonic()
+    session = requests.Session()
+    for op in operations:
+        for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
+            if time.monotonic() - started > BUDGET:
+                skipped.append(f"{op.label} ({mode.value})")
+                continue
+            calls += fuzz(op, mode, served.url, session, problems)
+    elapsed = time.monotonic() - started
+    print(f"fuzzed {len(operations)} operations with {calls} requests in {elapsed:.1f} s")
+    assert not problems, "\n".join(problems[:20])
+    if skipped:  # a slow machine: fuzz less rather than fail
+        warnings.warn(f"out of time ({BUDGET:g} s) before: {', '.join(skipped)}", stacklevel=1)
+    # The fabric still answers after all that.
+    assert requests.get(served.url + "/healthz", timeout=10).json() == {"ok": True}
