@@ -4,7 +4,6 @@ a real SQLite registry file, the Fabric, the Flask app, and a served app."""
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +16,7 @@ from orchestrator.fabric import Fabric
 from orchestrator.hypervisor.driver import LibvirtDriver
 from orchestrator.inventory import load_inventory
 from orchestrator.registry import Registry
+from tests.launch import ServedApp
 
 NODE_XML = """<node>
   <cpu>
@@ -132,28 +132,19 @@ def client(rig: Rig):  # noqa: ANN201
     return app.test_client()
 
 
-@dataclass
-class Served:
-    url: str
-    server: object
-    thread: threading.Thread
+Served = ServedApp
 
 
-def serve(fabric: Fabric, threads: int = 32) -> Served:
+def serve(fabric: Fabric, threads: int = 32) -> ServedApp:
     """Run the app on waitress (the production server) on a free loopback port."""
-    from waitress import create_server
-
-    server = create_server(create_app(fabric), host="127.0.0.1", port=0, threads=threads)
-    t = threading.Thread(target=server.run, daemon=True)
-    t.start()
-    return Served(f"http://127.0.0.1:{server.effective_port}", server, t)
+    return ServedApp(create_app(fabric), threads=threads)
 
 
 @pytest.fixture
 def served(rig: Rig) -> Iterator[Served]:
     s = serve(rig.fabric)
     yield s
-    s.server.close()
+    s.stop()
 
 
 @dataclass
@@ -165,7 +156,7 @@ class PoolRig:
     served: Served
 
     def stop(self) -> None:
-        self.served.server.close()
+        self.served.stop()
         self.worker.stop()
         self.rig.fabric.stop()
         self.rig.registry.close()
@@ -190,14 +181,7 @@ def make_pool_rig(
     reservations = Reservations(rig.fabric, service, refill=worker.wake, clean=worker.clean_now)
     if start_worker:
         worker.start()
-    from waitress import create_server
-
-    server = create_server(
-        create_app(rig.fabric, reservations), host="127.0.0.1", port=0, threads=48
-    )
-    t = threading.Thread(target=server.run, daemon=True)
-    t.start()
-    served = Served(f"http://127.0.0.1:{server.effective_port}", server, t)
+    served = ServedApp(create_app(rig.fabric, reservations), threads=48)
     return PoolRig(rig, service, worker, reservations, served)
 
 

@@ -39,3 +39,32 @@ def launch(args: list[str], log: Path, timeout: float = 60) -> tuple[subprocess.
             time.sleep(0.1)
     proc.kill()
     raise AssertionError(f"the fabric did not start:\n{log.read_text()}")
+
+
+class ServedApp:
+    """A WSGI app on waitress (the production server) in a thread, on a free loopback
+    port. ``stop()`` ends the loop first and closes sockets after, so the server
+    thread never polls a closed descriptor."""
+
+    def __init__(self, app, threads: int = 16) -> None:  # noqa: ANN001
+        import threading
+
+        from waitress import create_server
+
+        self.server = create_server(app, host="127.0.0.1", port=0, threads=threads)
+        self.url = f"http://127.0.0.1:{self.server.effective_port}"
+        self._stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        from waitress import wasyncore
+
+        while not self._stop.is_set():
+            wasyncore.loop(timeout=0.1, map=self.server._map, count=1)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.thread.join(timeout=5)
+        self.server.task_dispatcher.shutdown(cancel_pending=True, timeout=5)
+        self.server.close()

@@ -317,7 +317,7 @@ def test_restart_resumes_cleaning_and_keeps_reservations(tmp_path):
     p.worker.stop()
     post(p, "/vm/checkin", vmid=returned["vmid"], reservation_id=returned["reservation_id"])
     assert p.rig.registry.vm(returned["vmid"]).state == VmState.CLEANING
-    p.served.server.close()
+    p.served.stop()
     # restart on the same registry and hosts
     from orchestrator.pools import PoolService, parse_pools
     from orchestrator.reservations import Reservations
