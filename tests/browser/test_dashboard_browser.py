@@ -14,6 +14,7 @@ import pytest
 
 from tests.browser.conftest import screenshot_dir
 from tests.conftest import make_pool_rig, wait_for
+from tests.launch import ServedApp
 
 
 def by():  # noqa: ANN201 - selenium's By, imported late (the fixture explains a missing one)
@@ -143,14 +144,9 @@ def _alert(driver):  # noqa: ANN001, ANN202
 
 
 def serve_app(app):  # noqa: ANN001, ANN201
-    """An app of our own on waitress (as tests/conftest.py serve() does)."""
-    import threading
-
-    from waitress import create_server
-
-    server = create_server(app, host="127.0.0.1", port=0, threads=8)
-    threading.Thread(target=server.run, daemon=True).start()
-    return server, f"http://127.0.0.1:{server.effective_port}"
+    """An app of our own on waitress; returns (server, url); stop it with ``server.stop()``."""
+    served = ServedApp(app, threads=8)
+    return served, served.url
 
 
 @pytest.fixture
@@ -195,7 +191,7 @@ def test_check_out_and_in_with_the_forms(browser, pool_rig, tmp_path):
     try:
         _check_out_and_in(d, url, pool_rig, tmp_path)
     finally:
-        server.close()
+        server.stop()
 
 
 def _check_out_and_in(d, url, pool_rig, tmp_path) -> None:  # noqa: ANN001
@@ -271,4 +267,4 @@ def test_sign_in_then_create_a_vm(browser, rig, tmp_path):
         assert d.current_url == url + "/ui/login"
         assert d.get_cookie("fabric_token") is None
     finally:
-        server.close()
+        server.stop()

@@ -14,15 +14,12 @@ from __future__ import annotations
 
 import os
 import re
-import threading
 import time
 import warnings
 
 import pytest
 import requests
-
-schemathesis = pytest.importorskip("schemathesis")
-
+import schemathesis  # noqa: E402 - a declared test dependency: missing means broken
 from hypothesis import HealthCheck, Phase, given, settings  # noqa: E402
 from hypothesis import seed as hypothesis_seed  # noqa: E402
 from hypothesis.errors import Unsatisfiable  # noqa: E402
@@ -38,7 +35,8 @@ from schemathesis.checks import (  # noqa: E402
 from schemathesis.core.failures import FailureGroup  # noqa: E402
 
 from orchestrator.api import create_app  # noqa: E402
-from tests.conftest import Served, make_rig, wait_for  # noqa: E402
+from tests.conftest import make_rig, wait_for  # noqa: E402
+from tests.launch import ServedApp  # noqa: E402
 
 EXAMPLES = int(os.environ.get("FABRIC_FUZZ_EXAMPLES", "20"))
 SEED = os.environ.get("FABRIC_FUZZ_SEED")
@@ -70,8 +68,6 @@ POOL = {
 @pytest.fixture(scope="module")
 def fabric_app(tmp_path_factory):  # noqa: ANN201
     """Big test:// hosts, a pool with its worker, schedules, served on waitress."""
-    from waitress import create_server
-
     from orchestrator.pools import PoolService, parse_pools
     from orchestrator.reservations import Reservations
     from orchestrator.schedules import ScheduleService
@@ -86,13 +82,10 @@ def fabric_app(tmp_path_factory):  # noqa: ANN201
     worker.start()
     schedules = ScheduleService(rig.fabric, pools)
     app = create_app(rig.fabric, reservations, schedules_=schedules)
-    server = create_server(app, host="127.0.0.1", port=0, threads=8)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    served = Served(f"http://127.0.0.1:{server.effective_port}", server, thread)
+    served = ServedApp(app, threads=8)
     wait_for(lambda: pools.status()["fuzz"]["ready"] == 1)
     yield app, served
-    server.close()
+    served.stop()
     worker.stop()
     rig.fabric.stop()
     rig.registry.close()
