@@ -27,13 +27,16 @@ import hmac
 import logging
 import math
 import secrets
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from functools import cached_property
 from typing import Any
 
 from sqlalchemy import delete, or_, select
 from sqlalchemy.exc import IntegrityError
 
+from .clock import as_utc as _aware
+from .clock import iso as _iso
+from .clock import utcnow as _now
 from .errors import ConfigError, Forbidden, NotFound, TooManyRequests, Unauthorized
 from .registry import Registry
 from .registry.tables_auth import LoginFailureRow, TokenRow
@@ -110,20 +113,6 @@ def verify_password(password: str, encoded: str) -> bool:
 
 def token_digest(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8")).hexdigest()
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
-
-
-def _aware(value: datetime | None) -> datetime | None:
-    if value is not None and value.tzinfo is None:
-        return value.replace(tzinfo=UTC)
-    return value
-
-
-def _iso(when: datetime) -> str:
-    return _aware(when).astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 def parse_auth_config(raw: Any, where: str = "auth") -> dict[str, Any]:

@@ -14,10 +14,10 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
+from .clock import iso
 from .config import Config, effective_capacity
 from .errors import (
     Conflict,
@@ -68,13 +68,6 @@ class ReconcileReport:
             "skipped_hosts": self.skipped_hosts,
             "restarted": self.restarted,
         }
-
-
-def iso(when: datetime) -> str:
-    """ISO 8601 in UTC (SQLite hands datetimes back without their zone)."""
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return when.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 def host_target(row: HostRow) -> HostTarget:

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 
+from .clock import as_utc as _aware
 from .errors import BadRequest, ConfigError, Conflict, FabricError, NotFound, Unavailable
 from .fabric import iso
 from .model import VmState
@@ -53,13 +54,6 @@ ACTIVE, ENDING, DONE = "active", "ending", "done"
 
 def now_utc() -> datetime:
     return datetime.now(UTC)
-
-
-def _aware(value: datetime) -> datetime:
-    """SQLite hands datetimes back naive; they were written in UTC."""
-    if value.tzinfo is None:
-        return value.replace(tzinfo=UTC)
-    return value.astimezone(UTC)
 
 
 # -- cron ----------------------------------------------------------------------

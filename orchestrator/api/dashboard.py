@@ -34,6 +34,7 @@ from flask import (
 from flask.typing import ResponseReturnValue
 from werkzeug.wrappers import Response
 
+from ..clock import as_utc as _aware
 from ..errors import BadRequest, FabricError
 from ..fabric import iso
 from ..model import VmState
@@ -593,10 +594,6 @@ def _y_ticks(chart: Chart, integers: bool = False) -> None:
     if integers and top <= 5:
         n = max(1, int(top))
     chart.y_ticks = [(chart.y(top * i / n), _fmt_num(top * i / n)) for i in range(n + 1)]
-
-
-def _aware(t: datetime) -> datetime:
-    return t.replace(tzinfo=UTC) if t.tzinfo is None else t
 
 
 def _time_ticks(chart: Chart, t0: float, t1: float, x: Callable[[float], float]) -> None:

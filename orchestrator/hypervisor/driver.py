@@ -404,13 +404,8 @@ class LibvirtDriver:
             if dom.isActive():
                 _ignore_missing(dom.destroy, libvirt.VIR_ERR_OPERATION_INVALID)
             pool = self._ensure_pool(conn, host)
-            with contextlib.suppress(libvirt.libvirtError):
-                pool.refresh(0)
             disk_name = f"vm-{plan.vm_id}.qcow2"
-            _ignore_missing(
-                lambda: pool.storageVolLookupByName(disk_name).delete(0),
-                libvirt.VIR_ERR_NO_STORAGE_VOL,
-            )
+            _drop_volume(pool, disk_name)
             capacity = max(plan.disk_gb * GIB, image.capacity)
             pool.createXML(volume_xml(disk_name, capacity, "qcow2", image.path, image.format), 0)
             dom.create()
@@ -455,12 +450,7 @@ class LibvirtDriver:
 
         def fn(conn: libvirt.virConnect) -> str:
             pool = self._volume_pool(conn, host, rbd)
-            with contextlib.suppress(libvirt.libvirtError):
-                pool.refresh(0)
-            _ignore_missing(
-                lambda: pool.storageVolLookupByName(vol_name).delete(0),
-                libvirt.VIR_ERR_NO_STORAGE_VOL,
-            )
+            _drop_volume(pool, vol_name)
             vol = pool.createXML(volume_xml(vol_name, size_gb * GIB, "raw"), 0)
             return vol.path()
 
@@ -469,12 +459,7 @@ class LibvirtDriver:
     def delete_volume(self, host: HostTarget, vol_name: str, rbd: RbdBackend | None = None) -> None:
         def fn(conn: libvirt.virConnect) -> None:
             pool = self._volume_pool(conn, host, rbd)
-            with contextlib.suppress(libvirt.libvirtError):
-                pool.refresh(0)
-            _ignore_missing(
-                lambda: pool.storageVolLookupByName(vol_name).delete(0),
-                libvirt.VIR_ERR_NO_STORAGE_VOL,
-            )
+            _drop_volume(pool, vol_name)
 
         self.connection(host).call(fn)
 
@@ -683,6 +668,15 @@ def _undefine(dom: libvirt.virDomain) -> None:
             _ignore_missing(dom.undefine, libvirt.VIR_ERR_NO_DOMAIN)
             return
         raise
+
+
+def _drop_volume(pool: libvirt.virStoragePool, name: str) -> None:
+    """Delete a volume from the pool if it is there (the pool re-read first)."""
+    with contextlib.suppress(libvirt.libvirtError):
+        pool.refresh(0)
+    _ignore_missing(
+        lambda: pool.storageVolLookupByName(name).delete(0), libvirt.VIR_ERR_NO_STORAGE_VOL
+    )
 
 
 def _parse(xml_text: str) -> Any:

@@ -13,13 +13,15 @@ import secrets
 import threading
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, delete, event, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
+from ..clock import as_utc as _aware
+from ..clock import utcnow as _now
 from ..errors import Conflict, Forbidden, NotFound
 from ..model import HostSpec, ImageSpec, Inventory, VmState, VmType
 from .tables import (
@@ -71,21 +73,19 @@ def make_engine(url: str) -> Engine:
     return create_engine(url, pool_size=20, max_overflow=20, pool_pre_ping=True)
 
 
-def _now() -> datetime:
-    return datetime.now(UTC)
-
-
-def _aware(value: datetime | None) -> datetime | None:
-    """SQLite hands datetimes back naive; they were written in UTC."""
-    if value is not None and value.tzinfo is None:
-        return value.replace(tzinfo=UTC)
-    return value
-
-
 def _new_mac() -> str:
     # 52:54:00 is QEMU's locally administered prefix; the column is unique.
     tail = secrets.token_bytes(3)
     return "52:54:00:" + ":".join(f"{b:02x}" for b in tail)
+
+
+# A VM whose reservation ended (checked in or expired): to be cleaned, held by no one.
+_RETURNED = {
+    "state": VmState.CLEANING,
+    "reservation_hash": None,
+    "reserved_at": None,
+    "expires_at": None,
+}
 
 
 class _LostRace(Exception):
@@ -567,13 +567,7 @@ class Registry:
                     VmRow.state == VmState.IN_USE,
                     VmRow.reservation_hash == digest,
                 )
-                .values(
-                    state=VmState.CLEANING,
-                    reservation_hash=None,
-                    reserved_at=None,
-                    expires_at=None,
-                    updated_at=_now(),
-                )
+                .values(**_RETURNED, updated_at=_now())
                 .execution_options(synchronize_session=False)
             )
             if res.rowcount != 1:
@@ -622,13 +616,7 @@ class Registry:
             s.execute(
                 update(VmRow)
                 .where(VmRow.id.in_(ids), VmRow.state == VmState.IN_USE)
-                .values(
-                    state=VmState.CLEANING,
-                    reservation_hash=None,
-                    reserved_at=None,
-                    expires_at=None,
-                    updated_at=now,
-                )
+                .values(**_RETURNED, updated_at=now)
                 .execution_options(synchronize_session=False)
             )
             for vm_id in ids:
