@@ -219,5 +219,7 @@ def fabric(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FabricProcess]:
         if fp.proc is not None and fp.proc.poll() is None:
             for vmid in fp.get("/vm/list").json()["vmids"]:
                 fp.get("/vm/destroy", vmid=vmid, force=1)
+            for vid in fp.get("/volume/list").json()["volumeids"]:
+                fp.get("/volume/destroy", volumeid=vid)
     finally:
         fp.stop()
