@@ -20,7 +20,8 @@ USAGE = """\
 ./script PM_FILE IMAGE_FILE VM_TYPES [--config FILE] [--db URL] [--host ADDR] [--port N]
 ./script validate PM_FILE IMAGE_FILE VM_TYPES [--config FILE]
 ./script client [--url URL] [--json] COMMAND ...   (./script client --help)
-./script hash-password                             (a hash for auth.users)"""
+./script hash-password                             (a hash for auth.users)
+./script db upgrade|current [--db URL]             (the registry's schema)"""
 
 
 def _serve_parser() -> argparse.ArgumentParser:
@@ -88,6 +89,34 @@ def cmd_hash_password() -> int:
     return 0
 
 
+def cmd_db(argv: list[str]) -> int:
+    """``./script db upgrade|current [--db URL] [--config FILE]``: the registry's schema."""
+    p = argparse.ArgumentParser(prog="script db")
+    p.add_argument("action", choices=["upgrade", "current"])
+    p.add_argument("--db", help="SQLAlchemy URL (default: SQLite in state_dir)")
+    p.add_argument("--config")
+    args = p.parse_args(argv)
+    from .registry import make_engine, migrate
+
+    try:
+        config = load_config(args.config)
+    except FabricError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    url = args.db or default_db_url(config)
+    if url.startswith("sqlite:///"):
+        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    engine = make_engine(url)
+    try:
+        if args.action == "upgrade":
+            migrate.upgrade(engine)
+        have, want = migrate.current(engine), migrate.head(engine)
+        print(f"schema revision: {have or 'none'} (this fabric needs {want})")
+        return 0 if have == want else 1
+    finally:
+        engine.dispose()
+
+
 def cmd_serve(argv: list[str]) -> int:
     args = _serve_parser().parse_args(argv)
     logging.basicConfig(
@@ -116,8 +145,8 @@ def cmd_serve(argv: list[str]) -> int:
     Path(config.state_dir).mkdir(parents=True, exist_ok=True)
     registry = Registry(args.db or default_db_url(config))
     fabric = Fabric(registry, config)
-    fabric.load(inventory)
     try:
+        fabric.load(inventory)
         pool_configs = parse_pools(config.raw.get("pools"), fabric, args.config or "config")
         volume_service = Volumes(fabric, config.raw.get("storage"))
     except FabricError as e:
@@ -193,6 +222,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if argv else 2
     if argv[0] == "validate":
         return cmd_validate(argv[1:])
+    if argv[0] == "db":
+        return cmd_db(argv[1:])
     if argv[0] == "hash-password":
         return cmd_hash_password()
     if argv[0] == "client":

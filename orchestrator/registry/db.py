@@ -25,7 +25,6 @@ from ..clock import utcnow as _now
 from ..errors import Conflict, Forbidden, NotFound
 from ..model import HostSpec, ImageSpec, Inventory, VmState, VmType
 from .tables import (
-    Base,
     ClaimRow,
     EventRow,
     HostRow,
@@ -113,7 +112,11 @@ class Registry:
         )
 
     def create_schema(self) -> None:
-        Base.metadata.create_all(self.engine)
+        """Bring an empty database to the current schema (Alembic), or check that an
+        existing one is at it; then make sure it has an installation id."""
+        from .migrate import ensure_schema
+
+        ensure_schema(self.engine)
         self._installation = None
         with self.tx() as s:
             if s.get(MetaRow, "installation_id") is None:
