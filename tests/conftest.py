@@ -69,6 +69,26 @@ class Rig:
         return self.fabric
 
 
+_PG: list = []
+
+
+def fresh_db_url(tmp_path: Path) -> str:
+    """A fresh registry database: a SQLite file, or with FABRIC_TEST_DB=postgresql a
+    new database on the session's PostgreSQL server."""
+    from tests import pg
+
+    if not pg.wanted():
+        return f"sqlite:///{tmp_path / 'registry.db'}"
+    if not _PG:
+        _PG.append(pg.PgServer())
+    return _PG[0].new_database()
+
+
+def pytest_sessionfinish(session, exitstatus) -> None:  # noqa: ANN001, ARG001
+    while _PG:
+        _PG.pop().stop()
+
+
 def write_node(path: Path, cpus: int, ram_mb: int) -> Path:
     path.write_text(NODE_XML.format(cpus=cpus, kib=ram_mb * 1024))
     return path
@@ -100,7 +120,7 @@ def make_rig(
     image_file.write_text("\n".join(images) + "\n")
     types_file = tmp_path / "vm_types.json"
     types_file.write_text(json.dumps(types or DEFAULT_TYPES))
-    db_url = f"sqlite:///{tmp_path / 'registry.db'}"
+    db_url = fresh_db_url(tmp_path)
     registry = Registry(db_url)
     cfg = config_from_dict({"state_dir": str(tmp_path / "state"), **(config or {})})
     driver = LibvirtDriver(connect_timeout=5, call_timeout=20)

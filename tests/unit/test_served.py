@@ -13,7 +13,7 @@ from pathlib import Path
 import libvirt
 import requests
 
-from tests.conftest import DEFAULT_TYPES, write_node
+from tests.conftest import DEFAULT_TYPES, fresh_db_url, write_node
 from tests.launch import launch
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -36,7 +36,7 @@ class Server:
         self.types.write_text(json.dumps(DEFAULT_TYPES))
         self.config = tmp / "fabric.yaml"
         self.config.write_text(f"state_dir: {tmp / 'state'}\n{config}")
-        self.db = f"sqlite:///{tmp / 'registry.db'}"
+        self.db = fresh_db_url(tmp)
         self.proc: subprocess.Popen | None = None
         self.url = ""
 
