@@ -1,0 +1,303 @@
+#!/usr/bin/env python3
+"""Placement speed at 100, 1,000 and 10,000 simulated hosts, per policy, and
+packing quality of ``pack``; the scheduler alone (HostState in, no I/O).
+
+Speed: a heterogeneous fleet (three host sizes, a few hosts down, disabled or
+aarch64), already part full of VMs, takes the same stream of requests drawn
+from a VM-type mix under each policy; every placement's claim is applied to the
+chosen host (``HostState.consume``) before the next decision, as the registry
+would. Each ``Scheduler.select`` call is timed. The baseline, measured in the
+same run on the same fleet and requests, is a naive placement loop: one plain
+Python pass over the HostState list keeping the lowest-pmid host that is up,
+enabled, of the right arch and ``fits()``, i.e. the least work any scheduler
+that looks at every host must do (a loop that stops at the first fit would do
+O(1) work on a part-empty fleet and measure nothing about its size). Ratios
+are a policy's time per decision over the baseline's (lower is better).
+
+Packing: a batch of VMs from the same mix, in random order, is placed one by one
+on a fleet of IDENTICAL hosts twice the size it needs, so the lower bound is
+simple: max over cpu, ram, disk of ceil(total demand / one host's capacity).
+Hosts used (with at least one VM) by each policy, and over the lower bound.
+
+    .venv/bin/python bench/scheduler.py [--quick] [--sizes 100,1000,10000] [--seed 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import math
+import random
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from orchestrator.errors import NoValidHost  # noqa: E402
+from orchestrator.scheduler import (  # noqa: E402
+    HostState,
+    PlacementRequest,
+    Scheduler,
+    build_policy,
+)
+
+POLICIES = ("first-fit", "pack", "spread", "balanced")
+GIB = 1024  # ram is in MB
+
+
+@dataclass(frozen=True)
+class Kind:
+    name: str
+    cpu: int
+    ram: int  # MB
+    disk: int  # GB
+    weight: int
+
+
+# Effective capacity (after overcommit), as HostState carries it.
+HOST_KINDS = (
+    Kind("std", 64, 256 * GIB, 2000, 50),
+    Kind("big", 128, 512 * GIB, 4000, 35),
+    Kind("huge", 256, 1024 * GIB, 8000, 15),
+)
+PACK_HOST = HOST_KINDS[0]  # the packing part's identical hosts
+
+VM_KINDS = (  # general purpose about 4 GB per vCPU, plus a few compute and memory types
+    Kind("small", 1, 2 * GIB, 20, 35),
+    Kind("medium", 2, 8 * GIB, 40, 30),
+    Kind("large", 4, 16 * GIB, 80, 15),
+    Kind("xlarge", 8, 32 * GIB, 160, 10),
+    Kind("compute", 8, 8 * GIB, 40, 5),
+    Kind("memory", 4, 32 * GIB, 80, 5),
+)
+
+# decisions timed per (size, policy): default, --quick
+DECISIONS = {100: (2000, 300), 1000: (1000, 150), 10_000: (200, 30)}
+PACK_BATCH = (3000, 600)
+
+
+def pick(rng: random.Random, kinds: Sequence[Kind]) -> Kind:
+    return rng.choices(kinds, weights=[k.weight for k in kinds])[0]
+
+
+def make_fleet(n: int, rng: random.Random) -> list[HostState]:
+    """``n`` hosts in pmid order, each filled with random VMs to 0-85% of its cpu and ram."""
+    fleet = []
+    for i in range(1, n + 1):
+        kind = pick(rng, HOST_KINDS)
+        target = rng.uniform(0.0, 0.85)
+        cpu = ram = disk = vms = 0
+        for _ in range(200):
+            vm = pick(rng, VM_KINDS)
+            if cpu + vm.cpu > target * kind.cpu or ram + vm.ram > target * kind.ram:
+                break
+            cpu, ram, disk, vms = cpu + vm.cpu, ram + vm.ram, disk + vm.disk, vms + 1
+        roll = rng.random()
+        up, enabled = roll >= 0.02, not 0.02 <= roll < 0.03
+        fleet.append(
+            HostState(
+                id=i,
+                name=f"pm{i}",
+                up=up,
+                enabled=enabled,
+                arch="aarch64" if rng.random() < 0.05 else "x86_64",
+                cpu_total=kind.cpu,
+                ram_total=kind.ram,
+                disk_total=kind.disk,
+                cpu_used=cpu,
+                ram_used=ram,
+                disk_used=disk,
+                vms=vms,
+                down_reason=None if up else "ssh refused",
+            )
+        )
+    return fleet
+
+
+def make_requests(n: int, rng: random.Random) -> list[PlacementRequest]:
+    out = []
+    for _ in range(n):
+        vm = pick(rng, VM_KINDS)
+        out.append(
+            PlacementRequest(
+                cpu=vm.cpu,
+                ram=vm.ram,
+                disk=vm.disk,
+                arch=None if rng.random() < 0.1 else "x86_64",
+                label=f"instance_type {vm.name}",
+            )
+        )
+    return out
+
+
+Chooser = Callable[[list[HostState], PlacementRequest], HostState | None]
+
+
+def naive(fleet: list[HostState], req: PlacementRequest) -> HostState | None:
+    """The baseline: one plain pass, lowest pmid that can take the request."""
+    best = None
+    for h in fleet:
+        if (
+            h.up
+            and h.enabled
+            and (req.arch is None or h.arch is None or h.arch == req.arch)
+            and h.fits(req)
+            and (best is None or h.id < best.id)
+        ):
+            best = h
+    return best
+
+
+def scheduler_chooser(policy: str, seed: int) -> Chooser:
+    sched = Scheduler(build_policy({"policy": policy}), rng=random.Random(seed))
+
+    def choose(fleet: list[HostState], req: PlacementRequest) -> HostState | None:
+        try:
+            return sched.select(fleet, req).best
+        except NoValidHost:
+            return None
+
+    return choose
+
+
+@dataclass
+class Run:
+    lat_ns: list[int]
+    refused: int
+    fleet: list[HostState]
+
+    @property
+    def per_s(self) -> float:
+        return len(self.lat_ns) / (sum(self.lat_ns) / 1e9)
+
+    @property
+    def mean_ns(self) -> float:
+        return sum(self.lat_ns) / len(self.lat_ns)
+
+    def pct_us(self, q: float) -> float:
+        lat = sorted(self.lat_ns)
+        return lat[min(len(lat) - 1, math.ceil(q * len(lat)) - 1)] / 1000
+
+
+def place_all(choose: Chooser, start: list[HostState], reqs: list[PlacementRequest]) -> Run:
+    """Place ``reqs`` one by one, timing each decision and applying each claim."""
+    fleet = list(start)
+    where = {h.id: i for i, h in enumerate(fleet)}
+    lat: list[int] = []
+    refused = 0
+    clock = time.perf_counter_ns
+    gc.collect()
+    for r in reqs:
+        t0 = clock()
+        h = choose(fleet, r)
+        lat.append(clock() - t0)
+        if h is None:
+            refused += 1
+        else:
+            fleet[where[h.id]] = h.consume(r)
+    return Run(lat, refused, fleet)
+
+
+def speed(sizes: Sequence[int], quick: bool, seed: int) -> None:
+    print("placement speed: Scheduler.select per decision, claims applied between decisions")
+    print("ratio = time per decision / the naive loop's, same fleet and requests, same run")
+    head = (
+        f"{'hosts':>6} {'policy':>10} {'decisions':>9} {'dec/s':>9} {'p50 us':>9}"
+        f" {'p99 us':>9} {'x base':>7} {'x base p99':>10} {'refused':>7}"
+    )
+    print(head)
+    for n in sizes:
+        count = DECISIONS.get(n, (max(20, 2_000_000 // n // 10), max(10, 300_000 // n // 10)))
+        rng = random.Random(f"{seed}-{n}")
+        fleet = make_fleet(n, rng)
+        reqs = make_requests(count[1] if quick else count[0], rng)
+        base = place_all(naive, fleet, reqs)
+        rows = [("naive loop", base)]
+        for policy in POLICIES:
+            rows.append((policy, place_all(scheduler_chooser(policy, seed), fleet, reqs)))
+        for name, run in rows:
+            print(
+                f"{n:>6} {name:>10} {len(run.lat_ns):>9} {run.per_s:>9.0f}"
+                f" {run.pct_us(0.50):>9.1f} {run.pct_us(0.99):>9.1f}"
+                f" {run.mean_ns / base.mean_ns:>7.1f}"
+                f" {run.pct_us(0.99) / base.pct_us(0.99):>10.1f} {run.refused:>7}"
+            )
+
+
+def packing(quick: bool, seed: int) -> None:
+    rng = random.Random(f"{seed}-pack")
+    reqs = make_requests(PACK_BATCH[1] if quick else PACK_BATCH[0], rng)
+    demand = {
+        "cpu": sum(r.cpu for r in reqs),
+        "ram": sum(r.ram for r in reqs),
+        "disk": sum(r.disk for r in reqs),
+    }
+    cap = {"cpu": PACK_HOST.cpu, "ram": PACK_HOST.ram, "disk": PACK_HOST.disk}
+    bounds = {k: math.ceil(demand[k] / cap[k]) for k in demand}
+    bound = max(bounds.values())
+    size = 2 * bound
+    fleet = [
+        HostState(
+            id=i,
+            name=f"pm{i}",
+            up=True,
+            enabled=True,
+            arch="x86_64",
+            cpu_total=PACK_HOST.cpu,
+            ram_total=PACK_HOST.ram,
+            disk_total=PACK_HOST.disk,
+            cpu_used=0,
+            ram_used=0,
+            disk_used=0,
+            vms=0,
+        )
+        for i in range(1, size + 1)
+    ]
+    print()
+    print(
+        f"packing: {len(reqs)} VMs ({', '.join(k.name for k in VM_KINDS)}) in random order on"
+        f" {size} identical hosts ({PACK_HOST.cpu} vCPU, {PACK_HOST.ram // GIB} GB ram,"
+        f" {PACK_HOST.disk} GB disk)"
+    )
+    print(
+        "lower bound = max over resources of ceil(total demand / host capacity) = "
+        + ", ".join(f"{k} {v}" for k, v in bounds.items())
+        + f" -> {bound} hosts"
+    )
+    print(
+        f"{'policy':>10} {'hosts used':>10} {'x bound':>8} {'cpu used %':>10}"
+        f" {'ram used %':>10} {'refused':>7}"
+    )
+    for policy in POLICIES:
+        run = place_all(scheduler_chooser(policy, seed), fleet, reqs)
+        used = [h for h in run.fleet if h.vms]
+        cpu_pct = 100 * sum(h.cpu_used for h in used) / sum(h.cpu_total for h in used)
+        ram_pct = 100 * sum(h.ram_used for h in used) / sum(h.ram_total for h in used)
+        print(
+            f"{policy:>10} {len(used):>10} {len(used) / bound:>8.2f} {cpu_pct:>10.1f}"
+            f" {ram_pct:>10.1f} {run.refused:>7}"
+        )
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="fewer decisions, about 10 s")
+    ap.add_argument("--sizes", default="100,1000,10000", help="fleet sizes, comma-separated")
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--no-packing", action="store_true", help="speed only")
+    args = ap.parse_args()
+    sizes = [int(s) for s in args.sizes.split(",") if s]
+    t0 = time.perf_counter()
+    speed(sizes, args.quick, args.seed)
+    if not args.no_packing:
+        packing(args.quick, args.seed)
+    print(f"\n({time.perf_counter() - t0:.0f} s, python {sys.version.split()[0]})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
