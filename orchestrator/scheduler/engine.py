@@ -82,8 +82,10 @@ class Placement:
     """Candidate hosts, best first, and what each filter removed.
 
     The caller claims ``hosts[0]`` and, when it loses the claim race, moves on
-    to the next. Each ``report`` entry is ``{"filter", "removed", "remaining",
-    "detail"}`` (detail is "" when the filter removed nothing).
+    to the next. ``hosts`` from ``Scheduler.select`` is a RankedHosts: the
+    whole ranking, of which only the best few are sorted until read. Each
+    ``report`` entry is ``{"filter", "removed", "remaining", "detail"}``
+    (detail is "" when the filter removed nothing).
     """
 
     hosts: Sequence[HostState]
@@ -109,6 +111,7 @@ def refusal_message(req: PlacementRequest, report: Sequence[dict[str, Any]]) -> 
 
 
 _by_id = attrgetter("id")
+_STANDARD_FILTERS = set(FILTERS.values())
 
 
 def _standard_pass(
@@ -161,9 +164,6 @@ class Scheduler:
         self._weighers: tuple[tuple[Weigher, float], ...] = tuple(
             (WEIGHERS[name](), multiplier) for name, multiplier in policy.weights
         )
-        # Exactly the standard filters (any order): one inline pass finds the
-        # survivors; only the hosts it rejects go through the filters one by one.
-        self._fused = {type(f) for f in self.filters} == set(FILTERS.values())
 
     def filter_hosts(
         self, hosts: Iterable[HostState], req: PlacementRequest
@@ -174,8 +174,10 @@ class Scheduler:
         reported.
         """
         fleet = hosts if isinstance(hosts, list) else list(hosts)
-        if not self._fused:
+        if {type(f) for f in self.filters} != _STANDARD_FILTERS:
             return self._filter_each(fleet, req)
+        # Exactly the standard filters (any order): one inline pass finds the
+        # survivors; only the hosts it rejects go through the filters one by one.
         kept, rejected = _standard_pass(fleet, req)
         if not rejected:
             report = [

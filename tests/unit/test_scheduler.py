@@ -705,12 +705,17 @@ def test_select_same_as_reference_on_random_fleets(cfg):
 def test_filters_in_any_order_same_as_reference():
     rng = random.Random(11)
     policy = build_policy({"policy": "spread"})
-    for _ in range(40):
+    reused = Scheduler(policy)
+    for n in range(40):
         filters = list(default_filters())
         rng.shuffle(filters)
         if rng.random() < 0.3:
             filters.pop()  # not the standard set: filtered one filter at a time
-        sched = Scheduler(policy, filters=filters)
+        if n % 2:
+            sched = Scheduler(policy, filters=filters)
+        else:
+            sched = reused
+            sched.filters = tuple(filters)  # changed after construction: still honoured
         fleet = messy_fleet(rng, rng.randint(1, 30))
         for _ in range(5):
             r = messy_request(rng, fleet)
