@@ -127,6 +127,7 @@ def cmd_serve(argv: list[str]) -> int:
     from waitress import create_server, wasyncore
 
     from .api import create_app
+    from .cluster import Cluster
     from .fabric import Fabric
     from .inventory import load_inventory
     from .pools import PoolService, parse_pools
@@ -146,32 +147,40 @@ def cmd_serve(argv: list[str]) -> int:
     registry = Registry(args.db or default_db_url(config))
     fabric = Fabric(registry, config)
     try:
-        fabric.load(inventory)
+        with registry.startup_lock():
+            fabric.load(inventory)
         pool_configs = parse_pools(config.raw.get("pools"), fabric, args.config or "config")
         volume_service = Volumes(fabric, config.raw.get("storage"))
     except FabricError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    report = fabric.start()
-    volume_report = volume_service.reconcile()
-    if volume_report["missing"]:
-        log.warning("volumes whose storage is gone: %s", volume_report["missing"])
+    cluster = Cluster(registry, config.cluster)
+    cluster.join()
+    if cluster.holds(Fabric.DISCOVERY_LEASE):
+        report = fabric.start()
+        volume_report = volume_service.reconcile()
+        if volume_report["missing"]:
+            log.warning("volumes whose storage is gone: %s", volume_report["missing"])
+        if report.unknown_domains:
+            log.warning(
+                "domains with fabric metadata unknown to the registry: %s", report.unknown_domains
+            )
+    else:
+        log.info("another live server runs discovery; this one starts without it")
     for h in registry.hosts():
         log.info("pmid %d %s: %s %s", h.id, h.label, h.status, h.reason or "")
-    if report.unknown_domains:
-        log.warning(
-            "domains with fabric metadata unknown to the registry: %s", report.unknown_domains
-        )
-    fabric.start_background()
+    fabric.start_background(cluster)
     reservations = None
     worker = None
     pool_service = None
     if pool_configs:
         pool_service = PoolService(fabric, pool_configs, config)
-        worker = Worker(pool_service)
+        worker = Worker(pool_service, cluster)
         reservations = Reservations(
             fabric, pool_service, refill=worker.wake, clean=worker.clean_now
         )
+        pool_worker = worker
+        cluster.on_gain.append(lambda name: pool_worker.wake() if name == Worker.LEASE else None)
         worker.start()
     try:
         schedule_service = ScheduleService(
@@ -179,7 +188,10 @@ def cmd_serve(argv: list[str]) -> int:
         )
     except FabricError as e:
         print(f"error: {e}", file=sys.stderr)
+        cluster.stop()
         return 2
+    schedule_service.cluster = cluster
+    cluster.start()
     schedule_service.start()
 
     app = create_app(fabric, reservations, volume_service, schedules_=schedule_service)
@@ -210,6 +222,7 @@ def cmd_serve(argv: list[str]) -> int:
         if worker is not None:
             worker.stop()
         fabric.stop()
+        cluster.stop()  # last: the leases go only once this server's work has stopped
         registry.close()
         log.info("stopped")
     return 0

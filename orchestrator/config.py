@@ -79,6 +79,16 @@ class DiscoveryConfig:
 
 
 @dataclass(frozen=True)
+class ClusterConfig:
+    """Several fabric servers on one registry (PostgreSQL): each heartbeats, and
+    background work runs on whichever server holds its lease."""
+
+    heartbeat: float = 2.0  # seconds between heartbeats and lease renewals
+    dead_after: float = 10.0  # a server silent this long is dead; its leases and work move
+    host_cache: float = 2.0  # seconds the scheduler's in-memory host state may be old
+
+
+@dataclass(frozen=True)
 class Config:
     scheduler: Policy = field(default_factory=lambda: build_policy({"policy": "spread"}))
     capacity: CapacityConfig = field(default_factory=CapacityConfig)
@@ -88,6 +98,7 @@ class Config:
     guest: GuestConfig = field(default_factory=GuestConfig)
     discovery: DiscoveryConfig = field(default_factory=DiscoveryConfig)
     workers: WorkerConfig = field(default_factory=WorkerConfig)
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
     max_vms: int | None = None  # global limit on VMs the fabric runs (None: no limit)
     state_dir: str = "/var/lib/fabric"
     raw: dict = field(default_factory=dict, compare=False)
@@ -101,6 +112,7 @@ _SECTIONS = {
     "guest": GuestConfig,
     "discovery": DiscoveryConfig,
     "workers": WorkerConfig,
+    "cluster": ClusterConfig,
 }
 # Sections later features read for themselves (kept, not checked here).
 _PASSTHROUGH = {"pools", "auth", "storage", "schedules"}
@@ -177,6 +189,11 @@ def config_from_dict(data: dict, where: str = "config") -> Config:
         if not isinstance(data["state_dir"], str) or not data["state_dir"].startswith("/"):
             raise ConfigError(f"{where}: state_dir must be an absolute path")
         kwargs["state_dir"] = data["state_dir"]
+    cl = kwargs["cluster"]
+    if cl.heartbeat <= 0 or cl.dead_after < 2 * cl.heartbeat:
+        raise ConfigError(
+            f"{where}: cluster.heartbeat must be > 0 and cluster.dead_after at least twice it"
+        )
     try:
         kwargs["create"].port_range  # noqa: B018 - validate early
     except ValueError:

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from .clock import iso
 from .config import Config, effective_capacity
@@ -28,12 +28,16 @@ from .errors import (
     NotFound,
     NoValidHost,
 )
+from .hostcache import HostCache
 from .hypervisor.connection import SshOptions
 from .hypervisor.driver import HostTarget, LibvirtDriver, StagedImage, VmPlan
 from .model import ImageSpec, Inventory, VmState
 from .registry import HostRow, Registry, VmRow, image_spec_from_row
 from .remote import Remote, SshSettings, open_local
 from .scheduler import HostState, PlacementRequest, Scheduler
+
+if TYPE_CHECKING:
+    from .cluster import Cluster
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +108,9 @@ class Fabric:
             upload_timeout=config.libvirt.upload_timeout,
         )
         self.scheduler = scheduler or Scheduler(config.scheduler)
+        self.host_cache = HostCache(registry, config.cluster.host_cache)
+        self.cluster: Cluster | None = None  # set by start_background when serving
+        self._due = 0.0  # when discovery and reconciliation run next
         self.last_reconcile: ReconcileReport | None = None
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -121,17 +128,38 @@ class Fabric:
         self.discover_all()
         return self.reconcile()
 
-    def start_background(self) -> None:
-        t = threading.Thread(target=self._discovery_loop, name="discovery", daemon=True)
+    DISCOVERY_LEASE = "discovery"
+
+    def start_background(self, cluster: Cluster | None = None) -> None:
+        """Discovery and reconciliation every ``discovery.interval`` seconds, and the
+        orphan sweep every few seconds; with a cluster, only while holding its lease."""
+        self.cluster = cluster
+        self._due = time.monotonic() + self.config.discovery.interval
+        if cluster is not None:
+            cluster.on_gain.append(self._on_lease)
+        t = threading.Thread(target=self._maintenance_loop, name="maintenance", daemon=True)
         t.start()
         self._threads.append(t)
 
-    def _discovery_loop(self) -> None:
-        while not self._stop.wait(self.config.discovery.interval):
+    def _on_lease(self, name: str) -> None:
+        if name == self.DISCOVERY_LEASE:
+            self._due = 0.0  # taken over from a dead server: look at every host now
+
+    def _maintenance_loop(self) -> None:
+        tick = self.config.cluster.heartbeat
+        while not self._stop.wait(min(tick, self.config.discovery.interval)):
+            if self.cluster is not None and not self.cluster.holds(self.DISCOVERY_LEASE):
+                continue
             try:
-                self.discover_all()
+                removed = self.sweep_orphans()
+                if removed:
+                    log.info("finished the half-done work of dead servers: vms %s", removed)
+                if time.monotonic() >= self._due:
+                    self._due = time.monotonic() + self.config.discovery.interval
+                    self.discover_all()
+                    self.reconcile()
             except Exception:  # noqa: BLE001 - a background loop must survive anything
-                log.exception("discovery pass failed")
+                log.exception("maintenance pass failed")
 
     def stop(self) -> None:
         self._stop.set()
@@ -249,7 +277,7 @@ class Fabric:
         while len(failures) < self.config.create.max_attempts:
             try:
                 placement = self.scheduler.select(
-                    self.host_states(), replace(req, exclude=frozenset(excluded))
+                    self.host_cache.states(), replace(req, exclude=frozenset(excluded))
                 )
             except NoValidHost as e:
                 if failures:
@@ -271,8 +299,10 @@ class Fabric:
                     pool=pool,
                 )
                 if vm is not None:
+                    self.host_cache.claimed(cand.id, vt.cpu, vt.ram, vt.disk)
                     host = self.registry.host(cand.id)
                     break
+                self.host_cache.refresh_host(cand.id)  # our view of it was out of date
             if vm is None or host is None:
                 continue  # every candidate was taken by a concurrent request: look again
             try:
@@ -288,10 +318,8 @@ class Fabric:
         raise FabricError(f"could not create the VM: {'; '.join(failures)}")
 
     def _port_range(self, host_id: int) -> range | None:
-        for h in self.registry.hosts():
-            if h.id == host_id:
-                return self.config.create.port_range if h.network == "forward" else None
-        return None
+        forward = self.host_cache.network(host_id) == "forward"
+        return self.config.create.port_range if forward else None
 
     def _build(
         self, vm: VmRow, host: HostRow, spec: ImageSpec, started: float, final: str
@@ -369,10 +397,12 @@ class Fabric:
             on_new_key=lambda key: self.registry.set_guest_host_key(vm.id, key),
         )
 
-    def destroy_vm(self, vm_id: int, force: bool = False) -> None:
+    def destroy_vm(self, vm_id: int, force: bool = False, *, taken: bool = False) -> None:
         """Remove the domain, its definition and disk, then the VM and its claim.
 
-        A checked-out VM is only destroyed with ``force`` (its reservation ends).
+        A checked-out VM is only destroyed with ``force`` (its reservation ends). A VM
+        some server is working on (being cleaned, say) is refused with a Conflict,
+        unless ``taken``: the caller is that work, on this server.
         """
         vm = self.registry.vm(vm_id)
         previous = vm.state
@@ -381,9 +411,16 @@ class Fabric:
                 f"vmid {vm_id} is checked out; check it in first (or destroy with force=1)"
             )
         allowed = [s for s in LIVE_STATES if s != VmState.BUILDING]
-        if not self.registry.transition(vm_id, VmState.DELETING, expect=allowed):
-            current = self.registry.vm(vm_id).state
-            raise Conflict(f"vmid {vm_id} is {current}; it cannot be destroyed now")
+        if not self.registry.transition(
+            vm_id, VmState.DELETING, expect=allowed, unowned=not taken, mine=taken
+        ):
+            current = self.registry.vm(vm_id)
+            if current.state in allowed and current.owner is not None:
+                raise Conflict(
+                    f"vmid {vm_id} is {current.state} and the fabric is working on it; "
+                    "try again shortly"
+                )
+            raise Conflict(f"vmid {vm_id} is {current.state}; it cannot be destroyed now")
         if vm.host_id is not None:
             host = self.registry.host_any(vm.host_id)
             try:
@@ -450,6 +487,9 @@ class Fabric:
         - deleting: the destroy is finished.
         - a live VM whose domain is gone: marked ``vanished`` (kept, so it is seen).
         - a domain with our metadata that the registry does not know: reported.
+
+        A VM that a live server (this one included) is working on is left alone:
+        its work is in flight, not half-done. Safe to run while serving.
         """
         report = ReconcileReport([], [], [], [], [])
         for host in self.registry.hosts():
@@ -457,6 +497,9 @@ class Fabric:
                 report.skipped_hosts.append(host.label)
                 continue
             target = host_target(host)
+            # The registry first, the host second: a VM that is live here had its
+            # domain before the listing below, so it cannot be taken for vanished.
+            known = {vm.id: vm for vm in self.registry.vms(host_id=host.id)}
             try:
                 domains = self.driver.domains(target)
             except FabricError as e:
@@ -469,20 +512,21 @@ class Fabric:
                 for d in domains
                 if d.vm_id is not None and d.installation in (mine, None)
             }
-            known = {vm.id: vm for vm in self.registry.vms(host_id=host.id)}
             for vm in known.values():
+                if self.registry.owner_alive(vm):
+                    continue  # being built, cleaned or destroyed right now
                 dom = ours.get(vm.id)
                 if vm.state == VmState.DELETING or (
                     vm.state == VmState.BUILDING
                     and (dom is None or not dom.active or vm.pool is not None)
                 ):
-                    with contextlib.suppress(FabricError):
-                        self.driver.destroy(target, vm.uuid, vm.id)
-                    self.registry.forget_vm(vm.id, event_kind="reconcile.removed")
-                    report.removed.append(vm.id)
+                    if self._finish_orphan(target, vm):
+                        report.removed.append(vm.id)
                 elif vm.state == VmState.BUILDING:
-                    self.registry.transition(vm.id, VmState.ACTIVE, expect=[VmState.BUILDING])
-                    report.resumed.append(vm.id)
+                    if self.registry.transition(
+                        vm.id, VmState.ACTIVE, expect=[VmState.BUILDING], unowned=True
+                    ):
+                        report.resumed.append(vm.id)
                 elif (
                     dom is not None
                     and not dom.active
@@ -498,18 +542,20 @@ class Fabric:
                             vm.id,
                             VmState.FAILED,
                             expect=[vm.state],
+                            unowned=True,
                             error=f"could not restart: {e}",
                         )
                 elif dom is None and vm.state != VmState.VANISHED:
-                    self.registry.transition(
+                    if self.registry.transition(
                         vm.id,
                         VmState.VANISHED,
                         expect=[vm.state],
+                        unowned=True,
                         error=f"domain {vm.domain_name} is no longer on {host.label}",
-                    )
-                    report.vanished.append(vm.id)
+                    ):
+                        report.vanished.append(vm.id)
             for vm_id, dom in ours.items():
-                if vm_id not in known:
+                if vm_id not in known and not self.vm_exists(vm_id):
                     report.unknown_domains.append(
                         {"pmid": host.id, "domain": dom.name, "vmid": vm_id, "active": dom.active}
                     )
@@ -525,6 +571,45 @@ class Fabric:
             self.registry.record_event("reconcile.unknown_domain", host_id=d["pmid"], detail=d)
         self.last_reconcile = report
         return report
+
+    def _finish_orphan(self, target: HostTarget, vm: VmRow) -> bool:
+        """Remove a VM whose create or destroy stopped half-way (its server died, or
+        this one restarted): the domain if any, then the VM and its claim."""
+        if not self.registry.take_vm(vm.id, [VmState.BUILDING, VmState.DELETING]):
+            return False  # someone live took it meanwhile
+        try:
+            self.driver.destroy(target, vm.uuid, vm.id)
+        except FabricError as e:
+            log.warning("vm %d: could not remove its half-made domain yet: %s", vm.id, e)
+            self.registry.let_go(vm.id)
+            return False
+        self.registry.forget_vm(vm.id, event_kind="reconcile.removed")
+        return True
+
+    def sweep_orphans(self) -> list[int]:
+        """Finish the creates and destroys that servers died in the middle of. Cheap
+        when there are none (one query), so it runs often."""
+        done = []
+        for vm in self.registry.orphans():
+            if vm.host_id is None:
+                continue
+            host = self.registry.host_any(vm.host_id)
+            target = host_target(host)
+            if vm.state == VmState.BUILDING and vm.pool is None:
+                # A create that got as far as a running domain is finished instead.
+                try:
+                    dom = next((d for d in self.driver.domains(target) if d.vm_id == vm.id), None)
+                except FabricError:
+                    continue  # the host is unreachable: next time
+                if dom is not None and dom.active:
+                    if self.registry.transition(
+                        vm.id, VmState.ACTIVE, expect=[VmState.BUILDING], unowned=True
+                    ):
+                        self.registry.record_event("reconcile.resumed", vm_id=vm.id)
+                    continue
+            if self._finish_orphan(target, vm):
+                done.append(vm.id)
+        return done
 
     def vm_exists(self, vm_id: int) -> bool:
         try:

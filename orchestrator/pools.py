@@ -274,17 +274,25 @@ class PoolService:
 
     # -- cleanup -------------------------------------------------------------
 
-    def take(self, vm_id: int) -> bool:
-        """Mark a VM as being worked on by this process; False if it already is."""
+    def take(self, vm_id: int, states: list[str]) -> bool:
+        """Start working on a VM in one of ``states``: False if this process already
+        is, or another live server is (the registry's ``owner`` decides)."""
         with self._lock:
             if vm_id in self._busy:
                 return False
             self._busy.add(vm_id)
-            return True
+        if not self.registry.take_vm(vm_id, states):
+            with self._lock:
+                self._busy.discard(vm_id)
+            return False
+        return True
 
     def release(self, vm_id: int) -> None:
-        with self._lock:
-            self._busy.discard(vm_id)
+        try:
+            self.registry.let_go(vm_id)  # no-op once a transition cleared the owner
+        finally:
+            with self._lock:
+                self._busy.discard(vm_id)
 
     def clean(self, vm_id: int) -> bool:
         """cleaning -> ready after the pool's cleanup; -> failed if it does not work."""
@@ -356,7 +364,7 @@ class PoolService:
             vm = self.registry.vm(vm_id)
             if vm.state not in (VmState.FAILED, VmState.VANISHED):
                 return False
-            self.fabric.destroy_vm(vm_id)
+            self.fabric.destroy_vm(vm_id, taken=True)
             self.registry.record_event("vm.retired", vm_id=vm_id, detail={"error": vm.error})
             return True
         except FabricError as e:

@@ -410,6 +410,8 @@ class ScheduleService:
     """Starts and ends scheduled windows. ``tick()`` is one pass; ``start()`` runs it
     every ``schedules.interval`` seconds in a thread. Safe to call from threads."""
 
+    LEASE = "schedules"
+
     def __init__(
         self,
         fabric: Fabric,
@@ -424,6 +426,7 @@ class ScheduleService:
         self.clock = clock
         self.on_pool_change = on_pool_change  # e.g. Worker.wake: refill at once
         self.interval = _settings(fabric.config.raw.get("schedules"))
+        self.cluster: Any = None  # with several servers, passes run on the lease holder
         self._lock = threading.RLock()  # one pass or teardown at a time
         self._cancel: set[int] = set()  # schedules being deleted: stop creating for them
         self._stop = threading.Event()
@@ -450,7 +453,10 @@ class ScheduleService:
     def _loop(self) -> None:
         while not self._stop.is_set():
             try:
-                self.tick()
+                if self.cluster is None or self.cluster.holds(self.LEASE):
+                    self.tick()
+                else:
+                    self.apply_pool_extra()  # another server runs them; follow its windows
             except Exception:  # noqa: BLE001 - the loop must outlive any one failure
                 log.exception("schedule pass failed")
             self._wake.wait(self.interval)
@@ -689,7 +695,7 @@ class ScheduleService:
             if not self.registry.transition(vm.id, VmState.DELETING, expect=[VmState.READY]):
                 continue  # checked out meanwhile
             try:
-                self.fabric.destroy_vm(vm.id)
+                self.fabric.destroy_vm(vm.id, taken=True)
             except FabricError as e:
                 self.registry.transition(vm.id, VmState.READY, expect=[VmState.DELETING])
                 errors.append(f"vmid {vm.id}: {e.message}")

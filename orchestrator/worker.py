@@ -7,16 +7,23 @@ from __future__ import annotations
 import logging
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING
 
 from .model import VmState
 from .pools import PoolService
+
+if TYPE_CHECKING:
+    from .cluster import Cluster
 
 log = logging.getLogger(__name__)
 
 
 class Worker:
-    def __init__(self, pools: PoolService) -> None:
+    LEASE = "pool-worker"
+
+    def __init__(self, pools: PoolService, cluster: Cluster | None = None) -> None:
         self.pools = pools
+        self.cluster = cluster  # None: this process is the only server
         self.registry = pools.registry
         cfg = pools.config.workers
         self.interval = cfg.interval
@@ -32,7 +39,7 @@ class Worker:
 
     def clean_now(self, vm_id: int) -> None:
         """A VM came back: start its cleanup without waiting for the next pass."""
-        if not self._stop.is_set() and self.pools.take(vm_id):
+        if not self._stop.is_set() and self.pools.take(vm_id, [VmState.CLEANING]):
             try:
                 self._cleaners.submit(self.pools.clean, vm_id)
             except RuntimeError:  # shutting down: the next start redoes it
@@ -53,7 +60,8 @@ class Worker:
     def _loop(self) -> None:
         while not self._stop.is_set():
             try:
-                self.run_once()
+                if self.cluster is None or self.cluster.holds(self.LEASE):
+                    self.run_once()
             except Exception:  # noqa: BLE001 - the loop must outlive any one failure
                 log.exception("pool pass failed")
             self._wake.wait(self.interval)
@@ -66,8 +74,8 @@ class Worker:
             log.info("vm %d: reservation expired; cleaning it", vm_id)
         vms = self.registry.vms(states=[VmState.CLEANING, VmState.FAILED, VmState.VANISHED])
         for vm in vms:
-            if vm.pool is None or not self.pools.take(vm.id):
-                continue
+            if vm.pool is None or not self.pools.take(vm.id, [vm.state]):
+                continue  # not a pool VM, or another server is working on it
             if vm.state == VmState.CLEANING:
                 self._cleaners.submit(self.pools.clean, vm.id)
             else:

@@ -79,7 +79,35 @@ def status() -> ResponseReturnValue:
     body["queue"] = {name: {k: p[k] for k in POOL_STATES} for name, p in pools.items()}
     body["hosts"] = {"up": up, "down": down}
     body["empty"] = empty
+    info = _cluster()
+    body["servers"] = {
+        "alive": sum(1 for srv in info["servers"] if srv["alive"]),
+        "this": info["server"],
+    }
     return jsonify(body)
+
+
+# -- /cluster ----------------------------------------------------------------
+
+
+def _cluster() -> dict[str, Any]:
+    from ..cluster import describe
+
+    fabric = current_app.config["FABRIC"]
+    if fabric.cluster is not None:
+        return fabric.cluster.as_dict()
+    return describe(fabric.registry)  # an app made in-process, not serving
+
+
+@bp.route("/cluster", methods=["GET"])
+def cluster() -> ResponseReturnValue:
+    """The fabric servers sharing this registry and who runs which background work.
+
+    ``servers``: each with ``alive`` (heartbeat fresher than ``dead_after``) and
+    ``me`` (the server answering). ``leases``: ``pool-worker``, ``schedules`` and
+    ``discovery``, each with its ``holder`` (null when free or expired).
+    """
+    return jsonify(_cluster())
 
 
 # -- /summary ----------------------------------------------------------------

@@ -16,7 +16,20 @@ from contextlib import contextmanager
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, delete, event, func, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Engine,
+    Select,
+    case,
+    create_engine,
+    delete,
+    event,
+    func,
+    or_,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -29,7 +42,9 @@ from .tables import (
     EventRow,
     HostRow,
     ImageRow,
+    LeaseRow,
     MetaRow,
+    ServerRow,
     StagedImageRow,
     TypeRow,
     VmRow,
@@ -72,6 +87,9 @@ def make_engine(url: str) -> Engine:
     return create_engine(url, pool_size=20, max_overflow=20, pool_pre_ping=True)
 
 
+_STARTUP_LOCK = 0x66616272  # "fabr": the advisory lock key for start-up
+
+
 def _new_mac() -> str:
     # 52:54:00 is QEMU's locally administered prefix; the column is unique.
     tail = secrets.token_bytes(3)
@@ -81,10 +99,36 @@ def _new_mac() -> str:
 # A VM whose reservation ended (checked in or expired): to be cleaned, held by no one.
 _RETURNED = {
     "state": VmState.CLEANING,
+    "owner": None,
     "reservation_hash": None,
     "reserved_at": None,
     "expires_at": None,
 }
+
+
+class HostChanges:
+    """Hosts whose row this process changed (capacity freed, status, enabled), so an
+    in-memory view of them (hostcache.py) reads them again. Other servers' changes
+    reach that view when it expires."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._ids: set[int] = set()
+        self._all = True
+
+    def mark(self, host_id: int) -> None:
+        with self._lock:
+            self._ids.add(host_id)
+
+    def mark_all(self) -> None:
+        with self._lock:
+            self._all = True
+
+    def take(self) -> tuple[bool, set[int]]:
+        with self._lock:
+            out = (self._all, self._ids)
+            self._all, self._ids = False, set()
+            return out
 
 
 class _LostRace(Exception):
@@ -94,8 +138,14 @@ class _LostRace(Exception):
 class Registry:
     """The fabric's store of facts. Methods are transactions; rows come back detached."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, dead_after: float = 10.0) -> None:
         self.url = url
+        # This process, as one of possibly several servers sharing the registry. Work
+        # it does on a VM is marked with this id; a server whose heartbeat is older
+        # than ``dead_after`` seconds is dead and its work may be taken over.
+        self.server_id = secrets.token_hex(8)
+        self.dead_after = dead_after
+        self.host_changes = HostChanges()
         self._installation: str | None = None
         self.engine = make_engine(url)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
@@ -138,6 +188,22 @@ class Registry:
         self.engine.dispose()
 
     @contextmanager
+    def startup_lock(self) -> Iterator[None]:
+        """Servers starting together set up the schema and sync the files one at a
+        time (a PostgreSQL advisory lock; SQLite's write lock already does that)."""
+        if self.engine.dialect.name != "postgresql":
+            yield
+            return
+        with self.engine.connect() as conn:
+            conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": _STARTUP_LOCK})
+            conn.commit()
+            try:
+                yield
+            finally:
+                conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": _STARTUP_LOCK})
+                conn.commit()
+
+    @contextmanager
     def tx(self) -> Iterator[Session]:
         """A read-write transaction."""
         with self._writer_gate, self._sessions.begin() as session:
@@ -153,6 +219,7 @@ class Registry:
 
     def sync_inventory(self, inv: Inventory) -> None:
         """Make the registry's hosts, images and types match the files; ids stay stable."""
+        self.host_changes.mark_all()
         with self.tx() as s:
             self._sync_hosts(s, inv.hosts)
             self._sync_images(s, inv.images)
@@ -283,6 +350,7 @@ class Registry:
         totals: tuple[int, int, int] | None = None,
         arch: str | None = None,
     ) -> None:
+        self.host_changes.mark(host_id)
         with self.tx() as s:
             row = s.get(HostRow, host_id)
             if row is None:
@@ -299,6 +367,7 @@ class Registry:
                 row.arch = arch
 
     def set_host_enabled(self, host_id: int, enabled: bool) -> None:
+        self.host_changes.mark(host_id)
         with self.tx() as s:
             s.execute(update(HostRow).where(HostRow.id == host_id).values(enabled=enabled))
 
@@ -361,6 +430,7 @@ class Registry:
                         disk=disk,
                         ssh_port=port,
                         pool=pool,
+                        owner=self.server_id,
                     )
                     s.add(vm)
                     s.flush()
@@ -394,18 +464,29 @@ class Registry:
         *,
         expect: Iterable[str],
         event: EventRow | None = None,
+        unowned: bool = False,
+        mine: bool = False,
         **values: Any,
     ) -> bool:
         """Move a VM to state ``to`` only if it is in one of ``expect``; True if it moved.
 
-        ``event`` is recorded in the same transaction, only if the VM moved.
+        ``event`` is recorded in the same transaction, only if the VM moved. Moving to
+        ``building`` or ``deleting`` marks this server as the VM's owner (it works on
+        it); any other state clears the owner. ``unowned``: only if no live server
+        (this one included) works on it; ``mine``: only if unowned or owned by this
+        server.
         """
+        values.setdefault(
+            "owner", self.server_id if to in (VmState.BUILDING, VmState.DELETING) else None
+        )
         with self.tx() as s:
+            q = update(VmRow).where(VmRow.id == vm_id, VmRow.state.in_(list(expect)))
+            if unowned or mine:
+                q = q.where(self._free(s, mine=mine))
             res = s.execute(
-                update(VmRow)
-                .where(VmRow.id == vm_id, VmRow.state.in_(list(expect)))
-                .values(state=to, updated_at=_now(), **values)
-                .execution_options(synchronize_session=False)
+                q.values(state=to, updated_at=_now(), **values).execution_options(
+                    synchronize_session=False
+                )
             )
             moved = res.rowcount == 1
             if moved and event is not None:
@@ -435,6 +516,7 @@ class Registry:
     def _release_claim(self, s: Session, claim: ClaimRow | None) -> None:
         if claim is None:
             return
+        self.host_changes.mark(claim.host_id)
         s.execute(
             update(HostRow)
             .where(HostRow.id == claim.host_id)
@@ -656,6 +738,187 @@ class Registry:
                 .values(guest_host_key=key)
             )
 
+    # -- servers, leases and who works on what --------------------------------
+
+    def db_now(self, s: Session) -> datetime:
+        """The time every server agrees on: the database server's clock on
+        PostgreSQL (servers' own clocks may drift), this machine's on SQLite."""
+        if self.engine.dialect.name == "postgresql":
+            return _aware(s.scalar(select(func.now())))
+        return _now()
+
+    def _live_servers(self, now: datetime) -> Select[tuple[str]]:
+        cutoff = now - timedelta(seconds=self.dead_after)
+        return select(ServerRow.id).where(ServerRow.heartbeat_at >= cutoff)
+
+    def _free(self, s: Session, *, mine: bool = False) -> ColumnElement[bool]:
+        """No live server works on the VM (``mine``: or only this one does)."""
+        live = self._live_servers(self.db_now(s))
+        if mine:
+            return or_(
+                VmRow.owner.is_(None), VmRow.owner == self.server_id, VmRow.owner.not_in(live)
+            )
+        return or_(
+            VmRow.owner.is_(None),
+            (VmRow.owner != self.server_id) & VmRow.owner.not_in(live),
+        )
+
+    def register_server(self, host: str, pid: int) -> None:
+        with self.tx() as s:
+            now = self.db_now(s)
+            s.merge(
+                ServerRow(id=self.server_id, host=host, pid=pid, started_at=now, heartbeat_at=now)
+            )
+
+    def heartbeat(self) -> None:
+        """Say this server is alive; forget servers silent for a day."""
+        with self.tx() as s:
+            now = self.db_now(s)
+            s.execute(
+                update(ServerRow).where(ServerRow.id == self.server_id).values(heartbeat_at=now)
+            )
+            forget = now - timedelta(seconds=max(86400.0, 10 * self.dead_after))
+            s.execute(delete(ServerRow).where(ServerRow.heartbeat_at < forget))
+
+    def unregister_server(self) -> None:
+        """A clean stop: give up every lease at once and leave the cluster."""
+        with self.tx() as s:
+            now = self.db_now(s)
+            s.execute(
+                update(LeaseRow)
+                .where(LeaseRow.holder == self.server_id)
+                .values(holder=None, expires_at=now)
+            )
+            s.execute(
+                update(VmRow)
+                .where(VmRow.owner == self.server_id)
+                .values(owner=None)
+                .execution_options(synchronize_session=False)
+            )
+            s.execute(delete(ServerRow).where(ServerRow.id == self.server_id))
+
+    def bury_servers(self, ids: list[str]) -> None:
+        """Servers known to be dead: their leases are free and their work orphaned now."""
+        with self.tx() as s:
+            now = self.db_now(s)
+            s.execute(
+                update(LeaseRow).where(LeaseRow.holder.in_(ids)).values(holder=None, expires_at=now)
+            )
+            s.execute(delete(ServerRow).where(ServerRow.id.in_(ids)))
+
+    def acquire_lease(self, name: str, ttl: float) -> bool:
+        """Take or renew lease ``name`` for ``ttl`` seconds; True if this server holds it.
+
+        Free, expired, or already ours: it is ours (one conditional UPDATE, so two
+        servers can never both win). Held by another and fresh: not ours.
+        """
+        me = self.server_id
+        try:
+            with self.tx() as s:
+                now = self.db_now(s)
+                until = now + timedelta(seconds=ttl)
+                ours = LeaseRow.holder == me
+                res = s.execute(
+                    update(LeaseRow)
+                    .where(
+                        LeaseRow.name == name,
+                        or_(ours, LeaseRow.holder.is_(None), LeaseRow.expires_at < now),
+                    )
+                    .values(
+                        holder=me,
+                        expires_at=until,
+                        acquired_at=case((ours, LeaseRow.acquired_at), else_=now),
+                        fence=case((ours, LeaseRow.fence), else_=LeaseRow.fence + 1),
+                    )
+                    .execution_options(synchronize_session=False)
+                )
+                if res.rowcount == 1:
+                    return True
+                if s.get(LeaseRow, name) is not None:
+                    return False
+                s.add(LeaseRow(name=name, holder=me, expires_at=until, acquired_at=now, fence=1))
+            return True
+        except IntegrityError:
+            return False  # another server created it first
+
+    def release_lease(self, name: str) -> None:
+        with self.tx() as s:
+            s.execute(
+                update(LeaseRow)
+                .where(LeaseRow.name == name, LeaseRow.holder == self.server_id)
+                .values(holder=None, expires_at=self.db_now(s))
+            )
+
+    def cluster(self) -> dict[str, Any]:
+        """Servers (alive or not) and leases, as the database sees them now."""
+        with self.read() as s:
+            now = self.db_now(s)
+            cutoff = now - timedelta(seconds=self.dead_after)
+            servers = [
+                {
+                    "id": r.id,
+                    "host": r.host,
+                    "pid": r.pid,
+                    "started_at": _aware(r.started_at),
+                    "heartbeat_at": _aware(r.heartbeat_at),
+                    "alive": _aware(r.heartbeat_at) >= cutoff,
+                    "me": r.id == self.server_id,
+                }
+                for r in s.scalars(select(ServerRow).order_by(ServerRow.started_at))
+            ]
+            leases = [
+                {
+                    "name": r.name,
+                    "holder": r.holder if _aware(r.expires_at) >= now else None,
+                    "expires_at": _aware(r.expires_at),
+                    "fence": r.fence,
+                }
+                for r in s.scalars(select(LeaseRow).order_by(LeaseRow.name))
+            ]
+        return {"now": now, "servers": servers, "leases": leases}
+
+    def take_vm(self, vm_id: int, states: Iterable[str]) -> bool:
+        """Become the server working on a VM in one of ``states``, if no live server
+        (this one included) already is. True if taken."""
+        with self.tx() as s:
+            res = s.execute(
+                update(VmRow)
+                .where(VmRow.id == vm_id, VmRow.state.in_(list(states)), self._free(s))
+                .values(owner=self.server_id)
+                .execution_options(synchronize_session=False)
+            )
+            return res.rowcount == 1
+
+    def orphans(self) -> list[VmRow]:
+        """VMs left building or deleting by a server that is no longer alive."""
+        with self.read() as s:
+            q = (
+                select(VmRow)
+                .where(VmRow.state.in_([VmState.BUILDING, VmState.DELETING]), self._free(s))
+                .order_by(VmRow.id)
+            )
+            return list(s.scalars(q))
+
+    def let_go(self, vm_id: int) -> None:
+        """Stop working on a VM without changing its state."""
+        with self.tx() as s:
+            s.execute(
+                update(VmRow)
+                .where(VmRow.id == vm_id, VmRow.owner == self.server_id)
+                .values(owner=None)
+                .execution_options(synchronize_session=False)
+            )
+
+    def owner_alive(self, vm: VmRow) -> bool:
+        """Whether some live server (this one included) works on ``vm``."""
+        if vm.owner is None:
+            return False
+        if vm.owner == self.server_id:
+            return True
+        with self.read() as s:
+            live = set(s.scalars(self._live_servers(self.db_now(s))))
+        return vm.owner in live
+
     # -- volumes -------------------------------------------------------------
 
     def _take_disk(self, s: Session, host_id: int, size: int) -> bool:
@@ -676,6 +939,7 @@ class Registry:
         """Claim ``size`` GB on the host and record a ``creating`` volume there; None
         when the host no longer has the room (the caller tries its next candidate)."""
         with self.tx() as s:
+            self.host_changes.mark(host_id)
             if not self._take_disk(s, host_id, size):
                 return None
             vol = VolumeRow(
@@ -725,6 +989,7 @@ class Registry:
                 raise NotFound(f"volumeid : {volume_id} does not exist")
             if not self._take_disk(s, to_host, vol.size):
                 return False
+            self.host_changes.mark(to_host)
             self._release_claim(
                 s, s.scalar(select(ClaimRow).where(ClaimRow.volume_id == volume_id))
             )

@@ -130,6 +130,9 @@ class VmRow(Base):
     reserved_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), index=True)
     guest_host_key: Mapped[str | None] = mapped_column(Text)  # trusted on first use
+    # The server working on it now (building, deleting, cleaning, retiring); None when
+    # no one is. Work whose owner is no longer alive is taken over (see servers).
+    owner: Mapped[str | None] = mapped_column(String(32), index=True)
     failures: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(
@@ -200,3 +203,31 @@ class EventRow(Base):
     host_id: Mapped[int | None] = mapped_column(Id)
     duration: Mapped[float | None] = mapped_column()
     detail: Mapped[dict | None] = mapped_column(JSON)
+
+
+class ServerRow(Base):
+    """A fabric server sharing this registry; alive while its heartbeat is fresh."""
+
+    __tablename__ = "servers"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    host: Mapped[str] = mapped_column(String(256))
+    pid: Mapped[int] = mapped_column(Integer)
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    heartbeat_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+
+
+class LeaseRow(Base):
+    """Who runs one piece of background work (pool worker, schedules, discovery).
+
+    A holder renews it every heartbeat; once it expires any server may take it.
+    ``fence`` grows at every change of holder.
+    """
+
+    __tablename__ = "leases"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    holder: Mapped[str | None] = mapped_column(String(32))
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    acquired_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    fence: Mapped[int] = mapped_column(BigInteger, default=0)

@@ -223,6 +223,9 @@ def test_reconcile_resumes_half_done_work(rig):
     half = rig.registry.claim_vm(3, name="half", tid=1, image_id=1, cpu=1, ram=512, disk=1)
     # killed mid-destroy: the row says deleting
     rig.registry.transition(done.id, VmState.DELETING, expect=[VmState.ACTIVE])
+    # reconciling while this server still works on them changes nothing
+    assert rig.fabric.reconcile().removed == []
+    rig.registry.server_id = "restarted"  # a new process: the old one's work is orphaned
     report = rig.fabric.reconcile()
     assert sorted(report.removed) == sorted([half.id, done.id])
     assert rig.registry.vms() == []

@@ -7,7 +7,7 @@ import subprocess
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import text
+from sqlalchemy import create_engine, text
 
 from orchestrator.errors import ConfigError
 from orchestrator.registry import Registry, make_engine, migrate
@@ -43,12 +43,12 @@ def test_the_db_command_upgrades_and_reports(tmp_path):
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert up.returncode == 0, up.stderr
-    assert "schema revision: 0001" in up.stdout
+    assert "schema revision: 0002" in up.stdout
     cur = subprocess.run(
         [str(ROOT / "script"), "db", "current", "--db", url],
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
-    assert cur.returncode == 0 and "0001" in cur.stdout
+    assert cur.returncode == 0 and "0002" in cur.stdout
 
 
 def test_the_server_refuses_an_outdated_registry(tmp_path):
@@ -67,3 +67,31 @@ def test_the_server_refuses_an_outdated_registry(tmp_path):
     )  # fmt: skip
     assert proc.returncode == 2
     assert "./script db upgrade" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_upgrading_from_0001_keeps_the_rows(tmp_path):
+    """A registry made by the first schema gets servers, leases and vms.owner;
+    its hosts are still there."""
+    from alembic import command
+
+    url = f"sqlite:///{tmp_path / 'r.db'}"
+    engine = create_engine(url)
+    cfg = migrate.alembic_config(engine)
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "0001")
+    with engine.begin() as conn:
+        conn.execute(
+            text("INSERT INTO hosts (key, label, uri, domain_type, network, in_inventory, "
+                 "enabled, status, phys_cpu, phys_ram, phys_disk, cpu_total, ram_total, "
+                 "disk_total, cpu_used, ram_used, disk_used) VALUES ('k', 'pm1', 'test:///x', "
+                 "'kvm', 'user', 1, 1, 'up', 1, 1, 1, 1, 1, 1, 0, 0, 0)")
+        )  # fmt: skip
+    assert migrate.current(engine) == "0001"
+    migrate.upgrade(engine)
+    assert migrate.current(engine) == migrate.head(engine) == "0002"
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT label FROM hosts")).scalar() == "pm1"
+        assert conn.execute(text("SELECT count(*) FROM leases")).scalar() == 0
+        assert conn.execute(text("SELECT count(owner) FROM vms")).scalar() == 0
+    engine.dispose()

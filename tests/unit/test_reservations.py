@@ -357,6 +357,7 @@ def test_reconcile_removes_half_built_pool_vms(tmp_path):
     try:
         vm = p.rig.fabric.create_vm("small-vm", 1, 1, pool="small")  # killed before "ready"
         assert vm.state == VmState.BUILDING
+        p.rig.registry.server_id = "restarted"  # as after a restart
         report = p.rig.fabric.reconcile()
         assert vm.id in report.removed
         host = host_target(p.rig.registry.host(vm.host_id))

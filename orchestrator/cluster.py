@@ -1,0 +1,153 @@
+"""Several fabric servers on one registry: heartbeats and leases.
+
+Every server records itself in ``servers`` and renews its heartbeat every
+``cluster.heartbeat`` seconds. Each piece of background work (the pool worker,
+schedules, discovery and the orphan sweep) runs only on the server holding its
+lease; a lease lasts ``cluster.dead_after`` seconds and its holder renews it with
+every heartbeat, so when a server dies its leases expire and a survivor takes them
+on its next heartbeat.
+
+A lease is how work is shared out, not what keeps it correct: every change the
+work makes is still a conditional UPDATE in the registry, and a VM being worked
+on carries its server's id (``vms.owner``), so two servers never work on one VM
+even in the moment a lease changes hands.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable
+
+from .config import ClusterConfig
+from .registry import Registry
+
+log = logging.getLogger(__name__)
+
+LEASES = ("pool-worker", "schedules", "discovery")
+
+
+class Cluster:
+    def __init__(
+        self, registry: Registry, config: ClusterConfig, leases: tuple[str, ...] = LEASES
+    ) -> None:
+        self.registry = registry
+        self.config = config
+        registry.dead_after = config.dead_after
+        self.wanted = leases
+        self._held: dict[str, float] = {}  # lease -> monotonic time it surely lasts until
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        # Called with a lease's name when this server newly takes it.
+        self.on_gain: list[Callable[[str], None]] = []
+
+    @property
+    def server_id(self) -> str:
+        return self.registry.server_id
+
+    def join(self) -> None:
+        """Record this server and take whatever leases are free (before start-up work).
+
+        A server on this machine whose process is gone (killed, then restarted as
+        us) is dead for certain: its leases and work are freed now rather than
+        when its heartbeat goes stale.
+        """
+        me = socket.gethostname()
+        gone = [
+            srv["id"]
+            for srv in self.registry.cluster()["servers"]
+            if srv["host"] == me and srv["id"] != self.server_id and not _pid_alive(srv["pid"])
+        ]
+        if gone:
+            log.info("servers %s on this machine are gone; taking over their work", gone)
+            self.registry.bury_servers(gone)
+        self.registry.register_server(me, os.getpid())
+        self.beat()
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._loop, name="cluster", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Leave cleanly: the leases are released now, not when they expire."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        with self._lock:
+            self._held.clear()
+        try:
+            self.registry.unregister_server()
+        except Exception:  # noqa: BLE001 - stopping must not fail; the leases expire anyway
+            log.exception("could not leave the cluster cleanly")
+
+    def holds(self, name: str) -> bool:
+        with self._lock:
+            return time.monotonic() < self._held.get(name, 0.0)
+
+    def held(self) -> list[str]:
+        return [n for n in self.wanted if self.holds(n)]
+
+    def beat(self) -> None:
+        """One heartbeat: say we are alive, renew what we hold, take what is free."""
+        started = time.monotonic()
+        self.registry.heartbeat()
+        # Counted from before the renewal and less one heartbeat: by the time our
+        # lease could expire in the database, we have stopped believing we hold it.
+        good_until = started + self.config.dead_after - self.config.heartbeat
+        for name in self.wanted:
+            had = self.holds(name)
+            got = self.registry.acquire_lease(name, self.config.dead_after)
+            with self._lock:
+                if got:
+                    self._held[name] = good_until
+                else:
+                    self._held.pop(name, None)
+            if got and not had:
+                log.info("server %s now runs %s", self.server_id, name)
+                for cb in self.on_gain:
+                    cb(name)
+            elif had and not got:
+                log.warning("server %s lost the %s lease", self.server_id, name)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.config.heartbeat):
+            try:
+                self.beat()
+            except Exception:  # noqa: BLE001 - a lost database must not kill the loop
+                log.exception("heartbeat failed; leases lapse if this goes on")
+
+    def as_dict(self) -> dict:
+        return {
+            **describe(self.registry),
+            "heartbeat": self.config.heartbeat,
+            "dead_after": self.config.dead_after,
+        }
+
+
+def describe(registry: Registry) -> dict:
+    """Servers and leases as JSON-ready data, from ``registry``'s point of view."""
+    from .clock import iso
+
+    info = registry.cluster()
+    return {
+        "server": registry.server_id,
+        "servers": [
+            {**srv, "started_at": iso(srv["started_at"]), "heartbeat_at": iso(srv["heartbeat_at"])}
+            for srv in info["servers"]
+        ],
+        "leases": [{**ls, "expires_at": iso(ls["expires_at"])} for ls in info["leases"]],
+    }
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -1,0 +1,214 @@
+"""Several servers on one registry: heartbeats, leases, who works on a VM, and the
+scheduler's in-memory host view. Each "server" here is a Registry of its own on
+the same database (SQLite file, or PostgreSQL with FABRIC_TEST_DB=postgresql)."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import time
+
+import pytest
+
+from orchestrator.cluster import Cluster
+from orchestrator.config import ClusterConfig, config_from_dict
+from orchestrator.errors import Conflict, NoValidHost
+from orchestrator.fabric import Fabric
+from orchestrator.hypervisor.driver import LibvirtDriver
+from orchestrator.model import VmState
+from orchestrator.registry import Registry
+from tests.conftest import fresh_db_url, make_rig
+
+
+@pytest.fixture
+def db(tmp_path):
+    url = fresh_db_url(tmp_path)
+    Registry(url).create_schema()
+    return url
+
+
+def server(url: str, dead_after: float = 10.0) -> Registry:
+    reg = Registry(url, dead_after=dead_after)
+    reg.register_server("here", 1)
+    return reg
+
+
+# -- leases -----------------------------------------------------------------
+
+
+def test_a_lease_has_one_holder_until_it_expires(db):
+    a, b = server(db), server(db)
+    assert a.acquire_lease("pool-worker", ttl=0.5)
+    assert not b.acquire_lease("pool-worker", ttl=0.5)
+    assert a.acquire_lease("pool-worker", ttl=0.5)  # renewed
+    fence = {ls["name"]: ls["fence"] for ls in a.cluster()["leases"]}["pool-worker"]
+    time.sleep(0.7)  # a stopped renewing: the lease lapses
+    assert b.acquire_lease("pool-worker", ttl=30)
+    assert not a.acquire_lease("pool-worker", ttl=30)
+    lease = {ls["name"]: ls for ls in a.cluster()["leases"]}["pool-worker"]
+    assert lease["holder"] == b.server_id and lease["fence"] == fence + 1
+
+
+def test_leaving_frees_leases_at_once(db):
+    a, b = server(db), server(db)
+    assert a.acquire_lease("schedules", ttl=60)
+    assert not b.acquire_lease("schedules", ttl=60)
+    a.unregister_server()
+    assert b.acquire_lease("schedules", ttl=60)
+    assert [s["id"] for s in b.cluster()["servers"]] == [b.server_id]
+
+
+def _race(args: tuple[str, object]) -> bool:
+    url, barrier = args
+    reg = Registry(url)
+    reg.register_server("here", 1)
+    barrier.wait()
+    got = reg.acquire_lease("discovery", ttl=60)
+    reg.close()
+    return got
+
+
+def test_many_processes_racing_for_a_free_lease_one_wins(db):
+    n = 8
+    ctx = mp.get_context("spawn")
+    with ctx.Manager() as manager:
+        barrier = manager.Barrier(n)
+        with ctx.Pool(n) as pool:
+            results = pool.map(_race, [(db, barrier)] * n)
+    assert sorted(results) == [False] * (n - 1) + [True]
+
+
+def test_a_cluster_takes_over_when_the_holder_dies(db):
+    cfg = ClusterConfig(heartbeat=0.1, dead_after=0.6)
+    a = Cluster(Registry(db), cfg)
+    b = Cluster(Registry(db), cfg)
+    a.join()
+    b.join()
+    assert a.held() == ["pool-worker", "schedules", "discovery"] and b.held() == []
+    gained: list[str] = []
+    b.on_gain.append(gained.append)
+    b.start()
+    # a "dies": it stops beating (no clean leave)
+    deadline = time.monotonic() + 10
+    while b.held() != list(b.wanted) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert b.held() == ["pool-worker", "schedules", "discovery"]
+    assert sorted(gained) == sorted(b.wanted)
+    assert not a.holds("pool-worker")  # a's own deadline passed too: it would stand down
+    alive = {s["id"]: s["alive"] for s in b.registry.cluster()["servers"]}
+    assert alive == {a.server_id: False, b.server_id: True}
+    b.stop()
+    assert b.registry.cluster()["servers"] == [
+        s for s in b.registry.cluster()["servers"] if s["id"] == a.server_id
+    ]
+
+
+def test_a_lease_is_not_believed_past_its_time_without_renewal(db):
+    c = Cluster(Registry(db), ClusterConfig(heartbeat=0.1, dead_after=0.4))
+    c.join()
+    assert c.holds("discovery")
+    time.sleep(0.35)  # no beat: by now the database may give it to someone else
+    assert not c.holds("discovery")
+
+
+# -- who works on a VM ------------------------------------------------------
+
+
+def test_only_one_server_works_on_a_vm_until_its_owner_dies(db, tmp_path):
+    rig = make_rig(tmp_path, [{"cpus": 4, "ram": 4096}])
+    a = rig.registry
+    a.dead_after = 0.5
+    a.register_server("here", 1)
+    vm = rig.fabric.create_vm("v", 1, 1)
+    a.transition(vm.id, VmState.CLEANING, expect=[VmState.ACTIVE])
+    b = Registry(rig.db_url, dead_after=0.5)
+    b.register_server("here", 2)
+    assert a.take_vm(vm.id, [VmState.CLEANING])
+    assert not b.take_vm(vm.id, [VmState.CLEANING])
+    assert not a.take_vm(vm.id, [VmState.CLEANING])  # already a's
+    # b may not destroy it under a's feet either
+    fabric_b = Fabric(b, rig.fabric.config, driver=rig.driver)
+    with pytest.raises(Conflict, match="working on it"):
+        fabric_b.destroy_vm(vm.id)
+    time.sleep(0.7)  # a's heartbeat goes stale; b's is renewed
+    b.heartbeat()
+    assert b.take_vm(vm.id, [VmState.CLEANING])
+    assert b.vm(vm.id).owner == b.server_id
+
+
+def test_reconcile_leaves_live_work_alone_and_sweeps_dead_work(tmp_path):
+    rig = make_rig(tmp_path, [{"cpus": 4, "ram": 4096}, {"cpus": 4, "ram": 4096}])
+    reg = rig.registry
+    reg.dead_after = 0.5
+    live = Registry(rig.db_url, dead_after=0.5)
+    live.register_server("here", 1)
+    dead = Registry(rig.db_url, dead_after=0.5)
+    dead.register_server("here", 2)
+    # two creates in flight, each held by its server, neither with a domain yet
+    busy = live.claim_vm(1, name="busy", tid=1, image_id=1, cpu=1, ram=512, disk=1)
+    lost = dead.claim_vm(2, name="lost", tid=1, image_id=1, cpu=1, ram=512, disk=1)
+    assert rig.fabric.sweep_orphans() == []  # both servers are alive
+    time.sleep(0.6)
+    live.heartbeat()  # "dead" stopped beating
+    report = rig.fabric.reconcile()
+    assert report.removed == [lost.id] and report.vanished == []
+    assert [v.id for v in reg.vms()] == [busy.id]
+    assert reg.host(2).cpu_used == 0 and reg.host(1).cpu_used == 1
+    # the same through the cheap sweep: a destroy left half-done by a dead server
+    done = rig.fabric.create_vm("done", 1, 1)
+    dead.transition(done.id, VmState.DELETING, expect=[VmState.ACTIVE])
+    assert reg.vm(done.id).owner == dead.server_id
+    live.heartbeat()
+    assert rig.fabric.sweep_orphans() == [done.id]
+    assert not rig.fabric.vm_exists(done.id)
+
+
+def test_a_server_restarted_on_this_machine_takes_over_its_past_self_at_once(db):
+    cfg = ClusterConfig(heartbeat=0.1, dead_after=60)
+    old = Registry(db)
+    old.register_server(__import__("socket").gethostname(), 2**22 + 12345)  # no such pid
+    assert old.acquire_lease("discovery", ttl=60)
+    new = Cluster(Registry(db), cfg)
+    new.join()
+    assert new.holds("discovery")
+    assert [s["id"] for s in new.registry.cluster()["servers"]] == [new.server_id]
+
+
+def test_cluster_settings_are_checked():
+    with pytest.raises(Exception, match="dead_after at least twice"):
+        config_from_dict({"cluster": {"heartbeat": 5, "dead_after": 6}})
+
+
+# -- the scheduler's host view ----------------------------------------------
+
+
+def test_a_stale_host_view_never_overcommits(tmp_path):
+    """Server a's view is old (another server filled the host meanwhile): its claim
+    is refused by the registry, it reads the host again and says why it cannot."""
+    rig = make_rig(tmp_path, [{"cpus": 2, "ram": 1024}], config={"capacity": {}})
+    a = rig.fabric
+    a.host_cache.max_age = 3600  # never expires by itself in this test
+    assert a.host_cache.states()[0].cpu_used == 0
+    b = Fabric(Registry(rig.db_url), a.config, driver=LibvirtDriver())
+    b.create_vm("b1", 1, 1)  # 512 MB each: the host's 1024 MB are full
+    b.create_vm("b2", 1, 1)
+    assert a.host_cache.states()[0].ram_used == 0  # stale on purpose
+    with pytest.raises(NoValidHost, match="ram filter removed 1 of 1"):
+        a.create_vm("a1", 1, 1)
+    host = rig.registry.host(1)
+    assert (host.ram_used, host.cpu_used) == (1024, 2)
+    assert a.host_cache.states()[0].ram_used == 1024  # read again after the lost claim
+
+
+def test_the_host_view_follows_this_servers_own_changes_at_once(rig):
+    cache = rig.fabric.host_cache
+    cache.max_age = 3600
+    cache.states()
+    loads = cache.refreshes
+    vm = rig.fabric.create_vm("x", 1, 1)
+    by_id = {h.id: h for h in cache.states()}
+    assert by_id[vm.host_id].vms == 1 and by_id[vm.host_id].cpu_used == 1
+    rig.fabric.destroy_vm(vm.id)  # capacity freed: that host is read again
+    rig.registry.set_host_enabled(1, False)
+    by_id = {h.id: h for h in cache.states()}
+    assert by_id[vm.host_id].cpu_used == 0 and not by_id[1].enabled
+    assert cache.refreshes == loads  # one row at a time, never the whole table
