@@ -1,0 +1,1 @@
+"""Several fabric servers on one PostgreSQL registry, over hosts shared through libvirtd."""
