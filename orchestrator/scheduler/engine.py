@@ -6,6 +6,7 @@ import heapq
 import random
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from itertools import compress
 from operator import attrgetter
 from typing import Any
 
@@ -236,22 +237,32 @@ class Scheduler:
         def ranked(picked: list[int]) -> list[HostState]:
             # By pmid, then by weight highest first: both sorts are stable
             # (reverse=True too), so this is one sort by (-weight, pmid).
-            picked.sort(key=lambda i: hosts[i].id)
+            if len(picked) > 2 * head:
+                ids = [h.id for h in hosts]
+                picked.sort(key=ids.__getitem__)
+            else:
+                picked.sort(key=lambda i: hosts[i].id)
             picked.sort(key=weights.__getitem__, reverse=True)
             return [hosts[i] for i in picked]
 
-        if len(hosts) <= 2 * head:
-            return RankedHosts(ranked(list(range(len(hosts)))))
-        # The hosts weighing at least the head-th highest weight come first;
-        # every other host weighs less.
-        cut = heapq.nlargest(head, weights)[-1]
-        top = ranked([i for i, w in enumerate(weights) if w >= cut])
-        if len(top) == len(hosts):
-            return RankedHosts(top)
+        n = len(hosts)
+        if n <= 4 * head:
+            return RankedHosts(ranked(list(range(n))))
+        # Rank now only the hosts weighing at least ``cut``, at least ``head`` of
+        # them; every other host weighs less. A cut from a sample of the weights
+        # keeps about 2 * head hosts; failing that, the head-th highest weight.
+        sample = sorted(weights[:: max(1, n // 256)], reverse=True)
+        cut = sample[min(len(sample) - 1, 2 * head * len(sample) // n)]
+        top = list(compress(range(n), map(cut.__le__, weights)))
+        if len(top) < head:
+            cut = heapq.nlargest(head, weights)[-1]
+            top = list(compress(range(n), map(cut.__le__, weights)))
+        if len(top) == n:
+            return RankedHosts(ranked(top))
         return RankedHosts(
-            top,
-            lambda: ranked([i for i, w in enumerate(weights) if w < cut]),
-            len(hosts),
+            ranked(top),
+            lambda: ranked(list(compress(range(n), map(cut.__gt__, weights)))),
+            n,
         )
 
     def select(self, hosts: Iterable[HostState], req: PlacementRequest) -> Placement:

@@ -25,6 +25,7 @@ from orchestrator.scheduler import (
     StatusFilter,
     build_policy,
     default_filters,
+    engine,
     refusal_message,
     weigh_hosts,
 )
@@ -696,7 +697,7 @@ def test_select_same_as_reference_on_random_fleets(cfg):
     sched = Scheduler(policy)
     rng = random.Random(str(cfg))
     for _ in range(30):
-        fleet = messy_fleet(rng, rng.choice([0, 1, 5, 40, 64, 65, 300]))
+        fleet = messy_fleet(rng, rng.choice([0, 1, 5, 40, 128, 129, 300, 600]))
         for _ in range(5):
             r = messy_request(rng, fleet)
             assert outcome(sched, fleet, r) == reference_select(policy, fleet, r)
@@ -753,6 +754,23 @@ def test_placement_ranks_the_rest_when_read():
     # all weigh the same: all ranked at once
     p = sched.select([host(i) for i in range(100, 0, -1)], FLEET_REQ)
     assert ids(p) == list(range(1, 101))
+
+
+def test_placement_ranks_right_when_the_sample_misses_the_best(monkeypatch):
+    # every 4th host is among the emptiest: a sample of every 4th weight puts the
+    # cut too high, and the scheduler falls back to the head-th highest weight
+    fleet = [host(i, ram=(i if i % 4 == 1 else 4096 + i, 8192)) for i in range(1, 1025)]
+    fallbacks = []
+    nlargest = engine.heapq.nlargest
+    monkeypatch.setattr(
+        engine.heapq, "nlargest", lambda *a, **kw: fallbacks.append(1) or nlargest(*a, **kw)
+    )
+    sched = Scheduler(build_policy({"policy": "spread"}))
+    p = sched.select(fleet, req())
+    assert fallbacks
+    assert ids(p)[:256] == list(range(1, 1025, 4))
+    assert ids(p)[256:] == [i for i in range(1, 1025) if i % 4 != 1]
+    assert ids(p) == [h.id for h in sched.rank(fleet, req())]
 
 
 def test_host_subset_size_above_ranked_up_front():
