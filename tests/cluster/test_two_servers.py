@@ -103,6 +103,7 @@ class Load:
     maybe_creates: int = 0  # create cut in flight: a VM may exist
     keeper_slots: int = KEEPERS
     violations: list[str] = field(default_factory=list)  # seen by the sampler
+    refusals: list[tuple[float, str]] = field(default_factory=list)  # create 503s: when, why
     samples: int = 0
     t0: float = 0.0
 
@@ -208,6 +209,8 @@ class Load:
             return
         if r.status_code == 503:
             self.count("create 503 (no capacity)")
+            with self.lock:
+                self.refusals.append((time.monotonic() - self.t0, r.json().get("error", "")))
             time.sleep(rng.uniform(0.05, 0.2))
             return
         if r.status_code != 200:
@@ -458,12 +461,14 @@ def test_two_servers_64_clients_and_a_sigkill(make_cluster):  # noqa: PLR0915
             t.start()
         takeover: dict[str, float] = {}
         at_kill: dict[str, int] = {}
+        checkins_at_kill = 0
         try:
             time.sleep(KILL_AFTER)
             victim.proc.kill()  # SIGKILL: no goodbye, leases left to expire
             t_kill = time.monotonic()
             victim.proc.wait(timeout=10)
             ops_at_kill = sum(load.ops.values())
+            checkins_at_kill = load.ops["checkin"]
             with engine.connect() as conn:
                 at_kill = dict(
                     conn.execute(
@@ -521,7 +526,11 @@ def test_two_servers_64_clients_and_a_sigkill(make_cluster):  # noqa: PLR0915
             f"{KILL_AFTER:.0f} s"
         )
         print(f"operations: {dict(sorted(load.ops.items()))}")
-        print(f"  check-out/check-in pairs: {pairs}; after the kill: {ops_after_kill} ops")
+        pairs_after_kill = load.ops["checkin"] - checkins_at_kill
+        print(
+            f"  check-out/check-in pairs: {pairs}; after the kill: {ops_after_kill} operations,"
+            f" {pairs_after_kill} pairs"
+        )
         print(f"errors: {dict(sorted(load.errors.items()))}")
         print(
             f"takeover: survivor held every lease {takeover['leases']:.2f} s after the kill; "
@@ -537,9 +546,17 @@ def test_two_servers_64_clients_and_a_sigkill(make_cluster):  # noqa: PLR0915
             )
         print(f"half-done work at the kill (both servers): {at_kill}; reconcile events: {finished}")
         print(f"registry sampled {load.samples} times during the load")
+        before = sum(1 for t, _ in load.refusals if t < KILL_AFTER)
+        print(
+            f"create refusals: {before} before the kill, {len(load.refusals) - before} after"
+            + (f"; e.g. {load.refusals[len(load.refusals) // 2]}" if load.refusals else "")
+        )
         print(f"end state: {state.get('states')}, pool ready {state.get('ready')}")
 
         assert took_over(state["cluster"], survivor_id, dead_id), state["cluster"]
+        assert takeover["leases"] <= DEAD_AFTER + 3, f"takeover took {takeover['leases']:.1f} s"
+        assert pairs_after_kill >= MIN_PAIRS // 4, "the survivor hardly served after the kill"
+        assert load.samples >= LOAD_SECONDS, load.samples  # the sampler ran all along
         assert not any(state["states"].get(s) for s in UNSETTLED), state["states"]
         assert not state["states"].get("failed") and not state["states"].get("vanished"), state
         assert state["ready"] >= POOL_SIZE, state
