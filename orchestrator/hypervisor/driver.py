@@ -633,14 +633,24 @@ class LibvirtDriver:
         def fn(conn: libvirt.virConnect) -> list[DomainRecord]:
             out = []
             for dom in conn.listAllDomains(0):
+                # A domain undefined between the listing and these calls (another
+                # server destroying a VM meanwhile) is simply no longer there.
                 try:
-                    meta = dom.metadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, METADATA_NS, 0)
-                    vm_id, inst = read_metadata(meta)
-                except libvirt.libvirtError:
-                    vm_id, inst = None, None
-                out.append(
-                    DomainRecord(dom.name(), dom.UUIDString(), vm_id, bool(dom.isActive()), inst)
-                )
+                    try:
+                        meta = dom.metadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, METADATA_NS, 0)
+                        vm_id, inst = read_metadata(meta)
+                    except libvirt.libvirtError as e:
+                        if e.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+                            raise
+                        vm_id, inst = None, None
+                    record = DomainRecord(
+                        dom.name(), dom.UUIDString(), vm_id, bool(dom.isActive()), inst
+                    )
+                except libvirt.libvirtError as e:
+                    if e.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+                        continue
+                    raise
+                out.append(record)
             return out
 
         return self.connection(host).call(fn)

@@ -6,9 +6,12 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import time
+from datetime import timedelta
 
 import pytest
+from sqlalchemy import update
 
+from orchestrator.clock import utcnow
 from orchestrator.cluster import Cluster
 from orchestrator.config import ClusterConfig, config_from_dict
 from orchestrator.errors import Conflict, NoValidHost
@@ -16,6 +19,7 @@ from orchestrator.fabric import Fabric
 from orchestrator.hypervisor.driver import LibvirtDriver
 from orchestrator.model import VmState
 from orchestrator.registry import Registry
+from orchestrator.registry.tables import ServerRow
 from tests.conftest import fresh_db_url, make_rig
 
 
@@ -24,6 +28,16 @@ def db(tmp_path):
     url = fresh_db_url(tmp_path)
     Registry(url).create_schema()
     return url
+
+
+def stop_beating(reg: Registry) -> None:
+    """As if ``reg``'s server had died an hour ago: its heartbeat is that old."""
+    with reg.tx() as s:
+        s.execute(
+            update(ServerRow)
+            .where(ServerRow.id == reg.server_id)
+            .values(heartbeat_at=utcnow() - timedelta(hours=1))
+        )
 
 
 def server(url: str, dead_after: float = 10.0) -> Registry:
@@ -37,11 +51,11 @@ def server(url: str, dead_after: float = 10.0) -> Registry:
 
 def test_a_lease_has_one_holder_until_it_expires(db):
     a, b = server(db), server(db)
-    assert a.acquire_lease("pool-worker", ttl=0.5)
-    assert not b.acquire_lease("pool-worker", ttl=0.5)
-    assert a.acquire_lease("pool-worker", ttl=0.5)  # renewed
+    assert a.acquire_lease("pool-worker", ttl=1.5)
+    assert not b.acquire_lease("pool-worker", ttl=1.5)
+    assert a.acquire_lease("pool-worker", ttl=1.5)  # renewed
     fence = {ls["name"]: ls["fence"] for ls in a.cluster()["leases"]}["pool-worker"]
-    time.sleep(0.7)  # a stopped renewing: the lease lapses
+    time.sleep(1.7)  # a stopped renewing: the lease lapses
     assert b.acquire_lease("pool-worker", ttl=30)
     assert not a.acquire_lease("pool-worker", ttl=30)
     lease = {ls["name"]: ls for ls in a.cluster()["leases"]}["pool-worker"]
@@ -78,7 +92,7 @@ def test_many_processes_racing_for_a_free_lease_one_wins(db):
 
 
 def test_a_cluster_takes_over_when_the_holder_dies(db):
-    cfg = ClusterConfig(heartbeat=0.1, dead_after=0.6)
+    cfg = ClusterConfig(heartbeat=0.2, dead_after=1.5)
     a = Cluster(Registry(db), cfg)
     b = Cluster(Registry(db), cfg)
     a.join()
@@ -103,10 +117,10 @@ def test_a_cluster_takes_over_when_the_holder_dies(db):
 
 
 def test_a_lease_is_not_believed_past_its_time_without_renewal(db):
-    c = Cluster(Registry(db), ClusterConfig(heartbeat=0.1, dead_after=0.4))
+    c = Cluster(Registry(db), ClusterConfig(heartbeat=0.5, dead_after=2.5))
     c.join()
     assert c.holds("discovery")
-    time.sleep(0.35)  # no beat: by now the database may give it to someone else
+    time.sleep(2.05)  # no beat: by now the database may give it to someone else
     assert not c.holds("discovery")
 
 
@@ -116,11 +130,10 @@ def test_a_lease_is_not_believed_past_its_time_without_renewal(db):
 def test_only_one_server_works_on_a_vm_until_its_owner_dies(db, tmp_path):
     rig = make_rig(tmp_path, [{"cpus": 4, "ram": 4096}])
     a = rig.registry
-    a.dead_after = 0.5
     a.register_server("here", 1)
     vm = rig.fabric.create_vm("v", 1, 1)
     a.transition(vm.id, VmState.CLEANING, expect=[VmState.ACTIVE])
-    b = Registry(rig.db_url, dead_after=0.5)
+    b = Registry(rig.db_url)
     b.register_server("here", 2)
     assert a.take_vm(vm.id, [VmState.CLEANING])
     assert not b.take_vm(vm.id, [VmState.CLEANING])
@@ -129,8 +142,7 @@ def test_only_one_server_works_on_a_vm_until_its_owner_dies(db, tmp_path):
     fabric_b = Fabric(b, rig.fabric.config, driver=rig.driver)
     with pytest.raises(Conflict, match="working on it"):
         fabric_b.destroy_vm(vm.id)
-    time.sleep(0.7)  # a's heartbeat goes stale; b's is renewed
-    b.heartbeat()
+    stop_beating(a)
     assert b.take_vm(vm.id, [VmState.CLEANING])
     assert b.vm(vm.id).owner == b.server_id
 
@@ -138,17 +150,15 @@ def test_only_one_server_works_on_a_vm_until_its_owner_dies(db, tmp_path):
 def test_reconcile_leaves_live_work_alone_and_sweeps_dead_work(tmp_path):
     rig = make_rig(tmp_path, [{"cpus": 4, "ram": 4096}, {"cpus": 4, "ram": 4096}])
     reg = rig.registry
-    reg.dead_after = 0.5
-    live = Registry(rig.db_url, dead_after=0.5)
+    live = Registry(rig.db_url)
     live.register_server("here", 1)
-    dead = Registry(rig.db_url, dead_after=0.5)
+    dead = Registry(rig.db_url)
     dead.register_server("here", 2)
     # two creates in flight, each held by its server, neither with a domain yet
     busy = live.claim_vm(1, name="busy", tid=1, image_id=1, cpu=1, ram=512, disk=1)
     lost = dead.claim_vm(2, name="lost", tid=1, image_id=1, cpu=1, ram=512, disk=1)
     assert rig.fabric.sweep_orphans() == []  # both servers are alive
-    time.sleep(0.6)
-    live.heartbeat()  # "dead" stopped beating
+    stop_beating(dead)
     report = rig.fabric.reconcile()
     assert report.removed == [lost.id] and report.vanished == []
     assert [v.id for v in reg.vms()] == [busy.id]
@@ -157,7 +167,6 @@ def test_reconcile_leaves_live_work_alone_and_sweeps_dead_work(tmp_path):
     done = rig.fabric.create_vm("done", 1, 1)
     dead.transition(done.id, VmState.DELETING, expect=[VmState.ACTIVE])
     assert reg.vm(done.id).owner == dead.server_id
-    live.heartbeat()
     assert rig.fabric.sweep_orphans() == [done.id]
     assert not rig.fabric.vm_exists(done.id)
 
