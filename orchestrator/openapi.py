@@ -266,9 +266,55 @@ SCHEMAS: dict[str, Any] = {
                 ["up", "down"],
             ),
             "empty": {"type": "array", "items": STR, "description": "pools with no ready VM"},
+            "servers": _obj(
+                {
+                    "alive": {**INT, "description": "fabric servers sharing the registry"},
+                    "this": {**STR, "description": "the id of the server answering"},
+                },
+                ["alive", "this"],
+            ),
         },
-        ["ok", "capacity", "queue", "hosts", "empty"],
+        ["ok", "capacity", "queue", "hosts", "empty", "servers"],
         description="the fabric at a glance (vmpooler's /status is the model)",
+    ),
+    "Cluster": _obj(
+        {
+            "server": {**STR, "description": "the id of the server answering"},
+            "heartbeat": {"type": "number", "description": "seconds between heartbeats"},
+            "dead_after": {
+                "type": "number",
+                "description": "a server silent this long is dead; its work moves",
+            },
+            "servers": {
+                "type": "array",
+                "items": _obj(
+                    {
+                        "id": STR,
+                        "host": STR,
+                        "pid": INT,
+                        "started_at": STR,
+                        "heartbeat_at": STR,
+                        "alive": {"type": "boolean"},
+                        "me": {"type": "boolean"},
+                    },
+                    ["id", "host", "pid", "started_at", "heartbeat_at", "alive", "me"],
+                ),
+            },
+            "leases": {
+                "type": "array",
+                "items": _obj(
+                    {
+                        "name": {**STR, "description": "pool-worker, schedules or discovery"},
+                        "holder": {**NSTR, "description": "server id; null when free or expired"},
+                        "expires_at": STR,
+                        "fence": {**INT, "description": "grows at every change of holder"},
+                    },
+                    ["name", "holder", "expires_at", "fence"],
+                ),
+            },
+        },
+        ["server", "servers", "leases"],
+        description="fabric servers sharing one registry, and who runs background work",
     ),
     "Durations": _obj(
         {k: {"type": "number"} for k in ("average", "min", "max", "total")},
@@ -762,6 +808,13 @@ def _paths() -> dict[str, Any]:
     }
     # Status and metrics
     p["/status"] = {"get": _op("Fabric status", "status", _responses("Status", codes=()))}
+    p["/cluster"] = {
+        "get": _op(
+            "Servers sharing the registry and the leases of background work",
+            "status",
+            _responses("Cluster", codes=()),
+        )
+    }
     date = {"type": "string", "format": "date", "description": "YYYY-MM-DD (UTC)"}
     p["/summary"] = {
         "get": _op(
