@@ -221,3 +221,20 @@ def test_the_host_view_follows_this_servers_own_changes_at_once(rig):
     by_id = {h.id: h for h in cache.states()}
     assert by_id[vm.host_id].cpu_used == 0 and not by_id[1].enabled
     assert cache.refreshes == loads  # one row at a time, never the whole table
+
+
+def test_get_cluster_names_the_servers_and_lease_holders(rig, client):
+    c = Cluster(rig.registry, ClusterConfig(heartbeat=0.5, dead_after=5))
+    c.join()
+    rig.fabric.cluster = c
+    body = client.get("/cluster").get_json()
+    assert body["server"] == rig.registry.server_id
+    assert [(s["id"], s["alive"], s["me"]) for s in body["servers"]] == [
+        (rig.registry.server_id, True, True)
+    ]
+    assert {ls["name"]: ls["holder"] for ls in body["leases"]} == dict.fromkeys(
+        ("discovery", "pool-worker", "schedules"), rig.registry.server_id
+    )
+    c.stop()
+    body = client.get("/cluster").get_json()
+    assert body["servers"] == [] and all(ls["holder"] is None for ls in body["leases"])
