@@ -14,6 +14,9 @@ second over both phases. The 1-server run is the baseline measured in the same
 run; the 2-server figures are printed as ratios against it (the machine is
 shared and noisy: absolute numbers are not comparable between runs, and the CPU
 time per VM of the fabric and of PostgreSQL is printed as the steadier figure).
+Lines of the servers' logs that bear on the figures are printed after the table:
+warnings, errors, and background-work leases that moved (a server that takes the
+discovery lease after start re-reads every host in the middle of the load).
 
 Affinity: a test:///node.xml host lives inside the server process that opened
 it, so with two servers each has a private copy of every fake host, while the
@@ -196,7 +199,7 @@ def start_server(rig: Rig, name: str, db: str, threads: int, timeout: float = 60
         proc = subprocess.Popen(
             [str(ROOT / "script"), str(rig.pm), str(rig.images), str(rig.types),
              "--config", str(cfg), "--db", db, "--port", str(port),
-             "--threads", str(threads), "--log-level", "WARNING"],
+             "--threads", str(threads), "--log-level", "INFO"],
             stdout=out, stderr=subprocess.STDOUT,
         )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
@@ -380,6 +383,7 @@ class Result:
     fabric_cpu: float = 0.0  # seconds, all servers, during the load
     db_cpu: float = 0.0  # seconds, PostgreSQL during the load (0 for SQLite: in-process)
     load: list[float] = field(default_factory=list)  # 1-min load average at each load start
+    notes: list[str] = field(default_factory=list)  # the servers' own warnings and errors
 
     @property
     def cycles(self) -> int:
@@ -439,6 +443,29 @@ def fleet_run(
         res.destroy.add(destroy)
     finally:
         stop_servers(running)
+        if running:
+            res.notes += server_notes([srv.log for srv in running])
+
+
+def server_notes(logs: list[Path]) -> list[str]:
+    """What the servers' logs say that bears on the figures: WARNING and ERROR lines
+    (not waitress's queue-depth notices, which only say that requests waited for a
+    thread), and background-work leases taken other than once each by the first
+    server at its start (a lease that lapsed and moved makes a server rediscover
+    every host, and reconcile, in the middle of the load)."""
+    notes, gains = [], []
+    for log in logs:
+        for line in log.read_text(errors="replace").splitlines():
+            parts = line.split(" ", 2)
+            msg = f"{parts[1] if len(parts) == 3 else ''} {log.stem}: {parts[-1][:200]}"
+            if (" WARNING " in line or " ERROR " in line) and "waitress.queue" not in line:
+                notes.append(msg)
+            elif " now runs " in line:
+                gains.append((log, line.rsplit(" ", 1)[-1], msg))
+    leases = [lease for _, lease, _ in gains]
+    if any(log != logs[0] for log, _, _ in gains) or len(leases) != len(set(leases)):
+        notes += [msg for _, _, msg in gains]
+    return sorted(notes)
 
 
 # -- report ----------------------------------------------------------------------
@@ -487,6 +514,11 @@ def report(results: list[Result], args: argparse.Namespace) -> None:
             f" fabric CPU/VM {r.fabric_cpu / r.cycles / (base.fabric_cpu / base.cycles):.2f},"
             f" start-up (first server) {r.startup(0) / base.startup(0):.2f}"
         )
+    for r in results:
+        if r.notes:
+            print(f"server logs ({r.label}): {len(r.notes)} line(s) to look at")
+            for line in r.notes[:12]:
+                print(f"  {line}")
     shown = 0
     for r in results:
         for e in r.create.errors + r.destroy.errors:
