@@ -156,6 +156,7 @@ def cmd_serve(argv: list[str]) -> int:
         return 2
     cluster = Cluster(registry, config.cluster)
     cluster.join()
+    cluster.start()  # heartbeats from now on: a long start-up must not lose the leases
     if cluster.holds(Fabric.DISCOVERY_LEASE):
         report = fabric.start()
         volume_report = volume_service.reconcile()
@@ -188,10 +189,10 @@ def cmd_serve(argv: list[str]) -> int:
         )
     except FabricError as e:
         print(f"error: {e}", file=sys.stderr)
+        fabric.stop()
         cluster.stop()
         return 2
     schedule_service.cluster = cluster
-    cluster.start()
     schedule_service.start()
 
     app = create_app(fabric, reservations, volume_service, schedules_=schedule_service)

@@ -106,7 +106,7 @@ class Cluster:
                     self._held[name] = good_until
                 else:
                     self._held.pop(name, None)
-            if got and not had:
+            if got == "taken":  # newly ours (a renewal after a slow beat is not)
                 log.info("server %s now runs %s", self.server_id, name)
                 for cb in self.on_gain:
                     cb(name)

@@ -32,7 +32,7 @@ from .hostcache import HostCache
 from .hypervisor.connection import SshOptions
 from .hypervisor.driver import HostTarget, LibvirtDriver, StagedImage, VmPlan
 from .model import ImageSpec, Inventory, VmState
-from .registry import HostRow, Registry, VmRow, image_spec_from_row
+from .registry import HostRow, Registry, TypeRow, VmRow, image_spec_from_row
 from .remote import Remote, SshSettings, open_local
 from .scheduler import HostState, PlacementRequest, Scheduler
 
@@ -111,6 +111,10 @@ class Fabric:
         self.host_cache = HostCache(registry, config.cluster.host_cache)
         self.cluster: Cluster | None = None  # set by start_background when serving
         self._due = 0.0  # when discovery and reconciliation run next
+        self._inv_lock = threading.Lock()
+        self._inv_gen = -1
+        self._types: dict[int, TypeRow] = {}
+        self._images: dict[int, ImageSpec] = {}
         self.last_reconcile: ReconcileReport | None = None
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -159,6 +163,8 @@ class Fabric:
                     self.discover_all()
                     self.reconcile()
             except Exception:  # noqa: BLE001 - a background loop must survive anything
+                if self._stop.is_set():
+                    return  # cut short by the server stopping
                 log.exception("maintenance pass failed")
 
     def stop(self) -> None:
@@ -173,8 +179,12 @@ class Fabric:
         hosts = self.registry.hosts()
         if not hosts:
             return
+
+        def one(h: HostRow) -> bool:
+            return False if self._stop.is_set() else self.discover_host(h)
+
         with ThreadPoolExecutor(max_workers=min(16, len(hosts))) as pool:
-            futures = [pool.submit(self.discover_host, h) for h in hosts]
+            futures = [pool.submit(one, h) for h in hosts]
             for f in as_completed(futures):
                 f.result()
 
@@ -266,9 +276,7 @@ class Fabric:
         domain running; the pool makes it ``ready`` once its guest answers.
         """
         started = time.monotonic()
-        vt = self.registry.vm_type(tid)
-        image = self.registry.image(image_id)
-        spec = image_spec_from_row(image)
+        vt, spec = self._type_and_image(tid, image_id)
         req = PlacementRequest(
             cpu=vt.cpu, ram=vt.ram, disk=vt.disk, arch=spec.arch, label=f"instance_type {tid}"
         )
@@ -316,6 +324,25 @@ class Fabric:
                 if isinstance(e, HostUnreachable):
                     self.registry.record_discovery(host.id, up=False, reason=e.reason)
         raise FabricError(f"could not create the VM: {'; '.join(failures)}")
+
+    def _type_and_image(self, tid: int, image_id: int) -> tuple[TypeRow, ImageSpec]:
+        """A VM type and an image, read once per sync of the files (they change
+        only then), not on every request."""
+        with self._inv_lock:
+            if self._inv_gen != self.registry.inventory_gen:
+                self._inv_gen = self.registry.inventory_gen
+                self._types.clear()
+                self._images.clear()
+            vt = self._types.get(tid)
+            spec = self._images.get(image_id)
+        if vt is None:
+            vt = self.registry.vm_type(tid)
+        if spec is None:
+            spec = image_spec_from_row(self.registry.image(image_id))
+        with self._inv_lock:
+            self._types[tid] = vt
+            self._images[image_id] = spec
+        return vt, spec
 
     def _port_range(self, host_id: int) -> range | None:
         forward = self.host_cache.network(host_id) == "forward"
@@ -492,14 +519,21 @@ class Fabric:
         its work is in flight, not half-done. Safe to run while serving.
         """
         report = ReconcileReport([], [], [], [], [])
+        # The registry first, the hosts second: a VM that is live in this snapshot
+        # had its domain before the listings below, so it cannot be taken for
+        # vanished; one that changed since fails the conditional transitions.
+        by_host: dict[int, dict[int, VmRow]] = {}
+        for vm in self.registry.vms():
+            if vm.host_id is not None:
+                by_host.setdefault(vm.host_id, {})[vm.id] = vm
         for host in self.registry.hosts():
+            if self._stop.is_set():
+                break
             if host.status != "up":
                 report.skipped_hosts.append(host.label)
                 continue
             target = host_target(host)
-            # The registry first, the host second: a VM that is live here had its
-            # domain before the listing below, so it cannot be taken for vanished.
-            known = {vm.id: vm for vm in self.registry.vms(host_id=host.id)}
+            known = by_host.get(host.id, {})
             try:
                 domains = self.driver.domains(target)
             except FabricError as e:

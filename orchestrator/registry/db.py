@@ -146,6 +146,7 @@ class Registry:
         self.server_id = secrets.token_hex(8)
         self.dead_after = dead_after
         self.host_changes = HostChanges()
+        self.inventory_gen = 0  # grows when the files are synced (types, images cached)
         self._installation: str | None = None
         self.engine = make_engine(url)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
@@ -220,6 +221,7 @@ class Registry:
     def sync_inventory(self, inv: Inventory) -> None:
         """Make the registry's hosts, images and types match the files; ids stay stable."""
         self.host_changes.mark_all()
+        self.inventory_gen += 1
         with self.tx() as s:
             self._sync_hosts(s, inv.hosts)
             self._sync_images(s, inv.images)
@@ -747,13 +749,20 @@ class Registry:
             return _aware(s.scalar(select(func.now())))
         return _now()
 
-    def _live_servers(self, now: datetime) -> Select[tuple[str]]:
+    def _live_servers(self, now: datetime | None = None) -> Select[tuple[str]]:
+        """Ids of servers whose heartbeat is fresh at ``now`` (default: the
+        database's now, inside the statement, so it costs no round trip)."""
+        if now is None:
+            if self.engine.dialect.name == "postgresql":
+                cutoff: Any = func.now() - timedelta(seconds=self.dead_after)
+                return select(ServerRow.id).where(ServerRow.heartbeat_at >= cutoff)
+            now = _now()
         cutoff = now - timedelta(seconds=self.dead_after)
         return select(ServerRow.id).where(ServerRow.heartbeat_at >= cutoff)
 
     def _free(self, s: Session, *, mine: bool = False) -> ColumnElement[bool]:
         """No live server works on the VM (``mine``: or only this one does)."""
-        live = self._live_servers(self.db_now(s))
+        live = self._live_servers()
         if mine:
             return or_(
                 VmRow.owner.is_(None), VmRow.owner == self.server_id, VmRow.owner.not_in(live)
@@ -806,8 +815,9 @@ class Registry:
             )
             s.execute(delete(ServerRow).where(ServerRow.id.in_(ids)))
 
-    def acquire_lease(self, name: str, ttl: float) -> bool:
-        """Take or renew lease ``name`` for ``ttl`` seconds; True if this server holds it.
+    def acquire_lease(self, name: str, ttl: float) -> str | None:
+        """Take or renew lease ``name`` for ``ttl`` seconds: "taken" (it was not
+        ours), "renewed" (it was), or None (another server holds it).
 
         Free, expired, or already ours: it is ours (one conditional UPDATE, so two
         servers can never both win). Held by another and fresh: not ours.
@@ -816,6 +826,9 @@ class Registry:
         try:
             with self.tx() as s:
                 now = self.db_now(s)
+                held_before = s.scalar(
+                    select(LeaseRow.holder).where(LeaseRow.name == name).with_for_update()
+                )
                 until = now + timedelta(seconds=ttl)
                 ours = LeaseRow.holder == me
                 res = s.execute(
@@ -833,13 +846,13 @@ class Registry:
                     .execution_options(synchronize_session=False)
                 )
                 if res.rowcount == 1:
-                    return True
+                    return "renewed" if held_before == me else "taken"
                 if s.get(LeaseRow, name) is not None:
-                    return False
+                    return None
                 s.add(LeaseRow(name=name, holder=me, expires_at=until, acquired_at=now, fence=1))
-            return True
+            return "taken"
         except IntegrityError:
-            return False  # another server created it first
+            return None  # another server created it first
 
     def release_lease(self, name: str) -> None:
         with self.tx() as s:
@@ -916,7 +929,7 @@ class Registry:
         if vm.owner == self.server_id:
             return True
         with self.read() as s:
-            live = set(s.scalars(self._live_servers(self.db_now(s))))
+            live = set(s.scalars(self._live_servers()))
         return vm.owner in live
 
     # -- volumes -------------------------------------------------------------

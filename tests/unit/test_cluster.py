@@ -51,13 +51,13 @@ def server(url: str, dead_after: float = 10.0) -> Registry:
 
 def test_a_lease_has_one_holder_until_it_expires(db):
     a, b = server(db), server(db)
-    assert a.acquire_lease("pool-worker", ttl=1.5)
-    assert not b.acquire_lease("pool-worker", ttl=1.5)
-    assert a.acquire_lease("pool-worker", ttl=1.5)  # renewed
+    assert a.acquire_lease("pool-worker", ttl=1.5) == "taken"
+    assert b.acquire_lease("pool-worker", ttl=1.5) is None
+    assert a.acquire_lease("pool-worker", ttl=1.5) == "renewed"
     fence = {ls["name"]: ls["fence"] for ls in a.cluster()["leases"]}["pool-worker"]
     time.sleep(1.7)  # a stopped renewing: the lease lapses
-    assert b.acquire_lease("pool-worker", ttl=30)
-    assert not a.acquire_lease("pool-worker", ttl=30)
+    assert b.acquire_lease("pool-worker", ttl=30) == "taken"
+    assert a.acquire_lease("pool-worker", ttl=30) is None
     lease = {ls["name"]: ls for ls in a.cluster()["leases"]}["pool-worker"]
     assert lease["holder"] == b.server_id and lease["fence"] == fence + 1
 
@@ -78,7 +78,7 @@ def _race(args: tuple[str, object]) -> bool:
     barrier.wait()
     got = reg.acquire_lease("discovery", ttl=60)
     reg.close()
-    return got
+    return got is not None
 
 
 def test_many_processes_racing_for_a_free_lease_one_wins(db):
@@ -238,3 +238,17 @@ def test_get_cluster_names_the_servers_and_lease_holders(rig, client):
     c.stop()
     body = client.get("/cluster").get_json()
     assert body["servers"] == [] and all(ls["holder"] is None for ls in body["leases"])
+
+
+def test_a_lease_renewed_late_but_never_taken_is_not_a_takeover(db):
+    """A slow heartbeat (a long start-up, say) that finds its lease lapsed but
+    nobody else's renews it: the work it guards must not restart from scratch."""
+    a = server(db)
+    assert a.acquire_lease("discovery", ttl=0.2) == "taken"
+    time.sleep(0.3)
+    assert a.acquire_lease("discovery", ttl=0.2) == "renewed"
+    c = Cluster(a, ClusterConfig(heartbeat=0.5, dead_after=2))
+    gained: list[str] = []
+    c.on_gain.append(gained.append)
+    c.beat()
+    assert gained == ["pool-worker", "schedules"]  # discovery was already ours
