@@ -137,7 +137,7 @@ class Volumes:
         tried: set[int] = set()
         failures: list[str] = []
         while len(failures) < self.fabric.config.create.max_attempts:
-            states = self.fabric.host_states()
+            states = self.fabric.host_cache.states()
             if host_id is not None:
                 states = [h for h in states if h.id == host_id]
             placement = self.fabric.scheduler.select(states, replace(req, exclude=frozenset(tried)))
