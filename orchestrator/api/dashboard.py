@@ -307,6 +307,7 @@ def overview() -> ResponseReturnValue:
     volumes = section("volumes", lambda: _volume_rows(hosts), [])
     schedules = section("schedules", _schedule_rows, {"enabled": False, "rows": [], "error": None})
     charts = section("charts", lambda: _charts(pools or {}), {})
+    servers = section("servers", _servers, [])
     reserved = [v for v in vms if v["status"] == VmState.IN_USE]
     ctx = {
         "auth_on": _auth_on(),
@@ -318,6 +319,7 @@ def overview() -> ResponseReturnValue:
         "volumes": volumes,
         "schedules": schedules,
         "charts": charts,
+        "servers": servers,
         "types": catalog["types"],
         "images": catalog["images"],
         "attachable": [v for v in vms if v["status"] in ("active", "ready", "in-use")],
@@ -327,6 +329,17 @@ def overview() -> ResponseReturnValue:
         "summary": _summary(hosts, vms, pools, volumes),
     }
     return _no_store(current_app.make_response(render_template("dashboard/overview.html", **ctx)))
+
+
+def _servers() -> list[dict[str, Any]]:
+    from ..cluster import describe
+
+    info = describe(_fabric().registry)
+    runs: dict[str, list[str]] = {}
+    for lease in info["leases"]:
+        if lease["holder"]:
+            runs.setdefault(lease["holder"], []).append(lease["name"])
+    return [{**srv, "leases": runs.get(srv["id"], [])} for srv in info["servers"]]
 
 
 def _bar(used: float, total: float) -> dict[str, Any]:

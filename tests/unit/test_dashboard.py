@@ -97,6 +97,22 @@ def test_overview_renders_hosts_and_sections(page, rig):
     assert "small (1 vCPU, 512 MB, 1 GB)" in page.html and "debian-12" in page.html
 
 
+def test_overview_shows_the_fabric_servers_and_what_each_runs(page, rig):
+    from orchestrator.cluster import Cluster
+    from orchestrator.config import ClusterConfig
+
+    page.get()
+    assert "has not joined a cluster" in page.html
+    c = Cluster(rig.registry, ClusterConfig(heartbeat=0.5, dead_after=5))
+    c.join()
+    page.get()
+    row = re.search(f'<tr data-server="{rig.registry.server_id}">(.*?)</tr>', page.html, re.S)
+    assert row is not None
+    assert "(this one)" in row.group(1) and "alive" in row.group(1)
+    assert "discovery, pool-worker, schedules" in row.group(1)
+    c.stop()
+
+
 def test_static_files_are_served_and_nothing_is_fetched_from_elsewhere(page):
     page.get()
     for asset in ("dashboard.css", "dashboard.js"):
