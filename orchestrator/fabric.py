@@ -568,17 +568,10 @@ class Fabric:
                     in (VmState.ACTIVE, VmState.READY, VmState.IN_USE, VmState.CLEANING)
                 ):
                     # Stopped behind our back (e.g. the host rebooted): it should run.
-                    try:
-                        self.driver.start(target, vm.domain_name)
+                    # Held while we look again and start it, so that no cleaner is
+                    # resetting it at the same time.
+                    if self._restart(target, vm):
                         report.restarted.append(vm.id)
-                    except FabricError as e:
-                        self.registry.transition(
-                            vm.id,
-                            VmState.FAILED,
-                            expect=[vm.state],
-                            unowned=True,
-                            error=f"could not restart: {e}",
-                        )
                 elif dom is None and vm.state != VmState.VANISHED:
                     if self.registry.transition(
                         vm.id,
@@ -589,10 +582,14 @@ class Fabric:
                     ):
                         report.vanished.append(vm.id)
             for vm_id, dom in ours.items():
-                if vm_id not in known and not self.vm_exists(vm_id):
-                    report.unknown_domains.append(
-                        {"pmid": host.id, "domain": dom.name, "vmid": vm_id, "active": dom.active}
-                    )
+                if vm_id in known or self.vm_exists(vm_id):
+                    continue
+                with contextlib.suppress(FabricError):  # unsure: report it
+                    if not self.driver.domain_defined(target, dom.uuid):
+                        continue  # destroyed meanwhile, with its VM
+                report.unknown_domains.append(
+                    {"pmid": host.id, "domain": dom.name, "vmid": vm_id, "active": dom.active}
+                )
         for kind, ids in (
             ("reconcile.vanished", report.vanished),
             ("reconcile.resumed", report.resumed),
@@ -605,6 +602,22 @@ class Fabric:
             self.registry.record_event("reconcile.unknown_domain", host_id=d["pmid"], detail=d)
         self.last_reconcile = report
         return report
+
+    def _restart(self, target: HostTarget, vm: VmRow) -> bool:
+        if not self.registry.take_vm(vm.id, [vm.state]):
+            return False  # it moved on, or someone is working on it
+        try:
+            if self.driver.domain_running(target, vm.uuid):
+                return False
+            self.driver.start(target, vm.domain_name)
+            return True
+        except FabricError as e:
+            self.registry.transition(
+                vm.id, VmState.FAILED, expect=[vm.state], error=f"could not restart: {e}"
+            )
+            return False
+        finally:
+            self.registry.let_go(vm.id)
 
     def _finish_orphan(self, target: HostTarget, vm: VmRow) -> bool:
         """Remove a VM whose create or destroy stopped half-way (its server died, or

@@ -616,6 +616,18 @@ class LibvirtDriver:
 
         return self.connection(host).call(fn)
 
+    def domain_defined(self, host: HostTarget, uuid: str) -> bool:
+        def fn(conn: libvirt.virConnect) -> bool:
+            try:
+                conn.lookupByUUIDString(uuid)
+            except libvirt.libvirtError as e:
+                if e.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+                    return False
+                raise
+            return True
+
+        return self.connection(host).call(fn)
+
     def domain_running(self, host: HostTarget, uuid: str) -> bool:
         def fn(conn: libvirt.virConnect) -> bool:
             try:
