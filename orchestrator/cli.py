@@ -123,7 +123,9 @@ def cmd_serve(argv: list[str]) -> int:
         level=args.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    logging.getLogger("paramiko").setLevel(logging.WARNING)
+    # paramiko logs a guest still booting as an ERROR with a traceback; our own
+    # messages say what failed and why.
+    logging.getLogger("paramiko").setLevel(logging.CRITICAL)
     from waitress import create_server, wasyncore
 
     from .api import create_app
