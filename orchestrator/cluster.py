@@ -52,11 +52,11 @@ class Cluster:
     def join(self) -> None:
         """Record this server and take whatever leases are free (before start-up work).
 
-        A server on this machine whose process is gone (killed, then restarted as
-        us) is dead for certain: its leases and work are freed now rather than
-        when its heartbeat goes stale.
+        A server on this machine (same boot, same pid namespace) whose process is
+        gone (killed, then restarted as us) is dead for certain: its leases and
+        work are freed now rather than when its heartbeat goes stale.
         """
-        me = socket.gethostname()
+        me = machine()
         gone = [
             srv["id"]
             for srv in self.registry.cluster()["servers"]
@@ -141,6 +141,26 @@ def describe(registry: Registry) -> dict:
         ],
         "leases": [{**ls, "expires_at": iso(ls["expires_at"])} for ls in info["leases"]],
     }
+
+
+def machine() -> str:
+    """This process's machine as ``hostname/key``: the key tells apart machines (or
+    containers) that share a hostname, since a pid means something only within one
+    boot and one pid namespace."""
+    import hashlib
+
+    parts = [socket.gethostname()]
+    for path in ("/proc/sys/kernel/random/boot_id", "/proc/self/ns/pid"):
+        try:
+            if "boot" in path:
+                with open(path) as fh:
+                    parts.append(fh.read().strip())
+            else:
+                parts.append(os.readlink(path))
+        except OSError:
+            parts.append(str(os.getpid()))  # unknown: never taken for the same machine
+    key = hashlib.sha256("|".join(parts).encode()).hexdigest()[:8]
+    return f"{parts[0]}/{key}"
 
 
 def _pid_alive(pid: int) -> bool:

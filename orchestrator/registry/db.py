@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import hmac
+import logging
 import secrets
 import threading
 from collections.abc import Iterable, Iterator
@@ -87,6 +88,7 @@ def make_engine(url: str) -> Engine:
     return create_engine(url, pool_size=20, max_overflow=20, pool_pre_ping=True)
 
 
+log = logging.getLogger(__name__)
 _STARTUP_LOCK = 0x66616272  # "fabr": the advisory lock key for start-up
 
 
@@ -146,6 +148,7 @@ class Registry:
         self.server_id = secrets.token_hex(8)
         self.dead_after = dead_after
         self.host_changes = HostChanges()
+        self._whoami: tuple[str, int] | None = None  # (machine, pid) once registered
         self.inventory_gen = 0  # grows when the files are synced (types, images cached)
         self._installation: str | None = None
         self.engine = make_engine(url)
@@ -773,6 +776,7 @@ class Registry:
         )
 
     def register_server(self, host: str, pid: int) -> None:
+        self._whoami = (host, pid)
         with self.tx() as s:
             now = self.db_now(s)
             s.merge(
@@ -783,9 +787,18 @@ class Registry:
         """Say this server is alive; forget servers silent for a day."""
         with self.tx() as s:
             now = self.db_now(s)
-            s.execute(
+            res = s.execute(
                 update(ServerRow).where(ServerRow.id == self.server_id).values(heartbeat_at=now)
             )
+            if res.rowcount == 0 and self._whoami is not None:
+                # Taken for dead (silent too long): say so, and be counted again.
+                log.warning("server %s had been given up for dead; rejoining", self.server_id)
+                host, pid = self._whoami
+                s.add(
+                    ServerRow(
+                        id=self.server_id, host=host, pid=pid, started_at=now, heartbeat_at=now
+                    )
+                )
             forget = now - timedelta(seconds=max(86400.0, 10 * self.dead_after))
             s.execute(delete(ServerRow).where(ServerRow.heartbeat_at < forget))
 

@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import update
 
 from orchestrator.clock import utcnow
-from orchestrator.cluster import Cluster
+from orchestrator.cluster import Cluster, machine
 from orchestrator.config import ClusterConfig, config_from_dict
 from orchestrator.errors import Conflict, NoValidHost
 from orchestrator.fabric import Fabric
@@ -174,12 +174,17 @@ def test_reconcile_leaves_live_work_alone_and_sweeps_dead_work(tmp_path):
 def test_a_server_restarted_on_this_machine_takes_over_its_past_self_at_once(db):
     cfg = ClusterConfig(heartbeat=0.1, dead_after=60)
     old = Registry(db)
-    old.register_server(__import__("socket").gethostname(), 2**22 + 12345)  # no such pid
+    old.register_server(machine(), 2**22 + 12345)  # no such pid
     assert old.acquire_lease("discovery", ttl=60)
+    # same hostname, another machine or container: its pids are not ours to judge
+    other = Registry(db)
+    other.register_server(machine().split("/")[0] + "/0ther", 2**22 + 12346)
+    assert other.acquire_lease("schedules", ttl=60)
     new = Cluster(Registry(db), cfg)
     new.join()
-    assert new.holds("discovery")
-    assert [s["id"] for s in new.registry.cluster()["servers"]] == [new.server_id]
+    assert new.holds("discovery") and not new.holds("schedules")
+    servers = {s["id"] for s in new.registry.cluster()["servers"]}
+    assert servers == {new.server_id, other.server_id}
 
 
 def test_cluster_settings_are_checked():
@@ -252,3 +257,12 @@ def test_a_lease_renewed_late_but_never_taken_is_not_a_takeover(db):
     c.on_gain.append(gained.append)
     c.beat()
     assert gained == ["pool-worker", "schedules"]  # discovery was already ours
+
+
+def test_a_server_given_up_for_dead_rejoins_on_its_next_heartbeat(db):
+    a, b = server(db), server(db)
+    b.bury_servers([a.server_id])  # as if a had been silent too long
+    assert [s["id"] for s in b.cluster()["servers"]] == [b.server_id]
+    a.heartbeat()
+    alive = {s["id"]: s["alive"] for s in b.cluster()["servers"]}
+    assert alive == {a.server_id: True, b.server_id: True}
