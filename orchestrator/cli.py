@@ -172,6 +172,7 @@ def cmd_serve(argv: list[str]) -> int:
         log.info("another live server runs discovery; this one starts without it")
     for h in registry.hosts():
         log.info("pmid %d %s: %s %s", h.id, h.label, h.status, h.reason or "")
+    fabric.reconcilers.append(volume_service.reconcile)
     fabric.start_background(cluster)
     reservations = None
     worker = None

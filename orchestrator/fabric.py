@@ -11,7 +11,7 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -111,6 +111,8 @@ class Fabric:
         self.host_cache = HostCache(registry, config.cluster.host_cache)
         self.cluster: Cluster | None = None  # set by start_background when serving
         self._due = 0.0  # when discovery and reconciliation run next
+        # More reconciliation (volumes) run with every periodic pass.
+        self.reconcilers: list[Callable[[], Any]] = []
         self._inv_lock = threading.Lock()
         self._inv_gen = -1
         self._types: dict[int, TypeRow] = {}
@@ -162,6 +164,8 @@ class Fabric:
                     self._due = time.monotonic() + self.config.discovery.interval
                     self.discover_all()
                     self.reconcile()
+                    for more in self.reconcilers:
+                        more()
             except Exception:  # noqa: BLE001 - a background loop must survive anything
                 if self._stop.is_set():
                     return  # cut short by the server stopping

@@ -22,6 +22,7 @@ from .fabric import Fabric, host_target
 from .hypervisor.xml import RbdBackend
 from .model import VmState
 from .registry import VolumeRow
+from .registry.db import VOLUME_BUSY
 from .scheduler import PlacementRequest
 
 log = logging.getLogger(__name__)
@@ -198,7 +199,9 @@ class Volumes:
             raise Conflict(f"volumeid {volume_id} is {vol.status}; it cannot be attached now")
         if vm.state not in ATTACHABLE or vm.host_id is None:
             raise Conflict(f"vmid {vm_id} is {vm.state}; volumes attach to running VMs")
-        if not self.registry.volume_transition(volume_id, "attaching", expect=["available"]):
+        if not self.registry.volume_transition(
+            volume_id, "attaching", expect=["available"], vm_id=vm_id
+        ):
             raise Conflict(f"volumeid {volume_id} is being changed by another request")
         try:
             host = self.registry.host(vm.host_id)
@@ -214,7 +217,9 @@ class Volumes:
                 target, vm.uuid, path=path, rbd=rbd, rbd_image=vol.vol_name
             )
         except BaseException:
-            self.registry.volume_transition(volume_id, "available", expect=["attaching"])
+            self.registry.volume_transition(
+                volume_id, "available", expect=["attaching"], vm_id=None
+            )
             raise
         self.registry.volume_transition(
             volume_id, "attached", expect=["attaching"], vm_id=vm_id, target=dev
@@ -297,38 +302,87 @@ class Volumes:
 
     def reconcile(self) -> dict[str, list[int]]:
         """Volumes whose storage volume is gone are marked ``error``; attachments the
-        domain no longer has are released."""
+        domain no longer has are released; work a server died in the middle of
+        (creating, attaching, detaching, deleting) is finished or undone. A volume a
+        live server is changing is left alone. Safe to run while serving."""
         missing: list[int] = []
         released: list[int] = []
+        finished: list[int] = []
+        vols = [v for v in self.registry.volumes() if not self.registry.volume_owner_alive(v)]
+        by_host: dict[int, list[VolumeRow]] = {}
+        for vol in vols:
+            if vol.host_id is not None:
+                by_host.setdefault(vol.host_id, []).append(vol)
         for host in self.registry.hosts():
-            if host.status != "up":
+            if host.status != "up" or host.id not in by_host:
                 continue
             try:
                 present = set(self.fabric.driver.volume_paths(host_target(host)))
             except FabricError:
                 continue
-            for vol in self.registry.volumes(host_id=host.id):
-                if vol.backend != "dir" or vol.status in ("creating", "deleting"):
+            for vol in by_host[host.id]:
+                if vol.backend != "dir" or vol.status in VOLUME_BUSY:
                     continue
-                if vol.vol_name not in present:
-                    self.registry.volume_transition(
-                        vol.id, "error", expect=[vol.status],
-                        error=f"{vol.vol_name} is no longer in {host.label}'s pool",
-                    )  # fmt: skip
+                if vol.vol_name not in present and self.registry.volume_transition(
+                    vol.id, "error", expect=[vol.status], unowned=True,
+                    error=f"{vol.vol_name} is no longer in {host.label}'s pool",
+                ):  # fmt: skip
                     missing.append(vol.id)
-        for vol in self.registry.volumes():
+        for vol in vols:
             if vol.status == "attached" and vol.vm_id is not None:
-                try:
-                    vm = self.registry.vm(vol.vm_id)
-                except NotFound:
-                    vm = None
-                if vm is None:
-                    self.registry.volume_transition(
-                        vol.id, "available", expect=["attached"], vm_id=None, target=None
-                    )
+                if not self.fabric.vm_exists(vol.vm_id) and self.registry.volume_transition(
+                    vol.id, "available", expect=["attached"], unowned=True, vm_id=None, target=None
+                ):
                     released.append(vol.id)
-            elif vol.status in ("attaching", "detaching", "creating"):
-                # killed half-way: fall back to the safe state
-                to = "available" if vol.status != "creating" else "error"
-                self.registry.volume_transition(vol.id, to, expect=[vol.status])
-        return {"missing": missing, "released": released}
+            elif vol.status in VOLUME_BUSY and self._finish(vol):
+                finished.append(vol.id)
+        return {"missing": missing, "released": released, "finished": finished}
+
+    def _finish(self, vol: VolumeRow) -> bool:
+        """A volume left half-changed by a server that died (or by this one before a
+        restart): creates and deletes are completed as deletes; an attach or detach
+        ends in whatever state the VM's domain shows."""
+        # First become its owner (its status unchanged), so no one else finishes it.
+        if not self.registry.volume_transition(
+            vol.id, vol.status, expect=[vol.status], unowned=True, owner=self.registry.server_id
+        ):
+            return False
+        try:
+            if vol.status in ("creating", "deleting"):
+                if vol.host_id is not None:
+                    host = self.registry.host_any(vol.host_id)
+                    self.fabric.driver.delete_volume(
+                        host_target(host), vol.vol_name, self._rbd_for(vol.backend)
+                    )
+                kind = "volume.create_failed" if vol.status == "creating" else "volume.destroy"
+                self.registry.forget_volume(vol.id, event_kind=kind)
+                return True
+            target = self._attached_as(vol)
+            if target is not None:
+                return self.registry.volume_transition(
+                    vol.id, "attached", expect=[vol.status], target=target
+                )
+            return self.registry.volume_transition(
+                vol.id, "available", expect=[vol.status], vm_id=None, target=None
+            )
+        except FabricError as e:
+            log.warning("volume %d: could not finish its %s yet: %s", vol.id, vol.status, e)
+            self.registry.volume_transition(vol.id, vol.status, expect=[vol.status], owner=None)
+            return False
+
+    def _attached_as(self, vol: VolumeRow) -> str | None:
+        """The device the volume is on in its VM's domain, or None."""
+        if vol.vm_id is None or not self.fabric.vm_exists(vol.vm_id):
+            return None
+        vm = self.registry.vm(vol.vm_id)
+        if vm.host_id is None:
+            return None
+        target = host_target(self.registry.host_any(vm.host_id))
+        # Live first; the persistent definition too (a hot-plug writes both, but the
+        # test driver only the latter).
+        for persistent in (False, True):
+            disks = self.fabric.driver.domain_disks(target, vm.uuid, persistent=persistent)
+            for dev, source in disks.items():
+                if source and source.rsplit("/", 1)[-1] == vol.vol_name:
+                    return dev
+        return None

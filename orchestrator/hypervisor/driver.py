@@ -606,12 +606,16 @@ class LibvirtDriver:
 
         self.connection(host).call(fn, timeout=wait + 30)
 
-    def domain_disks(self, host: HostTarget, uuid: str) -> dict[str, str | None]:
-        """Target -> source of the domain's disks (live if running, else persistent)."""
+    def domain_disks(
+        self, host: HostTarget, uuid: str, *, persistent: bool = False
+    ) -> dict[str, str | None]:
+        """Target -> source of the domain's disks (live if running, else persistent;
+        ``persistent``: the persistent definition always)."""
 
         def fn(conn: libvirt.virConnect) -> dict[str, str | None]:
             dom = conn.lookupByUUIDString(uuid)
-            flags = 0 if dom.isActive() else libvirt.VIR_DOMAIN_XML_INACTIVE
+            live = dom.isActive() and not persistent
+            flags = 0 if live else libvirt.VIR_DOMAIN_XML_INACTIVE
             return disk_targets(dom.XMLDesc(flags))
 
         return self.connection(host).call(fn)

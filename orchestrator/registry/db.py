@@ -89,6 +89,7 @@ def make_engine(url: str) -> Engine:
 
 
 log = logging.getLogger(__name__)
+VOLUME_BUSY = ("creating", "attaching", "detaching", "deleting")
 _STARTUP_LOCK = 0x66616272  # "fabr": the advisory lock key for start-up
 
 
@@ -763,17 +764,14 @@ class Registry:
         cutoff = now - timedelta(seconds=self.dead_after)
         return select(ServerRow.id).where(ServerRow.heartbeat_at >= cutoff)
 
-    def _free(self, s: Session, *, mine: bool = False) -> ColumnElement[bool]:
-        """No live server works on the VM (``mine``: or only this one does)."""
+    def _free(self, s: Session, *, mine: bool = False, col: Any = None) -> ColumnElement[bool]:
+        """No live server works on the VM (``mine``: or only this one does).
+        ``col``: another table's owner column (volumes)."""
+        owner = VmRow.owner if col is None else col
         live = self._live_servers()
         if mine:
-            return or_(
-                VmRow.owner.is_(None), VmRow.owner == self.server_id, VmRow.owner.not_in(live)
-            )
-        return or_(
-            VmRow.owner.is_(None),
-            (VmRow.owner != self.server_id) & VmRow.owner.not_in(live),
-        )
+            return or_(owner.is_(None), owner == self.server_id, owner.not_in(live))
+        return or_(owner.is_(None), (owner != self.server_id) & owner.not_in(live))
 
     def register_server(self, host: str, pid: int) -> None:
         self._whoami = (host, pid)
@@ -974,6 +972,7 @@ class Registry:
                 host_id=host_id,
                 status="creating",
                 vol_name=f"volume-{secrets.token_hex(8)}",
+                owner=self.server_id,
             )
             s.add(vol)
             s.flush()
@@ -995,16 +994,38 @@ class Registry:
             return list(s.scalars(q))
 
     def volume_transition(
-        self, volume_id: int, to: str, *, expect: Iterable[str], **values: Any
+        self,
+        volume_id: int,
+        to: str,
+        *,
+        expect: Iterable[str],
+        unowned: bool = False,
+        **values: Any,
     ) -> bool:
+        """Like ``transition`` for VMs: moving to a busy state (creating, attaching,
+        detaching, deleting) marks this server as the volume's owner, any other state
+        clears it; ``unowned``: only if no live server is changing it."""
+        values.setdefault("owner", self.server_id if to in VOLUME_BUSY else None)
         with self.tx() as s:
+            q = update(VolumeRow).where(
+                VolumeRow.id == volume_id, VolumeRow.status.in_(list(expect))
+            )
+            if unowned:
+                q = q.where(self._free(s, col=VolumeRow.owner))
             res = s.execute(
-                update(VolumeRow)
-                .where(VolumeRow.id == volume_id, VolumeRow.status.in_(list(expect)))
-                .values(status=to, updated_at=_now(), **values)
-                .execution_options(synchronize_session=False)
+                q.values(status=to, updated_at=_now(), **values).execution_options(
+                    synchronize_session=False
+                )
             )
             return res.rowcount == 1
+
+    def volume_owner_alive(self, vol: VolumeRow) -> bool:
+        if vol.owner is None:
+            return False
+        if vol.owner == self.server_id:
+            return True
+        with self.read() as s:
+            return vol.owner in set(s.scalars(self._live_servers()))
 
     def move_volume_claim(self, volume_id: int, to_host: int) -> bool:
         """Move a volume's disk claim to another host (for a copy there); False if it

@@ -156,6 +156,8 @@ class VolumeRow(Base):
     vm_id: Mapped[int | None] = mapped_column(Id, index=True)
     target: Mapped[str | None] = mapped_column(String(16))  # vdb, vdc, ... when attached
     error: Mapped[str | None] = mapped_column(Text)
+    # The server creating, attaching, detaching or deleting it now (see VmRow.owner).
+    owner: Mapped[str | None] = mapped_column(String(32), index=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), default=utcnow, onupdate=utcnow

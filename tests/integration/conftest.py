@@ -129,6 +129,8 @@ class FabricProcess:
             + f"\nstate_dir: {tmp / 'state'}\n"
             + "discovery: {interval: 3}\n"
             + "libvirt: {connect_timeout: 10, call_timeout: 30}\n"
+            # not the default range, which a demo fabric on the same hosts may use
+            + "create: {forward_ports: 23000-23999}\n"
             + extra_config
         )
         self.db = f"sqlite:///{tmp / 'registry.db'}"

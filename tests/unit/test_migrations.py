@@ -43,12 +43,12 @@ def test_the_db_command_upgrades_and_reports(tmp_path):
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert up.returncode == 0, up.stderr
-    assert "schema revision: 0002" in up.stdout
+    assert "schema revision: 0003" in up.stdout
     cur = subprocess.run(
         [str(ROOT / "script"), "db", "current", "--db", url],
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
-    assert cur.returncode == 0 and "0002" in cur.stdout
+    assert cur.returncode == 0 and "0003" in cur.stdout
 
 
 def test_the_server_refuses_an_outdated_registry(tmp_path):
@@ -70,7 +70,7 @@ def test_the_server_refuses_an_outdated_registry(tmp_path):
 
 
 def test_upgrading_from_0001_keeps_the_rows(tmp_path):
-    """A registry made by the first schema gets servers, leases and vms.owner;
+    """A registry made by the first schema gets servers, leases and the owners;
     its hosts are still there."""
     from alembic import command
 
@@ -89,9 +89,10 @@ def test_upgrading_from_0001_keeps_the_rows(tmp_path):
         )  # fmt: skip
     assert migrate.current(engine) == "0001"
     migrate.upgrade(engine)
-    assert migrate.current(engine) == migrate.head(engine) == "0002"
+    assert migrate.current(engine) == migrate.head(engine) == "0003"
     with engine.connect() as conn:
         assert conn.execute(text("SELECT label FROM hosts")).scalar() == "pm1"
         assert conn.execute(text("SELECT count(*) FROM leases")).scalar() == 0
         assert conn.execute(text("SELECT count(owner) FROM vms")).scalar() == 0
+        assert conn.execute(text("SELECT count(owner) FROM volumes")).scalar() == 0
     engine.dispose()

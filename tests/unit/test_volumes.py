@@ -223,3 +223,40 @@ def test_storage_config_errors(tmp_path):
 def test_next_free_target():
     assert next_free_target({"vda"}) == "vdb"
     assert next_free_target({"vda", "vdb", "vdd"}) == "vdc"
+
+
+def test_a_dead_servers_half_done_volume_work_is_finished_from_what_libvirt_shows(client, rig):
+    from orchestrator.registry import Registry
+    from tests.unit.test_cluster import stop_beating
+
+    dead = Registry(rig.db_url)
+    dead.register_server("elsewhere", 1)
+    live = Registry(rig.db_url)
+    live.register_server("elsewhere", 2)
+    vm = new_vm(client)
+    # attached in libvirt, but the server died before the registry said so
+    done = new_volume(client, 1, "done")
+    client.get(f"/volume/attach?vmid={vm['vmid']}&volumeid={done}")
+    dead.volume_transition(done, "attaching", expect=["attached"], target=None)
+    # the server died before libvirt attached anything
+    never = new_volume(client, 1, "never")
+    dead.volume_transition(never, "attaching", expect=["available"], vm_id=vm["vmid"])
+    # the server died half-way through a create: the claim must come back
+    half = dead.claim_volume(1, name="half", size=2)
+    used = rig.registry.host(1).disk_used
+    # a live server's attach is in flight: not ours to touch
+    busy = new_volume(client, 1, "busy")
+    live.volume_transition(busy, "attaching", expect=["available"], vm_id=vm["vmid"])
+    stop_beating(dead)
+    report = Volumes(rig.fabric).reconcile()
+    assert sorted(report["finished"]) == sorted([done, never, half.id])
+    d = rig.registry.volume(done)
+    assert (d.status, d.vm_id, d.target, d.owner) == ("attached", vm["vmid"], "vdb", None)
+    n = rig.registry.volume(never)
+    assert (n.status, n.vm_id, n.owner) == ("available", None, None)
+    assert rig.registry.volumes(host_id=1) == [
+        v for v in rig.registry.volumes(host_id=1) if v.id != half.id
+    ]
+    assert rig.registry.host(1).disk_used == used - 2
+    b = rig.registry.volume(busy)
+    assert (b.status, b.owner) == ("attaching", live.server_id)
