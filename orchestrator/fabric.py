@@ -39,6 +39,9 @@ from .scheduler import HostState, PlacementRequest, Scheduler
 if TYPE_CHECKING:
     from .cluster import Cluster
 
+# What QEMU says when a forwarded port on the host is already bound.
+PORT_TAKEN = "Could not set up host forwarding rule"
+
 log = logging.getLogger(__name__)
 
 # States in which a VM holds its host's capacity and has (or will have) a domain.
@@ -114,6 +117,8 @@ class Fabric:
         # More reconciliation (volumes) run with every periodic pass.
         self.reconcilers: list[Callable[[], Any]] = []
         self._inv_lock = threading.Lock()
+        # Forwarded ports found taken on a host by something else (until restart).
+        self._foreign_ports: dict[int, set[int]] = {}
         self._inv_gen = -1
         self._types: dict[int, TypeRow] = {}
         self._images: dict[int, ImageSpec] = {}
@@ -308,6 +313,7 @@ class Fabric:
                     ram=vt.ram,
                     disk=vt.disk,
                     ssh_ports=self._port_range(cand.id),
+                    avoid_ports=set(self._foreign_ports.get(cand.id, ())),
                     pool=pool,
                 )
                 if vm is not None:
@@ -324,6 +330,14 @@ class Fabric:
                 raise
             except FabricError as e:
                 failures.append(f"{host.label}: {e.message}")
+                if vm.ssh_port is not None and PORT_TAKEN in e.message:
+                    # Something else on the host holds that port (another fabric, a
+                    # service): remember it and try the same host on another port.
+                    self._foreign_ports.setdefault(host.id, set()).add(vm.ssh_port)
+                    log.warning(
+                        "%s: port %d is taken there; trying another", host.label, vm.ssh_port
+                    )
+                    continue
                 excluded.add(host.id)
                 if isinstance(e, HostUnreachable):
                     self.registry.record_discovery(host.id, up=False, reason=e.reason)
@@ -363,7 +377,7 @@ class Fabric:
             # The driver removed what it made; give the claim back and forget the VM.
             with contextlib.suppress(FabricError):
                 self.driver.destroy(target, vm.uuid, vm.id)
-            if isinstance(e, HypervisorError):
+            if isinstance(e, HypervisorError) and PORT_TAKEN not in str(e):
                 # The staged copy may be what broke (e.g. removed behind our back):
                 # the next create on this host copies the image again.
                 self.registry.forget_staged(host.id, vm.image_id)

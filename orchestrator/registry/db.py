@@ -390,6 +390,7 @@ class Registry:
         ram: int,
         disk: int,
         ssh_ports: range | None = None,
+        avoid_ports: set[int] | None = None,
         pool: str | None = None,
     ) -> VmRow | None:
         """Atomically claim capacity on ``host_id`` and record a ``building`` VM there.
@@ -420,7 +421,11 @@ class Registry:
                     )
                     if res.rowcount != 1:
                         return None
-                    port = self._free_port(s, host_id, ssh_ports) if ssh_ports else None
+                    port = (
+                        self._free_port(s, host_id, ssh_ports, avoid_ports or set())
+                        if ssh_ports
+                        else None
+                    )
                     vm_uuid = _uuid()
                     vm = VmRow(
                         name=name,
@@ -450,8 +455,8 @@ class Registry:
                 continue
         raise Conflict(f"could not record a new VM on pmid {host_id} (id collisions)")
 
-    def _free_port(self, s: Session, host_id: int, ports: range) -> int:
-        used = set(s.scalars(select(VmRow.ssh_port).where(VmRow.host_id == host_id)))
+    def _free_port(self, s: Session, host_id: int, ports: range, avoid: set[int]) -> int:
+        used = set(s.scalars(select(VmRow.ssh_port).where(VmRow.host_id == host_id))) | avoid
         for p in ports:
             if p not in used:
                 return p

@@ -159,3 +159,29 @@ def test_a_staged_image_deleted_behind_our_back_is_copied_again(fabric):
     assert staged[0] in host_pool_files(1)
     fabric.wait_booted(vm)
     assert fabric.get("/vm/destroy", vmid=vm["vmid"]).json() == {"status": 1}
+
+
+def test_a_forwarded_port_held_by_something_else_is_skipped(fabric):
+    """Another program (say a second fabric) listens on the first forwarded port of
+    every host: QEMU cannot bind it, and the fabric retries on the next port of the
+    same host instead of giving up on the host."""
+    import socket
+
+    squatters = []
+    try:
+        for ip in ("127.0.0.2", "127.0.0.3", "127.0.0.4"):
+            s = socket.socket()
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind((ip, 23000))
+            s.listen()
+            squatters.append(s)
+        vm = fabric.create("port-taken")
+        assert vm["status"] == "active"
+        assert vm["pmid"] == 1 and vm["ssh"]["port"] == 23001
+        guest = fabric.ssh(vm)
+        assert guest.run(["cat", "/proc/sys/kernel/ostype"]).strip() == "Linux"
+        assert fabric.get("/pm/query", pmid=1).json()["vms"] == 1  # the failed try is gone
+        assert fabric.get("/vm/destroy", vmid=vm["vmid"]).json() == {"status": 1}
+    finally:
+        for s in squatters:
+            s.close()
