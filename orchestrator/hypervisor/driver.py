@@ -174,7 +174,11 @@ class LibvirtDriver:
         def fn(conn: libvirt.virConnect) -> HostFacts:
             arch, mem_mb, cpus = conn.getInfo()[:3]
             pool = self._ensure_pool(conn, host)
-            pool.refresh(0)
+            # A refresh is refused while an image is being uploaded into the pool
+            # ("asynchronous jobs running"): the last reading is good enough then,
+            # and the host is not down for it.
+            with contextlib.suppress(libvirt.libvirtError):
+                pool.refresh(0)
             capacity = pool.info()[1]
             return HostFacts(cpu=int(cpus), ram_mb=int(mem_mb), disk_gb=capacity // GIB, arch=arch)
 
