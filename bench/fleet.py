@@ -33,14 +33,11 @@ copy of a host) is pushed out of the run with a long ``discovery.interval``.
 from __future__ import annotations
 
 import argparse
-import glob
 import http.client
 import json
 import os
-import pwd
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -52,6 +49,10 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from tests.launch import free_port  # noqa: E402 - needs ROOT on the path
+from tests.pg import PgServer  # noqa: E402
 
 NODE = """<node><cpu><mhz>2000</mhz><model>x86_64</model><active>{cpus}</active><nodes>1</nodes>
 <sockets>1</sockets><cores>{cpus}</cores><threads>1</threads></cpu><memory>{kib}</memory>
@@ -101,76 +102,10 @@ def write_config(rig: Rig, name: str) -> Path:
     return cfg
 
 
-# -- a throwaway PostgreSQL ------------------------------------------------------
-
-
-def _pg_bin(name: str) -> str:
-    found = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"))
-    if not found:
-        raise SystemExit("PostgreSQL is not installed (Debian package postgresql)")
-    return found[-1]
-
-
-class Postgres:
-    """initdb + pg_ctl start as user postgres, on a free loopback port; stopped by PID."""
-
-    def __init__(self) -> None:
-        self.dir = Path(tempfile.mkdtemp(prefix="fabric-fleet-pg-"))
-        pw = pwd.getpwnam("postgres")
-        os.chown(self.dir, pw.pw_uid, pw.pw_gid)
-        self.port = free_port()
-        self.data = self.dir / "data"
-        self._as_postgres([_pg_bin("initdb"), "-D", str(self.data), "-A", "trust", "-U", "fabric"])
-        self._as_postgres(
-            [
-                _pg_bin("pg_ctl"), "-D", str(self.data), "-l", str(self.dir / "log"), "-w",
-                "-o", f"-h 127.0.0.1 -p {self.port} -k {self.dir} -c max_connections=300"
-                " -c fsync=off -c synchronous_commit=off",
-                "start",
-            ]
-        )  # fmt: skip
-        self.pid = int((self.data / "postmaster.pid").read_text().split()[0])
-        self._n = 0
-
-    def _as_postgres(self, argv: list[str]) -> None:
-        subprocess.run(
-            ["runuser", "-u", "postgres", "--", *argv],
-            check=True, capture_output=True, timeout=120,
-        )  # fmt: skip
-
-    def new_database(self) -> str:
-        self._n += 1
-        name = f"fleet_{self._n}"
-        self._as_postgres(
-            [_pg_bin("createdb"), "-h", "127.0.0.1", "-p", str(self.port), "-U", "fabric", name]
-        )
-        return f"postgresql+psycopg://fabric@127.0.0.1:{self.port}/{name}"
-
-    def stop(self) -> None:
-        try:
-            os.kill(self.pid, signal.SIGINT)  # PostgreSQL's "fast" shutdown
-            deadline = time.monotonic() + 60
-            while time.monotonic() < deadline and _alive(self.pid):
-                time.sleep(0.1)
-        finally:
-            shutil.rmtree(self.dir, ignore_errors=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
+# -- a throwaway PostgreSQL: the tests' own (tests/pg.py), stopped at the end ----
 
 
 # -- fabric servers --------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass
@@ -408,7 +343,7 @@ def fleet_run(
     db: str,
     vms: int,
     args: argparse.Namespace,
-    pg: Postgres | None,
+    pg: PgServer | None,
 ) -> None:
     """Start ``res.servers`` fabrics on the fresh database ``db``, create ``vms``
     VMs spread over them, then destroy them; add the figures to ``res``. ``name``
@@ -550,7 +485,7 @@ def main() -> int:
     if args.quick:
         args.vms, args.rounds = min(args.vms, 300), 1
     tmp = Path(tempfile.mkdtemp(prefix="fabric-fleet-"))
-    pg = Postgres()
+    pg = PgServer()
     one, two = Result("1 server, PG", 1), Result("2 servers, PG", 2)
     results = [one, two]
     sqlite = Result("1 server, SQLite", 1)

@@ -34,7 +34,7 @@ from .hypervisor.driver import HostTarget, LibvirtDriver, StagedImage, VmPlan
 from .model import ImageSpec, Inventory, VmState
 from .registry import HostRow, Registry, TypeRow, VmRow, image_spec_from_row
 from .remote import Remote, SshSettings, open_local
-from .scheduler import HostState, PlacementRequest, Scheduler
+from .scheduler import PlacementRequest, Scheduler
 
 if TYPE_CHECKING:
     from .cluster import Cluster
@@ -216,27 +216,6 @@ class Fabric:
             row.id, up=True, reason=None, phys=phys, totals=totals, arch=facts.arch
         )
         return True
-
-    def host_states(self) -> list[HostState]:
-        counts = self.registry.vm_counts()
-        return [
-            HostState(
-                id=h.id,
-                name=h.label,
-                up=h.status == "up",
-                enabled=h.enabled,
-                arch=h.arch,
-                cpu_total=h.cpu_total,
-                ram_total=h.ram_total,
-                disk_total=h.disk_total,
-                cpu_used=h.cpu_used,
-                ram_used=h.ram_used,
-                disk_used=h.disk_used,
-                vms=counts.get(h.id, 0),
-                down_reason=h.reason,
-            )
-            for h in self.registry.hosts()
-        ]
 
     # -- images --------------------------------------------------------------
 

@@ -308,7 +308,7 @@ class Volumes:
         missing: list[int] = []
         released: list[int] = []
         finished: list[int] = []
-        vols = [v for v in self.registry.volumes() if not self.registry.volume_owner_alive(v)]
+        vols = [v for v in self.registry.volumes() if not self.registry.owner_alive(v)]
         by_host: dict[int, list[VolumeRow]] = {}
         for vol in vols:
             if vol.host_id is not None:

@@ -938,15 +938,14 @@ class Registry:
                 .execution_options(synchronize_session=False)
             )
 
-    def owner_alive(self, vm: VmRow) -> bool:
-        """Whether some live server (this one included) works on ``vm``."""
-        if vm.owner is None:
+    def owner_alive(self, row: VmRow | VolumeRow) -> bool:
+        """Whether some live server (this one included) works on a VM or volume."""
+        if row.owner is None:
             return False
-        if vm.owner == self.server_id:
+        if row.owner == self.server_id:
             return True
         with self.read() as s:
-            live = set(s.scalars(self._live_servers()))
-        return vm.owner in live
+            return row.owner in set(s.scalars(self._live_servers()))
 
     # -- volumes -------------------------------------------------------------
 
@@ -1023,14 +1022,6 @@ class Registry:
                 )
             )
             return res.rowcount == 1
-
-    def volume_owner_alive(self, vol: VolumeRow) -> bool:
-        if vol.owner is None:
-            return False
-        if vol.owner == self.server_id:
-            return True
-        with self.read() as s:
-            return vol.owner in set(s.scalars(self._live_servers()))
 
     def move_volume_claim(self, volume_id: int, to_host: int) -> bool:
         """Move a volume's disk claim to another host (for a copy there); False if it
