@@ -3,7 +3,29 @@
 from __future__ import annotations
 
 import enum
+import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
+
+# -- names ---------------------------------------------------------------------
+
+# What a user may call a VM, volume, pool or schedule: the one rule, used by the
+# API's parameters, the configuration's schema and the OpenAPI document alike.
+NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}"
+NAME = re.compile(NAME_PATTERN)
+NAME_RULE = "1-64 characters of letters, digits, '.', '_' or '-', starting with a letter or digit"
+
+
+def is_name(value: object) -> bool:
+    return isinstance(value, str) and NAME.fullmatch(value) is not None
+
+
+# -- states ----------------------------------------------------------------------
+#
+# Every state machine of the fabric, each beside the transitions it allows (nova's
+# vm_states.py is the model). The registry refuses a transition that is not listed
+# here: a bug, not a user's mistake, so it raises ValueError.
 
 
 class VmState(enum.StrEnum):
@@ -19,10 +41,136 @@ class VmState(enum.StrEnum):
     VANISHED = "vanished"  # the registry knows it but its host no longer has the domain
 
 
+# States in which a VM holds its host's capacity and has (or will have) a domain:
+# every state a VM row can be in (a destroyed VM's row is deleted).
+VM_LIVE = frozenset(VmState)
+# States from which a VM may be destroyed (a create in flight is undone by its own
+# server, or by the sweep once that server is dead).
+VM_DESTROYABLE = VM_LIVE - {VmState.BUILDING}
+# States whose domain should be running; one found stopped is started again.
+VM_RUNNING = frozenset({VmState.ACTIVE, VmState.READY, VmState.IN_USE, VmState.CLEANING})
+# States in which a volume may be attached to the VM.
+VM_ATTACHABLE = frozenset({VmState.ACTIVE, VmState.READY, VmState.IN_USE})
+# States in which a server works on the VM and marks itself its owner.
+VM_OWNED = frozenset({VmState.BUILDING, VmState.DELETING})
+
+VM_TRANSITIONS: dict[VmState, frozenset[VmState]] = {
+    # a plain VM ends active; a pool VM stays building (its address recorded)
+    # until its guest answers, then ready; a broken one fails
+    VmState.BUILDING: frozenset({VmState.BUILDING, VmState.ACTIVE, VmState.READY, VmState.FAILED}),
+    VmState.ACTIVE: frozenset({VmState.DELETING, VmState.FAILED, VmState.VANISHED}),
+    # checked out, or removed (destroyed, a schedule trimming its pool)
+    VmState.READY: frozenset(
+        {VmState.IN_USE, VmState.DELETING, VmState.FAILED, VmState.VANISHED}
+    ),
+    # checked in or expired: cleaned before it serves again
+    VmState.IN_USE: frozenset(
+        {VmState.CLEANING, VmState.DELETING, VmState.FAILED, VmState.VANISHED}
+    ),
+    VmState.CLEANING: frozenset(
+        {VmState.READY, VmState.DELETING, VmState.FAILED, VmState.VANISHED}
+    ),
+    # a destroy that failed on its host puts the VM back where it was
+    VmState.DELETING: frozenset(VM_DESTROYABLE),
+    VmState.FAILED: frozenset({VmState.DELETING, VmState.VANISHED}),
+    VmState.VANISHED: frozenset({VmState.DELETING}),
+}
+
+
 class HostStatus(enum.StrEnum):
-    UP = "up"
-    DOWN = "down"
-    UNKNOWN = "unknown"
+    """What discovery last found on a host."""
+
+    UNKNOWN = "unknown"  # listed, never looked at yet
+    UP = "up"  # its libvirt answered: VMs may be placed there
+    DOWN = "down"  # unreachable or refusing; ``reason`` says why
+
+
+HOST_TRANSITIONS: dict[HostStatus, frozenset[HostStatus]] = {
+    HostStatus.UNKNOWN: frozenset({HostStatus.UP, HostStatus.DOWN}),
+    HostStatus.UP: frozenset({HostStatus.UP, HostStatus.DOWN}),
+    HostStatus.DOWN: frozenset({HostStatus.UP, HostStatus.DOWN}),
+}
+
+
+class VolumeState(enum.StrEnum):
+    """Where a block-storage volume is in its life."""
+
+    CREATING = "creating"  # claimed a host, storage volume being made
+    AVAILABLE = "available"  # exists, attached to nothing
+    ATTACHING = "attaching"  # being copied to its VM's host (host-local) and hot-plugged
+    ATTACHED = "attached"  # a disk of ``vm_id``
+    DETACHING = "detaching"  # being hot-unplugged
+    DELETING = "deleting"  # being removed
+    ERROR = "error"  # its storage volume is gone; see ``error``
+
+
+# States in which a server works on the volume and marks itself its owner.
+VOLUME_BUSY = frozenset(
+    {VolumeState.CREATING, VolumeState.ATTACHING, VolumeState.DETACHING, VolumeState.DELETING}
+)
+VOLUME_TRANSITIONS: dict[VolumeState, frozenset[VolumeState]] = {
+    VolumeState.CREATING: frozenset({VolumeState.CREATING, VolumeState.AVAILABLE}),
+    VolumeState.AVAILABLE: frozenset(
+        {VolumeState.ATTACHING, VolumeState.DELETING, VolumeState.ERROR}
+    ),
+    # an attach that fails falls back; a dead server's attach ends as the domain shows
+    VolumeState.ATTACHING: frozenset(
+        {VolumeState.ATTACHING, VolumeState.ATTACHED, VolumeState.AVAILABLE}
+    ),
+    # detached, or released because its VM was destroyed
+    VolumeState.ATTACHED: frozenset(
+        {VolumeState.DETACHING, VolumeState.AVAILABLE, VolumeState.ERROR}
+    ),
+    VolumeState.DETACHING: frozenset(
+        {VolumeState.DETACHING, VolumeState.AVAILABLE, VolumeState.ATTACHED}
+    ),
+    # a delete that failed on its host puts the volume back where it was
+    VolumeState.DELETING: frozenset(
+        {VolumeState.DELETING, VolumeState.AVAILABLE, VolumeState.ERROR}
+    ),
+    VolumeState.ERROR: frozenset({VolumeState.DELETING, VolumeState.ERROR}),
+}
+
+
+class SchedulePhase(enum.StrEnum):
+    """Where one window of a schedule is (a row of ``schedule_runs``)."""
+
+    ACTIVE = "active"  # the window is open: its extra capacity is made and kept
+    ENDING = "ending"  # the window is over: its extra VMs are being removed
+    DONE = "done"  # all it added is gone
+
+
+SCHEDULE_TRANSITIONS: dict[SchedulePhase, frozenset[SchedulePhase]] = {
+    SchedulePhase.ACTIVE: frozenset({SchedulePhase.ENDING}),
+    SchedulePhase.ENDING: frozenset({SchedulePhase.DONE}),
+    SchedulePhase.DONE: frozenset(),
+}
+
+
+class ScheduleState(enum.StrEnum):
+    """How a schedule looks from outside (derived from its windows, not stored)."""
+
+    PENDING = "pending"  # no window open now; ``next_start`` says when
+    ACTIVE = "active"  # a window is open (or still being torn down)
+    DONE = "done"  # a one-off whose window is over
+
+
+class Lease(enum.StrEnum):
+    """Background work that runs on exactly one of several servers: the one
+    holding its lease (see cluster.py)."""
+
+    POOL_WORKER = "pool-worker"  # refill, cleanup pass, reaper, retirement
+    SCHEDULES = "schedules"  # scheduled capacity windows
+    DISCOVERY = "discovery"  # discovery, reconciliation, the orphan sweep, volumes
+
+
+def check_transition(
+    table: dict[Any, frozenset[Any]], frm: Iterable[Any], to: Any, what: str
+) -> None:
+    """Refuse a transition the state machine does not allow (a bug: ValueError)."""
+    bad = [str(s) for s in frm if to not in table[s]]
+    if bad:
+        raise ValueError(f"{what}: {', '.join(bad)} -> {to} is not an allowed transition")
 
 
 @dataclass(frozen=True)
