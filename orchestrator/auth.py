@@ -31,15 +31,12 @@ from datetime import timedelta
 from functools import cached_property
 from typing import Any
 
-from sqlalchemy import delete, or_, select
-from sqlalchemy.exc import IntegrityError
-
 from .clock import as_utc as _aware
 from .clock import iso as _iso
 from .clock import utcnow as _now
 from .errors import ConfigError, Forbidden, NotFound, TooManyRequests, Unauthorized
-from .registry import Registry
-from .registry.tables_auth import LoginFailureRow, TokenRow
+from .registry.auth import AuthStore
+from .registry.tables_auth import TokenRow
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +47,6 @@ _SALT_BYTES, _KEY_BYTES = 16, 32
 _MAX_N, _MAX_R, _MAX_P = 2**20, 32, 16
 _MAX_TOKEN = 256  # characters; ours are 43
 _TOUCH_EVERY = timedelta(seconds=60)  # last_used is written at most this often
-_KEEP_EXPIRED = timedelta(days=7)  # expired or revoked tokens are deleted after this
 
 DEFAULTS: dict[str, Any] = {
     "enabled": False,
@@ -158,8 +154,8 @@ def parse_auth_config(raw: Any, where: str = "auth") -> dict[str, Any]:
 class AuthService:
     """``enabled`` False (the default): every call is allowed."""
 
-    def __init__(self, registry: Registry, raw: dict | None = None) -> None:
-        self.registry = registry
+    def __init__(self, store: AuthStore, raw: dict | None = None) -> None:
+        self.store = store
         cfg = parse_auth_config(raw)
         self.enabled: bool = cfg["enabled"]
         self.open_reads: bool = cfg["open_reads"]
@@ -185,7 +181,14 @@ class AuthService:
             raise NotFound("authentication is not enabled on this fabric")
         user = (user or "")[:128]
         remote = (remote or "-")[:64]
-        self._count_attempt(user, remote)
+        locked = self.store.count_attempt(
+            user, remote, max_failures=self.max_failures, lockout=self.lockout
+        )
+        if locked is not None:
+            wait = max(1, math.ceil((locked - _now()).total_seconds()))
+            e = TooManyRequests(f"too many failed logins for {user!r}; retry in {wait} seconds")
+            e.retry_after = wait
+            raise e
         known = self.users.get(user)
         ok = verify_password(password or "", known or self._dummy_hash) and known is not None
         if not ok:
@@ -194,51 +197,8 @@ class AuthService:
                 "failed login for %s from %s", repr(user) if known else "an unknown user", remote
             )
             raise Unauthorized("wrong user name or password")
-        with self.registry.tx() as s:
-            s.execute(
-                delete(LoginFailureRow).where(
-                    LoginFailureRow.user == user, LoginFailureRow.remote == remote
-                )
-            )
+        self.store.clear_failures(user, remote)
         return user
-
-    def _count_attempt(self, user: str, remote: str) -> None:
-        try:
-            self._count_attempt_once(user, remote)
-        except IntegrityError:  # a parallel first attempt made the row: count on it
-            self._count_attempt_once(user, remote)
-
-    def _count_attempt_once(self, user: str, remote: str) -> None:
-        now = _now()
-        with self.registry.tx() as s:
-            row = s.scalar(
-                select(LoginFailureRow).where(
-                    LoginFailureRow.user == user, LoginFailureRow.remote == remote
-                )
-            )
-            locked = _aware(row.locked_until) if row is not None else None
-            if locked is not None and locked > now:
-                wait = max(1, math.ceil((locked - now).total_seconds()))
-                e = TooManyRequests(f"too many failed logins for {user!r}; retry in {wait} seconds")
-                e.retry_after = wait
-                raise e
-            # Forget other pairs nobody has tried lately (the table stays small).
-            stale = delete(LoginFailureRow).where(
-                LoginFailureRow.last_at < now - self.lockout,
-                or_(LoginFailureRow.locked_until.is_(None), LoginFailureRow.locked_until < now),
-            )
-            if row is not None:
-                stale = stale.where(LoginFailureRow.id != row.id)
-            s.execute(stale.execution_options(synchronize_session=False))
-            if row is None:
-                row = LoginFailureRow(user=user, remote=remote, failures=0)
-                s.add(row)
-            elif locked is not None or _aware(row.last_at) < now - self.lockout:
-                row.failures, row.locked_until = 0, None  # a lockout served, or old failures
-            row.failures += 1
-            row.last_at = now
-            if row.failures >= self.max_failures and self.lockout:
-                row.locked_until = now + self.lockout
 
     # -- tokens --------------------------------------------------------------
 
@@ -247,26 +207,14 @@ class AuthService:
         TooManyRequests."""
         user = self.authenticate(user, password, remote)
         token = secrets.token_urlsafe(32)
-        now = _now()
-        with self.registry.tx() as s:
-            s.execute(delete(TokenRow).where(TokenRow.expires_at < now - _KEEP_EXPIRED))
-            s.add(
-                TokenRow(
-                    digest=token_digest(token),
-                    user=user,
-                    created_at=now,
-                    expires_at=now + self.token_ttl,
-                    revoked=False,
-                )
-            )
+        self.store.add_token(token_digest(token), user, self.token_ttl)
         log.info("issued a token to user %r", user)
         return token
 
     def _row(self, token: str | None) -> TokenRow | None:
         if not token or not isinstance(token, str) or len(token) > _MAX_TOKEN:
             return None
-        with self.registry.read() as s:
-            return s.scalar(select(TokenRow).where(TokenRow.digest == token_digest(token)))
+        return self.store.token(token_digest(token))
 
     def check(self, token: str | None) -> str:
         """The user a token belongs to. Raises Unauthorized (None) or Forbidden (bad)."""
@@ -284,10 +232,7 @@ class AuthService:
             raise Forbidden("the token's user no longer exists")
         last = _aware(row.last_used)
         if last is None or now - last > _TOUCH_EVERY:
-            with self.registry.tx() as s:
-                fresh = s.get(TokenRow, row.id)
-                if fresh is not None:
-                    fresh.last_used = now
+            self.store.touch(row.id, now)
         return row.user
 
     def info(self, token: str) -> dict[str, Any]:
@@ -307,8 +252,5 @@ class AuthService:
         row = self._row(token)
         if row is None or row.revoked:
             raise NotFound("no such token")
-        with self.registry.tx() as s:
-            fresh = s.get(TokenRow, row.id)
-            if fresh is not None:
-                fresh.revoked = True
+        self.store.revoke(row.id)
         log.info("revoked a token of user %r", row.user)

@@ -129,15 +129,10 @@ def cmd_serve(argv: list[str]) -> int:
     from waitress import create_server, wasyncore
 
     from .api import create_app
-    from .cluster import Cluster
-    from .fabric import Fabric
     from .inventory import load_inventory
-    from .pools import PoolService, parse_pools
+    from .model import Lease
     from .registry import Registry
-    from .reservations import Reservations
-    from .schedules import ScheduleService
-    from .volumes import Volumes
-    from .worker import Worker
+    from .services import build_services
 
     try:
         config = load_config(args.config)
@@ -146,60 +141,27 @@ def cmd_serve(argv: list[str]) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     Path(config.state_dir).mkdir(parents=True, exist_ok=True)
-    registry = Registry(args.db or default_db_url(config))
-    fabric = Fabric(registry, config)
+    registry = Registry(args.db or default_db_url(config), dead_after=config.cluster.dead_after)
     try:
-        with registry.startup_lock():
-            fabric.load(inventory)
-        pool_configs = parse_pools(config.raw.get("pools"), fabric, args.config or "config")
-        volume_service = Volumes(fabric, config.raw.get("storage"))
+        services = build_services(config, registry, inventory, config_path=args.config or "config")
     except FabricError as e:
         print(f"error: {e}", file=sys.stderr)
+        registry.close()
         return 2
-    cluster = Cluster(registry, config.cluster)
+    cluster = services.cluster
     cluster.join()
     cluster.start()  # heartbeats from now on: a long start-up must not lose the leases
-    if cluster.holds(Fabric.DISCOVERY_LEASE):
-        report = fabric.start()
-        volume_report = volume_service.reconcile()
-        if volume_report["missing"]:
-            log.warning("volumes whose storage is gone: %s", volume_report["missing"])
-        if report.unknown_domains:
-            log.warning(
-                "domains with fabric metadata unknown to the registry: %s", report.unknown_domains
-            )
+    if cluster.holds(Lease.DISCOVERY):
+        services.start_up()
     else:
         log.info("another live server runs discovery; this one starts without it")
-    for h in registry.hosts():
+    for h in registry.hosts.list():
         log.info("pmid %d %s: %s %s", h.id, h.label, h.status, h.reason or "")
-    fabric.reconcilers.append(volume_service.reconcile)
-    fabric.start_background(cluster)
-    reservations = None
-    worker = None
-    pool_service = None
-    if pool_configs:
-        pool_service = PoolService(fabric, pool_configs, config)
-        worker = Worker(pool_service, cluster)
-        reservations = Reservations(
-            fabric, pool_service, refill=worker.wake, clean=worker.clean_now
-        )
-        pool_worker = worker
-        cluster.on_gain.append(lambda name: pool_worker.wake() if name == Worker.LEASE else None)
-        worker.start()
-    try:
-        schedule_service = ScheduleService(
-            fabric, pool_service, on_pool_change=worker.wake if worker else None
-        )
-    except FabricError as e:
-        print(f"error: {e}", file=sys.stderr)
-        fabric.stop()
-        cluster.stop()
-        return 2
-    schedule_service.cluster = cluster
-    schedule_service.start()
+    services.start_background()
 
-    app = create_app(fabric, reservations, volume_service, schedules_=schedule_service)
-    server = create_server(app, host=args.host, port=args.port, threads=args.threads)
+    app = create_app(services)
+    sockets: dict = {}  # waitress's socket map: the loop below polls it
+    server = create_server(app, map=sockets, host=args.host, port=args.port, threads=args.threads)
     stopping = threading.Event()
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
@@ -214,7 +176,7 @@ def cmd_serve(argv: list[str]) -> int:
         # waitress's own loop, a slice at a time in this thread, so that a signal
         # ends it between two polls and nothing is closed under its feet.
         while not stopping.is_set():
-            wasyncore.loop(timeout=0.5, map=server._map, count=1)
+            wasyncore.loop(timeout=0.5, map=sockets, count=1)
     finally:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second signal must not cut this short
         signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -222,11 +184,7 @@ def cmd_serve(argv: list[str]) -> int:
         # their sockets are still open, then close everything and stop the rest.
         server.task_dispatcher.shutdown(cancel_pending=True, timeout=10)
         server.close()
-        schedule_service.stop()
-        if worker is not None:
-            worker.stop()
-        fabric.stop()
-        cluster.stop()  # last: the leases go only once this server's work has stopped
+        services.stop()  # the cluster last: leases go once this server's work has stopped
         registry.close()
         log.info("stopped")
     return 0

@@ -22,32 +22,40 @@ import threading
 import time
 from collections.abc import Callable
 
+from .clock import iso
 from .config import ClusterConfig
-from .registry import Registry
+from .model import Lease
+from .periodic import PeriodicWorker
+from .registry.cluster import ClusterStore
 
 log = logging.getLogger(__name__)
 
-LEASES = ("pool-worker", "schedules", "discovery")
 
+class Cluster(PeriodicWorker):
+    """This server's membership: its heartbeat, and the leases it holds."""
 
-class Cluster:
+    name = "cluster"
+
     def __init__(
-        self, registry: Registry, config: ClusterConfig, leases: tuple[str, ...] = LEASES
+        self, store: ClusterStore, config: ClusterConfig, leases: tuple[Lease, ...] = tuple(Lease)
     ) -> None:
-        self.registry = registry
+        super().__init__(config.heartbeat, first_pass_now=False)
+        self.store = store
         self.config = config
-        registry.dead_after = config.dead_after
+        store.dead_after = config.dead_after
         self.wanted = leases
         self._held: dict[str, float] = {}  # lease -> monotonic time it surely lasts until
         self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        # Called with a lease's name when this server newly takes it.
-        self.on_gain: list[Callable[[str], None]] = []
+        # Called when this server newly takes a lease (see PeriodicWorker).
+        self._on_gain: dict[str, list[Callable[[], None]]] = {}
 
     @property
     def server_id(self) -> str:
-        return self.registry.server_id
+        return self.store.server_id
+
+    def subscribe(self, lease: Lease, callback: Callable[[], None]) -> None:
+        """Call ``callback`` whenever this server newly takes ``lease``."""
+        self._on_gain.setdefault(lease, []).append(callback)
 
     def join(self) -> None:
         """Record this server and take whatever leases are free (before start-up work).
@@ -59,28 +67,22 @@ class Cluster:
         me = machine()
         gone = [
             srv["id"]
-            for srv in self.registry.cluster()["servers"]
+            for srv in self.store.snapshot()["servers"]
             if srv["host"] == me and srv["id"] != self.server_id and not _pid_alive(srv["pid"])
         ]
         if gone:
             log.info("servers %s on this machine are gone; taking over their work", gone)
-            self.registry.bury_servers(gone)
-        self.registry.register_server(me, os.getpid())
+            self.store.bury(gone)
+        self.store.register(me, os.getpid())
         self.beat()
 
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._loop, name="cluster", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
+    def stop(self, timeout: float = 5.0) -> None:
         """Leave cleanly: the leases are released now, not when they expire."""
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
+        super().stop(timeout)
         with self._lock:
             self._held.clear()
         try:
-            self.registry.unregister_server()
+            self.store.leave()
         except Exception:  # noqa: BLE001 - stopping must not fail; the leases expire anyway
             log.exception("could not leave the cluster cleanly")
 
@@ -91,16 +93,19 @@ class Cluster:
     def held(self) -> list[str]:
         return [n for n in self.wanted if self.holds(n)]
 
+    def run_once(self) -> None:
+        self.beat()
+
     def beat(self) -> None:
         """One heartbeat: say we are alive, renew what we hold, take what is free."""
         started = time.monotonic()
-        self.registry.heartbeat()
+        self.store.heartbeat()
         # Counted from before the renewal and less one heartbeat: by the time our
         # lease could expire in the database, we have stopped believing we hold it.
         good_until = started + self.config.dead_after - self.config.heartbeat
         for name in self.wanted:
             had = self.holds(name)
-            got = self.registry.acquire_lease(name, self.config.dead_after)
+            got = self.store.acquire(name, self.config.dead_after)
             with self._lock:
                 if got:
                     self._held[name] = good_until
@@ -108,39 +113,28 @@ class Cluster:
                     self._held.pop(name, None)
             if got == "taken":  # newly ours (a renewal after a slow beat is not)
                 log.info("server %s now runs %s", self.server_id, name)
-                for cb in self.on_gain:
-                    cb(name)
+                for callback in self._on_gain.get(name, []):
+                    callback()
             elif had and not got:
                 log.warning("server %s lost the %s lease", self.server_id, name)
 
-    def _loop(self) -> None:
-        while not self._stop.wait(self.config.heartbeat):
-            try:
-                self.beat()
-            except Exception:  # noqa: BLE001 - a lost database must not kill the loop
-                log.exception("heartbeat failed; leases lapse if this goes on")
-
     def as_dict(self) -> dict:
+        """Servers and leases as JSON-ready data, from this server's point of view."""
+        info = self.store.snapshot()
         return {
-            **describe(self.registry),
+            "server": self.server_id,
+            "servers": [
+                {
+                    **srv,
+                    "started_at": iso(srv["started_at"]),
+                    "heartbeat_at": iso(srv["heartbeat_at"]),
+                }
+                for srv in info["servers"]
+            ],
+            "leases": [{**ls, "expires_at": iso(ls["expires_at"])} for ls in info["leases"]],
             "heartbeat": self.config.heartbeat,
             "dead_after": self.config.dead_after,
         }
-
-
-def describe(registry: Registry) -> dict:
-    """Servers and leases as JSON-ready data, from ``registry``'s point of view."""
-    from .clock import iso
-
-    info = registry.cluster()
-    return {
-        "server": registry.server_id,
-        "servers": [
-            {**srv, "started_at": iso(srv["started_at"]), "heartbeat_at": iso(srv["heartbeat_at"])}
-            for srv in info["servers"]
-        ],
-        "leases": [{**ls, "expires_at": iso(ls["expires_at"])} for ls in info["leases"]],
-    }
 
 
 def machine() -> str:

@@ -15,52 +15,34 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import replace
+from typing import Any
 
-from sqlalchemy import func, select
-
-from .registry import HostRow, Registry, VmRow
+from .model import HostStatus
+from .registry.hosts import HostStore
 from .scheduler import HostState
 
-_COLUMNS = (
-    HostRow.id,
-    HostRow.label,
-    HostRow.status,
-    HostRow.enabled,
-    HostRow.in_inventory,
-    HostRow.arch,
-    HostRow.network,
-    HostRow.reason,
-    HostRow.cpu_total,
-    HostRow.ram_total,
-    HostRow.disk_total,
-    HostRow.cpu_used,
-    HostRow.ram_used,
-    HostRow.disk_used,
-)
 
-
-def _state(row: tuple, vms: int) -> HostState:
-    (hid, label, status, enabled, _listed, arch, _net, reason, ct, rt, dt, cu, ru, du) = row
+def _state(row: Any, vms: int) -> HostState:
     return HostState(
-        id=hid,
-        name=label,
-        up=status == "up",
-        enabled=enabled,
-        arch=arch,
-        cpu_total=ct,
-        ram_total=rt,
-        disk_total=dt,
-        cpu_used=cu,
-        ram_used=ru,
-        disk_used=du,
+        id=row.id,
+        name=row.label,
+        up=row.status == HostStatus.UP,
+        enabled=row.enabled,
+        arch=row.arch,
+        cpu_total=row.cpu_total,
+        ram_total=row.ram_total,
+        disk_total=row.disk_total,
+        cpu_used=row.cpu_used,
+        ram_used=row.ram_used,
+        disk_used=row.disk_used,
         vms=vms,
-        down_reason=reason,
+        down_reason=row.reason,
     )
 
 
 class HostCache:
-    def __init__(self, registry: Registry, max_age: float = 2.0) -> None:
-        self.registry = registry
+    def __init__(self, hosts: HostStore, max_age: float = 2.0) -> None:
+        self.hosts = hosts
         self.max_age = max_age
         self._lock = threading.Lock()
         self._states: dict[int, HostState] = {}
@@ -70,7 +52,7 @@ class HostCache:
 
     def states(self) -> list[HostState]:
         """Every host in the inventory, at most ``max_age`` seconds old."""
-        everything, changed = self.registry.host_changes.take()
+        everything, changed = self.hosts.changes.take()
         with self._lock:
             if everything or time.monotonic() - self._loaded_at > self.max_age:
                 self._load()
@@ -85,36 +67,24 @@ class HostCache:
             return self._network.get(host_id)
 
     def invalidate(self) -> None:
-        self.registry.host_changes.mark_all()
+        self.hosts.changes.mark_all()
 
     def _load(self) -> None:
-        with self.registry.read() as s:
-            counts = dict(
-                s.execute(
-                    select(VmRow.host_id, func.count())
-                    .where(VmRow.host_id.is_not(None))
-                    .group_by(VmRow.host_id)
-                ).all()
-            )
-            rows = s.execute(
-                select(*_COLUMNS).where(HostRow.in_inventory.is_(True)).order_by(HostRow.id)
-            ).all()
-        self._states = {r[0]: _state(tuple(r), counts.get(r[0], 0)) for r in rows}
-        self._network = {r[0]: r[6] for r in rows}
+        rows, counts = self.hosts.placement_rows()
+        self._states = {r.id: _state(r, counts.get(r.id, 0)) for r in rows}
+        self._network = {r.id: r.network for r in rows}
         self._loaded_at = time.monotonic()
         self.refreshes += 1
 
     def refresh_host(self, host_id: int) -> None:
         """Read one host again (e.g. a claim on it was just lost to another server)."""
-        with self.registry.read() as s:
-            row = s.execute(select(*_COLUMNS).where(HostRow.id == host_id)).first()
-            vms = s.scalar(select(func.count()).where(VmRow.host_id == host_id)) or 0
+        row, vms = self.hosts.placement_row(host_id)
         with self._lock:
-            if row is None or not row[4]:
+            if row is None or not row.in_inventory:
                 self._states.pop(host_id, None)
             else:
-                self._states[host_id] = _state(tuple(row), int(vms))
-                self._network[host_id] = row[6]
+                self._states[host_id] = _state(row, vms)
+                self._network[host_id] = row.network
 
     def claimed(self, host_id: int, cpu: int, ram: int, disk: int) -> None:
         """This server just claimed that much on the host: count it at once."""

@@ -60,9 +60,7 @@ VM_TRANSITIONS: dict[VmState, frozenset[VmState]] = {
     VmState.BUILDING: frozenset({VmState.BUILDING, VmState.ACTIVE, VmState.READY, VmState.FAILED}),
     VmState.ACTIVE: frozenset({VmState.DELETING, VmState.FAILED, VmState.VANISHED}),
     # checked out, or removed (destroyed, a schedule trimming its pool)
-    VmState.READY: frozenset(
-        {VmState.IN_USE, VmState.DELETING, VmState.FAILED, VmState.VANISHED}
-    ),
+    VmState.READY: frozenset({VmState.IN_USE, VmState.DELETING, VmState.FAILED, VmState.VANISHED}),
     # checked in or expired: cleaned before it serves again
     VmState.IN_USE: frozenset(
         {VmState.CLEANING, VmState.DELETING, VmState.FAILED, VmState.VANISHED}

@@ -15,20 +15,18 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from .config import Config
+from .clock import iso
 from .errors import ConfigError, FabricError, NotFound
-from .fabric import Fabric, iso
+from .fabric import Fabric
+from .guests import Guests
 from .model import VmState
-from .registry import EventRow, VmRow
+from .registry import EventRow, Registry, VmRow
+from .registry.inventory import InventoryStore
 
 log = logging.getLogger(__name__)
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 CLEANUP_MODES = ("tmp", "reset")
-GUEST_TMP = "/tmp"  # noqa: S108 - the guest's /tmp, emptied on check-in (seed 000)
-# A constant command (nothing from input in it): every entry of /tmp, dot-files too.
-# Works with busybox, whose find may lack -delete.
-EMPTY_TMP = "rm -rf -- /tmp/* /tmp/.[!.]* /tmp/..?*"
 
 
 @dataclass(frozen=True)
@@ -57,15 +55,15 @@ class PoolConfig:
         }
 
 
-def parse_pools(raw: Any, fabric: Fabric, where: str = "config") -> list[PoolConfig]:
+def parse_pools(raw: Any, inventory: InventoryStore, where: str = "config") -> list[PoolConfig]:
     """The ``pools:`` section, checked against the registry's types and images."""
     if raw is None:
         return []
     if not isinstance(raw, list):
         raise ConfigError(f"{where}: pools must be a list")
-    images = {i.name: i.id for i in fabric.registry.images()}
+    images = {i.name: i.id for i in inventory.images()}
     image_ids = set(images.values())
-    tids = {t.tid for t in fabric.registry.types()}
+    tids = {t.tid for t in inventory.types()}
     pools: list[PoolConfig] = []
     allowed = {
         "name", "instance_type", "image", "size", "max", "lifetime", "lifetime_max", "cleanup",
@@ -140,11 +138,19 @@ def _is_int(v: Any) -> bool:
 class PoolService:
     """Keeps pools filled and returned VMs clean. Methods are safe to call from threads."""
 
-    def __init__(self, fabric: Fabric, pools: list[PoolConfig], config: Config) -> None:
+    def __init__(
+        self,
+        registry: Registry,
+        fabric: Fabric,
+        guests: Guests,
+        pools: list[PoolConfig],
+        max_vms: int | None = None,
+    ) -> None:
+        self.registry = registry
         self.fabric = fabric
-        self.registry = fabric.registry
+        self.guests = guests
         self.pools = {p.name: p for p in pools}
-        self.config = config
+        self.max_vms = max_vms  # the fabric never runs more VMs than this in all
         self._lock = threading.Lock()
         self._building: dict[str, int] = {}  # builds submitted but not yet recorded
         self._busy: set[int] = set()  # VMs being cleaned or retired in this process
@@ -156,6 +162,15 @@ class PoolService:
         except KeyError:
             raise NotFound(f"pool {name!r} does not exist") from None
 
+    @property
+    def configured(self) -> bool:
+        return bool(self.pools)
+
+    def idle(self) -> bool:
+        """Nothing is being built, cleaned or retired by this process."""
+        with self._lock:
+            return not self._busy and not any(self._building.values())
+
     def max_of(self, name: str) -> int:
         """A pool's ``max`` now, scheduled extra capacity included."""
         with self._lock:
@@ -164,7 +179,7 @@ class PoolService:
     # -- counts --------------------------------------------------------------
 
     def status(self) -> dict[str, dict[str, Any]]:
-        counts = self.registry.pool_counts()
+        counts = self.registry.reservations.pool_counts()
         out = {}
         for name, p in self.pools.items():
             c = counts.get(name, {})
@@ -187,8 +202,8 @@ class PoolService:
         """How many VMs each pool should start building now (within its max and the
         global limit)."""
         status = self.status()
-        total = self.registry.count_vms()
-        room = None if self.config.max_vms is None else self.config.max_vms - total
+        total = self.registry.vms.count()
+        room = None if self.max_vms is None else self.max_vms - total
         wanted = {}
         with self._lock:
             for name, st in status.items():
@@ -230,7 +245,7 @@ class PoolService:
                     self._building[name] = max(0, self._building.get(name, 0) - 1)
         except FabricError as e:
             log.warning("pool %s: could not build a VM: %s", name, e)
-            self.registry.record_event("pool.build_failed", detail={"pool": name, "error": str(e)})
+            self.registry.events.record("pool.build_failed", detail={"pool": name, "error": str(e)})
             return None
         return vm if self.make_ready(vm) else None
 
@@ -239,11 +254,11 @@ class PoolService:
         started = time.monotonic()
         if self._checks_ssh(vm):
             try:
-                self._wait_for_guest(vm)
+                self.guests.wait_until_up(vm.id)
             except FabricError as e:
                 self._fail(vm, VmState.BUILDING, f"guest did not come up: {e}")
                 return False
-        return self.registry.transition(
+        return self.registry.vms.transition(
             vm.id,
             VmState.READY,
             expect=[VmState.BUILDING],
@@ -259,19 +274,6 @@ class PoolService:
         p = self.pools.get(vm.pool or "")
         return bool(vm.ip and vm.ssh_port and p is not None and p.ready_check == "ssh")
 
-    def _wait_for_guest(self, vm: VmRow) -> None:
-        deadline = time.monotonic() + self.config.guest.ready_timeout
-        last: FabricError | None = None
-        while time.monotonic() < deadline:
-            try:
-                res = self.fabric.guest(self.registry.vm(vm.id)).run(["true"], timeout=15)
-                if res.status == 0:
-                    return
-            except FabricError as e:
-                last = e
-            time.sleep(1)
-        raise last or FabricError("SSH did not answer")
-
     # -- cleanup -------------------------------------------------------------
 
     def take(self, vm_id: int, states: list[str]) -> bool:
@@ -281,7 +283,7 @@ class PoolService:
             if vm_id in self._busy:
                 return False
             self._busy.add(vm_id)
-        if not self.registry.take_vm(vm_id, states):
+        if not self.registry.vms.take(vm_id, states):
             with self._lock:
                 self._busy.discard(vm_id)
             return False
@@ -289,7 +291,7 @@ class PoolService:
 
     def release(self, vm_id: int) -> None:
         try:
-            self.registry.let_go(vm_id)  # no-op once a transition cleared the owner
+            self.registry.vms.let_go(vm_id)  # no-op once a transition cleared the owner
         finally:
             with self._lock:
                 self._busy.discard(vm_id)
@@ -297,7 +299,7 @@ class PoolService:
     def clean(self, vm_id: int) -> bool:
         """cleaning -> ready after the pool's cleanup; -> failed if it does not work."""
         try:
-            vm = self.registry.vm(vm_id)
+            vm = self.registry.vms.get(vm_id)
             if vm.state != VmState.CLEANING or vm.pool not in self.pools:
                 return False
             p = self.pools[vm.pool]
@@ -306,13 +308,13 @@ class PoolService:
                 if p.cleanup == "reset":
                     self.fabric.reset_vm_disk(vm)
                     if self._checks_ssh(vm):
-                        self._wait_for_guest(vm)
+                        self.guests.wait_until_up(vm.id)
                 else:
-                    self._empty_tmp(vm)
+                    self.guests.empty_tmp(vm)
             except FabricError as e:
                 self._fail(vm, VmState.CLEANING, f"cleanup ({p.cleanup}) failed: {e}")
                 return False
-            return self.registry.transition(
+            return self.registry.vms.transition(
                 vm_id,
                 VmState.READY,
                 expect=[VmState.CLEANING],
@@ -328,28 +330,18 @@ class PoolService:
         finally:
             self.release(vm_id)
 
-    def _empty_tmp(self, vm: VmRow) -> None:
-        guest = self.fabric.guest(vm)
-        tmp = GUEST_TMP
-        res = guest.run(["sh", "-c", EMPTY_TMP])
-        if res.status != 0:
-            raise FabricError(f"emptying {tmp} exited {res.status}: {res.stderr.strip()[:200]}")
-        left = guest.run(["find", tmp, "-mindepth", "1"])
-        if left.stdout.strip():
-            raise FabricError(f"{tmp} still holds: {left.stdout.split()[:5]}")
-
     def _fail(self, vm: VmRow, expect: str, reason: str) -> None:
         log.warning("vm %d (pool %s): %s", vm.id, vm.pool, reason)
-        self.registry.transition(
+        self.registry.vms.transition(
             vm.id, VmState.FAILED, expect=[expect], error=reason, failures=vm.failures + 1
         )
-        self.registry.record_event(
+        self.registry.events.record(
             "vm.failed", vm_id=vm.id, host_id=vm.host_id, detail={"pool": vm.pool, "reason": reason}
         )
 
     def recent_failures(self, name: str, limit: int = 5) -> list[dict[str, Any]]:
         out = []
-        for ev in self.registry.events(kind="vm.failed", limit=200):
+        for ev in self.registry.events.list(kind="vm.failed", limit=200):
             if (ev.detail or {}).get("pool") == name:
                 out.append({"vmid": ev.vm_id, "at": iso(ev.at), "reason": ev.detail["reason"]})
                 if len(out) >= limit:
@@ -361,11 +353,11 @@ class PoolService:
     def retire(self, vm_id: int) -> bool:
         """Destroy a failed or vanished pool VM; the refill replaces it."""
         try:
-            vm = self.registry.vm(vm_id)
+            vm = self.registry.vms.get(vm_id)
             if vm.state not in (VmState.FAILED, VmState.VANISHED):
                 return False
             self.fabric.destroy_vm(vm_id, taken=True)
-            self.registry.record_event("vm.retired", vm_id=vm_id, detail={"error": vm.error})
+            self.registry.events.record("vm.retired", vm_id=vm_id, detail={"error": vm.error})
             return True
         except FabricError as e:
             log.warning("could not retire vm %d: %s", vm_id, e)

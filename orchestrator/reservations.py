@@ -11,15 +11,16 @@ from __future__ import annotations
 import hashlib
 import re
 import secrets
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import BadRequest, NotFound, Unavailable
-from .fabric import Fabric, iso
 from .pools import PoolConfig, PoolService
-from .registry import VmRow
+from .registry import Registry, VmRow
+
+if TYPE_CHECKING:
+    from .worker import Worker
 
 TOKEN_RE = re.compile(r"[A-Za-z0-9_-]{43}")
 
@@ -54,17 +55,12 @@ class Checkout:
 
 class Reservations:
     def __init__(
-        self,
-        fabric: Fabric,
-        pools: PoolService,
-        refill: Callable[[], None] | None = None,
-        clean: Callable[[int], None] | None = None,
+        self, registry: Registry, pools: PoolService, worker: Worker, retry_after: int = 5
     ) -> None:
-        self.fabric = fabric
+        self.registry = registry
         self.pools = pools
-        self.registry = fabric.registry
-        self._refill_cb = refill  # a pool ran dry: refill soon
-        self._clean = clean  # a VM came back: clean it now
+        self.worker = worker  # woken when a pool runs dry; cleans a returned VM at once
+        self.retry_after = retry_after  # seconds a caller is told to wait when nothing is ready
 
     def _candidates(
         self, pool: str | None, tid: int | None, image_id: int | None
@@ -113,50 +109,33 @@ class Reservations:
         seen: dict[str, int] = {}
         for p in candidates:
             expires = now + timedelta(hours=hours if hours is not None else p.lifetime)
-            got = self.registry.checkout([p.name], [digest(t) for t in tokens], expires, seen)
+            got = self.registry.reservations.checkout(
+                [p.name], [digest(t) for t in tokens], expires, seen
+            )
             if got is not None:
                 name, vms = got
                 return [Checkout(vm, tok, name) for vm, tok in zip(vms, tokens, strict=True)]
-        self._refill()
+        self.worker.wake()  # a pool ran dry: refill soon
         if count == 1:
             err = PoolEmpty("No VM is available right now, retry later")
         else:
             names = ", ".join(p.name for p in candidates)
             err = PoolEmpty(f"{count} VMs are not available right now in pool {names}, retry later")
-        err.retry_after = self.pools.config.workers.retry_after
+        err.retry_after = self.retry_after
         err.ready_seen = seen
         raise err
 
     def checkin(self, *, vm_id: int | None, ip: str | None, token: str) -> VmRow:
         d = check_token(token)
         if vm_id is None:
-            vm_id = self.registry.reserved_vm(vm_id=None, ip=ip, digest=d).id
-        done = self.registry.end_reservation(vm_id, d, event_kind="vm.checkin")
-        if self._clean is not None:
-            self._clean(done.id)
+            vm_id = self.registry.reservations.by_ip(ip, d).id
+        done = self.registry.reservations.end(vm_id, d, event_kind="vm.checkin")
+        self.worker.clean_now(done.id)  # a VM came back: clean it now
         return done
 
     def extend(self, vm_id: int, token: str, hours: float) -> datetime:
         d = check_token(token)
-        vm = self.registry.vm(vm_id)
+        vm = self.registry.vms.get(vm_id)
         pool = self.pools.pools.get(vm.pool or "")
         cap = pool.lifetime_max if pool else 0.0
-        return self.registry.extend_reservation(vm_id, d, hours, cap)
-
-    def describe(self, c: Checkout) -> dict[str, Any]:
-        vm = c.vm
-        out: dict[str, Any] = {"vmid": vm.id, "ip": vm.ip}
-        if vm.ip and vm.ssh_port:
-            out["ssh"] = {
-                "host": vm.ip,
-                "port": vm.ssh_port,
-                "user": self.fabric.config.guest.user,
-            }
-        out["reservation_id"] = c.reservation_id
-        out["expires_at"] = iso(vm.expires_at) if vm.expires_at else None
-        out["pool"] = c.pool
-        return out
-
-    def _refill(self) -> None:
-        if self._refill_cb is not None:
-            self._refill_cb()
+        return self.registry.reservations.extend(vm_id, d, hours, cap)

@@ -21,23 +21,25 @@ import calendar
 import logging
 import re
 import threading
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import delete, select, update
-from sqlalchemy.exc import IntegrityError
-
 from .clock import as_utc as _aware
+from .clock import iso
 from .errors import BadRequest, ConfigError, Conflict, FabricError, NotFound, Unavailable
-from .fabric import iso
-from .model import VmState
-from .registry.tables_schedules import ScheduleRow, ScheduleRunRow, ScheduleVmRow
+from .model import NAME_RULE, Lease, SchedulePhase, ScheduleState, VmState, is_name
+from .periodic import PeriodicWorker
+from .registry import Registry
+from .registry.inventory import InventoryStore
+from .registry.tables_schedules import ScheduleRow, ScheduleRunRow
 
 if TYPE_CHECKING:
+    from .cluster import Cluster
     from .fabric import Fabric
     from .pools import PoolService
+    from .worker import Worker
 
 log = logging.getLogger(__name__)
 
@@ -46,10 +48,9 @@ MAX_COUNT = 100  # extra VMs one schedule may ask for
 MAX_DURATION = 7 * 24 * 60  # minutes a recurring window may last
 MAX_WINDOW = timedelta(days=366)  # length of a one-off window
 SEARCH_DAYS = 366 * 9  # how far a cron search looks (Feb 29 can be 8 years apart)
-_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 _INT = re.compile(r"[0-9]{1,20}")
 
-ACTIVE, ENDING, DONE = "active", "ending", "done"
+OPEN_PHASES = (SchedulePhase.ACTIVE, SchedulePhase.ENDING)  # a window that is not over
 
 
 def now_utc() -> datetime:
@@ -261,24 +262,21 @@ def parse_time(value: Any, key: str) -> datetime:
 
 
 def parse_schedule(
-    data: Mapping[str, Any], fabric: Fabric, pools: PoolService | None, now: datetime
+    data: Mapping[str, Any], inventory: InventoryStore, pools: PoolService, now: datetime
 ) -> dict[str, Any]:
     """A new schedule's column values, or BadRequest/NotFound saying what is wrong."""
     name = data.get("name") if _present(data, "name") else "schedule"
-    if not isinstance(name, str) or not _NAME.fullmatch(name):
-        raise BadRequest(
-            "name must be 1-64 characters of letters, digits, '.', '_' or '-', "
-            "starting with a letter or digit"
-        )
+    if not is_name(name):
+        raise BadRequest(f"name must be {NAME_RULE}")
     out: dict[str, Any] = {"name": name, "tid": None, "image_id": None, "pool": None}
     wants_vms = _present(data, "instance_type") or _present(data, "image_id")
     if _present(data, "pool"):
         if wants_vms:
             raise BadRequest("give either pool, or instance_type and image_id, not both")
         pool = data["pool"]
-        if not isinstance(pool, str) or not _NAME.fullmatch(pool):
+        if not is_name(pool):
             raise BadRequest("pool must be a pool name")
-        if pools is None:
+        if not pools.configured:
             raise BadRequest("no pools are configured on this fabric")
         pools.pool(pool)  # NotFound names it
         out["pool"] = pool
@@ -288,8 +286,8 @@ def parse_schedule(
                 raise BadRequest(f"{key} is required (with instance_type and image_id)")
         out["tid"] = _int(data, "instance_type", 1, 2**53)
         out["image_id"] = _int(data, "image_id", 1, 2**53)
-        fabric.registry.vm_type(out["tid"])  # NotFound: "instance_type N does not exist"
-        fabric.registry.image(out["image_id"])
+        inventory.vm_type(out["tid"])  # NotFound: "instance_type N does not exist"
+        inventory.image(out["image_id"])
     else:
         raise BadRequest("give what to add: instance_type and image_id, or pool")
     if not _present(data, "count"):
@@ -406,81 +404,61 @@ def _settings(raw: Any) -> float:
 # -- the service ---------------------------------------------------------------
 
 
-class ScheduleService:
-    """Starts and ends scheduled windows. ``tick()`` is one pass; ``start()`` runs it
-    every ``schedules.interval`` seconds in a thread. Safe to call from threads."""
+class ScheduleService(PeriodicWorker):
+    """Starts and ends scheduled windows. ``tick()`` is one pass, run every
+    ``schedules.interval`` seconds on the server holding the schedules lease.
+    Safe to call from threads."""
 
-    LEASE = "schedules"
+    name = "schedules"
 
     def __init__(
         self,
+        registry: Registry,
         fabric: Fabric,
-        pools: PoolService | None = None,
-        clock: Callable[[], datetime] = now_utc,
+        pools: PoolService,
+        refill: Worker | None = None,
         *,
-        on_pool_change: Callable[[], None] | None = None,
+        interval: float = DEFAULT_INTERVAL,
+        clock: Callable[[], datetime] = now_utc,
+        cluster: Cluster | None = None,
     ) -> None:
+        super().__init__(interval, lease=Lease.SCHEDULES, cluster=cluster)
+        self.registry = registry
+        self.store = registry.schedules
         self.fabric = fabric
-        self.registry = fabric.registry
         self.pools = pools
+        self.refill = refill  # woken when a pool's size changes
         self.clock = clock
-        self.on_pool_change = on_pool_change  # e.g. Worker.wake: refill at once
-        self.interval = _settings(fabric.config.raw.get("schedules"))
-        self.cluster: Any = None  # with several servers, passes run on the lease holder
         self._lock = threading.RLock()  # one pass or teardown at a time
         self._cancel: set[int] = set()  # schedules being deleted: stop creating for them
-        self._stop = threading.Event()
-        self._wake = threading.Event()
-        self._thread: threading.Thread | None = None
 
     # -- background --------------------------------------------------------
 
     def start(self) -> None:
         self.apply_pool_extra()  # the pools are right before the first pass
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._loop, name="schedules", daemon=True)
-        self._thread.start()
+        super().start()
 
-    def stop(self) -> None:
-        self._stop.set()
-        self._wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
+    def run_once(self) -> None:
+        self.tick()
 
-    def wake(self) -> None:
-        self._wake.set()
-
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            try:
-                if self.cluster is None or self.cluster.holds(self.LEASE):
-                    self.tick()
-                else:
-                    self.apply_pool_extra()  # another server runs them; follow its windows
-            except Exception:  # noqa: BLE001 - the loop must outlive any one failure
-                log.exception("schedule pass failed")
-            self._wake.wait(self.interval)
-            self._wake.clear()
+    def follow(self) -> None:
+        self.apply_pool_extra()  # another server runs them; follow its windows
 
     # -- API ---------------------------------------------------------------
 
     def create(self, data: Mapping[str, Any]) -> dict[str, Any]:
         """Validate and store a schedule; its window starts on the next pass."""
-        values = parse_schedule(data, self.fabric, self.pools, self.clock())
-        with self.registry.tx() as s:
-            row = ScheduleRow(**values)
-            s.add(row)
-            s.flush()
-            sid = row.id
+        values = parse_schedule(data, self.registry.inventory, self.pools, self.clock())
+        sid = self.store.add(values)
         log.info("schedule %d (%s) created", sid, values["name"])
         self.wake()
         return self.get(sid)
 
     def list(self) -> list[dict[str, Any]]:
-        return [self._describe(*item) for item in self._load()]
+        return [self._describe(*item) for item in self.store.with_latest()]
 
     def get(self, sid: int) -> dict[str, Any]:
-        found = self._load(sid)
+        found = self.store.with_latest(sid)
         if not found:
             raise NotFound(f"schedule {sid} does not exist")
         return self._describe(*found[0])
@@ -488,26 +466,23 @@ class ScheduleService:
     def delete(self, sid: int, force: bool = False) -> None:
         """Delete a schedule. An active one (window open, extra VMs present) only with
         ``force``: its VMs are destroyed (or its pool lowered back) first."""
-        row = self._schedule(sid)
-        if self._open_run(sid) is not None and not force:
+        row = self.store.get(sid)
+        if self.store.open_run(sid) is not None and not force:
             raise self._active_conflict(row)
         self._cancel.add(sid)
         try:
             with self._lock:
-                row = self._schedule(sid)
-                run = self._open_run(sid)
+                row = self.store.get(sid)
+                run = self.store.open_run(sid)
                 if run is not None and not force:
                     raise self._active_conflict(row)
                 if run is None:
-                    self._delete_rows(sid)
+                    self.store.delete(sid)
                     log.info("schedule %d deleted", sid)
                     return
-                with self.registry.tx() as s:
-                    s.execute(
-                        update(ScheduleRow).where(ScheduleRow.id == sid).values(cancelled=True)
-                    )
+                self.store.cancel(sid)
                 if not self._finish_cancelled(row):
-                    run = self._open_run(sid)
+                    run = self.store.open_run(sid)
                     why = run.last_error if run is not None else "unknown"
                     raise Unavailable(
                         f"schedule {sid} is cancelled but not all of its VMs could be removed "
@@ -530,8 +505,8 @@ class ScheduleService:
         """One pass over every schedule at ``clock()``."""
         with self._lock:
             now = self.clock()
-            for row in self._schedules():
-                if self._stop.is_set():
+            for row in self.store.all():
+                if self.stopping:
                     break
                 try:
                     if row.cancelled:
@@ -543,8 +518,8 @@ class ScheduleService:
             self.apply_pool_extra()
 
     def _tick_one(self, row: ScheduleRow, now: datetime) -> None:
-        run = self._open_run(row.id)
-        if run is not None and run.phase == ENDING:
+        run = self.store.open_run(row.id)
+        if run is not None and run.phase == SchedulePhase.ENDING:
             if not self._end(row, run, now):
                 return  # its VMs are not all gone yet: no new window before they are
             run = None
@@ -553,14 +528,14 @@ class ScheduleService:
             end = _aware(run.window_end)
             if window is not None and window[0] > _aware(run.window_start) and window[1] > end:
                 # A recurring window opened again while this one was still open: merge.
-                self._update_run(run.id, window_end=window[1])
+                self.store.update_run(run.id, window_end=window[1])
                 end = window[1]
             if now >= end:
                 self._end(row, run, now)
             else:
                 self._fill(row, run)
             return
-        if window is None or self._has_run(row.id, window[0]):
+        if window is None or self.store.has_run(row.id, window[0]):
             return
         run = self._begin(row, window)
         if run is not None:
@@ -581,18 +556,8 @@ class ScheduleService:
         return (start, end) if start <= now < end else None
 
     def _begin(self, row: ScheduleRow, window: tuple[datetime, datetime]) -> ScheduleRunRow | None:
-        try:
-            with self.registry.tx() as s:
-                run = ScheduleRunRow(
-                    schedule_id=row.id,
-                    window_start=window[0],
-                    window_end=window[1],
-                    phase=ACTIVE,
-                    wanted=row.count,
-                    made=0,
-                )
-                s.add(run)
-        except IntegrityError:
+        run = self.store.begin(row.id, window[0], window[1], row.count)
+        if run is None:
             return None  # this window was started already
         log.info(
             "schedule %d (%s): window %s-%s starts",
@@ -601,7 +566,7 @@ class ScheduleService:
             iso(window[0]),
             iso(window[1]),
         )
-        self.registry.record_event(
+        self.registry.events.record(
             "schedule.start", detail={"schedule": row.id, "window_start": iso(window[0])}
         )
         return run
@@ -609,14 +574,14 @@ class ScheduleService:
     def _fill(self, row: ScheduleRow, run: ScheduleRunRow) -> None:
         """Make what the window still lacks; record how far it got."""
         if row.pool:
-            if self.pools is None or row.pool not in self.pools.pools:
-                self._update_run(run.id, last_error=f"pool {row.pool!r} is not configured")
+            if row.pool not in self.pools.pools:
+                self.store.update_run(run.id, last_error=f"pool {row.pool!r} is not configured")
             elif run.made < run.wanted or run.last_error:
-                self._update_run(run.id, made=run.wanted, last_error=None)
+                self.store.update_run(run.id, made=run.wanted, last_error=None)
             return
         made = run.made
         while made < run.wanted:
-            if row.id in self._cancel or self._stop.is_set():
+            if row.id in self._cancel or self.stopping:
                 return
             try:
                 vm = self.fabric.create_vm(f"{row.name[:58]}-{made + 1}", row.tid, row.image_id)
@@ -624,22 +589,15 @@ class ScheduleService:
                 log.warning(
                     "schedule %d: made %d of %d VMs: %s", row.id, made, run.wanted, e.message
                 )
-                self._update_run(run.id, last_error=e.message)
+                self.store.update_run(run.id, last_error=e.message)
                 return
             made += 1
-            with self.registry.tx() as s:
-                s.add(ScheduleVmRow(schedule_id=row.id, run_id=run.id, vm_id=vm.id))
-                values: dict[str, Any] = {"made": made}
-                if made >= run.wanted:
-                    values["last_error"] = None
-                s.execute(
-                    update(ScheduleRunRow).where(ScheduleRunRow.id == run.id).values(**values)
-                )
+            self.store.add_vm(row.id, run.id, vm.id, made=made, complete=made >= run.wanted)
 
     def _end(self, row: ScheduleRow, run: ScheduleRunRow, now: datetime) -> bool:
         """The window is over: remove what it added. True once all is gone."""
-        if run.phase == ACTIVE:
-            self._update_run(run.id, phase=ENDING)
+        if run.phase == SchedulePhase.ACTIVE:
+            self.store.update_run(run.id, advance=(SchedulePhase.ACTIVE, SchedulePhase.ENDING))
             log.info("schedule %d (%s): window ends", row.id, row.name)
         errors: list[str] = []
         if row.pool:
@@ -647,7 +605,7 @@ class ScheduleService:
             errors = self._trim_pool(row.pool, run.made)
             done = True  # surplus ready VMs are removed at best effort; the pool goes on
         else:
-            for link in self._links(run.id):
+            for link in self.store.vms_of(run.id):
                 try:
                     self.fabric.destroy_vm(link.vm_id, force=True)
                 except NotFound:
@@ -655,25 +613,30 @@ class ScheduleService:
                 except FabricError as e:
                     errors.append(f"vmid {link.vm_id}: {e.message}")
                     continue
-                with self.registry.tx() as s:
-                    s.execute(delete(ScheduleVmRow).where(ScheduleVmRow.id == link.id))
+                self.store.drop_vm(link.id)
             done = not errors
-        values: dict[str, Any] = {"last_error": "; ".join(errors)[:2000] if errors else None}
+        last_error = "; ".join(errors)[:2000] if errors else None
         if done:
-            values.update(phase=DONE, ended_at=now)
-            self.registry.record_event(
+            self.store.update_run(
+                run.id,
+                advance=(SchedulePhase.ENDING, SchedulePhase.DONE),
+                last_error=last_error,
+                ended_at=now,
+            )
+            self.registry.events.record(
                 "schedule.end", detail={"schedule": row.id, "made": run.made}
             )
-        self._update_run(run.id, **values)
+        else:
+            self.store.update_run(run.id, last_error=last_error)
         return done
 
     def _finish_cancelled(self, row: ScheduleRow) -> bool:
         """End a cancelled schedule's window now and delete it. True if it is gone."""
         now = self.clock()
-        for run in self._runs(row.id, phases=(ACTIVE, ENDING)):
+        for run in self.store.runs(row.id, phases=OPEN_PHASES):
             if not self._end(row, run, now):
                 return False
-        self._delete_rows(row.id)
+        self.store.delete(row.id)
         self.apply_pool_extra()
         return True
 
@@ -681,23 +644,23 @@ class ScheduleService:
         """Remove ready VMs the pool no longer wants now that its size went back down
         (at most ``most``, what this window added). Checked-out VMs are never touched:
         only a ``ready`` VM is taken, atomically, so a concurrent check-out wins."""
-        if self.pools is None or pool not in self.pools.pools:
+        if pool not in self.pools.pools:
             return []
         p = self.pools.pools[pool]
         target = p.size + self.pools.extra.get(pool, 0)
         st = self.pools.status().get(pool, {})
         surplus = min(most, st.get("ready", 0) + st.get("building", 0) - target)
         errors: list[str] = []
-        ready = [vm for vm in self.registry.vms(states=[VmState.READY]) if vm.pool == pool]
+        ready = [vm for vm in self.registry.vms.list(states=[VmState.READY]) if vm.pool == pool]
         for vm in reversed(ready):
             if surplus <= 0:
                 break
-            if not self.registry.transition(vm.id, VmState.DELETING, expect=[VmState.READY]):
+            if not self.registry.vms.transition(vm.id, VmState.DELETING, expect=[VmState.READY]):
                 continue  # checked out meanwhile
             try:
                 self.fabric.destroy_vm(vm.id, taken=True)
             except FabricError as e:
-                self.registry.transition(vm.id, VmState.READY, expect=[VmState.DELETING])
+                self.registry.vms.transition(vm.id, VmState.READY, expect=[VmState.DELETING])
                 errors.append(f"vmid {vm.id}: {e.message}")
                 continue
             surplus -= 1
@@ -705,97 +668,17 @@ class ScheduleService:
 
     def apply_pool_extra(self) -> None:
         """Set each pool's extra size to the sum of its open windows' counts."""
-        if self.pools is None:
-            return
         want = dict.fromkeys(self.pools.pools, 0)
-        with self.registry.read() as s:
-            q = (
-                select(ScheduleRow.pool, ScheduleRow.count)
-                .join(ScheduleRunRow, ScheduleRunRow.schedule_id == ScheduleRow.id)
-                .where(ScheduleRow.pool.is_not(None), ScheduleRunRow.phase == ACTIVE)
-            )
-            for pool, count in s.execute(q):
-                if pool in want:
-                    want[pool] += count
+        for pool, n in self.store.pool_extra().items():
+            if pool in want:
+                want[pool] = n
         changed = False
         for name, n in want.items():
             if self.pools.extra.get(name, 0) != n:
                 self.pools.set_extra(name, n)
                 changed = True
-        if changed and self.on_pool_change is not None:
-            self.on_pool_change()
-
-    # -- registry ----------------------------------------------------------
-
-    def _schedules(self) -> list[ScheduleRow]:
-        with self.registry.read() as s:
-            return list(s.scalars(select(ScheduleRow).order_by(ScheduleRow.id)))
-
-    def _schedule(self, sid: int) -> ScheduleRow:
-        with self.registry.read() as s:
-            row = s.get(ScheduleRow, sid)
-        if row is None:
-            raise NotFound(f"schedule {sid} does not exist")
-        return row
-
-    def _runs(self, sid: int, phases: Iterable[str] | None = None) -> list[ScheduleRunRow]:
-        with self.registry.read() as s:
-            q = select(ScheduleRunRow).where(ScheduleRunRow.schedule_id == sid)
-            if phases is not None:
-                q = q.where(ScheduleRunRow.phase.in_(list(phases)))
-            return list(s.scalars(q.order_by(ScheduleRunRow.id)))
-
-    def _open_run(self, sid: int) -> ScheduleRunRow | None:
-        runs = self._runs(sid, phases=(ACTIVE, ENDING))
-        return runs[0] if runs else None
-
-    def _has_run(self, sid: int, window_start: datetime) -> bool:
-        with self.registry.read() as s:
-            q = select(ScheduleRunRow.id).where(
-                ScheduleRunRow.schedule_id == sid, ScheduleRunRow.window_start == window_start
-            )
-            return s.scalar(q) is not None
-
-    def _links(self, run_id: int) -> list[ScheduleVmRow]:
-        with self.registry.read() as s:
-            q = select(ScheduleVmRow).where(ScheduleVmRow.run_id == run_id)
-            return list(s.scalars(q.order_by(ScheduleVmRow.id)))
-
-    def _update_run(self, run_id: int, **values: Any) -> None:
-        with self.registry.tx() as s:
-            s.execute(update(ScheduleRunRow).where(ScheduleRunRow.id == run_id).values(**values))
-
-    def _delete_rows(self, sid: int) -> None:
-        with self.registry.tx() as s:
-            s.execute(delete(ScheduleVmRow).where(ScheduleVmRow.schedule_id == sid))
-            s.execute(delete(ScheduleRunRow).where(ScheduleRunRow.schedule_id == sid))
-            s.execute(delete(ScheduleRow).where(ScheduleRow.id == sid))
-
-    def _load(
-        self, sid: int | None = None
-    ) -> list[tuple[ScheduleRow, ScheduleRunRow | None, list[int]]]:
-        """Schedules with their latest window and the VMs it holds, in one snapshot."""
-        with self.registry.read() as s:
-            q = select(ScheduleRow).order_by(ScheduleRow.id)
-            if sid is not None:
-                q = q.where(ScheduleRow.id == sid)
-            rows = list(s.scalars(q))
-            latest: dict[int, ScheduleRunRow] = {}
-            runs = select(ScheduleRunRow).order_by(ScheduleRunRow.id)
-            if sid is not None:
-                runs = runs.where(ScheduleRunRow.schedule_id == sid)
-            for run in s.scalars(runs):
-                latest[run.schedule_id] = run
-            vms: dict[int, list[int]] = {}
-            links = select(ScheduleVmRow).order_by(ScheduleVmRow.id)
-            if sid is not None:
-                links = links.where(ScheduleVmRow.schedule_id == sid)
-            for link in s.scalars(links):
-                vms.setdefault(link.run_id, []).append(link.vm_id)
-        return [
-            (r, latest.get(r.id), vms.get(latest[r.id].id, []) if r.id in latest else [])
-            for r in rows
-        ]
+        if changed and self.refill is not None:
+            self.refill.wake()
 
     def _describe(
         self, row: ScheduleRow, run: ScheduleRunRow | None, vmids: list[int]
@@ -819,21 +702,22 @@ class ScheduleService:
         else:
             out["start"] = iso(row.start_at) if row.start_at else None
             out["end"] = iso(row.end_at) if row.end_at else None
-        if run is not None and run.phase in (ACTIVE, ENDING):
-            state = "active"
+        if run is not None and run.phase in OPEN_PHASES:
+            state = ScheduleState.ACTIVE
         elif row.cron:
-            state = "pending"
+            state = ScheduleState.PENDING
         elif run is not None or (row.end_at is not None and now >= _aware(row.end_at)):
-            state = "done"
+            state = ScheduleState.DONE
             if run is None:
                 out["skipped"] = True  # its whole window passed while the fabric was down
         else:
-            state = "pending"
+            state = ScheduleState.PENDING
             next_start = _aware(row.start_at) if row.start_at else None
         out["state"] = state
         if row.cancelled:
             out["cancelled"] = True
-        out["next_start"] = iso(next_start) if next_start and state != "active" else None
+        shown = next_start is not None and state != ScheduleState.ACTIVE
+        out["next_start"] = iso(next_start) if shown else None
         progress = None
         if run is not None:
             progress = {

@@ -18,19 +18,18 @@ from pathlib import Path
 from typing import Any
 
 from .errors import BadRequest, ConfigError, Conflict, FabricError, NotFound, NoValidHost
-from .fabric import Fabric, host_target
+from .hostcache import HostCache
+from .hosts import host_target
+from .hypervisor.driver import LibvirtDriver
 from .hypervisor.xml import RbdBackend
-from .model import VmState
-from .registry import VolumeRow
-from .registry.db import VOLUME_BUSY
-from .scheduler import PlacementRequest
+from .model import VM_ATTACHABLE, VOLUME_BUSY, HostStatus, VolumeState
+from .registry import Registry, VolumeRow
+from .scheduler import PlacementRequest, Scheduler
 
 log = logging.getLogger(__name__)
 
 MAX_SIZE_GB = 16384
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
-# VM states in which a volume may be attached (the domain must also be running).
-ATTACHABLE = (VmState.ACTIVE, VmState.READY, VmState.IN_USE)
 
 
 def parse_storage(raw: Any, where: str = "config") -> tuple[dict[str, RbdBackend], dict[str, str]]:
@@ -74,9 +73,20 @@ def parse_storage(raw: Any, where: str = "config") -> tuple[dict[str, RbdBackend
 
 
 class Volumes:
-    def __init__(self, fabric: Fabric, storage: Any = None) -> None:
-        self.fabric = fabric
-        self.registry = fabric.registry
+    def __init__(
+        self,
+        registry: Registry,
+        driver: LibvirtDriver,
+        scheduler: Scheduler,
+        hosts: HostCache,
+        storage: Any = None,
+        max_attempts: int = 3,
+    ) -> None:
+        self.registry = registry
+        self.driver = driver
+        self.scheduler = scheduler
+        self.hosts = hosts
+        self.max_attempts = max_attempts
         self.rbd, self.host_backend = parse_storage(storage)
         self._keys = (
             {
@@ -98,7 +108,7 @@ class Volumes:
     def _prepare(self, host: Any, backend: str) -> RbdBackend | None:
         rbd = self._rbd_for(backend)
         if rbd is not None:
-            self.fabric.driver.ensure_ceph_secret(host_target(host), rbd, self._keys[rbd.name])
+            self.driver.ensure_ceph_secret(host_target(host), rbd, self._keys[rbd.name])
         return rbd
 
     @staticmethod
@@ -111,14 +121,14 @@ class Volumes:
         return name
 
     def info(self, volume_id: int) -> dict[str, Any]:
-        vol = self.registry.volume(volume_id)
+        vol = self.registry.volumes.get(volume_id)
         out: dict[str, Any] = {
             "volumeid": vol.id,
             "name": vol.name,
             "size": vol.size,
-            "status": "attached" if vol.status == "attached" else vol.status,
+            "status": vol.status,
         }
-        if vol.status == "attached":
+        if vol.status == VolumeState.ATTACHED:
             out["vmid"] = vol.vm_id
         out["pmid"] = vol.host_id
         if vol.target:
@@ -137,100 +147,104 @@ class Volumes:
         req = PlacementRequest(cpu=0, ram=0, disk=size, label=f"a {size} GB volume")
         tried: set[int] = set()
         failures: list[str] = []
-        while len(failures) < self.fabric.config.create.max_attempts:
-            states = self.fabric.host_cache.states()
+        while len(failures) < self.max_attempts:
+            states = self.hosts.states()
             if host_id is not None:
                 states = [h for h in states if h.id == host_id]
-            placement = self.fabric.scheduler.select(states, replace(req, exclude=frozenset(tried)))
+            placement = self.scheduler.select(states, replace(req, exclude=frozenset(tried)))
             vol = host = None
             for cand in placement.hosts:
-                vol = self.registry.claim_volume(cand.id, name=name, size=size)
+                vol = self.registry.volumes.claim(cand.id, name=name, size=size)
                 if vol is not None:
-                    host = self.registry.host(cand.id)
+                    host = self.registry.hosts.get(cand.id)
                     break
             if vol is None or host is None:
                 continue
             backend = self._backend_of(host.label)
             try:
                 rbd = self._prepare(host, backend)
-                self.fabric.driver.create_volume(host_target(host), vol.vol_name, size, rbd)
+                self.driver.create_volume(host_target(host), vol.vol_name, size, rbd)
             except FabricError as e:
                 with contextlib.suppress(FabricError):
-                    self.fabric.driver.delete_volume(host_target(host), vol.vol_name)
-                self.registry.forget_volume(vol.id, event_kind="volume.create_failed")
+                    self.driver.delete_volume(host_target(host), vol.vol_name)
+                self.registry.volumes.forget(vol.id, event_kind="volume.create_failed")
                 failures.append(f"{host.label}: {e.message}")
                 tried.add(host.id)
                 continue
-            self.registry.volume_transition(
-                vol.id, "available", expect=["creating"], backend=backend
+            self.registry.volumes.transition(
+                vol.id, VolumeState.AVAILABLE, expect=[VolumeState.CREATING], backend=backend
             )
-            self.registry.record_event("volume.create", host_id=host.id, detail={"volume": vol.id})
-            return self.registry.volume(vol.id)
+            self.registry.events.record("volume.create", host_id=host.id, detail={"volume": vol.id})
+            return self.registry.volumes.get(vol.id)
         raise FabricError(f"could not create the volume: {'; '.join(failures)}")
 
     def destroy(self, volume_id: int) -> None:
-        vol = self.registry.volume(volume_id)
-        if vol.status == "attached":
+        vol = self.registry.volumes.get(volume_id)
+        if vol.status == VolumeState.ATTACHED:
             raise Conflict(f"volumeid {volume_id} is attached to vmid {vol.vm_id}; detach it first")
-        if not self.registry.volume_transition(
-            volume_id, "deleting", expect=["available", "error", "deleting"]
+        if not self.registry.volumes.transition(
+            volume_id,
+            VolumeState.DELETING,
+            expect=[VolumeState.AVAILABLE, VolumeState.ERROR, VolumeState.DELETING],
         ):
-            current = self.registry.volume(volume_id).status
+            current = self.registry.volumes.get(volume_id).status
             raise Conflict(f"volumeid {volume_id} is {current}; it cannot be destroyed now")
         if vol.host_id is not None:
-            host = self.registry.host_any(vol.host_id)
+            host = self.registry.hosts.get_any(vol.host_id)
             try:
-                self.fabric.driver.delete_volume(
+                self.driver.delete_volume(
                     host_target(host), vol.vol_name, self._rbd_for(vol.backend)
                 )
             except FabricError:
-                self.registry.volume_transition(volume_id, vol.status, expect=["deleting"])
+                self.registry.volumes.transition(
+                    volume_id, vol.status, expect=[VolumeState.DELETING]
+                )
                 raise
-        self.registry.forget_volume(volume_id, event_kind="volume.destroy")
+        self.registry.volumes.forget(volume_id, event_kind="volume.destroy")
 
     # -- attach / detach -----------------------------------------------------
 
     def attach(self, vm_id: int, volume_id: int) -> str:
-        vm = self.registry.vm(vm_id)
-        vol = self.registry.volume(volume_id)
-        if vol.status == "attached":
+        vm = self.registry.vms.get(vm_id)
+        vol = self.registry.volumes.get(volume_id)
+        if vol.status == VolumeState.ATTACHED:
             raise Conflict(f"volumeid {volume_id} is already attached to vmid {vol.vm_id}")
-        if vol.status != "available":
+        if vol.status != VolumeState.AVAILABLE:
             raise Conflict(f"volumeid {volume_id} is {vol.status}; it cannot be attached now")
-        if vm.state not in ATTACHABLE or vm.host_id is None:
+        if vm.state not in VM_ATTACHABLE or vm.host_id is None:
             raise Conflict(f"vmid {vm_id} is {vm.state}; volumes attach to running VMs")
-        if not self.registry.volume_transition(
-            volume_id, "attaching", expect=["available"], vm_id=vm_id
+        if not self.registry.volumes.transition(
+            volume_id, VolumeState.ATTACHING, expect=[VolumeState.AVAILABLE], vm_id=vm_id
         ):
             raise Conflict(f"volumeid {volume_id} is being changed by another request")
         try:
-            host = self.registry.host(vm.host_id)
+            host = self.registry.hosts.get(vm.host_id)
             target = host_target(host)
-            if not self.fabric.driver.domain_running(target, vm.uuid):
+            if not self.driver.domain_running(target, vm.uuid):
                 raise Conflict(f"vmid {vm_id} is not running; volumes attach to running VMs")
             vol = self._bring_to(vol, host)
             rbd = self._rbd_for(vol.backend)
             path = None
             if rbd is None:
                 path = self._volume_path(host, vol.vol_name)
-            dev = self.fabric.driver.attach_volume(
+            dev = self.driver.attach_volume(
                 target, vm.uuid, path=path, rbd=rbd, rbd_image=vol.vol_name
             )
         except BaseException:
-            self.registry.volume_transition(
-                volume_id, "available", expect=["attaching"], vm_id=None
+            self.registry.volumes.transition(
+                volume_id, VolumeState.AVAILABLE, expect=[VolumeState.ATTACHING], vm_id=None
             )
             raise
-        self.registry.volume_transition(
-            volume_id, "attached", expect=["attaching"], vm_id=vm_id, target=dev
+        self.registry.volumes.transition(
+            volume_id, VolumeState.ATTACHED, expect=[VolumeState.ATTACHING], vm_id=vm_id, target=dev
         )
-        self.registry.record_event(
+        self.registry.events.record(
             "volume.attach", vm_id=vm_id, host_id=host.id, detail={"volume": volume_id, "dev": dev}
         )
         return dev
 
     def _volume_path(self, host: Any, vol_name: str) -> str:
-        paths = self.fabric.driver.volume_paths(host_target(host))
+        paths = self.driver.volume_paths(host_target(host))
         if vol_name not in paths:
             raise NotFound(f"volume {vol_name} is missing on {host.label}")
         return paths[vol_name]
@@ -248,55 +262,51 @@ class Volumes:
                 f"volumeid {vol.id} lives on {src_backend} storage, which pmid {host.id} "
                 f"({dst_backend}) cannot reach"
             )
-        src = self.registry.host_any(vol.host_id) if vol.host_id else None
-        if src is None or src.status != "up":
+        src = self.registry.hosts.get_any(vol.host_id) if vol.host_id else None
+        if src is None or src.status != HostStatus.UP:
             raise Conflict(f"volumeid {vol.id} lives on a host that is down; it cannot move")
-        if not self.registry.move_volume_claim(vol.id, host.id):
+        if not self.registry.volumes.move_claim(vol.id, host.id):
             raise NoValidHost(
                 f"pmid {host.id} has no room for volumeid {vol.id} ({vol.size} GB) to move there"
             )
         try:
-            self.fabric.driver.copy_volume(
-                host_target(src), host_target(host), vol.vol_name, vol.size
-            )
+            self.driver.copy_volume(host_target(src), host_target(host), vol.vol_name, vol.size)
         except BaseException:
-            self.registry.move_volume_claim(vol.id, src.id)
+            self.registry.volumes.move_claim(vol.id, src.id)
             raise
         with contextlib.suppress(FabricError):
-            self.fabric.driver.delete_volume(host_target(src), vol.vol_name)
-        self.registry.record_event(
+            self.driver.delete_volume(host_target(src), vol.vol_name)
+        self.registry.events.record(
             "volume.move", host_id=host.id, detail={"volume": vol.id, "from": src.id}
         )
-        return self.registry.volume(vol.id)
+        return self.registry.volumes.get(vol.id)
 
     def detach(self, volume_id: int) -> None:
-        vol = self.registry.volume(volume_id)
-        if vol.status != "attached" or vol.vm_id is None:
+        vol = self.registry.volumes.get(volume_id)
+        if vol.status != VolumeState.ATTACHED or vol.vm_id is None:
             raise Conflict(f"volumeid {volume_id} is not attached (it is {vol.status})")
-        if not self.registry.volume_transition(volume_id, "detaching", expect=["attached"]):
+        if not self.registry.volumes.transition(
+            volume_id, VolumeState.DETACHING, expect=[VolumeState.ATTACHED]
+        ):
             raise Conflict(f"volumeid {volume_id} is being changed by another request")
         try:
             with contextlib.suppress(NotFound):
-                vm = self.registry.vm(vol.vm_id)
-                host = self.registry.host_any(vm.host_id)
-                self.fabric.driver.detach_volume(host_target(host), vm.uuid, vol.target or "")
+                vm = self.registry.vms.get(vol.vm_id)
+                host = self.registry.hosts.get_any(vm.host_id)
+                self.driver.detach_volume(host_target(host), vm.uuid, vol.target or "")
         except BaseException:
-            self.registry.volume_transition(volume_id, "attached", expect=["detaching"])
+            self.registry.volumes.transition(
+                volume_id, VolumeState.ATTACHED, expect=[VolumeState.DETACHING]
+            )
             raise
-        self.registry.volume_transition(
-            volume_id, "available", expect=["detaching"], vm_id=None, target=None
+        self.registry.volumes.transition(
+            volume_id,
+            VolumeState.AVAILABLE,
+            expect=[VolumeState.DETACHING],
+            vm_id=None,
+            target=None,
         )
-        self.registry.record_event("volume.detach", vm_id=vol.vm_id, detail={"volume": volume_id})
-
-    def release_from(self, vm_id: int) -> None:
-        """The VM is being destroyed: its volumes become available, data kept."""
-        for vol in self.registry.volumes(vm_id=vm_id):
-            self.registry.volume_transition(
-                vol.id, "available", expect=["attached", "detaching"], vm_id=None, target=None
-            )
-            self.registry.record_event(
-                "volume.detach", vm_id=vm_id, detail={"volume": vol.id, "reason": "vm destroyed"}
-            )
+        self.registry.events.record("volume.detach", vm_id=vol.vm_id, detail={"volume": volume_id})
 
     # -- reconciliation ------------------------------------------------------
 
@@ -308,30 +318,39 @@ class Volumes:
         missing: list[int] = []
         released: list[int] = []
         finished: list[int] = []
-        vols = [v for v in self.registry.volumes() if not self.registry.owner_alive(v)]
+        vols = [
+            v
+            for v in self.registry.volumes.list()
+            if not self.registry.cluster.owner_alive(v.owner)
+        ]
         by_host: dict[int, list[VolumeRow]] = {}
         for vol in vols:
             if vol.host_id is not None:
                 by_host.setdefault(vol.host_id, []).append(vol)
-        for host in self.registry.hosts():
-            if host.status != "up" or host.id not in by_host:
+        for host in self.registry.hosts.list():
+            if host.status != HostStatus.UP or host.id not in by_host:
                 continue
             try:
-                present = set(self.fabric.driver.volume_paths(host_target(host)))
+                present = set(self.driver.volume_paths(host_target(host)))
             except FabricError:
                 continue
             for vol in by_host[host.id]:
                 if vol.backend != "dir" or vol.status in VOLUME_BUSY:
                     continue
-                if vol.vol_name not in present and self.registry.volume_transition(
-                    vol.id, "error", expect=[vol.status], unowned=True,
+                if vol.vol_name not in present and self.registry.volumes.transition(
+                    vol.id, VolumeState.ERROR, expect=[vol.status], unowned=True,
                     error=f"{vol.vol_name} is no longer in {host.label}'s pool",
                 ):  # fmt: skip
                     missing.append(vol.id)
         for vol in vols:
-            if vol.status == "attached" and vol.vm_id is not None:
-                if not self.fabric.vm_exists(vol.vm_id) and self.registry.volume_transition(
-                    vol.id, "available", expect=["attached"], unowned=True, vm_id=None, target=None
+            if vol.status == VolumeState.ATTACHED and vol.vm_id is not None:
+                if not self.registry.vms.exists(vol.vm_id) and self.registry.volumes.transition(
+                    vol.id,
+                    VolumeState.AVAILABLE,
+                    expect=[VolumeState.ATTACHED],
+                    unowned=True,
+                    vm_id=None,
+                    target=None,
                 ):
                     released.append(vol.id)
             elif vol.status in VOLUME_BUSY and self._finish(vol):
@@ -343,45 +362,47 @@ class Volumes:
         restart): creates and deletes are completed as deletes; an attach or detach
         ends in whatever state the VM's domain shows."""
         # First become its owner (its status unchanged), so no one else finishes it.
-        if not self.registry.volume_transition(
-            vol.id, vol.status, expect=[vol.status], unowned=True, owner=self.registry.server_id
-        ):
+        if not self.registry.volumes.take(vol.id, vol.status):
             return False
         try:
-            if vol.status in ("creating", "deleting"):
+            if vol.status in (VolumeState.CREATING, VolumeState.DELETING):
                 if vol.host_id is not None:
-                    host = self.registry.host_any(vol.host_id)
-                    self.fabric.driver.delete_volume(
+                    host = self.registry.hosts.get_any(vol.host_id)
+                    self.driver.delete_volume(
                         host_target(host), vol.vol_name, self._rbd_for(vol.backend)
                     )
-                kind = "volume.create_failed" if vol.status == "creating" else "volume.destroy"
-                self.registry.forget_volume(vol.id, event_kind=kind)
+                kind = (
+                    "volume.create_failed"
+                    if vol.status == VolumeState.CREATING
+                    else "volume.destroy"
+                )
+                self.registry.volumes.forget(vol.id, event_kind=kind)
                 return True
             target = self._attached_as(vol)
             if target is not None:
-                return self.registry.volume_transition(
-                    vol.id, "attached", expect=[vol.status], target=target
+                return self.registry.volumes.transition(
+                    vol.id, VolumeState.ATTACHED, expect=[vol.status], target=target
                 )
-            return self.registry.volume_transition(
-                vol.id, "available", expect=[vol.status], vm_id=None, target=None
+            return self.registry.volumes.transition(
+                vol.id, VolumeState.AVAILABLE, expect=[vol.status], vm_id=None, target=None
             )
         except FabricError as e:
             log.warning("volume %d: could not finish its %s yet: %s", vol.id, vol.status, e)
-            self.registry.volume_transition(vol.id, vol.status, expect=[vol.status], owner=None)
+            self.registry.volumes.let_go(vol.id, vol.status)
             return False
 
     def _attached_as(self, vol: VolumeRow) -> str | None:
         """The device the volume is on in its VM's domain, or None."""
-        if vol.vm_id is None or not self.fabric.vm_exists(vol.vm_id):
+        if vol.vm_id is None or not self.registry.vms.exists(vol.vm_id):
             return None
-        vm = self.registry.vm(vol.vm_id)
+        vm = self.registry.vms.get(vol.vm_id)
         if vm.host_id is None:
             return None
-        target = host_target(self.registry.host_any(vm.host_id))
+        target = host_target(self.registry.hosts.get_any(vm.host_id))
         # Live first; the persistent definition too (a hot-plug writes both, but the
         # test driver only the latter).
         for persistent in (False, True):
-            disks = self.fabric.driver.domain_disks(target, vm.uuid, persistent=persistent)
+            disks = self.driver.domain_disks(target, vm.uuid, persistent=persistent)
             for dev, source in disks.items():
                 if source and source.rsplit("/", 1)[-1] == vol.vol_name:
                     return dev

@@ -1,11 +1,13 @@
 """Shared fixtures: hosts on libvirt's test:// driver (a fresh node XML per test),
-a real SQLite registry file, the Fabric, the Flask app, and a served app."""
+a real SQLite registry file, the services (built as the server builds them), the
+Flask app, and a served app."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -15,7 +17,13 @@ from orchestrator.config import config_from_dict
 from orchestrator.fabric import Fabric
 from orchestrator.hypervisor.driver import LibvirtDriver
 from orchestrator.inventory import load_inventory
+from orchestrator.model import Inventory
+from orchestrator.pools import PoolService
 from orchestrator.registry import Registry
+from orchestrator.reservations import Reservations
+from orchestrator.schedules import now_utc
+from orchestrator.services import Services, StartUpReport, build_services
+from orchestrator.worker import Worker
 from tests.launch import ServedApp
 
 NODE_XML = """<node>
@@ -40,6 +48,9 @@ DEFAULT_TYPES = {
 }
 
 
+THREE_HOSTS = [{"cpus": 2, "ram": 2048}, {"cpus": 4, "ram": 4096}, {"cpus": 8, "ram": 8192}]
+
+
 @dataclass
 class Rig:
     """A fabric over test:// hosts, built from real input files in tmp_path."""
@@ -50,23 +61,47 @@ class Rig:
     types_file: Path
     db_url: str
     registry: Registry
-    fabric: Fabric
+    services: Services
     driver: LibvirtDriver
+    report: StartUpReport  # what the start-up reconciliation found
+    clock: Callable[[], datetime] = now_utc  # the schedules' clock
 
-    def restart(self, config: dict | None = None) -> Fabric:
-        """A new Fabric and Registry on the same database and the same hosts.
+    @property
+    def fabric(self) -> Fabric:
+        return self.services.fabric
+
+    def inventory(self) -> Inventory:
+        """The three input files, read again."""
+        return load_inventory(self.pm_file, self.image_file, self.types_file)
+
+    def restart(
+        self, config: dict | None = None, clock: Callable[[], datetime] | None = None
+    ) -> Services:
+        """New services and Registry on the same database and the same hosts.
 
         The test:// driver keeps a host's domains in its connection, so the
         driver (the "hosts") survives; everything the fabric holds is rebuilt.
         """
-        self.fabric._stop.set()
+        self.services.stopping.set()
         self.registry.close()
         self.registry = Registry(self.db_url)
         cfg = config_from_dict(config or {"state_dir": str(self.dir / "state")})
-        self.fabric = Fabric(self.registry, cfg, driver=self.driver)
-        inv = load_inventory(self.pm_file, self.image_file, self.types_file)
-        self.fabric.start(inv)
-        return self.fabric
+        inv = self.inventory()
+        self.clock = clock or self.clock
+        self.services = build_services(
+            cfg, self.registry, inv, driver=self.driver, clock=self.clock
+        )
+        self.report = self.services.start_up()
+        return self.services
+
+    def stop(self) -> None:
+        """Stop what the services run (but keep the driver's hosts) and close."""
+        self.services.stopping.set()
+        self.services.schedules.stop()
+        self.services.worker.stop()
+        self.services.maintenance.stop()
+        self.driver.close()
+        self.registry.close()
 
 
 _PG: list = []
@@ -100,6 +135,7 @@ def make_rig(
     config: dict | None = None,
     types: dict | None = None,
     images: list[str] | None = None,
+    clock: Callable[[], datetime] = now_utc,
 ) -> Rig:
     """``hosts``: dicts with ``cpus``, ``ram`` (node XML) and pm-file settings in ``extra``."""
     lines = []
@@ -124,30 +160,25 @@ def make_rig(
     registry = Registry(db_url)
     cfg = config_from_dict({"state_dir": str(tmp_path / "state"), **(config or {})})
     driver = LibvirtDriver(connect_timeout=5, call_timeout=20)
-    fabric = Fabric(registry, cfg, driver=driver)
-    fabric.start(load_inventory(pm, image_file, types_file))
-    return Rig(tmp_path, pm, image_file, types_file, db_url, registry, fabric, driver)
+    inventory = load_inventory(pm, image_file, types_file)
+    services = build_services(cfg, registry, inventory, driver=driver, clock=clock)
+    report = services.start_up()
+    return Rig(
+        tmp_path, pm, image_file, types_file, db_url, registry, services, driver, report, clock
+    )
 
 
 @pytest.fixture
 def rig(tmp_path: Path) -> Iterator[Rig]:
     """Three test:// hosts of different sizes."""
-    r = make_rig(
-        tmp_path,
-        [
-            {"cpus": 2, "ram": 2048},
-            {"cpus": 4, "ram": 4096},
-            {"cpus": 8, "ram": 8192},
-        ],
-    )
+    r = make_rig(tmp_path, THREE_HOSTS)
     yield r
-    r.fabric.stop()
-    r.registry.close()
+    r.stop()
 
 
 @pytest.fixture
 def client(rig: Rig):  # noqa: ANN201
-    app = create_app(rig.fabric)
+    app = create_app(rig.services)
     app.testing = True
     return app.test_client()
 
@@ -155,14 +186,14 @@ def client(rig: Rig):  # noqa: ANN201
 Served = ServedApp
 
 
-def serve(fabric: Fabric, threads: int = 32) -> ServedApp:
+def serve(services: Services, threads: int = 32) -> ServedApp:
     """Run the app on waitress (the production server) on a free loopback port."""
-    return ServedApp(create_app(fabric), threads=threads)
+    return ServedApp(create_app(services), threads=threads)
 
 
 @pytest.fixture
 def served(rig: Rig) -> Iterator[Served]:
-    s = serve(rig.fabric)
+    s = serve(rig.services)
     yield s
     s.stop()
 
@@ -170,16 +201,23 @@ def served(rig: Rig) -> Iterator[Served]:
 @dataclass
 class PoolRig:
     rig: Rig
-    pools: object
-    worker: object
-    reservations: object
     served: Served
+
+    @property
+    def pools(self) -> PoolService:
+        return self.rig.services.pools
+
+    @property
+    def worker(self) -> Worker:
+        return self.rig.services.worker
+
+    @property
+    def reservations(self) -> Reservations:
+        return self.rig.services.reservations
 
     def stop(self) -> None:
         self.served.stop()
-        self.worker.stop()
-        self.rig.fabric.stop()
-        self.rig.registry.close()
+        self.rig.stop()
 
 
 def make_pool_rig(
@@ -188,21 +226,15 @@ def make_pool_rig(
     pools: list[dict],
     config: dict | None = None,
     start_worker: bool = True,
+    clock: Callable[[], datetime] = now_utc,
 ) -> PoolRig:
     """A rig with pools, its background worker and the app served on waitress."""
-    from orchestrator.pools import PoolService, parse_pools
-    from orchestrator.reservations import Reservations
-    from orchestrator.worker import Worker
-
     cfg = {"workers": {"interval": 0.2, "retry_after": 1}, **(config or {}), "pools": pools}
-    rig = make_rig(tmp_path, hosts, config=cfg)
-    service = PoolService(rig.fabric, parse_pools(pools, rig.fabric), rig.fabric.config)
-    worker = Worker(service)
-    reservations = Reservations(rig.fabric, service, refill=worker.wake, clean=worker.clean_now)
+    rig = make_rig(tmp_path, hosts, config=cfg, clock=clock)
     if start_worker:
-        worker.start()
-    served = ServedApp(create_app(rig.fabric, reservations), threads=48)
-    return PoolRig(rig, service, worker, reservations, served)
+        rig.services.worker.start()
+    served = ServedApp(create_app(rig.services), threads=48)
+    return PoolRig(rig, served)
 
 
 def wait_for(predicate, timeout: float = 30.0, interval: float = 0.05):  # noqa: ANN001, ANN201

@@ -51,7 +51,10 @@ class ServedApp:
 
         from waitress import create_server
 
-        self.server = create_server(app, host="127.0.0.1", port=0, threads=threads)
+        self.sockets: dict = {}  # waitress's socket map, polled by _run
+        self.server = create_server(
+            app, map=self.sockets, host="127.0.0.1", port=0, threads=threads
+        )
         self.url = f"http://127.0.0.1:{self.server.effective_port}"
         self._stop = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
@@ -61,7 +64,7 @@ class ServedApp:
         from waitress import wasyncore
 
         while not self._stop.is_set():
-            wasyncore.loop(timeout=0.1, map=self.server._map, count=1)
+            wasyncore.loop(timeout=0.1, map=self.sockets, count=1)
 
     def stop(self) -> None:
         self._stop.set()

@@ -2,14 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from flask import Flask
 
-from ..auth import AuthService
-from ..fabric import Fabric
-from ..reservations import Reservations
-from ..volumes import Volumes
+from ..services import Services
 from . import (
     auth,
     dashboard,
@@ -25,19 +20,9 @@ from . import (
 )
 
 
-def create_app(
-    fabric: Fabric,
-    reservations_: Reservations | None = None,
-    volumes_: Volumes | None = None,
-    auth_: AuthService | None = None,
-    schedules_: Any = None,
-) -> Flask:
+def create_app(services: Services) -> Flask:
     app = Flask("orchestrator")
-    app.config["FABRIC"] = fabric
-    app.config["RESERVATIONS"] = reservations_
-    app.config["VOLUMES"] = volumes_ or Volumes(fabric)
-    app.config["AUTH"] = auth_ or AuthService(fabric.registry, fabric.config.raw.get("auth"))
-    app.config["SCHEDULES"] = schedules_
+    app.config["SERVICES"] = services
     app.json.sort_keys = False  # keep the contract's key order
     errors.install(app)
     for bp in (

@@ -70,7 +70,7 @@ def needs_token(method: str, path: str, open_reads: bool = True) -> bool:
 
 
 def auth_service() -> AuthService:
-    return current_app.config["AUTH"]
+    return current_app.config["SERVICES"].auth
 
 
 def request_token() -> tuple[str | None, bool]:
@@ -105,8 +105,8 @@ def _deny(e: FabricError, *, scheme: str = "Token", ok_field: bool = False) -> R
 
 @bp.before_app_request
 def enforce() -> ResponseReturnValue | None:
-    auth = current_app.config.get("AUTH")
-    if auth is None or not auth.enabled:
+    auth = auth_service()
+    if not auth.enabled:
         return None
     path = request.path
     rule = request.url_rule.rule if request.url_rule is not None else path

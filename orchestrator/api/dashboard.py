@@ -35,11 +35,13 @@ from flask.typing import ResponseReturnValue
 from werkzeug.wrappers import Response
 
 from ..clock import as_utc as _aware
+from ..clock import iso
 from ..errors import BadRequest, FabricError
-from ..fabric import iso
 from ..model import VmState
 from ..volumes import MAX_SIZE_GB, Volumes
 from . import params
+from .context import services
+from .presenters import checkout_json, host_json, vm_json
 
 log = logging.getLogger(__name__)
 
@@ -70,28 +72,28 @@ def _setup(state: Any) -> None:
 
 
 def _fabric() -> Any:
-    return current_app.config["FABRIC"]
+    return services().fabric
 
 
 def _reservations() -> Any:
-    return current_app.config.get("RESERVATIONS")
+    svc = services()
+    return svc.reservations if svc.pools.configured else None
 
 
 def _volumes() -> Volumes:
-    return current_app.config["VOLUMES"]
+    return services().volumes
 
 
 def _auth() -> Any:
-    return current_app.config.get("AUTH")
+    return services().auth
 
 
 def _schedules() -> Any:
-    return current_app.config.get("SCHEDULES")
+    return services().schedules
 
 
 def _auth_on() -> bool:
-    auth = _auth()
-    return bool(auth is not None and getattr(auth, "enabled", False))
+    return services().auth.enabled
 
 
 def _current_user() -> str | None:
@@ -332,9 +334,7 @@ def overview() -> ResponseReturnValue:
 
 
 def _servers() -> list[dict[str, Any]]:
-    from ..cluster import describe
-
-    info = describe(_fabric().registry)
+    info = services().cluster.as_dict()
     runs: dict[str, list[str]] = {}
     for lease in info["leases"]:
         if lease["holder"]:
@@ -355,10 +355,11 @@ def _bar(used: float, total: float) -> dict[str, Any]:
 
 
 def _hosts() -> list[dict[str, Any]]:
-    fab = _fabric()
+    registry = services().registry
+    counts = registry.vms.counts_by_host()
     out = []
-    for h in fab.registry.hosts():
-        info = fab.host_info(h.id)
+    for h in registry.hosts.list():
+        info = host_json(h, counts.get(h.id, 0))
         cap, free = info["capacity"], info["free"]
         out.append(
             {
@@ -375,7 +376,7 @@ def _hosts() -> list[dict[str, Any]]:
 
 
 def _catalog() -> dict[str, Any]:
-    reg = _fabric().registry
+    reg = services().registry.inventory
     types = [
         {
             "tid": t.tid,
@@ -383,20 +384,20 @@ def _catalog() -> dict[str, Any]:
             f"({t.cpu} vCPU, {t.ram} MB, {t.disk} GB)",
             "name": t.name or f"type {t.tid}",
         }
-        for t in reg.types()
+        for t in reg.inventory.types()
     ]
-    images = [{"id": i.id, "name": i.name} for i in reg.images()]
+    images = [{"id": i.id, "name": i.name} for i in reg.inventory.images()]
     return {"types": types, "images": images}
 
 
 def _vms(hosts: list[dict[str, Any]], catalog: dict[str, Any]) -> list[dict[str, Any]]:
-    fab = _fabric()
+    svc = services()
     host_names = {h["pmid"]: h["name"] for h in hosts}
     type_names = {t["tid"]: t["name"] for t in catalog["types"]}
     image_names = {i["id"]: i["name"] for i in catalog["images"]}
     out = []
-    for vm in fab.registry.vms():
-        d = fab.vm_dict(vm)
+    for vm in svc.registry.vms.list():
+        d = vm_json(vm, svc.config.guest.user)
         d["host"] = host_names.get(vm.host_id or 0, f"pmid {vm.host_id}" if vm.host_id else "-")
         d["type_name"] = type_names.get(vm.tid, str(vm.tid))
         d["image_name"] = image_names.get(vm.image_id, str(vm.image_id))
@@ -436,7 +437,7 @@ def _volume_rows(hosts: list[dict[str, Any]]) -> list[dict[str, Any]]:
     vols = _volumes()
     names = {h["pmid"]: h["name"] for h in hosts}
     out = []
-    for v in vols.registry.volumes():
+    for v in services().registry.volumes.list():
         d = vols.info(v.id)
         d["host"] = names.get(d.get("pmid") or 0, f"pmid {d['pmid']}" if d.get("pmid") else "")
         out.append(d)
@@ -618,7 +619,7 @@ def _time_ticks(chart: Chart, t0: float, t1: float, x: Callable[[float], float])
 
 
 def _charts(pools: dict[str, dict[str, Any]]) -> dict[str, Chart]:
-    reg = _fabric().registry
+    reg = services().registry.events
     return {"levels": _levels_chart(reg, pools), "durations": _durations_chart(reg)}
 
 
@@ -634,7 +635,7 @@ def _levels_chart(reg: Any, pools: dict[str, dict[str, Any]]) -> Chart:
     }
     events = []
     for kind in deltas:
-        events.extend(reg.events(kind=kind, limit=EVENT_LIMIT))
+        events.extend(reg.list(kind=kind, limit=EVENT_LIMIT))
     if not events:
         chart.empty = "No check-outs yet: pool activity shows here."
         return chart
@@ -684,7 +685,7 @@ def _levels_chart(reg: Any, pools: dict[str, dict[str, Any]]) -> Chart:
 def _durations_chart(reg: Any, limit: int = 60) -> Chart:
     """Each recent create's duration (seconds), oldest to newest."""
     chart = Chart(y_label="seconds")
-    events = [e for e in reg.events(kind="vm.create", limit=limit) if e.duration is not None]
+    events = [e for e in reg.list(kind="vm.create", limit=limit) if e.duration is not None]
     if not events:
         chart.empty = "No VM created yet: create durations show here."
         return chart
@@ -739,7 +740,7 @@ def vm_create() -> str:
     image_id = _int_field("image_id", "image")
     fab = _fabric()
     vm = fab.create_vm(name, tid, image_id)
-    where = f" on {fab.registry.host_any(vm.host_id).label}" if vm.host_id else ""
+    where = f" on {services().registry.hosts.get_any(vm.host_id).label}" if vm.host_id else ""
     return f"Created VM {vm.name} (vmid {vm.id}){where}."
 
 
@@ -748,7 +749,7 @@ def vm_create() -> str:
 def vm_destroy() -> str:
     vm_id = _int_field("vmid", "vmid")
     fab = _fabric()
-    name = fab.registry.vm(vm_id).name
+    name = services().registry.vms.get(vm_id).name
     fab.destroy_vm(vm_id, force=params.flag("force"))
     return f"Destroyed VM {name} (vmid {vm_id})."
 
@@ -771,7 +772,7 @@ def vm_checkout() -> str:
         raise BadRequest("pool must be a pool name")
     got = res.checkout(pool=pool)
     c = got[0]
-    d = res.describe(c)
+    d = checkout_json(c, services().config.guest.user)
     ssh = d.get("ssh")
     reach = f"; ssh -p {ssh['port']} {ssh['user']}@{ssh['host']}" if ssh else ""
     flash(c.reservation_id, "secret")

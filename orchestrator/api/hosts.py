@@ -2,36 +2,37 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, current_app, jsonify
+from flask import Blueprint, jsonify
 
 from . import params
+from .context import services
 from .errors import legacy
+from .presenters import host_json
 
 bp = Blueprint("hosts", __name__)
 
 
-def fabric():  # noqa: ANN201
-    return current_app.config["FABRIC"]
-
-
 @bp.route("/pm/list", methods=["GET"])
 def pm_list():
-    return jsonify({"pmids": [h.id for h in fabric().registry.hosts()]})
+    return jsonify({"pmids": [h.id for h in services().registry.hosts.list()]})
 
 
 @bp.route("/pm/listvms", methods=["GET"])
 @legacy({"vmids": 0})
 def pm_listvms():
     pmid = params.positive_int("pmid")
-    fabric().registry.host(pmid)  # 404 for an unknown pmid
-    return jsonify({"vmids": [vm.id for vm in fabric().registry.vms(host_id=pmid)]})
+    registry = services().registry
+    registry.hosts.get(pmid)  # 404 for an unknown pmid
+    return jsonify({"vmids": [vm.id for vm in registry.vms.list(host_id=pmid)]})
 
 
 @bp.route("/pm/query", methods=["GET"])
 @legacy({"pmid": 0})
 def pm_query():
     pmid = params.positive_int("pmid")
-    return jsonify(fabric().host_info(pmid))
+    registry = services().registry
+    host = registry.hosts.get(pmid)
+    return jsonify(host_json(host, registry.vms.counts_by_host().get(host.id, 0)))
 
 
 @bp.route("/healthz", methods=["GET"])

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, current_app, jsonify
+from flask import Blueprint, jsonify
 from flask.typing import ResponseReturnValue
 
+from ..clock import iso
 from ..errors import BadRequest, FabricError, Unavailable
 from ..reservations import Reservations
 from . import params
+from .context import services
 from .errors import error_response, legacy
+from .presenters import checkout_json
 
 bp = Blueprint("reservations", __name__)
 
@@ -16,10 +19,10 @@ MAX_COUNT = 100
 
 
 def reservations() -> Reservations:
-    res = current_app.config.get("RESERVATIONS")
-    if res is None:
+    svc = services()
+    if not svc.pools.configured:
         raise BadRequest("check-out is not enabled: no pools are configured")
-    return res
+    return svc.reservations
 
 
 def _hours(name: str) -> float | None:
@@ -66,7 +69,8 @@ def checkout() -> ResponseReturnValue:
         )
     except Unavailable as e:
         return _unavailable(e, {"vmid": 0})
-    described = [reservations().describe(c) for c in got]
+    user = services().config.guest.user
+    described = [checkout_json(c, user) for c in got]
     if count == 1:
         return jsonify(described[0])
     return jsonify({"vms": described})
@@ -99,17 +103,12 @@ def extend() -> ResponseReturnValue:
     if hours is None:
         raise BadRequest("hours is required")
     expires = reservations().extend(vm_id, token, hours)
-    from ..fabric import iso
-
     return jsonify({"status": 1, "expires_at": iso(expires)})
 
 
 @bp.route("/pool/list", methods=["GET"])
 def pool_list() -> ResponseReturnValue:
-    res = current_app.config.get("RESERVATIONS")
-    if res is None:
-        return jsonify({"pools": []})
-    return jsonify({"pools": list(res.pools.status().values())})
+    return jsonify({"pools": list(services().pools.status().values())})
 
 
 @bp.route("/pool/query", methods=["GET"])
@@ -141,7 +140,7 @@ def seed_checkout() -> ResponseReturnValue:
     c = got[0]
     body = {
         "IP": c.vm.ip,
-        "LoginID": current_app.config["FABRIC"].config.guest.user,
+        "LoginID": services().config.guest.user,
         "LoginPassword": "",  # guests take the operator's SSH key, not a password
         "ReservationID": c.reservation_id,
         "Port": c.vm.ssh_port,

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, current_app, jsonify, request
+from flask import Blueprint, jsonify, request
 from flask.typing import ResponseReturnValue
 
-from ..errors import BadRequest, NotFound
+from ..errors import BadRequest
 from ..schedules import ScheduleService
 from . import params
+from .context import services
 from .errors import legacy
 
 bp = Blueprint("schedules", __name__)
@@ -29,10 +30,7 @@ FIELDS = (
 
 
 def service() -> ScheduleService:
-    svc = current_app.config.get("SCHEDULES")
-    if svc is None:
-        raise BadRequest("scheduled capacity is not enabled on this fabric")
-    return svc
+    return services().schedules
 
 
 def _schedule_id(text: str) -> int:
@@ -53,8 +51,7 @@ def _fields() -> dict[str, Any]:
 
 @bp.route("/schedules", methods=["GET"])
 def list_schedules() -> ResponseReturnValue:
-    svc = current_app.config.get("SCHEDULES")
-    return jsonify({"schedules": [] if svc is None else svc.list()})
+    return jsonify({"schedules": service().list()})
 
 
 @bp.route("/schedules", methods=["POST"])
@@ -67,11 +64,7 @@ def create_schedule() -> ResponseReturnValue:
 @bp.route("/schedules/<sid>", methods=["GET"])
 @legacy({"id": 0})
 def get_schedule(sid: str) -> ResponseReturnValue:
-    svc = current_app.config.get("SCHEDULES")
-    number = _schedule_id(sid)
-    if svc is None:
-        raise NotFound(f"schedule {number} does not exist")
-    return jsonify(svc.get(number))
+    return jsonify(service().get(_schedule_id(sid)))
 
 
 @bp.route("/schedules/<sid>", methods=["DELETE"])

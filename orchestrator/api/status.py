@@ -23,11 +23,13 @@ from prometheus_client import (
     generate_latest,
 )
 from prometheus_client.core import GaugeMetricFamily
-from sqlalchemy import func, select
 from sqlalchemy.exc import SQLAlchemyError
 
+from ..clock import as_utc
 from ..errors import BadRequest
-from ..registry import EventRow
+from ..model import HostStatus
+from ..services import Services
+from .context import services
 
 bp = Blueprint("status", __name__)
 
@@ -39,8 +41,7 @@ _DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 
 
 def _pools() -> dict[str, dict[str, Any]]:
-    res = current_app.config.get("RESERVATIONS")
-    return res.pools.status() if res is not None else {}
+    return services().pools.status()
 
 
 # -- /status -----------------------------------------------------------------
@@ -63,8 +64,8 @@ def status() -> ResponseReturnValue:
     total = sum(p["size"] for p in pools.values())
     empty = [name for name, p in pools.items() if p["ready"] == 0 and p["size"] > 0]
     up, down = [], []
-    for h in current_app.config["FABRIC"].registry.hosts():
-        if h.status == "up":
+    for h in services().registry.hosts.list():
+        if h.status == HostStatus.UP:
             up.append(h.label)
         else:
             down.append({"name": h.label, "reason": h.reason or h.status})
@@ -79,7 +80,7 @@ def status() -> ResponseReturnValue:
     body["queue"] = {name: {k: p[k] for k in POOL_STATES} for name, p in pools.items()}
     body["hosts"] = {"up": up, "down": down}
     body["empty"] = empty
-    info = _cluster()
+    info = services().cluster.as_dict()
     body["servers"] = {
         "alive": sum(1 for srv in info["servers"] if srv["alive"]),
         "this": info["server"],
@@ -90,15 +91,6 @@ def status() -> ResponseReturnValue:
 # -- /cluster ----------------------------------------------------------------
 
 
-def _cluster() -> dict[str, Any]:
-    from ..cluster import describe
-
-    fabric = current_app.config["FABRIC"]
-    if fabric.cluster is not None:
-        return fabric.cluster.as_dict()
-    return describe(fabric.registry)  # an app made in-process, not serving
-
-
 @bp.route("/cluster", methods=["GET"])
 def cluster() -> ResponseReturnValue:
     """The fabric servers sharing this registry and who runs which background work.
@@ -107,7 +99,7 @@ def cluster() -> ResponseReturnValue:
     ``me`` (the server answering). ``leases``: ``pool-worker``, ``schedules`` and
     ``discovery``, each with its ``holder`` (null when free or expired).
     """
-    return jsonify(_cluster())
+    return jsonify(services().cluster.as_dict())
 
 
 # -- /summary ----------------------------------------------------------------
@@ -164,20 +156,11 @@ def summary() -> ResponseReturnValue:
     per_day: dict[date, dict[str, list[float]]] = {
         start + timedelta(days=i): {name: [] for name in SUMMARY_KINDS} for i in range(days)
     }
-    registry = current_app.config["FABRIC"].registry
-    with registry.read() as s:
-        q = select(EventRow.at, EventRow.kind, EventRow.duration).where(
-            EventRow.kind.in_(list(SUMMARY_KINDS.values())),
-            EventRow.at >= lo,
-            EventRow.at < hi,
-            EventRow.duration.is_not(None),
-        )
-        for at, kind, duration in s.execute(q):
-            if at.tzinfo is None:
-                at = at.replace(tzinfo=UTC)
-            day = at.astimezone(UTC).date()
-            if day in per_day:
-                per_day[day][kind_to_name[kind]].append(float(duration))
+    events = services().registry.events
+    for at, kind, duration in events.durations(SUMMARY_KINDS.values(), lo, hi):
+        day = as_utc(at).date()
+        if day in per_day:
+            per_day[day][kind_to_name[kind]].append(float(duration))
     out: dict[str, Any] = {"from": start.isoformat(), "to": end.isoformat()}
     for name in SUMMARY_KINDS:
         counts = [len(d[name]) for d in per_day.values()]
@@ -261,27 +244,21 @@ class Metrics:
         self._lock = threading.Lock()
         self._cursor = self._last_event_id()
 
-    def _events(self) -> Any:
-        return self.app.config["FABRIC"].registry
+    def _services(self) -> Services:
+        return self.app.config["SERVICES"]
 
     def _last_event_id(self) -> int:
         """Events before the app was made are history (see /summary), not metrics."""
         try:
-            with self._events().read() as s:
-                return int(s.scalar(select(func.max(EventRow.id))) or 0)
+            return self._services().registry.events.last_id()
         except SQLAlchemyError:
             return 0  # no schema yet: every event is new
 
     def feed_events(self) -> None:
         """Observe the durations of events recorded since the last scrape."""
         with self._lock:
-            with self._events().read() as s:
-                rows = s.execute(
-                    select(EventRow.id, EventRow.kind, EventRow.duration)
-                    .where(EventRow.id > self._cursor, EventRow.kind.in_(list(self.durations)))
-                    .order_by(EventRow.id)
-                    .limit(_EVENT_BATCH)
-                ).all()
+            events = self._services().registry.events
+            rows = events.after(self._cursor, self.durations, _EVENT_BATCH)
             for event_id, kind, duration in rows:
                 self._cursor = max(self._cursor, event_id)
                 if duration is not None:
@@ -308,8 +285,8 @@ class _StateCollector:
         return []  # nothing to read at registration
 
     def collect(self) -> Any:
-        res = self.app.config.get("RESERVATIONS")
-        pools = res.pools.status() if res is not None else {}
+        svc: Services = self.app.config["SERVICES"]
+        pools = svc.pools.status()
         levels = GaugeMetricFamily(
             "fabric_pool_vms", "VMs of each pool by state", labels=["pool", "state"]
         )
@@ -327,8 +304,8 @@ class _StateCollector:
         total = GaugeMetricFamily(
             "fabric_host_capacity", "Effective capacity per host", labels=["host", "resource"]
         )
-        for h in self.app.config["FABRIC"].registry.hosts():
-            up.add_metric([h.label], 1.0 if h.status == "up" else 0.0)
+        for h in svc.registry.hosts.list():
+            up.add_metric([h.label], 1.0 if h.status == HostStatus.UP else 0.0)
             for res_name in ("cpu", "ram", "disk"):
                 used.add_metric([h.label, res_name], getattr(h, f"{res_name}_used"))
                 total.add_metric([h.label, res_name], getattr(h, f"{res_name}_total"))

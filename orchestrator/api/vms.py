@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, current_app, jsonify
+from flask import Blueprint, jsonify
 
 from . import params
+from .context import services
 from .errors import legacy
+from .presenters import vm_json
 
 bp = Blueprint("vms", __name__)
-
-
-def fabric():  # noqa: ANN201 - the app's Fabric
-    return current_app.config["FABRIC"]
 
 
 @bp.route("/vm/create", methods=["GET", "POST"])
@@ -20,7 +18,7 @@ def create():
     name = params.vm_name()
     tid = params.positive_int("instance_type")
     image_id = params.positive_int("image_id")
-    vm = fabric().create_vm(name, tid, image_id)
+    vm = services().fabric.create_vm(name, tid, image_id)
     return jsonify({"vmid": vm.id})
 
 
@@ -28,20 +26,21 @@ def create():
 @legacy({"vmid": 0})
 def query():
     vm_id = params.positive_int("vmid")
-    return jsonify(fabric().vm_info(vm_id))
+    svc = services()
+    return jsonify(vm_json(svc.registry.vms.get(vm_id), svc.config.guest.user))
 
 
 @bp.route("/vm/destroy", methods=["GET", "POST"])
 @legacy({"status": 0})
 def destroy():
     vm_id = params.positive_int("vmid")
-    fabric().destroy_vm(vm_id, force=params.flag("force"))
+    services().fabric.destroy_vm(vm_id, force=params.flag("force"))
     return jsonify({"status": 1})
 
 
 @bp.route("/vm/types", methods=["GET"])
 def types():
-    rows = fabric().registry.types()
+    rows = services().registry.inventory.types()
     out = []
     for t in rows:
         d = {"tid": t.tid, "cpu": t.cpu, "ram": t.ram, "disk": t.disk}
@@ -53,4 +52,4 @@ def types():
 
 @bp.route("/vm/list", methods=["GET"])
 def list_vms():
-    return jsonify({"vmids": [vm.id for vm in fabric().registry.vms()]})
+    return jsonify({"vmids": [vm.id for vm in services().registry.vms.list()]})

@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, current_app, jsonify
+from flask import Blueprint, jsonify
 from flask.typing import ResponseReturnValue
 
 from ..errors import BadRequest, FabricError, NotFound
 from ..volumes import MAX_SIZE_GB, Volumes
 from . import params
+from .context import services
 from .errors import error_response, legacy
 
 bp = Blueprint("volumes", __name__)
 
 
 def volumes() -> Volumes:
-    return current_app.config["VOLUMES"]
+    return services().volumes
 
 
 @bp.route("/volume/create", methods=["GET", "POST"])
@@ -65,4 +66,4 @@ def detach() -> ResponseReturnValue:
 
 @bp.route("/volume/list", methods=["GET"])
 def volume_list() -> ResponseReturnValue:
-    return jsonify({"volumeids": [v.id for v in volumes().registry.volumes()]})
+    return jsonify({"volumeids": [v.id for v in services().registry.volumes.list()]})

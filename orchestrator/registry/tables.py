@@ -17,6 +17,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from ..model import HostStatus
+
 # SQLite's AUTOINCREMENT keeps ids from ever being reused after a delete;
 # PostgreSQL's sequences already behave that way.
 _NEVER_REUSE = {"sqlite_autoincrement": True}
@@ -58,7 +60,7 @@ class HostRow(Base):
     arch: Mapped[str | None] = mapped_column(String(32))
     in_inventory: Mapped[bool] = mapped_column(Boolean, default=True)
     enabled: Mapped[bool] = mapped_column(Boolean, default=True)
-    status: Mapped[str] = mapped_column(String(16), default="unknown")
+    status: Mapped[str] = mapped_column(String(16), default=HostStatus.UNKNOWN)
     reason: Mapped[str | None] = mapped_column(Text)
     last_seen: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     # What the pm file declares (None: read it from libvirt), what libvirt reported.

@@ -48,6 +48,15 @@ class RankedHosts(Sequence[HostState]):
             self._rest = None
         return self._hosts
 
+    @property
+    def fully_ranked(self) -> bool:
+        """Whether every host is ranked already (the rest have been read)."""
+        return self._rest is None
+
+    def promote(self, index: int) -> None:
+        """Move the host at ``index`` (one of those ranked already) to the front."""
+        self._hosts.insert(0, self._hosts.pop(index))
+
     def __len__(self) -> int:
         return self._len
 
@@ -284,6 +293,5 @@ class Scheduler:
         if k > 1:
             pick = self.rng.randrange(k)
             if pick:
-                top = ranked._hosts  # the best k are ranked already
-                top.insert(0, top.pop(pick))
+                ranked.promote(pick)  # the best k are ranked already
         return Placement(hosts=ranked, report=report)

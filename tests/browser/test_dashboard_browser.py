@@ -8,6 +8,7 @@ screenshots are saved (``FABRIC_SCREENSHOT_DIR`` keeps them) to be looked at.
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -81,7 +82,7 @@ def test_create_and_destroy_a_vm_in_the_browser(browser, served, rig, tmp_path):
     d.get(served.url + "/")
     assert d.title == "libvirt fabric"
     hosts = d.find_elements(By.CSS_SELECTOR, ".host .host-name")
-    assert [h.text for h in hosts] == [h.label for h in rig.registry.hosts()]
+    assert [h.text for h in hosts] == [h.label for h in rig.registry.hosts.list()]
     assert len(d.find_elements(By.CSS_SELECTOR, ".host .bar .fill")) == 9
     # the stylesheet loaded (the header is dark, not the browser's default)
     bg = d.find_element(By.CSS_SELECTOR, "header.top").value_of_css_property("background-color")
@@ -102,7 +103,7 @@ def test_create_and_destroy_a_vm_in_the_browser(browser, served, rig, tmp_path):
     row = d.find_element(By.CSS_SELECTOR, '#vm-table tr[data-name="browser-vm"]')
     cells = [c.text for c in row.find_elements(By.TAG_NAME, "td")]
     assert cells[2] == "active" and cells[4] == "standard" and cells[5] == "alpine"
-    vm = rig.registry.vm(1)
+    vm = rig.registry.vms.get(1)
     assert vm.state == "active" and vm.tid == 2 and vm.image_id == 2
     shot = full_page_screenshot(d, screenshot_dir(tmp_path) / "dashboard-with-vm.png")
     print(f"screenshot: {shot}")
@@ -130,7 +131,7 @@ def test_create_and_destroy_a_vm_in_the_browser(browser, served, rig, tmp_path):
     assert "Destroyed VM browser-vm (vmid 1)." in flash_texts(d)
     assert vm_names(d) == []
     assert d.find_element(By.ID, "no-vms").text == "No VMs yet."
-    assert rig.registry.vms() == []
+    assert rig.registry.vms.list() == []
     full_page_screenshot(d, screenshot_dir(tmp_path) / "dashboard-after-destroy.png")
 
 
@@ -178,16 +179,14 @@ def pool_rig(tmp_path):
 
 def test_check_out_and_in_with_the_forms(browser, pool_rig, tmp_path):
     from orchestrator.api import create_app
-    from orchestrator.schedules import ScheduleService
 
     d = browser
-    schedules = ScheduleService(pool_rig.rig.fabric, pool_rig.pools)  # not started
+    schedules = pool_rig.rig.services.schedules  # not started
     schedules.create(
         {"name": "peak", "pool": "small", "count": 2, "cron": "0 8 * * 1-5",
          "duration_minutes": 600}
     )  # fmt: skip
-    server, url = serve_app(create_app(pool_rig.rig.fabric, pool_rig.reservations, None, None,
-                                       schedules))  # fmt: skip
+    server, url = serve_app(create_app(pool_rig.rig.services))
     try:
         _check_out_and_in(d, url, pool_rig, tmp_path)
     finally:
@@ -226,7 +225,7 @@ def _check_out_and_in(d, url, pool_rig, tmp_path) -> None:  # noqa: ANN001
     assert any(t.startswith(f"Checked in vmid {vmid}") for t in flash_texts(d))
     assert not d.find_elements(By.ID, "reservation-secret")  # shown once only
     assert secret not in d.page_source
-    wait_for(lambda: pool_rig.rig.registry.vm(vmid).state == "ready")
+    wait_for(lambda: pool_rig.rig.registry.vms.get(vmid).state == "ready")
 
 
 def test_sign_in_then_create_a_vm(browser, rig, tmp_path):
@@ -237,8 +236,8 @@ def test_sign_in_then_create_a_vm(browser, rig, tmp_path):
 
     By = by()
     d = browser
-    auth = AuthService(rig.registry, {"enabled": True, "users": {"ops": hash_password("pw")}})
-    server, url = serve_app(create_app(rig.fabric, auth_=auth))
+    auth = AuthService(rig.registry.auth, {"enabled": True, "users": {"ops": hash_password("pw")}})
+    server, url = serve_app(create_app(replace(rig.services, auth=auth)))
     try:
         d.get(url + "/")
         assert d.current_url == url + "/ui/login"

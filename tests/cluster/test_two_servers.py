@@ -364,7 +364,7 @@ def check_invariants(load: Load, engine: Engine, pairs: int) -> dict[int, set[st
     assert len(hosts) == HOSTS
     registry = Registry(engine.url.render_as_string(hide_password=False))
     try:
-        assert registry.claims_consistent() == []  # used == the sum of its claims
+        assert registry.claims.consistent() == []  # used == the sum of its claims
     finally:
         registry.close()
     vm_sums: dict[int, list[int]] = {}

@@ -130,4 +130,4 @@ def test_a_failed_create_answers_502_and_leaves_nothing(client, rig, tmp_path):
     r = client.get("/vm/create?name=a&instance_type=1&image_id=2")
     assert r.status_code == 502
     assert r.get_json()["vmid"] == 0 and "does not exist" in r.get_json()["error"]
-    assert rig.registry.vms() == []
+    assert rig.registry.vms.list() == []

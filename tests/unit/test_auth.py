@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -45,7 +46,7 @@ def hashes() -> dict[str, str]:
 
 def auth_app(rig, hashes, **cfg):
     conf = {"enabled": True, "users": dict(hashes), **cfg}
-    app = create_app(rig.fabric, auth_=AuthService(rig.registry, conf))
+    app = create_app(replace(rig.services, auth=AuthService(rig.registry.auth, conf)))
     app.testing = True
     return app
 
@@ -111,21 +112,21 @@ def test_hash_password_format_salt_and_verify():
 
 
 def test_config_is_checked(rig, hashes):
-    off = AuthService(rig.registry, None)
+    off = AuthService(rig.registry.auth, None)
     assert off.enabled is False and off.open_reads is True
     with pytest.raises(ConfigError, match=r"auth\.users\.alice: not a password hash") as e:
-        AuthService(rig.registry, {"enabled": True, "users": {"alice": "plain-secret"}})
+        AuthService(rig.registry.auth, {"enabled": True, "users": {"alice": "plain-secret"}})
     assert "plain-secret" not in str(e.value)  # a password typed by mistake is never echoed
     with pytest.raises(ConfigError, match=r"auth\.colour: unknown setting"):
-        AuthService(rig.registry, {"colour": "red"})
+        AuthService(rig.registry.auth, {"colour": "red"})
     with pytest.raises(ConfigError, match="no user"):
-        AuthService(rig.registry, {"enabled": True})
+        AuthService(rig.registry.auth, {"enabled": True})
     with pytest.raises(ConfigError, match="max_failures"):
-        AuthService(rig.registry, {"users": hashes, "max_failures": 0})
+        AuthService(rig.registry.auth, {"users": hashes, "max_failures": 0})
     with pytest.raises(ConfigError, match="token_ttl_hours"):
-        AuthService(rig.registry, {"users": hashes, "token_ttl_hours": "1"})
+        AuthService(rig.registry.auth, {"users": hashes, "token_ttl_hours": "1"})
     with pytest.raises(ConfigError, match="enabled"):
-        AuthService(rig.registry, {"enabled": "yes", "users": hashes})
+        AuthService(rig.registry.auth, {"enabled": "yes", "users": hashes})
 
 
 def test_auth_off_by_default_lets_everything_through(client):
@@ -293,7 +294,7 @@ def test_revocation_is_seen_by_another_server_at_once(rig, hashes):
 
 def test_expired_token_and_removed_user(rig, hashes, c):
     token = get_token(c)
-    with rig.registry.tx() as s:
+    with rig.registry.db.tx() as s:
         s.execute(
             update(TokenRow)
             .where(TokenRow.digest == token_digest(token))
@@ -318,7 +319,7 @@ def test_token_ttl_from_config(rig, hashes):
 
 def test_only_digests_are_stored(rig, c, hashes):
     tokens = [get_token(c) for _ in range(2)]
-    with rig.registry.read() as s:
+    with rig.registry.db.read() as s:
         rows = list(s.scalars(select(TokenRow)))
     assert {r.digest for r in rows} == {token_digest(t) for t in tokens}
     assert all(len(r.digest) == 64 and r.user == "alice" and not r.revoked for r in rows)
@@ -373,7 +374,7 @@ def test_lockout_after_max_failures_even_with_the_right_password(rig, hashes):
     time.sleep(2.1)
     assert c.post("/token", auth=("alice", PW), environ_base=here).status_code == 200
     # a success clears the count
-    with rig.registry.read() as s:
+    with rig.registry.db.read() as s:
         left = s.scalars(select(LoginFailureRow).where(LoginFailureRow.user == "alice")).all()
     assert [(r.remote, r.failures) for r in left] == []
 

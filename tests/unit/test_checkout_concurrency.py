@@ -16,6 +16,10 @@ from tests.unit.test_served import Server
 CLIENTS = 32
 PAIRS_PER_CLIENT = 64  # 2,048 check-out/check-in pairs in all
 POOL_SIZE = 8
+# A client refused this many times in a row gives up: the pool never refilled. A
+# bound on work, not on time: however busy the machine, a working fabric serves
+# every client long before (each refusal sleeps 10-40 ms).
+MAX_REFUSALS_IN_A_ROW = 20_000
 
 POOLS = f"""
 pools:
@@ -39,13 +43,18 @@ def client(args: tuple[str, int, object]) -> dict:
     errors: list[str] = []
     barrier.wait()
     done = 0
-    deadline = time.monotonic() + 240
-    while done < PAIRS_PER_CLIENT and time.monotonic() < deadline:
-        r = session.post(f"{url}/vm/checkout", json={"pool": "load"}, timeout=30)
+    in_a_row = 0
+    while done < PAIRS_PER_CLIENT:
+        r = session.post(f"{url}/vm/checkout", json={"pool": "load"}, timeout=120)
         if r.status_code == 503:
             refused.append(r.json())
+            in_a_row += 1
+            if in_a_row >= MAX_REFUSALS_IN_A_ROW:
+                errors.append(f"refused {in_a_row} times in a row: {r.text}")
+                break
             time.sleep(rng.uniform(0.01, 0.04))
             continue
+        in_a_row = 0
         if r.status_code != 200:
             errors.append(f"checkout {r.status_code}: {r.text}")
             continue
@@ -56,7 +65,7 @@ def client(args: tuple[str, int, object]) -> dict:
         c = session.post(
             f"{url}/vm/checkin",
             json={"vmid": body["vmid"], "reservation_id": body["reservation_id"]},
-            timeout=30,
+            timeout=120,
         )
         if c.status_code != 200:
             errors.append(f"checkin {c.status_code}: {c.text}")
@@ -70,7 +79,7 @@ def test_32_parallel_clients_never_share_or_lose_a_vm(tmp_path):
     srv.images.write_text(srv.images.read_text().replace("base.qcow2", "base.qcow2 name=base"))
     srv.start()
     try:
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 300  # waiting for the pool, not timing it
         while time.monotonic() < deadline:
             st = requests.get(f"{srv.url}/pool/query", params={"pool": "load"}).json()
             if st["ready"] == POOL_SIZE:
@@ -101,7 +110,7 @@ def test_32_parallel_clients_never_share_or_lose_a_vm(tmp_path):
         assert all(x["pools"]["load"]["ready"] == 0 for x in refusals)
         assert all(x["vmid"] == 0 and "retry later" in x["error"] for x in refusals)
         # nothing lost: every VM comes back ready, none is held
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 300  # waiting for the pool, not timing it
         while time.monotonic() < deadline:
             st = requests.get(f"{srv.url}/pool/query", params={"pool": "load"}).json()
             if st["ready"] == POOL_SIZE:

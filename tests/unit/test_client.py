@@ -109,7 +109,7 @@ def test_server_errors_go_to_stderr_with_exit_1_for_4xx(served, capsys):
 
 def test_no_capacity_is_a_5xx_exit_2_with_retry_after(tmp_path, capsys):
     rig = make_rig(tmp_path, [{"cpus": 1, "ram": 1024}])
-    s = serve(rig.fabric)
+    s = serve(rig.services)
     try:
         code, out, err = run(capsys, s.url, "create", "big", "3", "1")
         assert code == 2 and out == ""
@@ -117,8 +117,7 @@ def test_no_capacity_is_a_5xx_exit_2_with_retry_after(tmp_path, capsys):
         assert "(retry after 5 s)" in err
     finally:
         s.stop()
-        rig.fabric.stop()
-        rig.registry.close()
+        rig.stop()
 
 
 def test_unreachable_fabric_exits_2_without_a_traceback(capsys):
@@ -234,7 +233,7 @@ def test_token_create_show_revoke(tmp_path, capsys, monkeypatch):
 
     config = {"auth": {"enabled": True, "users": {"alice": hash_password("s3cret")}}}
     rig = make_rig(tmp_path, [{"cpus": 2, "ram": 2048}], config=config)
-    s = serve(rig.fabric)
+    s = serve(rig.services)
     try:
         code, _, err = run(capsys, s.url, "create", "web", "1", "1")
         assert code == 1 and err.startswith("error: ")  # 401: no token
@@ -261,19 +260,17 @@ def test_token_create_show_revoke(tmp_path, capsys, monkeypatch):
         assert code == 1 and err.startswith("error: ")
     finally:
         s.stop()
-        rig.fabric.stop()
-        rig.registry.close()
+        rig.stop()
 
 
 def test_schedules_create_list_show_delete(tmp_path, capsys):
     from datetime import UTC, datetime, timedelta
 
     from orchestrator.api import create_app
-    from orchestrator.schedules import ScheduleService
 
     rig = make_rig(tmp_path, [{"cpus": 4, "ram": 4096}])
-    schedules = ScheduleService(rig.fabric)
-    served = ServedApp(create_app(rig.fabric, schedules_=schedules))
+    schedules = rig.services.schedules  # not started: the test runs its passes
+    served = ServedApp(create_app(rig.services))
     url = served.url
     now = datetime.now(UTC).replace(microsecond=0)
     try:
@@ -318,8 +315,7 @@ def test_schedules_create_list_show_delete(tmp_path, capsys):
         assert code == 1 and "does not exist" in err
     finally:
         served.stop()
-        rig.fabric.stop()
-        rig.registry.close()
+        rig.stop()
 
 
 def test_script_client_runs_the_client(served):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import html
 import re
+from dataclasses import replace
 
 import pytest
 
@@ -71,7 +72,7 @@ class Page:
 
 @pytest.fixture
 def page(rig) -> Page:
-    return Page(create_app(rig.fabric))
+    return Page(create_app(rig.services))
 
 
 # -- pages -------------------------------------------------------------------
@@ -82,7 +83,7 @@ def test_overview_renders_hosts_and_sections(page, rig):
     assert r.headers["Content-Type"].startswith("text/html")
     assert r.headers["Cache-Control"] == "no-store"
     assert "frame-ancestors 'none'" in r.headers["Content-Security-Policy"]
-    for h in rig.registry.hosts():
+    for h in rig.registry.hosts.list():
         assert html.escape(h.label) in page.html
     assert page.html.count('class="host host-up"') == 3
     assert "free of" in page.html and "vCPU" in page.html
@@ -90,7 +91,7 @@ def test_overview_renders_hosts_and_sections(page, rig):
         assert f'id="{section}"' in page.html
     assert "No VMs yet." in page.html
     assert "No pools are configured" in page.html
-    assert "Scheduled capacity is not enabled" in page.html
+    assert "No schedules." in page.html
     assert "No VM created yet" in page.html  # the empty chart says so
     assert "authentication off" in page.html
     # type and image selects come from the registry
@@ -103,10 +104,12 @@ def test_overview_shows_the_fabric_servers_and_what_each_runs(page, rig):
 
     page.get()
     assert "has not joined a cluster" in page.html
-    c = Cluster(rig.registry, ClusterConfig(heartbeat=0.5, dead_after=5))
+    c = Cluster(rig.registry.cluster, ClusterConfig(heartbeat=0.5, dead_after=5))
     c.join()
     page.get()
-    row = re.search(f'<tr data-server="{rig.registry.server_id}">(.*?)</tr>', page.html, re.S)
+    row = re.search(
+        f'<tr data-server="{rig.registry.cluster.server_id}">(.*?)</tr>', page.html, re.S
+    )
     assert row is not None
     assert "(this one)" in row.group(1) and "alive" in row.group(1)
     assert "discovery, pool-worker, schedules" in row.group(1)
@@ -124,14 +127,14 @@ def test_static_files_are_served_and_nothing_is_fetched_from_elsewhere(page):
 
 
 def test_a_secret_key_is_made_when_none_is_configured(rig):
-    a, b = create_app(rig.fabric), create_app(rig.fabric)
+    a, b = create_app(rig.services), create_app(rig.services)
     assert a.secret_key and b.secret_key and a.secret_key != b.secret_key
     assert a.config["SESSION_COOKIE_SAMESITE"] == "Lax"
 
 
 def test_a_down_host_shows_its_reason(page, rig):
-    h = rig.registry.hosts()[0]
-    rig.registry.record_discovery(h.id, up=False, reason="connection refused <by firewall>")
+    h = rig.registry.hosts.list()[0]
+    rig.registry.hosts.record_discovery(h.id, up=False, reason="connection refused <by firewall>")
     page.get()
     assert 'class="host host-down"' in page.html
     assert "down: connection refused &lt;by firewall&gt;" in page.html
@@ -145,7 +148,7 @@ def test_create_and_destroy_a_vm_with_the_forms(page, rig):
     assert r.status_code == 302 and r.headers["Location"].endswith("/#vms")
     assert page.ok().startswith("Created VM web1 (vmid 1) on ")
     assert page.vm_rows() == {1: "web1"}
-    assert rig.registry.vm(1).state == VmState.ACTIVE
+    assert rig.registry.vms.get(1).state == VmState.ACTIVE
     assert '<rect class="dbar"' in page.html  # its create duration is charted
     page.get()
     assert page.flashes() == []  # a message is shown once
@@ -153,7 +156,7 @@ def test_create_and_destroy_a_vm_with_the_forms(page, rig):
     page.post("/ui/vm/destroy", vmid=1)
     assert page.ok() == "Destroyed VM web1 (vmid 1)."
     assert page.vm_rows() == {}
-    assert rig.registry.vms() == []
+    assert rig.registry.vms.list() == []
 
 
 def test_vm_names_are_escaped(page):
@@ -177,7 +180,7 @@ def test_bad_create_input_is_a_readable_message(page, rig, form, message):
     page.post("/ui/vm/create", **form)
     assert message in page.error()
     assert "Traceback" not in page.html
-    assert rig.registry.vms() == []
+    assert rig.registry.vms.list() == []
 
 
 def test_no_capacity_is_a_readable_message(page):
@@ -224,11 +227,11 @@ def test_forms_without_the_csrf_token_are_refused(page, rig, token):
     r = page.c.post("/ui/vm/create", data=data)
     assert r.status_code == 400
     assert "CSRF" in r.get_data(as_text=True)
-    assert rig.registry.vms() == []
+    assert rig.registry.vms.list() == []
 
 
 def test_a_token_from_another_session_is_refused(rig):
-    a, b = Page(create_app(rig.fabric)), Page(create_app(rig.fabric))
+    a, b = Page(create_app(rig.services)), Page(create_app(rig.services))
     a.get()
     b.get()
     r = b.c.post(
@@ -236,7 +239,7 @@ def test_a_token_from_another_session_is_refused(rig):
         data={"csrf_token": a.token, "name": "x", "instance_type": "1", "image_id": "1"},
     )
     assert r.status_code == 400
-    assert rig.registry.vms() == []
+    assert rig.registry.vms.list() == []
 
 
 # -- volumes -----------------------------------------------------------------
@@ -258,7 +261,7 @@ def test_volume_forms(page, rig):
     assert page.ok() == "Detached volumeid 1; its data is kept."
     page.post("/ui/volume/destroy", volumeid=1)
     assert page.ok() == "Destroyed volumeid 1."
-    assert rig.registry.volumes() == []
+    assert rig.registry.volumes.list() == []
 
 
 @pytest.mark.parametrize(
@@ -306,7 +309,7 @@ def pool_page(tmp_path):
         ],
     )
     wait_for(lambda: pr.pools.status()["small"]["ready"] == 2)
-    p = Page(create_app(pr.rig.fabric, pr.reservations))
+    p = Page(create_app(pr.rig.services))
     p.pr = pr
     yield p
     pr.stop()
@@ -330,7 +333,7 @@ def test_checkout_shows_the_reservation_id_once_and_checkin_takes_it(pool_page):
     token = SECRET.search(p.html).group(1)
     assert len(token) == 43
     vmid = int(re.search(r"vmid (\d+)", msg).group(1))
-    assert pr.rig.registry.vm(vmid).state == VmState.IN_USE
+    assert pr.rig.registry.vms.get(vmid).state == VmState.IN_USE
     assert f'<tr data-vmid="{vmid}">' in p.html.split('id="reservation-table"')[1]
     # the secret is not in the page again, nor in the session cookie
     p.get()
@@ -346,7 +349,7 @@ def test_checkout_shows_the_reservation_id_once_and_checkin_takes_it(pool_page):
     assert "reservation id is required" in p.error()
     p.post("/ui/vm/checkin", vmid=vmid, reservation_id=token)
     assert p.ok().startswith(f"Checked in vmid {vmid}")
-    assert pr.rig.registry.vm(vmid).state in (VmState.CLEANING, VmState.READY)
+    assert pr.rig.registry.vms.get(vmid).state in (VmState.CLEANING, VmState.READY)
 
 
 def test_destroying_a_checked_out_vm_needs_force(pool_page):
@@ -386,7 +389,7 @@ class FakeAuth:
     enabled = True
     open_reads = True
 
-    def __init__(self, registry) -> None:
+    def __init__(self) -> None:
         self.tokens: dict[str, str] = {}
         self.revoked: list[str] = []
 
@@ -411,8 +414,8 @@ class FakeAuth:
 
 @pytest.fixture
 def auth_page(rig):
-    p = Page(create_app(rig.fabric, auth_=FakeAuth(rig.registry)))
-    p.auth = p.app.config["AUTH"]
+    p = Page(create_app(replace(rig.services, auth=FakeAuth())))
+    p.auth = p.app.config["SERVICES"].auth
     return p
 
 
@@ -428,7 +431,7 @@ def test_with_auth_the_dashboard_asks_to_sign_in(auth_page, rig):
         data={"csrf_token": p.token, "name": "x", "instance_type": "1", "image_id": "1"},
     )
     assert (r.status_code, r.headers["Location"]) == (302, "/ui/login")
-    assert rig.registry.vms() == []
+    assert rig.registry.vms.list() == []
     # a forged cookie is not a login
     p.c.set_cookie("fabric_token", "forged")
     p.get("/", status=302)
@@ -467,8 +470,8 @@ def test_login_without_auth_goes_to_the_overview(page):
 
 
 def test_with_the_real_auth_service(rig):
-    auth = AuthService(rig.registry, {"enabled": True, "users": {"ops": hash_password("pw")}})
-    p = Page(create_app(rig.fabric, auth_=auth))
+    auth = AuthService(rig.registry.auth, {"enabled": True, "users": {"ops": hash_password("pw")}})
+    p = Page(create_app(replace(rig.services, auth=auth)))
     p.get("/", status=302)
     p.get("/ui/login")
     r = p.post("/ui/login", follow=False, user="ops", password="wrong")
@@ -486,8 +489,8 @@ def test_with_the_real_auth_service(rig):
 
 def test_with_closed_reads_the_api_rule_sends_people_to_the_login_page(rig):
     users = {"ops": hash_password("pw")}
-    auth = AuthService(rig.registry, {"enabled": True, "open_reads": False, "users": users})
-    p = Page(create_app(rig.fabric, auth_=auth))
+    auth = AuthService(rig.registry.auth, {"enabled": True, "open_reads": False, "users": users})
+    p = Page(create_app(replace(rig.services, auth=auth)))
     r = p.get("/", status=302)
     assert r.headers["Location"] == "/ui/login"
     p.get("/ui/login")
@@ -501,34 +504,16 @@ def test_with_closed_reads_the_api_rule_sends_people_to_the_login_page(rig):
     p.post("/ui/login", follow=False, user="ops", password="pw")
     p.get("/")
     assert "signed in as <b>ops</b>" in p.html
-    assert rig.registry.vms() == []
+    assert rig.registry.vms.list() == []
 
 
-def test_login_when_the_auth_service_is_not_finished(rig):
-    class Unfinished(FakeAuth):
-        def login(self, user, password, remote=None):
-            raise NotImplementedError
-
-        def check(self, token):
-            raise NotImplementedError
-
-    p = Page(create_app(rig.fabric, auth_=Unfinished(rig.registry)))
-    p.get("/", status=302)
-    p.get("/ui/login")
-    r = p.post("/ui/login", follow=False, user="ops", password="x")
-    assert r.status_code == 503
-    p.html = r.get_data(as_text=True)
-    assert "not available" in p.error()
-
-
-# -- schedules (their service is a stand-in here) --------------------------------
+# -- schedules ----------------------------------------------------------------------
 
 
 def test_schedule_forms(rig):
-    from orchestrator.schedules import ScheduleService
 
-    svc = ScheduleService(rig.fabric)  # not started: nothing runs, the forms only store
-    p = Page(create_app(rig.fabric, schedules_=svc))
+    svc = rig.services.schedules  # not started: nothing runs, the forms only store
+    p = Page(create_app(rig.services))
     p.get()
     assert "No schedules." in p.html and 'id="schedule-create-form"' in p.html
     p.post(
@@ -572,20 +557,10 @@ def test_schedule_forms(rig):
     assert [s["id"] for s in svc.list()] == [2]
 
 
-def test_a_schedule_service_that_fails_is_shown_not_raised(rig):
-    class Broken:
-        def list(self):
-            raise NotFound("the schedules table is missing")
+def test_a_schedule_list_that_fails_is_shown_not_raised(page, rig, monkeypatch):
+    def broken() -> list:
+        raise NotFound("the schedules table is missing")
 
-    p = Page(create_app(rig.fabric, schedules_=Broken()))
-    p.get()
-    assert "Could not list the schedules: the schedules table is missing" in p.html
-    p.post("/ui/schedule/create", instance_type=1, image_id=1, count=1, start="1", end="2")
-    assert "cannot create" in p.error()
-    p.post("/ui/schedule/delete", id=1)
-    assert "cannot delete" in p.error()
-
-
-def test_schedule_forms_without_the_service(page):
-    page.post("/ui/schedule/delete", id=1)
-    assert page.error() == "schedules are not enabled on this fabric"
+    monkeypatch.setattr(rig.services.schedules, "list", broken)
+    page.get()
+    assert "Could not list the schedules: the schedules table is missing" in page.html

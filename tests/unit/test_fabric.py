@@ -14,7 +14,7 @@ from tests.conftest import make_rig
 
 def lv(rig, pmid: int) -> libvirt.virConnect:
     """The libvirt connection the fabric uses for host ``pmid`` (the host's real state)."""
-    host = rig.registry.host(pmid)
+    host = rig.registry.hosts.get(pmid)
     return rig.driver.connection(host_target(host)).call(lambda c: c)
 
 
@@ -29,7 +29,7 @@ def volume_names(rig, pmid: int) -> set[str]:
 
 
 def test_discovery_reads_real_capacity_and_applies_ratios(rig):
-    hosts = rig.registry.hosts()
+    hosts = rig.registry.hosts.list()
     assert [h.status for h in hosts] == ["up", "up", "up"]
     assert [(h.phys_cpu, h.phys_ram) for h in hosts] == [(2, 2048), (4, 4096), (8, 8192)]
     # default ratios: cpu 4.0, ram 1.0, disk 1.0; the test pool is 100 GB
@@ -42,7 +42,7 @@ def test_discovery_reads_real_capacity_and_applies_ratios(rig):
 
 def test_file_overrides_win_over_libvirt(tmp_path):
     r = make_rig(tmp_path, [{"cpus": 8, "ram": 8192, "extra": {"cpu": 2, "ram": 1000, "disk": 7}}])
-    h = r.registry.hosts()[0]
+    h = r.registry.hosts.list()[0]
     assert (h.phys_cpu, h.phys_ram, h.phys_disk) == (2, 1000, 7)
     assert (h.cpu_total, h.ram_total, h.disk_total) == (8, 1000, 7)
 
@@ -71,8 +71,8 @@ def test_destroy_removes_domain_definition_and_disk(rig):
     assert vm.domain_name not in domain_names(rig, vm.host_id)
     assert f"vm-{vm.id}.qcow2" not in volume_names(rig, vm.host_id)
     with pytest.raises(NotFound):
-        rig.registry.vm(vm.id)
-    h = rig.registry.host(vm.host_id)
+        rig.registry.vms.get(vm.id)
+    h = rig.registry.hosts.get(vm.host_id)
     assert (h.cpu_used, h.ram_used, h.disk_used) == (0, 0, 0)
 
 
@@ -83,7 +83,7 @@ def test_destroy_of_a_domain_the_host_lost_still_succeeds(rig):
     dom.undefine()
     rig.fabric.destroy_vm(vm.id)
     with pytest.raises(NotFound):
-        rig.registry.vm(vm.id)
+        rig.registry.vms.get(vm.id)
 
 
 def test_image_is_staged_once_per_host(rig):
@@ -92,7 +92,7 @@ def test_image_is_staged_once_per_host(rig):
     assert a.host_id == b.host_id  # spread puts both on the biggest host
     vols = volume_names(rig, a.host_id)
     assert len([v for v in vols if v.startswith("image-1-")]) == 1
-    assert rig.registry.staged_image(a.host_id, 1) is not None
+    assert rig.registry.staging.get(a.host_id, 1) is not None
 
 
 def test_ids_are_never_reused(rig):
@@ -106,13 +106,13 @@ def test_missing_image_leaves_nothing_behind(rig, tmp_path):
     (tmp_path / "images" / "alpine.qcow2").unlink()
     with pytest.raises(ImageUnavailable, match="alpine.qcow2 does not exist"):
         rig.fabric.create_vm("x", 1, 2)
-    assert rig.registry.vms() == []
-    assert rig.registry.claims_consistent() == []
-    for h in rig.registry.hosts():
+    assert rig.registry.vms.list() == []
+    assert rig.registry.claims.consistent() == []
+    for h in rig.registry.hosts.list():
         assert (h.cpu_used, h.ram_used, h.disk_used) == (0, 0, 0)
         assert not any(n.startswith("fabric-") for n in domain_names(rig, h.id))
         assert not any(v.startswith("vm-") for v in volume_names(rig, h.id))
-    assert rig.registry.events(kind="vm.create_failed")
+    assert rig.registry.events.list(kind="vm.create_failed")
 
 
 def test_failed_define_rolls_back_disk_and_claim_then_tries_another_host(rig):
@@ -130,9 +130,9 @@ def test_failed_define_rolls_back_disk_and_claim_then_tries_another_host(rig):
     assert vm.id == next_id + 1  # the failed attempt's id is not reused
     assert f"vm-{next_id}.qcow2" not in volume_names(rig, 3)
     assert name in domain_names(rig, 3)  # the squatter is not ours: untouched
-    h3 = rig.registry.host(3)
+    h3 = rig.registry.hosts.get(3)
     assert (h3.cpu_used, h3.ram_used) == (0, 0)
-    assert rig.registry.claims_consistent() == []
+    assert rig.registry.claims.consistent() == []
 
 
 def test_no_valid_host_explains_itself(rig):
@@ -145,13 +145,13 @@ def test_no_valid_host_explains_itself(rig):
     assert made == 7
     assert "no host can fit instance_type 3" in exc.value.message
     assert "ram filter removed 3 of 3 hosts (needs 2048 MB, most free 0 MB)" in exc.value.message
-    for h in rig.registry.hosts():
+    for h in rig.registry.hosts.list():
         assert h.ram_used == h.ram_total
 
 
 def test_unreachable_host_is_down_with_reason_and_others_serve(tmp_path):
     r = make_rig(tmp_path, [{"cpus": 4, "ram": 4096}])
-    with r.registry.tx() as s:
+    with r.registry.db.tx() as s:
         from orchestrator.registry import HostRow
 
         s.add(
@@ -162,9 +162,9 @@ def test_unreachable_host_is_down_with_reason_and_others_serve(tmp_path):
                 address=None,
             )
         )
-    ghost = [h for h in r.registry.hosts() if h.label == "ghost"][0]
-    assert r.fabric.discover_host(ghost) is False
-    ghost = r.registry.host(ghost.id)
+    ghost = [h for h in r.registry.hosts.list() if h.label == "ghost"][0]
+    assert r.services.discovery.discover_host(ghost) is False
+    ghost = r.registry.hosts.get(ghost.id)
     assert ghost.status == "down" and "nonexistent" in ghost.reason
     vm = r.fabric.create_vm("ok", 1, 1)
     assert vm.host_id != ghost.id
@@ -173,15 +173,20 @@ def test_unreachable_host_is_down_with_reason_and_others_serve(tmp_path):
 def test_restart_keeps_everything_and_vms_stay_destroyable(rig):
     a = rig.fabric.create_vm("a", 1, 1)
     b = rig.fabric.create_vm("b", 2, 2)
-    before = {h.id: (h.cpu_used, h.ram_used, h.disk_used) for h in rig.registry.hosts()}
-    ids_before = [h.id for h in rig.registry.hosts()], [i.id for i in rig.registry.images()]
-    fabric = rig.restart()
-    report = fabric.last_reconcile
+    before = {h.id: (h.cpu_used, h.ram_used, h.disk_used) for h in rig.registry.hosts.list()}
+    ids_before = (
+        [h.id for h in rig.registry.hosts.list()],
+        [i.id for i in rig.registry.inventory.images()],
+    )
+    fabric = rig.restart().fabric
+    report = rig.report.vms
     assert report.vanished == [] and report.unknown_domains == []
-    assert [h.id for h in rig.registry.hosts()], [i.id for i in rig.registry.images()] == ids_before
-    after = {h.id: (h.cpu_used, h.ram_used, h.disk_used) for h in rig.registry.hosts()}
+    assert [h.id for h in rig.registry.hosts.list()], [
+        i.id for i in rig.registry.inventory.images()
+    ] == ids_before
+    after = {h.id: (h.cpu_used, h.ram_used, h.disk_used) for h in rig.registry.hosts.list()}
     assert after == before
-    assert rig.registry.vm(a.id).state == VmState.ACTIVE
+    assert rig.registry.vms.get(a.id).state == VmState.ACTIVE
     fabric.destroy_vm(b.id)
     assert b.domain_name not in domain_names(rig, b.host_id)
 
@@ -207,34 +212,34 @@ def test_reconcile_marks_vanished_and_reports_unknown_domains(rig):
         "<domain type='test'><name>theirs</name><memory>1024</memory>"
         f"<metadata>{other}</metadata><os><type>hvm</type></os></domain>"
     )
-    report = rig.fabric.reconcile()
+    report = rig.services.reconciler.reconcile()
     assert report.vanished == [a.id]
-    assert rig.registry.vm(a.id).state == VmState.VANISHED
+    assert rig.registry.vms.get(a.id).state == VmState.VANISHED
     assert [d["vmid"] for d in report.unknown_domains] == [4242]
     assert report.unknown_domains[0]["domain"] == "stray"
     # a vanished VM can still be destroyed; its claim comes back
     rig.fabric.destroy_vm(a.id)
-    assert rig.registry.host(a.host_id).cpu_used == 0
+    assert rig.registry.hosts.get(a.host_id).cpu_used == 0
 
 
 def test_reconcile_resumes_half_done_work(rig):
     done = rig.fabric.create_vm("done", 1, 1)
     # killed mid-create before the domain existed: a building VM with a claim
-    half = rig.registry.claim_vm(3, name="half", tid=1, image_id=1, cpu=1, ram=512, disk=1)
+    half = rig.registry.vms.claim(3, name="half", tid=1, image_id=1, cpu=1, ram=512, disk=1)
     # killed mid-destroy: the row says deleting
-    rig.registry.transition(done.id, VmState.DELETING, expect=[VmState.ACTIVE])
+    rig.registry.vms.transition(done.id, VmState.DELETING, expect=[VmState.ACTIVE])
     # reconciling while this server still works on them changes nothing
-    assert rig.fabric.reconcile().removed == []
-    rig.registry.server_id = "restarted"  # a new process: the old one's work is orphaned
-    report = rig.fabric.reconcile()
+    assert rig.services.reconciler.reconcile().removed == []
+    rig.registry.cluster.server_id = "restarted"  # a new process: the old one's work is orphaned
+    report = rig.services.reconciler.reconcile()
     assert sorted(report.removed) == sorted([half.id, done.id])
-    assert rig.registry.vms() == []
+    assert rig.registry.vms.list() == []
     assert done.domain_name not in domain_names(rig, done.host_id)
-    assert all(h.cpu_used == 0 for h in rig.registry.hosts())
+    assert all(h.cpu_used == 0 for h in rig.registry.hosts.list())
 
 
 def test_destroy_refuses_a_vm_that_is_still_building(rig):
-    half = rig.registry.claim_vm(1, name="half", tid=1, image_id=1, cpu=1, ram=512, disk=1)
+    half = rig.registry.vms.claim(1, name="half", tid=1, image_id=1, cpu=1, ram=512, disk=1)
     with pytest.raises(Conflict, match="building"):
         rig.fabric.destroy_vm(half.id)
 
@@ -288,7 +293,7 @@ def test_reconcile_starts_a_vm_that_was_stopped_behind_our_back(rig):
     vm = rig.fabric.create_vm("stopped", 1, 1)
     dom = lv(rig, vm.host_id).lookupByUUIDString(vm.uuid)
     dom.destroy()  # powered off, still defined
-    report = rig.fabric.reconcile()
+    report = rig.services.reconciler.reconcile()
     assert report.restarted == [vm.id]
     assert lv(rig, vm.host_id).lookupByUUIDString(vm.uuid).isActive()
-    assert rig.registry.vm(vm.id).state == VmState.ACTIVE
+    assert rig.registry.vms.get(vm.id).state == VmState.ACTIVE

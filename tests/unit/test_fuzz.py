@@ -68,27 +68,16 @@ POOL = {
 @pytest.fixture(scope="module")
 def fabric_app(tmp_path_factory):  # noqa: ANN201
     """Big test:// hosts, a pool with its worker, schedules, served on waitress."""
-    from orchestrator.pools import PoolService, parse_pools
-    from orchestrator.reservations import Reservations
-    from orchestrator.schedules import ScheduleService
-    from orchestrator.worker import Worker
-
     config = {"workers": {"interval": 0.2, "retry_after": 1}, "pools": [POOL]}
     big = {"cpus": 64, "ram": 65536}
     rig = make_rig(tmp_path_factory.mktemp("fuzz"), [big, big], config=config)
-    pools = PoolService(rig.fabric, parse_pools([POOL], rig.fabric), rig.fabric.config)
-    worker = Worker(pools)
-    reservations = Reservations(rig.fabric, pools, refill=worker.wake, clean=worker.clean_now)
-    worker.start()
-    schedules = ScheduleService(rig.fabric, pools)
-    app = create_app(rig.fabric, reservations, schedules_=schedules)
+    rig.services.worker.start()  # schedules are not started: nothing is due in the fuzz
+    app = create_app(rig.services)
     served = ServedApp(app, threads=8)
-    wait_for(lambda: pools.status()["fuzz"]["ready"] == 1)
+    wait_for(lambda: rig.services.pools.status()["fuzz"]["ready"] == 1)
     yield app, served
     served.stop()
-    worker.stop()
-    rig.fabric.stop()
-    rig.registry.close()
+    rig.stop()
 
 
 def served_operations(app) -> set[tuple[str, str]]:  # noqa: ANN001

@@ -29,7 +29,7 @@ def test_an_outdated_schema_is_refused_with_what_to_do(tmp_path):
     url = f"sqlite:///{tmp_path / 'r.db'}"
     reg = Registry(url)
     reg.create_schema()
-    with reg.engine.begin() as conn:
+    with reg.db.engine.begin() as conn:
         conn.execute(text("UPDATE alembic_version SET version_num = '0000'"))
     reg.close()
     with pytest.raises(ConfigError, match=r"revision 0000 .* run `./script db upgrade --db"):
@@ -57,7 +57,7 @@ def test_the_server_refuses_an_outdated_registry(tmp_path):
     srv = Server(tmp_path, [(4, 4096)])
     reg = Registry(srv.db)
     reg.create_schema()
-    with reg.engine.begin() as conn:
+    with reg.db.engine.begin() as conn:
         conn.execute(text("UPDATE alembic_version SET version_num = '0000'"))
     reg.close()
     proc = subprocess.run(

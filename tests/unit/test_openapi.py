@@ -33,7 +33,7 @@ def shape(path: str) -> str:
 
 @pytest.fixture
 def app(rig) -> Flask:
-    return create_app(rig.fabric)
+    return create_app(rig.services)
 
 
 @pytest.fixture

@@ -75,10 +75,10 @@ def test_checkout_shape_and_the_secret_is_stored_hashed(pr, tmp_path):
     assert body["ssh"]["port"] >= 22000 and body["ip"] in ("127.0.0.5", "127.0.0.6")
     token = body["reservation_id"]
     assert len(token) == 43
-    vm = pr.rig.registry.vm(body["vmid"])
+    vm = pr.rig.registry.vms.get(body["vmid"])
     assert vm.state == VmState.IN_USE
     assert vm.reservation_hash == hashlib.sha256(token.encode()).hexdigest()
-    pr.rig.registry.engine.dispose()
+    pr.rig.registry.db.engine.dispose()
     raw = b"".join(p.read_bytes() for p in tmp_path.glob("registry.db*"))
     assert token.encode() not in raw
     q = requests.get(f"{pr.served.url}/vm/query", params={"vmid": body["vmid"]}).json()
@@ -92,7 +92,7 @@ def test_checkin_rules_wrong_holder_not_checked_out_malformed_unknown(pr):
     # b's reservation cannot return a's VM
     r = post(pr, "/vm/checkin", vmid=a["vmid"], reservation_id=b["reservation_id"])
     assert r.status_code == 403 and r.json()["status"] == 0
-    assert pr.rig.registry.vm(a["vmid"]).state == VmState.IN_USE
+    assert pr.rig.registry.vms.get(a["vmid"]).state == VmState.IN_USE
     # malformed ids
     for bad in ("x", "' OR 1=1 --", "a" * 44, 12345):
         r = post(pr, "/vm/checkin", vmid=a["vmid"], reservation_id=bad)
@@ -103,17 +103,17 @@ def test_checkin_rules_wrong_holder_not_checked_out_malformed_unknown(pr):
     r = post(pr, "/vm/checkin", vmid=999, reservation_id=a["reservation_id"])
     assert r.status_code == 404
     # a VM that is not checked out
-    free = [v for v in pr.rig.registry.vms() if v.state == VmState.READY][0]
+    free = [v for v in pr.rig.registry.vms.list() if v.state == VmState.READY][0]
     r = post(pr, "/vm/checkin", vmid=free.id, reservation_id=a["reservation_id"])
     assert r.status_code == 409
-    assert pr.rig.registry.vm(free.id).state == VmState.READY
+    assert pr.rig.registry.vms.get(free.id).state == VmState.READY
     # the holder can
     r = post(pr, "/vm/checkin", vmid=a["vmid"], reservation_id=a["reservation_id"])
     assert r.json() == {"status": 1}
     # and only once
     r = post(pr, "/vm/checkin", vmid=a["vmid"], reservation_id=a["reservation_id"])
     assert r.status_code == 409
-    assert pr.rig.registry.vm(b["vmid"]).state == VmState.IN_USE
+    assert pr.rig.registry.vms.get(b["vmid"]).state == VmState.IN_USE
 
 
 def test_checkin_by_ip_and_reservation(pr):
@@ -126,15 +126,17 @@ def test_checkin_by_ip_and_reservation(pr):
 
 def test_reset_cleanup_gives_a_fresh_disk_and_returns_the_vm(pr):
     a = post(pr, "/vm/checkout").json()
-    vm = pr.rig.registry.vm(a["vmid"])
-    conn = pr.rig.driver.connection(host_target(pr.rig.registry.host(vm.host_id))).call(lambda c: c)
+    vm = pr.rig.registry.vms.get(a["vmid"])
+    conn = pr.rig.driver.connection(host_target(pr.rig.registry.hosts.get(vm.host_id))).call(
+        lambda c: c
+    )
     dom = conn.lookupByUUIDString(vm.uuid)
     before = dom.ID()
     post(pr, "/vm/checkin", vmid=vm.id, reservation_id=a["reservation_id"])
-    wait_for(lambda: pr.rig.registry.vm(vm.id).state == VmState.READY)
+    wait_for(lambda: pr.rig.registry.vms.get(vm.id).state == VmState.READY)
     dom = conn.lookupByUUIDString(vm.uuid)
     assert dom.isActive() and dom.ID() != before  # it was stopped and booted again
-    assert any(e.vm_id == vm.id for e in pr.rig.registry.events(kind="vm.cleaned"))
+    assert any(e.vm_id == vm.id for e in pr.rig.registry.events.list(kind="vm.cleaned"))
 
 
 def test_count_is_all_or_nothing(pr):
@@ -192,8 +194,8 @@ def test_extend_within_the_cap_and_not_past_it(pr):
 
 def test_an_expired_reservation_is_reclaimed(pr):
     a = post(pr, "/vm/checkout", lifetime=0.0003).json()  # about one second
-    wait_for(lambda: pr.rig.registry.vm(a["vmid"]).state == VmState.READY, timeout=20)
-    assert any(e.vm_id == a["vmid"] for e in pr.rig.registry.events(kind="vm.expired"))
+    wait_for(lambda: pr.rig.registry.vms.get(a["vmid"]).state == VmState.READY, timeout=20)
+    assert any(e.vm_id == a["vmid"] for e in pr.rig.registry.events.list(kind="vm.expired"))
     r = post(pr, "/vm/checkin", vmid=a["vmid"], reservation_id=a["reservation_id"])
     assert r.status_code == 409  # the old holder holds nothing any more
 
@@ -281,9 +283,9 @@ def test_host_down_takes_its_vms_out_and_the_pool_refills_elsewhere(tmp_path):
     )
     try:
         wait_for(lambda: ready(p) == 2)
-        on1 = [v.id for v in p.rig.registry.vms() if v.host_id == 1]
+        on1 = [v.id for v in p.rig.registry.vms.list() if v.host_id == 1]
         assert len(on1) == 2
-        p.rig.registry.record_discovery(1, up=False, reason="test: host 1 down")
+        p.rig.registry.hosts.record_discovery(1, up=False, reason="test: host 1 down")
         p.worker.wake()
         wait_for(lambda: ready(p) == 2)  # replacements on host 2
         st = requests.get(f"{p.served.url}/pool/query", params={"pool": "small"}).json()
@@ -291,7 +293,7 @@ def test_host_down_takes_its_vms_out_and_the_pool_refills_elsewhere(tmp_path):
         got = [post(p, "/vm/checkout").json()["vmid"] for _ in range(2)]
         assert not set(got) & set(on1)
         assert post(p, "/vm/checkout").status_code == 503  # max 4 reached
-        p.rig.fabric.discover_host(p.rig.registry.host(1))  # host 1 is back
+        p.rig.services.discovery.discover_host(p.rig.registry.hosts.get(1))  # host 1 is back
         assert ready(p) == 2  # its VMs are in the ready set again
     finally:
         p.stop()
@@ -316,29 +318,21 @@ def test_restart_resumes_cleaning_and_keeps_reservations(tmp_path):
     # the process dies with one VM half-cleaned (the worker never saw it)
     p.worker.stop()
     post(p, "/vm/checkin", vmid=returned["vmid"], reservation_id=returned["reservation_id"])
-    assert p.rig.registry.vm(returned["vmid"]).state == VmState.CLEANING
+    assert p.rig.registry.vms.get(returned["vmid"]).state == VmState.CLEANING
     p.served.stop()
     # restart on the same registry and hosts
-    from orchestrator.pools import PoolService, parse_pools
-    from orchestrator.reservations import Reservations
-    from orchestrator.worker import Worker
-
-    fabric = p.rig.restart(
+    services = p.rig.restart(
         {"state_dir": str(tmp_path / "state"), "pools": pools, "workers": {"interval": 0.2}}
     )
-    service = PoolService(fabric, parse_pools(pools, fabric), fabric.config)
-    worker = Worker(service)
-    worker.start()
+    services.worker.start()
     try:
-        wait_for(lambda: p.rig.registry.vm(returned["vmid"]).state == VmState.READY)
-        assert p.rig.registry.vm(held["vmid"]).state == VmState.IN_USE
-        res = Reservations(fabric, service)
-        res.checkin(vm_id=held["vmid"], ip=None, token=held["reservation_id"])
-        wait_for(lambda: p.rig.registry.vm(held["vmid"]).state == VmState.READY)
-        assert len(p.rig.registry.vms()) == 2  # nothing lost, nothing extra
+        wait_for(lambda: p.rig.registry.vms.get(returned["vmid"]).state == VmState.READY)
+        assert p.rig.registry.vms.get(held["vmid"]).state == VmState.IN_USE
+        services.reservations.checkin(vm_id=held["vmid"], ip=None, token=held["reservation_id"])
+        wait_for(lambda: p.rig.registry.vms.get(held["vmid"]).state == VmState.READY)
+        assert len(p.rig.registry.vms.list()) == 2  # nothing lost, nothing extra
     finally:
-        worker.stop()
-        fabric.stop()
+        p.rig.stop()
 
 
 def test_reconcile_removes_half_built_pool_vms(tmp_path):
@@ -357,10 +351,10 @@ def test_reconcile_removes_half_built_pool_vms(tmp_path):
     try:
         vm = p.rig.fabric.create_vm("small-vm", 1, 1, pool="small")  # killed before "ready"
         assert vm.state == VmState.BUILDING
-        p.rig.registry.server_id = "restarted"  # as after a restart
-        report = p.rig.fabric.reconcile()
+        p.rig.registry.cluster.server_id = "restarted"  # as after a restart
+        report = p.rig.services.reconciler.reconcile()
         assert vm.id in report.removed
-        host = host_target(p.rig.registry.host(vm.host_id))
+        host = host_target(p.rig.registry.hosts.get(vm.host_id))
         conn = p.rig.driver.connection(host).call(lambda c: c)
         with pytest.raises(libvirt.libvirtError):
             conn.lookupByUUIDString(vm.uuid)
@@ -397,7 +391,7 @@ def test_the_global_vm_limit_caps_every_pool(tmp_path):
     try:
         wait_for(lambda: ready(p, "a") + ready(p, "b") == 4)
         time.sleep(1)  # several more passes of the worker
-        assert len(p.rig.registry.vms()) == 4
+        assert len(p.rig.registry.vms.list()) == 4
         # pools fill in the order the configuration lists them
         assert ready(p, "a") == 3 and ready(p, "b") == 1
     finally:

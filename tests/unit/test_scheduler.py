@@ -742,10 +742,10 @@ def test_placement_ranks_the_rest_when_read():
     p = sched.select(fleet, FLEET_REQ)
     assert isinstance(p.hosts, RankedHosts)
     assert len(p.hosts) == 200 and p.best == want[0]
-    assert p.hosts._rest is not None  # only the best are ranked so far
+    assert not p.hosts.fully_ranked  # only the best are ranked so far
     assert [p.hosts[i] for i in range(RANKED_UP_FRONT)] == want[:RANKED_UP_FRONT]
-    assert p.hosts._rest is not None
-    assert p.hosts[150] == want[150] and p.hosts._rest is None
+    assert not p.hosts.fully_ranked
+    assert p.hosts[150] == want[150] and p.hosts.fully_ranked
     p = sched.select(fleet, FLEET_REQ)
     assert list(p.hosts) == want  # iterating past the best ranks the rest
     p = sched.select(fleet, FLEET_REQ)

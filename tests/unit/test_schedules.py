@@ -13,7 +13,7 @@ from orchestrator.api import create_app
 from orchestrator.errors import HostUnreachable
 from orchestrator.model import VmState
 from orchestrator.schedules import Cron, ScheduleService
-from tests.conftest import make_pool_rig, make_rig
+from tests.conftest import THREE_HOSTS, make_pool_rig, make_rig
 
 T0 = datetime(2026, 5, 4, 7, 0, tzinfo=UTC)  # a Monday
 
@@ -39,7 +39,7 @@ def one_off(start: datetime, end: datetime, **kw) -> dict:
 
 
 def vm_names(registry) -> list[str]:
-    return sorted(vm.name for vm in registry.vms())
+    return sorted(vm.name for vm in registry.vms.list())
 
 
 @pytest.fixture
@@ -48,13 +48,21 @@ def clock() -> Clock:
 
 
 @pytest.fixture
-def svc(rig, clock) -> ScheduleService:
-    return ScheduleService(rig.fabric, None, clock)
+def rig(tmp_path, clock):
+    """Three test:// hosts, the schedules on ``clock``."""
+    r = make_rig(tmp_path, THREE_HOSTS, clock=clock)
+    yield r
+    r.stop()
+
+
+@pytest.fixture
+def svc(rig) -> ScheduleService:
+    return rig.services.schedules
 
 
 @pytest.fixture
 def api(rig, svc):
-    app = create_app(rig.fabric, schedules_=svc)
+    app = create_app(rig.services)
     app.testing = True
     return app.test_client()
 
@@ -133,10 +141,10 @@ def test_window_starts_and_ends_on_the_clock(rig, svc, clock):
     s = svc.create(one_off(T0 + timedelta(hours=1), T0 + timedelta(hours=3)))
     assert s["state"] == "pending" and s["next_start"] == z(T0 + timedelta(hours=1))
     svc.tick()
-    assert rig.registry.vms() == []
+    assert rig.registry.vms.list() == []
     clock.set(T0 + timedelta(hours=1))
     svc.tick()
-    vms = rig.registry.vms()
+    vms = rig.registry.vms.list()
     assert [vm.state for vm in vms] == [VmState.ACTIVE] * 3
     assert vm_names(rig.registry) == ["peak-1", "peak-2", "peak-3"]
     got = svc.get(s["id"])
@@ -146,37 +154,33 @@ def test_window_starts_and_ends_on_the_clock(rig, svc, clock):
     assert sorted(got["progress"]["vmids"]) == [vm.id for vm in vms]
     clock.set(T0 + timedelta(hours=2))
     svc.tick()
-    assert len(rig.registry.vms()) == 3  # nothing more while the window is open
+    assert len(rig.registry.vms.list()) == 3  # nothing more while the window is open
     clock.set(T0 + timedelta(hours=3))
     svc.tick()
-    assert rig.registry.vms() == []
+    assert rig.registry.vms.list() == []
     done = svc.get(s["id"])
     assert done["state"] == "done" and done["progress"]["phase"] == "done"
     assert done["progress"]["vmids"] == []
-    assert rig.registry.claims_consistent() == []
+    assert rig.registry.claims.consistent() == []
     clock.set(T0 + timedelta(hours=1, minutes=30))  # a clock going back restarts nothing
     svc.tick()
-    assert rig.registry.vms() == []
+    assert rig.registry.vms.list() == []
 
 
-def test_catch_up_after_downtime_and_end_after_downtime(rig, clock):
-    svc = ScheduleService(rig.fabric, None, clock)
+def test_catch_up_after_downtime_and_end_after_downtime(rig, svc):
     sid = svc.create(one_off(T0 + timedelta(hours=1), T0 + timedelta(hours=3), count=2))["id"]
     svc.tick()
     # The fabric is down over the start; it comes back while the window is open.
-    fabric = rig.restart()
-    later = Clock(T0 + timedelta(hours=2))
-    svc = ScheduleService(fabric, None, later)
+    svc = rig.restart(clock=Clock(T0 + timedelta(hours=2))).schedules
     assert svc.get(sid)["state"] == "pending"
     svc.tick()
-    assert len(rig.registry.vms()) == 2
+    assert len(rig.registry.vms.list()) == 2
     assert svc.get(sid)["progress"]["window_start"] == z(T0 + timedelta(hours=1))
     # ...and down again over the end: the next start removes them.
-    fabric = rig.restart()
-    svc = ScheduleService(fabric, None, Clock(T0 + timedelta(hours=5)))
+    svc = rig.restart(clock=Clock(T0 + timedelta(hours=5))).schedules
     assert svc.get(sid)["state"] == "active"
     svc.tick()
-    assert rig.registry.vms() == []
+    assert rig.registry.vms.list() == []
     assert svc.get(sid)["state"] == "done"
 
 
@@ -185,16 +189,16 @@ def test_a_window_that_passed_while_down_is_skipped(rig, svc, clock):
     svc.tick()
     clock.set(T0 + timedelta(hours=2))
     svc.tick()
-    assert rig.registry.vms() == []
+    assert rig.registry.vms.list() == []
     s = svc.get(sid)
     assert s["state"] == "done" and s["skipped"] is True and s["progress"] is None
 
 
 def test_partial_capacity_is_recorded_and_completed_later(tmp_path):
-    rig = make_rig(tmp_path, [{"cpus": 2, "ram": 2048}])  # four 512 MB VMs fit
+    clock = Clock(T0)
+    rig = make_rig(tmp_path, [{"cpus": 2, "ram": 2048}], clock=clock)  # four 512 MB VMs fit
     try:
-        clock = Clock(T0)
-        svc = ScheduleService(rig.fabric, None, clock)
+        svc = rig.services.schedules
         mine = [rig.fabric.create_vm(f"user{i}", 1, 1).id for i in range(2)]
         sid = svc.create(one_off(T0, T0 + timedelta(hours=1), count=3))["id"]
         svc.tick()
@@ -208,13 +212,12 @@ def test_partial_capacity_is_recorded_and_completed_later(tmp_path):
         svc.tick()
         p = svc.get(sid)["progress"]
         assert (p["made"], p["last_error"]) == (3, None)
-        assert len(rig.registry.vms()) == 4
+        assert len(rig.registry.vms.list()) == 4
         clock.set(T0 + timedelta(hours=1))
         svc.tick()
-        assert [vm.id for vm in rig.registry.vms()] == [mine[1]]  # the user's VM stays
+        assert [vm.id for vm in rig.registry.vms.list()] == [mine[1]]  # the user's VM stays
     finally:
-        rig.fabric.stop()
-        rig.registry.close()
+        rig.stop()
 
 
 def test_an_end_that_cannot_destroy_keeps_trying(rig, svc, clock, monkeypatch):
@@ -231,10 +234,10 @@ def test_an_end_that_cannot_destroy_keeps_trying(rig, svc, clock, monkeypatch):
     s = svc.get(sid)
     assert s["state"] == "active" and s["progress"]["phase"] == "ending"
     assert "connection refused" in s["progress"]["last_error"]
-    assert len(rig.registry.vms()) == 2
+    assert len(rig.registry.vms.list()) == 2
     monkeypatch.setattr(rig.fabric, "destroy_vm", real)
     svc.tick()
-    assert rig.registry.vms() == [] and svc.get(sid)["state"] == "done"
+    assert rig.registry.vms.list() == [] and svc.get(sid)["state"] == "done"
 
 
 def test_a_vm_destroyed_by_hand_is_not_a_problem_at_the_end(rig, svc, clock):
@@ -243,10 +246,10 @@ def test_a_vm_destroyed_by_hand_is_not_a_problem_at_the_end(rig, svc, clock):
     rig.fabric.destroy_vm(svc.get(sid)["progress"]["vmids"][0])
     clock.set(T0 + timedelta(minutes=30))
     svc.tick()
-    assert len(rig.registry.vms()) == 1  # made counts creates; the user's choice stands
+    assert len(rig.registry.vms.list()) == 1  # made counts creates; the user's choice stands
     clock.set(T0 + timedelta(hours=1))
     svc.tick()
-    assert rig.registry.vms() == [] and svc.get(sid)["state"] == "done"
+    assert rig.registry.vms.list() == [] and svc.get(sid)["state"] == "done"
 
 
 # -- recurring windows -----------------------------------------------------------
@@ -258,24 +261,24 @@ def test_recurring_windows_start_each_occurrence(rig, svc, clock):
     s = svc.get(sid)
     assert s["state"] == "pending" and s["next_start"] == "2026-05-04T08:00:00Z"
     svc.tick()
-    assert rig.registry.vms() == []
+    assert rig.registry.vms.list() == []
     clock.set(at(2026, 5, 4, 8, 30))
     svc.tick()
     assert vm_names(rig.registry) == ["morning-1"]
     assert svc.get(sid)["progress"]["window_end"] == "2026-05-04T09:30:00Z"
     clock.set(at(2026, 5, 4, 9, 30))
     svc.tick()
-    assert rig.registry.vms() == []
+    assert rig.registry.vms.list() == []
     s = svc.get(sid)
     assert s["state"] == "pending" and s["next_start"] == "2026-05-05T08:00:00Z"
     clock.set(at(2026, 5, 5, 8, 0))
     svc.tick()
-    assert len(rig.registry.vms()) == 1
+    assert len(rig.registry.vms.list()) == 1
     assert svc.get(sid)["progress"]["window_start"] == "2026-05-05T08:00:00Z"
     # Friday's window is missed (down until Saturday): nothing starts at the weekend.
     clock.set(at(2026, 5, 9, 8, 30))
     svc.tick()
-    assert rig.registry.vms() == []
+    assert rig.registry.vms.list() == []
     assert svc.get(sid)["state"] == "pending"
 
 
@@ -286,11 +289,11 @@ def test_overlapping_occurrences_of_one_schedule_merge(rig, svc, clock):
     svc.tick()
     clock.set(at(2026, 5, 4, 8, 10))  # 08:00 opened while 07:00 (until 08:30) is open
     svc.tick()
-    assert len(rig.registry.vms()) == 2
+    assert len(rig.registry.vms.list()) == 2
     assert svc.get(sid)["progress"]["window_end"] == "2026-05-04T09:30:00Z"
     clock.set(at(2026, 5, 4, 8, 45))
     svc.tick()
-    assert len(rig.registry.vms()) == 2
+    assert len(rig.registry.vms.list()) == 2
 
 
 # -- pools -----------------------------------------------------------------------
@@ -301,8 +304,8 @@ POOL = {"name": "small", "instance_type": 1, "image": "debian-12", "ready_check"
 
 
 @pytest.fixture
-def pr(tmp_path):
-    p = make_pool_rig(tmp_path, POOL_HOSTS, [POOL], start_worker=False)
+def pr(tmp_path, clock):
+    p = make_pool_rig(tmp_path, POOL_HOSTS, [POOL], start_worker=False, clock=clock)
     refill(p)
     yield p
     p.stop()
@@ -314,10 +317,10 @@ def refill(pr) -> dict:
     return pr.pools.status()["small"]
 
 
-def test_overlapping_schedules_on_a_pool_add_up(pr):
-    clock = Clock(T0)
+def test_overlapping_schedules_on_a_pool_add_up(pr, clock, monkeypatch):
     woken = []
-    svc = ScheduleService(pr.rig.fabric, pr.pools, clock, on_pool_change=lambda: woken.append(1))
+    monkeypatch.setattr(pr.worker, "wake", lambda: woken.append(1))
+    svc = pr.rig.services.schedules
     a = svc.create({"pool": "small", "count": 2, "start": z(T0), "end": z(T0 + timedelta(hours=2))})
     b = svc.create({"pool": "small", "count": 3, "start": z(T0 + timedelta(hours=1)),
                     "end": z(T0 + timedelta(hours=3))})  # fmt: skip
@@ -343,9 +346,8 @@ def test_overlapping_schedules_on_a_pool_add_up(pr):
     assert [s["state"] for s in svc.list()] == ["done", "done"]
 
 
-def test_pool_trim_never_takes_a_checked_out_vm(pr):
-    clock = Clock(T0)
-    svc = ScheduleService(pr.rig.fabric, pr.pools, clock)
+def test_pool_trim_never_takes_a_checked_out_vm(pr, clock):
+    svc = pr.rig.services.schedules
     svc.create({"pool": "small", "count": 2, "start": z(T0), "end": z(T0 + timedelta(hours=1))})
     svc.tick()
     assert refill(pr)["ready"] == 3
@@ -356,27 +358,27 @@ def test_pool_trim_never_takes_a_checked_out_vm(pr):
     svc.tick()
     st = refill(pr)
     assert st["in_use"] == 3 and pr.pools.extra == {}
-    assert {vm.id for vm in pr.rig.registry.vms(states=[VmState.IN_USE])} == {c.vm.id for c in got}
+    assert {vm.id for vm in pr.rig.registry.vms.list(states=[VmState.IN_USE])} == {
+        c.vm.id for c in got
+    }
 
 
-def test_pool_extra_is_restored_after_a_restart(pr):
-    clock = Clock(T0 + timedelta(minutes=5))
-    svc = ScheduleService(pr.rig.fabric, pr.pools, clock)
+def test_pool_extra_is_restored_after_a_restart(pr, clock):
+    clock.set(T0 + timedelta(minutes=5))
+    svc = pr.rig.services.schedules
     svc.create({"pool": "small", "count": 2, "start": z(T0), "end": z(T0 + timedelta(hours=1))})
     svc.tick()
     pr.pools.set_extra("small", 0)  # as a fresh PoolService would start
-    again = ScheduleService(pr.rig.fabric, pr.pools, clock)
-    again.start()
+    svc.start()  # as the restarted server does, before its first pass
     try:
         assert pr.pools.extra == {"small": 2}
     finally:
-        again.stop()
+        svc.stop()
 
 
 def test_force_delete_of_a_pool_schedule_lowers_the_pool(pr):
-    clock = Clock(T0)
-    svc = ScheduleService(pr.rig.fabric, pr.pools, clock)
-    app = create_app(pr.rig.fabric, pr.reservations, schedules_=svc)
+    svc = pr.rig.services.schedules
+    app = create_app(pr.rig.services)
     app.testing = True
     c = app.test_client()
     r = c.post("/schedules", json={"pool": "small", "count": 2, "start": z(T0),
@@ -418,16 +420,16 @@ def test_api_create_list_delete(api, rig, clock, svc):
 def test_api_active_schedule_needs_force(api, rig, clock, svc):
     sid = api.post("/schedules", json=one_off(T0, T0 + timedelta(hours=1))).get_json()["id"]
     svc.tick()
-    assert len(rig.registry.vms()) == 3
+    assert len(rig.registry.vms.list()) == 3
     r = api.delete(f"/schedules/{sid}")
     assert r.status_code == 409
     assert r.get_json()["status"] == 0 and "force=1" in r.get_json()["error"]
-    assert len(rig.registry.vms()) == 3
+    assert len(rig.registry.vms.list()) == 3
     r = api.delete(f"/schedules/{sid}", json={"force": True})
     assert r.get_json() == {"status": 1}
-    assert rig.registry.vms() == []
+    assert rig.registry.vms.list() == []
     assert api.get("/schedules").get_json() == {"schedules": []}
-    assert rig.registry.claims_consistent() == []
+    assert rig.registry.claims.consistent() == []
 
 
 @pytest.mark.parametrize(
@@ -504,31 +506,16 @@ def test_api_bad_requests_are_never_500(api):
         assert r.status_code in (201, 400, 404), (body, r.get_json())
 
 
-def test_api_without_the_service(rig):
-    app = create_app(rig.fabric)
-    app.testing = True
-    c = app.test_client()
-    assert c.get("/schedules").get_json() == {"schedules": []}
-    r = c.post("/schedules", json=one_off(T0, T0 + timedelta(hours=1)))
-    assert r.status_code == 400 and "not enabled" in r.get_json()["error"]
-    assert c.get("/schedules/1").status_code == 404
-
-
 def test_config_interval(tmp_path):
     from orchestrator.errors import ConfigError
 
     rig = make_rig(tmp_path, [{"cpus": 2, "ram": 2048}], config={"schedules": {"interval": 5}})
-    try:
-        assert ScheduleService(rig.fabric).interval == 5.0
-        rig.fabric.config.raw["schedules"] = {"interval": 0}
-        with pytest.raises(ConfigError, match="interval"):
-            ScheduleService(rig.fabric)
-        rig.fabric.config.raw["schedules"] = {"every": 5}
-        with pytest.raises(ConfigError, match="unknown setting"):
-            ScheduleService(rig.fabric)
-    finally:
-        rig.fabric.stop()
-        rig.registry.close()
+    rig.stop()
+    assert rig.services.schedules.interval == 5.0
+    with pytest.raises(ConfigError, match="interval"):
+        make_rig(tmp_path, [{"cpus": 2, "ram": 2048}], config={"schedules": {"interval": 0}})
+    with pytest.raises(ConfigError, match="unknown setting"):
+        make_rig(tmp_path, [{"cpus": 2, "ram": 2048}], config={"schedules": {"every": 5}})
 
 
 @pytest.mark.parametrize(

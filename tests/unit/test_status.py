@@ -15,7 +15,7 @@ from tests.conftest import make_pool_rig, make_rig, wait_for
 
 def test_status_without_pools(rig, client):
     body = client.get("/status").get_json()
-    labels = [h.label for h in rig.registry.hosts()]
+    labels = [h.label for h in rig.registry.hosts.list()]
     assert body == {
         "ok": True,
         "capacity": {"current": 0, "total": 0, "percent": 0.0},
@@ -23,13 +23,13 @@ def test_status_without_pools(rig, client):
         "hosts": {"up": labels, "down": []},
         "empty": [],
         # an app made in-process has not joined a cluster: no server is alive
-        "servers": {"alive": 0, "this": rig.registry.server_id},
+        "servers": {"alive": 0, "this": rig.registry.cluster.server_id},
     }
 
 
 def test_status_names_hosts_that_are_down(rig, client):
-    host = rig.registry.hosts()[1]
-    rig.registry.record_discovery(host.id, up=False, reason="connection refused")
+    host = rig.registry.hosts.list()[1]
+    rig.registry.hosts.record_discovery(host.id, up=False, reason="connection refused")
     body = client.get("/status").get_json()
     assert host.label not in body["hosts"]["up"] and len(body["hosts"]["up"]) == 2
     assert body["hosts"]["down"] == [{"name": host.label, "reason": "connection refused"}]
@@ -62,7 +62,7 @@ def pr(tmp_path):
 
 
 def test_status_with_pools_and_an_empty_one(pr):
-    c = create_app(pr.rig.fabric, pr.reservations).test_client()
+    c = create_app(pr.rig.services).test_client()
     body = c.get("/status").get_json()
     assert body["ok"] is True and body["empty"] == []
     assert body["capacity"] == {"current": 2, "total": 2, "percent": 100.0}
@@ -88,7 +88,7 @@ def test_status_with_pools_and_an_empty_one(pr):
 
 
 def seed(rig, day: datetime, kind: str, *durations: float) -> None:
-    with rig.registry.tx() as s:
+    with rig.registry.db.tx() as s:
         for i, d in enumerate(durations):
             s.add(EventRow(kind=kind, at=day + timedelta(minutes=i), duration=d))
 
@@ -162,8 +162,8 @@ def test_summary_bad_dates_are_400(client, query):
 def test_metrics_after_some_requests(tmp_path):
     rig = make_rig(tmp_path, [{"cpus": 4, "ram": 1024}])  # room for two small VMs
     try:
-        app = create_app(rig.fabric)
-        other = create_app(rig.fabric)  # apps keep their own registries
+        app = create_app(rig.services)
+        other = create_app(rig.services)  # apps keep their own registries
         c = app.test_client()
         c.get("/vm/types")
         c.get("/vm/types")
@@ -177,7 +177,7 @@ def test_metrics_after_some_requests(tmp_path):
         assert r.status_code == 200
         assert r.headers["Content-Type"].startswith("text/plain; version=")
         text = r.get_data(as_text=True)
-        label = rig.registry.hosts()[0].label
+        label = rig.registry.hosts.list()[0].label
         for line in (
             'fabric_http_requests_total{endpoint="/vm/types",method="GET",status="200"} 2.0',
             'fabric_http_requests_total{endpoint="unmatched",method="GET",status="404"} 1.0',
@@ -201,12 +201,11 @@ def test_metrics_after_some_requests(tmp_path):
         assert 'endpoint="/vm/types"' not in text
         assert "fabric_vm_create_seconds_count 2.0" in text
     finally:
-        rig.fabric.stop()
-        rig.registry.close()
+        rig.stop()
 
 
 def test_metrics_pool_levels(pr):
-    c = create_app(pr.rig.fabric, pr.reservations).test_client()
+    c = create_app(pr.rig.services).test_client()
     assert c.post("/vm/checkout", json={"pool": "web"}).status_code == 200
     text = c.get("/metrics").get_data(as_text=True)
     for line in (

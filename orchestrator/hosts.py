@@ -1,0 +1,77 @@
+"""Hosts as the use cases see them: discovery (read each host's capacity through
+libvirt, or mark it down with the reason; the pm file's figures override
+libvirt's, then the overcommit ratios apply) and the driver's target for a host."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from concurrent.futures import ThreadPoolExecutor, as_completed
+
+from .config import CapacityConfig, effective_capacity
+from .errors import FabricError, HostUnreachable
+from .hypervisor.driver import HostTarget, LibvirtDriver
+from .registry import HostRow
+from .registry.hosts import HostStore
+
+log = logging.getLogger(__name__)
+
+
+def host_target(row: HostRow) -> HostTarget:
+    """What the driver needs to reach a host."""
+    return HostTarget(
+        id=row.id,
+        label=row.label,
+        uri=row.uri,
+        domain_type=row.domain_type,
+        network=row.network,
+        address=row.address,
+        pool_path=row.pool_path,
+    )
+
+
+class Discovery:
+    def __init__(
+        self,
+        hosts: HostStore,
+        driver: LibvirtDriver,
+        capacity: CapacityConfig,
+        stopping: threading.Event,
+    ) -> None:
+        self.hosts = hosts
+        self.driver = driver
+        self.capacity = capacity
+        self.stopping = stopping
+
+    def discover_all(self) -> None:
+        """Every listed host, several at a time."""
+        rows = self.hosts.list()
+        if not rows:
+            return
+
+        def one(h: HostRow) -> bool:
+            return False if self.stopping.is_set() else self.discover_host(h)
+
+        with ThreadPoolExecutor(max_workers=min(16, len(rows))) as pool:
+            for f in as_completed([pool.submit(one, h) for h in rows]):
+                f.result()
+
+    def discover_host(self, row: HostRow) -> bool:
+        """Read one host's capacity; mark it down with the reason if that fails."""
+        try:
+            facts = self.driver.discover(host_target(row))
+        except FabricError as e:
+            reason = e.reason if isinstance(e, HostUnreachable) else e.message
+            log.warning("host %s is down: %s", row.label, reason)
+            self.hosts.record_discovery(row.id, up=False, reason=reason)
+            return False
+        phys = (
+            row.cpu_override or facts.cpu,
+            row.ram_override or facts.ram_mb,
+            row.disk_override or facts.disk_gb,
+        )
+        totals = effective_capacity(phys, self.capacity)
+        self.hosts.record_discovery(
+            row.id, up=True, reason=None, phys=phys, totals=totals, arch=facts.arch
+        )
+        return True

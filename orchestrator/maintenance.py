@@ -1,0 +1,65 @@
+"""The discovery lease's background work: the orphan sweep every heartbeat, and
+every ``discovery.interval`` seconds discovery, reconciliation of VMs and of
+volumes."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import TYPE_CHECKING
+
+from .config import Config
+from .hosts import Discovery
+from .model import Lease
+from .periodic import PeriodicWorker
+from .reconcile import Reconciler
+from .volumes import Volumes
+
+if TYPE_CHECKING:
+    from .cluster import Cluster
+
+log = logging.getLogger(__name__)
+
+
+class Maintenance(PeriodicWorker):
+    name = "maintenance"
+
+    def __init__(
+        self,
+        discovery: Discovery,
+        reconciler: Reconciler,
+        volumes: Volumes,
+        config: Config,
+        cluster: Cluster | None = None,
+    ) -> None:
+        every = config.discovery.interval
+        super().__init__(
+            min(config.cluster.heartbeat, every),
+            lease=Lease.DISCOVERY,
+            cluster=cluster,
+            first_pass_now=False,  # the server has just discovered and reconciled
+        )
+        self.discovery = discovery
+        self.reconciler = reconciler
+        self.volumes = volumes
+        self.every = every
+        self._due = time.monotonic() + every  # when discovery and reconciliation run next
+
+    def start(self) -> None:
+        self._due = time.monotonic() + self.every
+        super().start()
+
+    def lease_gained(self) -> None:
+        """Taken over from a dead server: look at every host now."""
+        self._due = 0.0
+        self.wake()
+
+    def run_once(self) -> None:
+        removed = self.reconciler.sweep_orphans()
+        if removed:
+            log.info("finished the half-done work of dead servers: vms %s", removed)
+        if time.monotonic() >= self._due:
+            self._due = time.monotonic() + self.every
+            self.discovery.discover_all()
+            self.reconciler.reconcile()
+            self.volumes.reconcile()

@@ -1,0 +1,196 @@
+"""Reconciliation: the registry compared with what each host really runs, and
+the half-done work of servers that died (or of this one before a restart)
+finished or undone. Safe to run while serving."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import FabricError
+from .hosts import host_target
+from .hypervisor.driver import HostTarget, LibvirtDriver
+from .model import VM_OWNED, VM_RUNNING, HostStatus, VmState
+from .registry import Registry, VmRow
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ReconcileReport:
+    vanished: list[int]
+    resumed: list[int]
+    removed: list[int]
+    unknown_domains: list[dict]
+    skipped_hosts: list[str]
+    restarted: list[int] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "vanished": self.vanished,
+            "resumed": self.resumed,
+            "removed": self.removed,
+            "unknown_domains": self.unknown_domains,
+            "skipped_hosts": self.skipped_hosts,
+            "restarted": self.restarted,
+        }
+
+
+class Reconciler:
+    def __init__(
+        self, registry: Registry, driver: LibvirtDriver, stopping: threading.Event
+    ) -> None:
+        self.registry = registry
+        self.driver = driver
+        self.stopping = stopping
+        self.last: ReconcileReport | None = None
+
+    def reconcile(self) -> ReconcileReport:
+        """Compare the registry with what each reachable host really runs, and resume.
+
+        - building, no domain: the create died half-way; its claim is released.
+        - building, domain present: finished if it runs, removed if not.
+        - deleting: the destroy is finished.
+        - a live VM whose domain is gone: marked ``vanished`` (kept, so it is seen).
+        - a domain with our metadata that the registry does not know: reported.
+
+        A VM that a live server (this one included) is working on is left alone:
+        its work is in flight, not half-done. Safe to run while serving.
+        """
+        report = ReconcileReport([], [], [], [], [])
+        # The registry first, the hosts second: a VM that is live in this snapshot
+        # had its domain before the listings below, so it cannot be taken for
+        # vanished; one that changed since fails the conditional transitions.
+        by_host: dict[int, dict[int, VmRow]] = {}
+        for vm in self.registry.vms.list():
+            if vm.host_id is not None:
+                by_host.setdefault(vm.host_id, {})[vm.id] = vm
+        for host in self.registry.hosts.list():
+            if self.stopping.is_set():
+                break
+            if host.status != HostStatus.UP:
+                report.skipped_hosts.append(host.label)
+                continue
+            target = host_target(host)
+            known = by_host.get(host.id, {})
+            try:
+                domains = self.driver.domains(target)
+            except FabricError as e:
+                report.skipped_hosts.append(host.label)
+                log.warning("reconcile skipped %s: %s", host.label, e)
+                continue
+            mine = self.registry.installation_id
+            ours = {
+                d.vm_id: d
+                for d in domains
+                if d.vm_id is not None and d.installation in (mine, None)
+            }
+            for vm in known.values():
+                if self.registry.cluster.owner_alive(vm.owner):
+                    continue  # being built, cleaned or destroyed right now
+                dom = ours.get(vm.id)
+                if vm.state == VmState.DELETING or (
+                    vm.state == VmState.BUILDING
+                    and (dom is None or not dom.active or vm.pool is not None)
+                ):
+                    if self._finish_orphan(target, vm):
+                        report.removed.append(vm.id)
+                elif vm.state == VmState.BUILDING:
+                    if self.registry.vms.transition(
+                        vm.id, VmState.ACTIVE, expect=[VmState.BUILDING], unowned=True
+                    ):
+                        report.resumed.append(vm.id)
+                elif dom is not None and not dom.active and vm.state in VM_RUNNING:
+                    # Stopped behind our back (e.g. the host rebooted): it should run.
+                    # Held while we look again and start it, so that no cleaner is
+                    # resetting it at the same time.
+                    if self._restart(target, vm):
+                        report.restarted.append(vm.id)
+                elif dom is None and vm.state != VmState.VANISHED:
+                    if self.registry.vms.transition(
+                        vm.id,
+                        VmState.VANISHED,
+                        expect=[vm.state],
+                        unowned=True,
+                        error=f"domain {vm.domain_name} is no longer on {host.label}",
+                    ):
+                        report.vanished.append(vm.id)
+            for vm_id, dom in ours.items():
+                if vm_id in known or self.registry.vms.exists(vm_id):
+                    continue
+                with contextlib.suppress(FabricError):  # unsure: report it
+                    if not self.driver.domain_defined(target, dom.uuid):
+                        continue  # destroyed meanwhile, with its VM
+                report.unknown_domains.append(
+                    {"pmid": host.id, "domain": dom.name, "vmid": vm_id, "active": dom.active}
+                )
+        for kind, ids in (
+            ("reconcile.vanished", report.vanished),
+            ("reconcile.resumed", report.resumed),
+            ("reconcile.restarted", report.restarted),
+        ):
+            for vm_id in ids:
+                self.registry.events.record(kind, vm_id=vm_id)
+        for d in report.unknown_domains:
+            log.warning("unknown domain with fabric metadata: %s", d)
+            self.registry.events.record("reconcile.unknown_domain", host_id=d["pmid"], detail=d)
+        self.last = report
+        return report
+
+    def _restart(self, target: HostTarget, vm: VmRow) -> bool:
+        if not self.registry.vms.take(vm.id, [vm.state]):
+            return False  # it moved on, or someone is working on it
+        try:
+            if self.driver.domain_running(target, vm.uuid):
+                return False
+            self.driver.start(target, vm.domain_name)
+            return True
+        except FabricError as e:
+            self.registry.vms.transition(
+                vm.id, VmState.FAILED, expect=[vm.state], error=f"could not restart: {e}"
+            )
+            return False
+        finally:
+            self.registry.vms.let_go(vm.id)
+
+    def _finish_orphan(self, target: HostTarget, vm: VmRow) -> bool:
+        """Remove a VM whose create or destroy stopped half-way (its server died, or
+        this one restarted): the domain if any, then the VM and its claim."""
+        if not self.registry.vms.take(vm.id, VM_OWNED):
+            return False  # someone live took it meanwhile
+        try:
+            self.driver.destroy(target, vm.uuid, vm.id)
+        except FabricError as e:
+            log.warning("vm %d: could not remove its half-made domain yet: %s", vm.id, e)
+            self.registry.vms.let_go(vm.id)
+            return False
+        self.registry.vms.forget(vm.id, event_kind="reconcile.removed")
+        return True
+
+    def sweep_orphans(self) -> list[int]:
+        """Finish the creates and destroys that servers died in the middle of. Cheap
+        when there are none (one query), so it runs often."""
+        done = []
+        for vm in self.registry.vms.orphans():
+            if vm.host_id is None:
+                continue
+            host = self.registry.hosts.get_any(vm.host_id)
+            target = host_target(host)
+            if vm.state == VmState.BUILDING and vm.pool is None:
+                # A create that got as far as a running domain is finished instead.
+                try:
+                    dom = next((d for d in self.driver.domains(target) if d.vm_id == vm.id), None)
+                except FabricError:
+                    continue  # the host is unreachable: next time
+                if dom is not None and dom.active:
+                    if self.registry.vms.transition(
+                        vm.id, VmState.ACTIVE, expect=[VmState.BUILDING], unowned=True
+                    ):
+                        self.registry.events.record("reconcile.resumed", vm_id=vm.id)
+                    continue
+            if self._finish_orphan(target, vm):
+                done.append(vm.id)
+        return done

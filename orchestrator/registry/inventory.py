@@ -1,0 +1,150 @@
+"""What the three input files list (tables ``hosts``, ``images``, ``vm_types``),
+kept in step with the files, and reads of images and VM types.
+
+Ids stay stable across restarts: a record is matched to its row by its key
+(a host's URI, an image's location, a type's tid). A record that left its file
+is kept, marked ``in_inventory = False``, because VMs may still refer to it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from ..errors import NotFound
+from ..model import HostStatus, ImageSpec, Inventory
+from .database import Database
+from .hosts import HostChanges
+from .tables import HostRow, ImageRow, TypeRow
+
+
+class InventoryStore:
+    def __init__(self, db: Database, changes: HostChanges) -> None:
+        self.db = db
+        self.changes = changes
+        self.generation = 0  # grows with every sync (types and images may be cached)
+
+    def sync(self, inv: Inventory) -> None:
+        """Make the registry's hosts, images and types match the files."""
+        self.changes.mark_all()
+        self.generation += 1
+        with self.db.tx() as s:
+            _upsert_and_retire(
+                s,
+                HostRow,
+                "key",
+                inv.hosts,
+                lambda h: h.key,
+                lambda row, h: _fill(
+                    row,
+                    label=h.label,
+                    uri=h.uri,
+                    address=h.address,
+                    domain_type=h.domain_type,
+                    network=h.network,
+                    pool_path=h.pool_path,
+                    arch=h.arch,
+                    cpu_override=h.cpu,
+                    ram_override=h.ram,
+                    disk_override=h.disk,
+                ),
+                new={"status": HostStatus.UNKNOWN},
+            )
+            _upsert_and_retire(
+                s,
+                ImageRow,
+                "location",
+                inv.images,
+                lambda i: i.location,
+                lambda row, i: _fill(row, name=i.name, spec=image_spec_to_dict(i)),
+            )
+            _upsert_and_retire(
+                s,
+                TypeRow,
+                "tid",
+                inv.types,
+                lambda t: t.tid,
+                lambda row, t: _fill(row, name=t.name, cpu=t.cpu, ram=t.ram, disk=t.disk),
+            )
+
+    def images(self) -> list[ImageRow]:
+        return self._listed(ImageRow, ImageRow.id)
+
+    def image(self, image_id: int) -> ImageRow:
+        return self._one(ImageRow, image_id, f"image_id {image_id}")
+
+    def image_spec(self, image_id: int) -> ImageSpec:
+        return image_spec_from_row(self.image(image_id))
+
+    def types(self) -> list[TypeRow]:
+        return self._listed(TypeRow, TypeRow.tid)
+
+    def vm_type(self, tid: int) -> TypeRow:
+        return self._one(TypeRow, tid, f"instance_type {tid}")
+
+    def _listed(self, model: Any, order: Any) -> list[Any]:
+        with self.db.read() as s:
+            return list(
+                s.scalars(select(model).where(model.in_inventory.is_(True)).order_by(order))
+            )
+
+    def _one(self, model: Any, key: int, what: str) -> Any:
+        with self.db.read() as s:
+            row = s.get(model, key)
+        if row is None or not row.in_inventory:
+            raise NotFound(f"{what} does not exist")
+        return row
+
+
+def _upsert_and_retire(
+    s: Session,
+    model: Any,
+    key: str,
+    specs: Iterable[Any],
+    key_of: Callable[[Any], Any],
+    fill: Callable[[Any, Any], None],
+    new: dict[str, Any] | None = None,
+) -> None:
+    """Rows of ``model`` for ``specs`` (matched on column ``key``): updated, or
+    added; rows whose key no spec has any more are retired, not deleted."""
+    known = {getattr(row, key): row for row in s.scalars(select(model))}
+    seen = set()
+    for spec in specs:
+        k = key_of(spec)
+        seen.add(k)
+        row = known.get(k)
+        if row is None:
+            row = model(**{key: k, **(new or {})})
+            s.add(row)
+        fill(row, spec)
+        row.in_inventory = True
+    for k, row in known.items():
+        if k not in seen:
+            row.in_inventory = False
+
+
+def _fill(row: Any, **values: Any) -> None:
+    for name, value in values.items():
+        setattr(row, name, value)
+
+
+def image_spec_to_dict(spec: ImageSpec) -> dict:
+    return {
+        "name": spec.name,
+        "path": spec.path,
+        "user": spec.user,
+        "host": spec.host,
+        "port": spec.port,
+        "format": spec.format,
+        "arch": spec.arch,
+        "kernel": spec.kernel,
+        "initrd": spec.initrd,
+        "cmdline": spec.cmdline,
+    }
+
+
+def image_spec_from_row(row: ImageRow) -> ImageSpec:
+    return ImageSpec(**dict(row.spec))

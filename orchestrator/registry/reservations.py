@@ -1,0 +1,209 @@
+"""Reservations of pool VMs (columns ``vms.reservation_hash``, ``reserved_at``,
+``expires_at``): check-out, check-in, extension, expiry, and pool levels.
+
+These are the VM transitions ready -> in-use -> cleaning (see ``VM_TRANSITIONS``);
+each is one transaction, and check-out is all or nothing.
+"""
+
+from __future__ import annotations
+
+import hmac
+from datetime import datetime, timedelta
+
+from sqlalchemy import func, select, update
+
+from ..clock import as_utc, utcnow
+from ..errors import Conflict, Forbidden, NotFound
+from ..model import HostStatus, VmState
+from .database import Database
+from .tables import EventRow, HostRow, VmRow
+
+# A VM whose reservation ended (checked in or expired): to be cleaned, held by no one.
+_RETURNED = {
+    "state": VmState.CLEANING,
+    "owner": None,
+    "reservation_hash": None,
+    "reserved_at": None,
+    "expires_at": None,
+}
+
+
+class _LostRace(Exception):
+    """A row changed between reading and updating it: the transaction is undone."""
+
+
+class ReservationStore:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def checkout(
+        self,
+        pools: list[str],
+        hashes: list[str],
+        expires_at: datetime,
+        seen: dict[str, int] | None = None,
+    ) -> tuple[str, list[VmRow]] | None:
+        """Atomically hand out ``len(hashes)`` ready VMs of one pool (the first that has
+        enough, in the given order), each under its own reservation hash.
+
+        All or nothing: returns (pool, VMs) or None. A VM on a host that is down is
+        not ready. ``FOR UPDATE SKIP LOCKED`` lets concurrent checkouts on PostgreSQL
+        take different rows; on SQLite the transaction holds the write lock.
+        ``seen`` gets the ready VMs found per pool, in that very transaction.
+        """
+        try:
+            return self._checkout(pools, hashes, expires_at, {} if seen is None else seen)
+        except _LostRace:
+            return None
+
+    def _checkout(
+        self, pools: list[str], hashes: list[str], expires_at: datetime, seen: dict[str, int]
+    ) -> tuple[str, list[VmRow]] | None:
+        count = len(hashes)
+        now = utcnow()
+        with self.db.tx() as s:
+            up_hosts = select(HostRow.id).where(
+                HostRow.status == HostStatus.UP, HostRow.enabled.is_(True)
+            )
+            for pool in pools:
+                ids = list(
+                    s.scalars(
+                        select(VmRow.id)
+                        .where(
+                            VmRow.pool == pool,
+                            VmRow.state == VmState.READY,
+                            VmRow.host_id.in_(up_hosts),
+                        )
+                        .order_by(VmRow.updated_at, VmRow.id)
+                        .limit(count)
+                        .with_for_update(skip_locked=True)
+                    )
+                )
+                seen[pool] = len(ids)
+                if len(ids) < count:
+                    continue
+                for vm_id, digest in zip(ids, hashes, strict=True):
+                    res = s.execute(
+                        update(VmRow)
+                        .where(VmRow.id == vm_id, VmRow.state == VmState.READY)
+                        .values(
+                            state=VmState.IN_USE,
+                            reservation_hash=digest,
+                            reserved_at=now,
+                            expires_at=expires_at,
+                            updated_at=now,
+                        )
+                        .execution_options(synchronize_session=False)
+                    )
+                    if res.rowcount != 1:  # taken under us: undo the whole batch
+                        raise _LostRace
+                rows = list(s.scalars(select(VmRow).where(VmRow.id.in_(ids))))
+                for vm in rows:
+                    s.add(EventRow(kind="vm.checkout", vm_id=vm.id, host_id=vm.host_id))
+                return pool, sorted(rows, key=lambda v: ids.index(v.id))
+        return None
+
+    def by_ip(self, ip: str, digest: str) -> VmRow:
+        """The VM with address ``ip`` that the reservation ``digest`` holds."""
+        with self.db.read() as s:
+            rows = list(s.scalars(select(VmRow).where(VmRow.ip == ip)))
+        if not rows:
+            raise NotFound(f"no VM has ip {ip}")
+        for vm in rows:
+            if vm.reservation_hash == digest:
+                return vm
+        if not any(vm.state == VmState.IN_USE for vm in rows):
+            raise Conflict(f"no VM with ip {ip} is checked out")
+        raise Forbidden(f"the reservation does not hold a VM with ip {ip}")
+
+    def end(self, vm_id: int, digest: str, *, event_kind: str) -> VmRow:
+        """in-use -> cleaning, only for the holder of the reservation."""
+        with self.db.tx() as s:
+            vm = s.get(VmRow, vm_id, populate_existing=True)
+            if vm is None:
+                raise NotFound(f"vmid {vm_id} does not exist")
+            _check_holder(vm, digest)
+            res = s.execute(
+                update(VmRow)
+                .where(
+                    VmRow.id == vm_id,
+                    VmRow.state == VmState.IN_USE,
+                    VmRow.reservation_hash == digest,
+                )
+                .values(**_RETURNED, updated_at=utcnow())
+                .execution_options(synchronize_session=False)
+            )
+            if res.rowcount != 1:
+                raise Conflict(f"vmid {vm_id} changed while being checked in")
+            s.add(EventRow(kind=event_kind, vm_id=vm_id, host_id=vm.host_id))
+            s.flush()
+            s.refresh(vm)
+            return vm
+
+    def extend(self, vm_id: int, digest: str, hours: float, cap_hours: float) -> datetime:
+        """Push the reservation's end ``hours`` later, up to ``cap_hours`` after check-out."""
+        with self.db.tx() as s:
+            vm = s.get(VmRow, vm_id)
+            if vm is None:
+                raise NotFound(f"vmid {vm_id} does not exist")
+            _check_holder(vm, digest)
+            reserved = as_utc(vm.reserved_at) or utcnow()
+            current = as_utc(vm.expires_at) or utcnow()
+            wanted = current + timedelta(hours=hours)
+            cap = reserved + timedelta(hours=cap_hours)
+            if wanted > cap:
+                raise Conflict(
+                    f"vmid {vm_id} cannot be held past {cap.isoformat(timespec='seconds')} "
+                    f"({cap_hours:g} h after checkout, the pool's cap)"
+                )
+            vm.expires_at = wanted
+            vm.updated_at = utcnow()
+            s.add(EventRow(kind="vm.extend", vm_id=vm_id, detail={"hours": hours}))
+            return wanted
+
+    def expire(self, now: datetime | None = None) -> list[int]:
+        """Reservations past ``expires_at`` end: their VMs go to cleaning."""
+        now = now or utcnow()
+        with self.db.tx() as s:
+            ids = list(
+                s.scalars(
+                    select(VmRow.id).where(VmRow.state == VmState.IN_USE, VmRow.expires_at < now)
+                )
+            )
+            if not ids:
+                return []
+            s.execute(
+                update(VmRow)
+                .where(VmRow.id.in_(ids), VmRow.state == VmState.IN_USE)
+                .values(**_RETURNED, updated_at=now)
+                .execution_options(synchronize_session=False)
+            )
+            for vm_id in ids:
+                s.add(EventRow(kind="vm.expired", vm_id=vm_id))
+            return ids
+
+    def pool_counts(self) -> dict[str, dict[str, int]]:
+        """Per pool: VMs per state, plus ``unreachable``: ready VMs on hosts that are
+        not up (they are not counted as ready)."""
+        out: dict[str, dict[str, int]] = {}
+        with self.db.read() as s:
+            q = (
+                select(VmRow.pool, VmRow.state, HostRow.status, func.count())
+                .join(HostRow, HostRow.id == VmRow.host_id, isouter=True)
+                .where(VmRow.pool.is_not(None))
+                .group_by(VmRow.pool, VmRow.state, HostRow.status)
+            )
+            for pool, state, host_status, n in s.execute(q):
+                c = out.setdefault(pool, {})
+                key = state
+                if state == VmState.READY and host_status != HostStatus.UP:
+                    key = "unreachable"
+                c[key] = c.get(key, 0) + n
+        return out
+
+
+def _check_holder(vm: VmRow, digest: str) -> None:
+    if vm.state != VmState.IN_USE or vm.reservation_hash is None:
+        raise Conflict(f"vmid {vm.id} is not checked out (it is {vm.state})")
+    if not hmac.compare_digest(vm.reservation_hash, digest):
+        raise Forbidden(f"this reservation does not hold vmid {vm.id}")

@@ -1,0 +1,187 @@
+"""The one place the fabric's services are built and wired: the launcher
+(cli.py), the tests and the benchmarks all call ``build_services``.
+
+Each service is given the collaborators it uses when it is made; none looks
+another up later.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+from .auth import AuthService
+from .cluster import Cluster
+from .config import Config
+from .fabric import Fabric
+from .guests import Guests
+from .hostcache import HostCache
+from .hosts import Discovery
+from .hypervisor.connection import SshOptions
+from .hypervisor.driver import LibvirtDriver
+from .images import ImageStager
+from .maintenance import Maintenance
+from .model import Inventory
+from .pools import PoolService, parse_pools
+from .reconcile import Reconciler, ReconcileReport
+from .registry import Registry
+from .remote import SshSettings
+from .reservations import Reservations
+from .scheduler import Scheduler
+from .schedules import ScheduleService, _settings, now_utc
+from .volumes import Volumes
+from .worker import Worker
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class StartUpReport:
+    vms: ReconcileReport
+    volumes: dict[str, list[int]]
+
+
+@dataclass
+class Services:
+    """Everything one fabric server runs, built by ``build_services``."""
+
+    config: Config
+    registry: Registry
+    driver: LibvirtDriver
+    scheduler: Scheduler
+    hosts: HostCache
+    cluster: Cluster
+    discovery: Discovery
+    reconciler: Reconciler
+    fabric: Fabric
+    guests: Guests
+    volumes: Volumes
+    pools: PoolService
+    worker: Worker
+    reservations: Reservations
+    schedules: ScheduleService
+    auth: AuthService
+    maintenance: Maintenance
+    stopping: threading.Event
+
+    def start_up(self) -> StartUpReport:
+        """Discover every host and reconcile the registry with them (at start, by
+        the server that holds the discovery lease)."""
+        self.discovery.discover_all()
+        report = StartUpReport(self.reconciler.reconcile(), self.volumes.reconcile())
+        if report.vms.unknown_domains:
+            log.warning(
+                "domains with fabric metadata unknown to the registry: %s",
+                report.vms.unknown_domains,
+            )
+        if report.volumes["missing"]:
+            log.warning("volumes whose storage is gone: %s", report.volumes["missing"])
+        return report
+
+    def start_background(self) -> None:
+        """The periodic work: maintenance, the pools' worker (when there are pools)
+        and schedules. The cluster's heartbeat is started by the launcher, earlier."""
+        self.maintenance.start()
+        if self.pools.configured:
+            self.worker.start()
+        self.schedules.start()
+
+    def stop(self) -> None:
+        """Stop the background work, then leave the cluster (its leases go only once
+        this server's work has stopped)."""
+        self.stopping.set()
+        self.schedules.stop(timeout=10)
+        self.worker.stop()
+        self.maintenance.stop()
+        self.driver.close()
+        self.cluster.stop()
+
+
+def make_driver(config: Config) -> LibvirtDriver:
+    ssh = config.ssh
+    return LibvirtDriver(
+        ssh=SshOptions(ssh.key, ssh.known_hosts, ssh.connect_timeout),
+        state_dir=Path(config.state_dir),
+        connect_timeout=config.libvirt.connect_timeout,
+        call_timeout=config.libvirt.call_timeout,
+        upload_timeout=config.libvirt.upload_timeout,
+    )
+
+
+def build_services(
+    config: Config,
+    registry: Registry,
+    inventory: Inventory,
+    *,
+    driver: LibvirtDriver | None = None,
+    clock: Callable[[], datetime] = now_utc,
+    config_path: str = "config",
+) -> Services:
+    """Bring the registry's schema up, sync the three files into it, and build every
+    service over it. ``driver``: a driver to share (tests keep test:// hosts alive
+    across a restart); ``clock``: the schedules' clock."""
+    with registry.startup_lock():
+        registry.create_schema()
+        registry.inventory.sync(inventory)
+    pool_configs = parse_pools(config.raw.get("pools"), registry.inventory, config_path)
+    driver = driver or make_driver(config)
+    stopping = threading.Event()
+    scheduler = Scheduler(config.scheduler)
+    hosts = HostCache(registry.hosts, config.cluster.host_cache)
+    cluster = Cluster(registry.cluster, config.cluster)
+    ssh = config.ssh
+    images = ImageStager(
+        registry.staging,
+        driver,
+        SshSettings(key=ssh.key, known_hosts=ssh.known_hosts, connect_timeout=ssh.connect_timeout),
+        config.guest.user,
+    )
+    guests = Guests(
+        registry.vms,
+        config.guest,
+        SshSettings(
+            key=config.guest.key or ssh.key,
+            connect_timeout=ssh.connect_timeout,
+            command_timeout=config.guest.command_timeout,
+        ),
+    )
+    fabric = Fabric(registry, driver, scheduler, hosts, images, config.create)
+    volumes = Volumes(
+        registry, driver, scheduler, hosts, config.raw.get("storage"), config.create.max_attempts
+    )
+    discovery = Discovery(registry.hosts, driver, config.capacity, stopping)
+    reconciler = Reconciler(registry, driver, stopping)
+    pools = PoolService(registry, fabric, guests, pool_configs, config.max_vms)
+    worker = Worker(registry, pools, config.workers, cluster)
+    return Services(
+        config=config,
+        registry=registry,
+        driver=driver,
+        scheduler=scheduler,
+        hosts=hosts,
+        cluster=cluster,
+        discovery=discovery,
+        reconciler=reconciler,
+        fabric=fabric,
+        guests=guests,
+        volumes=volumes,
+        pools=pools,
+        worker=worker,
+        reservations=Reservations(registry, pools, worker, config.workers.retry_after),
+        schedules=ScheduleService(
+            registry,
+            fabric,
+            pools,
+            worker,
+            interval=_settings(config.raw.get("schedules")),
+            clock=clock,
+            cluster=cluster,
+        ),
+        auth=AuthService(registry.auth, config.raw.get("auth")),
+        maintenance=Maintenance(discovery, reconciler, volumes, config, cluster),
+        stopping=stopping,
+    )
