@@ -384,9 +384,9 @@ def _catalog() -> dict[str, Any]:
             f"({t.cpu} vCPU, {t.ram} MB, {t.disk} GB)",
             "name": t.name or f"type {t.tid}",
         }
-        for t in reg.inventory.types()
+        for t in reg.types()
     ]
-    images = [{"id": i.id, "name": i.name} for i in reg.inventory.images()]
+    images = [{"id": i.id, "name": i.name} for i in reg.images()]
     return {"types": types, "images": images}
 
 
