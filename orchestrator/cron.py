@@ -48,7 +48,7 @@ class Cron:
 
     text: str  # as given, white space folded
     expr: str  # the five fields as cronsim takes them (an alias expanded)
-    fires: bool  # False: no month of the expression has its day of month (30 February)
+    fires: bool  # False: it never fires (no month of it has its day of month: 30 February)
 
     @classmethod
     def parse(cls, text: str) -> Cron:
@@ -70,7 +70,8 @@ class Cron:
             CronSim(expr, datetime(2000, 1, 1))
         except CronSimError:
             # The grammar is checked above: what cronsim still refuses is a day of
-            # month that none of the months has, with the weekday unrestricted.
+            # month that none of the months has where both day fields must match
+            # (one of them starts with '*'): an expression that never fires.
             return cls(norm, expr, fires=False)
         return cls(norm, expr, fires=True)
 
