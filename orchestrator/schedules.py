@@ -17,17 +17,16 @@ every pass while its window is open. Overlapping schedules add up.
 
 from __future__ import annotations
 
-import calendar
 import logging
 import re
 import threading
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from .clock import as_utc as _aware
 from .clock import iso
+from .cron import Cron
 from .errors import BadRequest, ConfigError, Conflict, FabricError, NotFound, Unavailable
 from .model import NAME_RULE, Lease, SchedulePhase, ScheduleState, VmState, is_name
 from .periodic import PeriodicWorker
@@ -47,7 +46,6 @@ DEFAULT_INTERVAL = 30.0  # seconds between passes
 MAX_COUNT = 100  # extra VMs one schedule may ask for
 MAX_DURATION = 7 * 24 * 60  # minutes a recurring window may last
 MAX_WINDOW = timedelta(days=366)  # length of a one-off window
-SEARCH_DAYS = 366 * 9  # how far a cron search looks (Feb 29 can be 8 years apart)
 _INT = re.compile(r"[0-9]{1,20}")
 
 OPEN_PHASES = (SchedulePhase.ACTIVE, SchedulePhase.ENDING)  # a window that is not over
@@ -55,169 +53,6 @@ OPEN_PHASES = (SchedulePhase.ACTIVE, SchedulePhase.ENDING)  # a window that is n
 
 def now_utc() -> datetime:
     return datetime.now(UTC)
-
-
-# -- cron ----------------------------------------------------------------------
-
-_FIELDS = (
-    ("minute", 0, 59),
-    ("hour", 0, 23),
-    ("day-of-month", 1, 31),
-    ("month", 1, 12),
-    ("day-of-week", 0, 7),
-)
-_MONTHS = {m.lower(): i for i, m in enumerate(calendar.month_abbr) if m}
-_DAYS = {"sun": 0, "mon": 1, "tue": 2, "wed": 3, "thu": 4, "fri": 5, "sat": 6}
-_ALIASES = {
-    "@hourly": "0 * * * *",
-    "@daily": "0 0 * * *",
-    "@midnight": "0 0 * * *",
-    "@weekly": "0 0 * * 0",
-    "@monthly": "0 0 1 * *",
-    "@yearly": "0 0 1 1 *",
-    "@annually": "0 0 1 1 *",
-}
-
-
-@dataclass(frozen=True)
-class Cron:
-    """A 5-field cron expression (minute hour day-of-month month day-of-week), in UTC.
-
-    Each field takes ``*``, numbers, lists (``1,2``), ranges (``1-5``) and steps
-    (``*/15``, ``1-10/3``, ``5/10``); months and weekdays also by their English
-    three-letter names. Day of week 0 and 7 are Sunday. As in cron, when both
-    day-of-month and day-of-week are restricted, a day matching either matches.
-    """
-
-    text: str
-    minutes: tuple[int, ...]
-    hours: tuple[int, ...]
-    days: frozenset[int]
-    months: frozenset[int]
-    weekdays: frozenset[int]  # 0 = Sunday
-    any_day: bool  # day-of-month starts with '*'
-    any_weekday: bool  # day-of-week starts with '*'
-
-    @classmethod
-    def parse(cls, text: str) -> Cron:
-        """The expression, or ValueError with a message that names the bad field."""
-        if not isinstance(text, str):
-            raise ValueError("cron must be a string like '0 8 * * 1-5'")
-        norm = " ".join(text.split())
-        expr = _ALIASES.get(norm.lower(), norm)
-        parts = expr.split(" ")
-        if len(parts) != 5:
-            raise ValueError(
-                f"cron must have 5 fields (minute hour day-of-month month day-of-week), "
-                f"got {len(parts) if expr else 0}: {norm[:60]!r}"
-            )
-        sets = [
-            _cron_field(part, name, lo, hi)
-            for part, (name, lo, hi) in zip(parts, _FIELDS, strict=True)
-        ]
-        weekdays = frozenset(d % 7 for d in sets[4])
-        return cls(
-            text=norm,
-            minutes=tuple(sorted(sets[0])),
-            hours=tuple(sorted(sets[1])),
-            days=frozenset(sets[2]),
-            months=frozenset(sets[3]),
-            weekdays=weekdays,
-            any_day=parts[2].startswith("*"),
-            any_weekday=parts[4].startswith("*"),
-        )
-
-    def day_matches(self, d: date) -> bool:
-        if d.month not in self.months:
-            return False
-        dom = d.day in self.days
-        dow = (d.weekday() + 1) % 7 in self.weekdays
-        if self.any_day or self.any_weekday:
-            return dom and dow
-        return dom or dow
-
-    def matches(self, t: datetime) -> bool:
-        return self.day_matches(t.date()) and t.hour in self.hours and t.minute in self.minutes
-
-    def next_after(self, t: datetime) -> datetime | None:
-        """The first time strictly after ``t`` (UTC, whole minutes) the expression fires;
-        None if it does not fire within about nine years."""
-        start = _aware(t).replace(second=0, microsecond=0) + timedelta(minutes=1)
-        first = start.date()
-        try:
-            for i in range(SEARCH_DAYS):
-                day = first + timedelta(days=i)
-                if not self.day_matches(day):
-                    continue
-                for h in self.hours:
-                    if i == 0 and h < start.hour:
-                        continue
-                    for m in self.minutes:
-                        if i == 0 and h == start.hour and m < start.minute:
-                            continue
-                        return datetime(day.year, day.month, day.day, h, m, tzinfo=UTC)
-        except OverflowError:
-            return None
-        return None
-
-    def last_at_or_before(self, t: datetime) -> datetime | None:
-        """The last time at or before ``t`` the expression fired; None if not within
-        about nine years."""
-        end = _aware(t).replace(second=0, microsecond=0)
-        last = end.date()
-        try:
-            for i in range(SEARCH_DAYS):
-                day = last - timedelta(days=i)
-                if not self.day_matches(day):
-                    continue
-                for h in reversed(self.hours):
-                    if i == 0 and h > end.hour:
-                        continue
-                    for m in reversed(self.minutes):
-                        if i == 0 and h == end.hour and m > end.minute:
-                            continue
-                        return datetime(day.year, day.month, day.day, h, m, tzinfo=UTC)
-        except OverflowError:
-            return None
-        return None
-
-
-def _cron_value(text: str, name: str, lo: int, hi: int) -> int:
-    names = _MONTHS if name == "month" else _DAYS if name == "day-of-week" else {}
-    if text.lower() in names:
-        return names[text.lower()]
-    if not re.fullmatch(r"[0-9]{1,2}", text):
-        raise ValueError(f"cron {name}: {text[:20]!r} is not a number")
-    value = int(text)
-    if not lo <= value <= hi:
-        raise ValueError(f"cron {name}: {value} is out of range {lo}-{hi}")
-    return value
-
-
-def _cron_field(text: str, name: str, lo: int, hi: int) -> set[int]:
-    values: set[int] = set()
-    for item in text.split(","):
-        if not item:
-            raise ValueError(f"cron {name}: empty item in {text[:40]!r}")
-        span, slash, step_text = item.partition("/")
-        step = 1
-        if slash:
-            if not re.fullmatch(r"[0-9]{1,2}", step_text) or int(step_text) == 0:
-                raise ValueError(f"cron {name}: step {step_text[:20]!r} must be 1-99")
-            step = int(step_text)
-        if span == "*":
-            a, b = lo, hi
-        elif "-" in span:
-            first, _, second = span.partition("-")
-            a = _cron_value(first, name, lo, hi)
-            b = _cron_value(second, name, lo, hi)
-            if a > b:
-                raise ValueError(f"cron {name}: range {span!r} goes backwards")
-        else:
-            a = _cron_value(span, name, lo, hi)
-            b = hi if slash else a
-        values.update(range(a, b + 1, step))
-    return values
 
 
 # -- validation of a new schedule ----------------------------------------------

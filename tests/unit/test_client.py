@@ -239,7 +239,7 @@ def test_token_create_show_revoke(tmp_path, capsys, monkeypatch):
         assert code == 1 and err.startswith("error: ")  # 401: no token
 
         prompts = []
-        monkeypatch.setattr(client.getpass, "getpass", lambda p: prompts.append(p) or "s3cret")
+        monkeypatch.setattr("getpass.getpass", lambda p: prompts.append(p) or "s3cret")
         code, out, _ = run(capsys, s.url, "token", "create", "alice")
         assert code == 0 and prompts == ["password for alice: "]
         token = out.strip()
@@ -255,7 +255,7 @@ def test_token_create_show_revoke(tmp_path, capsys, monkeypatch):
         code, _, err = run(capsys, s.url, "destroy", "1")
         assert code == 1 and err.startswith("error: ")  # 403: revoked at once
 
-        monkeypatch.setattr(client.getpass, "getpass", lambda p: "wrong")
+        monkeypatch.setattr("getpass.getpass", lambda p: "wrong")
         code, _, err = run(capsys, s.url, "token", "create", "alice")
         assert code == 1 and err.startswith("error: ")
     finally:

@@ -187,3 +187,68 @@ def test_driver_create_rolls_back_when_start_fails(tmp_path):
         driver.create(host, clash, image)
     assert "vm-6.qcow2" not in driver.volumes(host)
     assert [d.vm_id for d in driver.domains(host)] == [5]
+
+
+class _Stream:
+    """A libvirt stream that takes at most ``most`` bytes a send and gives ``chunks``."""
+
+    def __init__(self, most: int = 3, chunks: tuple = ()) -> None:
+        self.most, self.chunks = most, list(chunks)
+        self.got = b""
+        self.finished = self.aborted = False
+
+    def send(self, data: bytes) -> int:
+        self.got += data[: self.most]
+        return min(len(data), self.most)
+
+    def recv(self, _n: int):
+        return self.chunks.pop(0) if self.chunks else b""
+
+    def finish(self) -> None:
+        self.finished = True
+
+    def abort(self) -> None:
+        self.aborted = True
+
+
+class _Conn:
+    def __init__(self, stream: _Stream) -> None:
+        self.stream = stream
+
+    def newStream(self, _flags: int) -> _Stream:  # noqa: N802 (libvirt's name)
+        return self.stream
+
+
+class _Vol:
+    def upload(self, *_args) -> None:
+        pass
+
+
+def test_image_upload_sends_every_byte_through_short_writes():
+    import io
+
+    stream = _Stream(most=3)
+    LibvirtDriver._upload(_Conn(stream), _Vol(), io.BytesIO(b"0123456789"), 10)
+    assert stream.got == b"0123456789" and stream.finished and not stream.aborted
+
+
+def test_image_upload_of_the_wrong_size_aborts():
+    import io
+
+    stream = _Stream()
+    with pytest.raises(HypervisorError, match="sent 4 of 10 bytes"):
+        LibvirtDriver._upload(_Conn(stream), _Vol(), io.BytesIO(b"0123"), 10)
+    assert stream.aborted and not stream.finished
+
+
+def test_stream_pump_skips_would_block_and_refuses_a_stream_that_takes_nothing():
+    from orchestrator.hypervisor.storage import _pump
+
+    down = _Stream(chunks=(b"abcd", -2, b"efg"))
+    up = _Stream(most=2)
+    assert _pump(lambda: down.recv(8), up, "volume copy") == 7
+    assert up.got == b"abcdefg"
+    refusing = _Stream()
+    refusing.send = lambda _data: -1
+    with pytest.raises(HypervisorError, match="volume copy stream refused data"):
+        _pump(lambda: b"x", refusing, "volume copy")

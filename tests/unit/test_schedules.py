@@ -108,6 +108,36 @@ def test_cron_last_occurrence_and_never():
     assert cron.last_at_or_before(at(2026, 5, 4, 8, 0, 59)) == at(2026, 5, 4, 8, 0)
     never = Cron.parse("0 0 31 2 *")
     assert never.next_after(T0) is None and never.last_at_or_before(T0) is None
+    assert not never.matches(at(2027, 3, 3, 0, 0))
+
+
+@pytest.mark.parametrize(
+    ("expr", "after", "last", "following"),
+    [
+        # Feb 29 only in leap years, looking both ways
+        ("0 0 29 2 *", at(2028, 3, 1, 0, 0), at(2028, 2, 29, 0, 0), at(2032, 2, 29, 0, 0)),
+        # both day fields restricted: the 31st of February never comes, Mondays do
+        ("0 0 31 2 1", T0, at(2026, 2, 23, 0, 0), at(2027, 2, 1, 0, 0)),
+        # day-of-month starting with '*' is unrestricted: days 1, 11, 21, 31 AND Friday
+        ("0 6 */10 * 5", T0, at(2026, 5, 1, 6, 0), at(2026, 7, 31, 6, 0)),
+        # a range of one value with a step is that value alone
+        ("5-5/2 * * * *", T0, at(2026, 5, 4, 6, 5), at(2026, 5, 4, 7, 5)),
+        ("@DAILY", T0, at(2026, 5, 4, 0, 0), at(2026, 5, 5, 0, 0)),
+        # Feb 29 on a Sunday: 2032, then 2060
+        ("0 0 29 2 */7", at(2033, 1, 1, 0, 0), at(2032, 2, 29, 0, 0), at(2060, 2, 29, 0, 0)),
+    ],
+)
+def test_cron_around_a_time(expr, after, last, following):
+    cron = Cron.parse(expr)
+    assert cron.last_at_or_before(after) == last
+    assert cron.next_after(after) == following
+    assert cron.matches(last) and cron.matches(following)
+
+
+@pytest.mark.parametrize("expr", ["0 0 31 4,6,9,11 *", "0 0 30,31 2 *", "0 0 30 feb */7"])
+def test_cron_that_never_fires(expr):
+    cron = Cron.parse(expr)
+    assert cron.next_after(T0) is None and cron.last_at_or_before(T0) is None
 
 
 @pytest.mark.parametrize(
@@ -127,6 +157,15 @@ def test_cron_last_occurrence_and_never():
         ("a * * * *", "not a number"),
         ("0 0 * * mon-", "not a number"),
         ("٣ * * * *", "not a number"),  # a non-ASCII digit
+        ("005 * * * *", "minute: '005' is not a number"),
+        ("*/100 * * * *", "minute: step '100' must be 1-99"),
+        ("@reboot", "5 fields"),
+        # extensions of other crons are not part of the grammar
+        ("0 0 L * *", "day-of-month: 'L' is not a number"),
+        ("0 0 LW * *", "day-of-month: 'LW' is not a number"),
+        ("0 0 * * 5L", "day-of-week: '5L' is not a number"),
+        ("0 0 * * 5#2", "day-of-week: '5#2' is not a number"),
+        ("0 0 ? * *", r"day-of-month: '\?' is not a number"),
     ],
 )
 def test_cron_rejects_bad_expressions(expr, words):

@@ -1,0 +1,274 @@
+"""The client's commands: each calls the fabric and shows the answer as a table or a line."""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+from typing import Any
+
+from .api import Api, ClientError
+from .render import Out, cell, fields, table
+
+
+def _pair(res: dict[str, Any], key: str) -> str:
+    free = (res.get("free") or {}).get(key)
+    total = (res.get("capacity") or {}).get(key)
+    return f"{cell(free)}/{cell(total)}"
+
+
+def _query_each(api: Api, list_path: str, ids: str, query_path: str, id_name: str) -> list[Any]:
+    """The answer to ``query_path`` for each id that ``list_path`` lists under ``ids``."""
+    found = []
+    for ident in api.get(list_path)[ids]:
+        try:
+            found.append(api.get(query_path, **{id_name: ident}))
+        except ClientError as e:
+            if e.code != 1:  # gone since the list: skip it; anything else is a failure
+                raise
+    return found
+
+
+def cmd_hosts(api: Api, out: Out, args: argparse.Namespace) -> None:
+    hosts = [api.get("/pm/query", pmid=pmid) for pmid in api.get("/pm/list")["pmids"]]
+    out.show(
+        {"hosts": hosts},
+        lambda: (
+            table(
+                ["PMID", "NAME", "STATUS", "CPU", "RAM(MB)", "DISK(GB)", "VMS"],
+                [
+                    [
+                        h["pmid"],
+                        h.get("name"),
+                        h.get("status"),
+                        _pair(h, "cpu"),
+                        _pair(h, "ram"),
+                        _pair(h, "disk"),
+                        h.get("vms"),
+                    ]
+                    for h in hosts
+                ],
+            )
+            + "\n(free/total)"
+        ),
+    )
+
+
+def cmd_types(api: Api, out: Out, args: argparse.Namespace) -> None:
+    got = api.get("/vm/types")
+    out.show(
+        got,
+        lambda: table(
+            ["TID", "NAME", "CPU", "RAM(MB)", "DISK(GB)"],
+            [[t["tid"], t.get("name"), t["cpu"], t["ram"], t["disk"]] for t in got["types"]],
+        ),
+    )
+
+
+def cmd_images(api: Api, out: Out, args: argparse.Namespace) -> None:
+    got = api.get("/image/list")
+    out.show(got, lambda: table(["ID", "NAME"], [[i["id"], i["name"]] for i in got["images"]]))
+
+
+def cmd_create(api: Api, out: Out, args: argparse.Namespace) -> None:
+    got = api.post("/vm/create", name=args.name, instance_type=args.type, image_id=args.image)
+    out.show(got, lambda: f"created vmid {got['vmid']}")
+
+
+def cmd_query(api: Api, out: Out, args: argparse.Namespace) -> None:
+    got = api.get("/vm/query", vmid=args.vmid)
+    out.show(got, lambda: fields(got))
+
+
+def cmd_destroy(api: Api, out: Out, args: argparse.Namespace) -> None:
+    got = api.post("/vm/destroy", vmid=args.vmid, force=1 if args.force else None)
+    out.show(got, lambda: f"destroyed vmid {args.vmid}")
+
+
+VM_COLUMNS = ["VMID", "NAME", "TYPE", "PMID", "STATUS", "IP", "POOL", "EXPIRES"]
+
+
+def _vm_row(v: dict[str, Any]) -> list[Any]:
+    return [
+        v["vmid"],
+        v.get("name"),
+        v.get("instance_type"),
+        v.get("pmid") or None,
+        v.get("status"),
+        v.get("ip"),
+        v.get("pool"),
+        v.get("expires_at"),
+    ]
+
+
+def cmd_vms(api: Api, out: Out, args: argparse.Namespace) -> None:
+    vms = _query_each(api, "/vm/list", "vmids", "/vm/query", "vmid")
+    out.show({"vms": vms}, lambda: table(VM_COLUMNS, [_vm_row(v) for v in vms]))
+
+
+CHECKOUT_COLUMNS = ["VMID", "IP", "SSH", "POOL", "EXPIRES", "RESERVATION"]
+
+
+def _checkout_row(c: dict[str, Any]) -> list[Any]:
+    ssh = c.get("ssh")
+    where = f"{ssh['user']}@{ssh['host']}:{ssh['port']}" if ssh else None
+    return [c["vmid"], c.get("ip"), where, c.get("pool"), c.get("expires_at"), c["reservation_id"]]
+
+
+def cmd_checkout(api: Api, out: Out, args: argparse.Namespace) -> None:
+    got = api.post(
+        "/vm/checkout",
+        pool=args.pool,
+        instance_type=args.type,
+        image_id=args.image,
+        count=args.count,
+        lifetime=args.hours,
+    )
+    rows = got["vms"] if "vms" in got else [got]
+    out.show(
+        got,
+        lambda: (
+            table(CHECKOUT_COLUMNS, [_checkout_row(c) for c in rows])
+            + "\n(keep the reservation id: it is shown once and needed to check in or extend)"
+        ),
+    )
+
+
+def cmd_checkin(api: Api, out: Out, args: argparse.Namespace) -> None:
+    got = api.post("/vm/checkin", vmid=args.vmid, reservation_id=args.reservation)
+    out.show(got, lambda: f"checked in vmid {args.vmid}")
+
+
+def cmd_extend(api: Api, out: Out, args: argparse.Namespace) -> None:
+    got = api.post("/vm/extend", vmid=args.vmid, reservation_id=args.reservation, hours=args.hours)
+    out.show(got, lambda: f"vmid {args.vmid} is reserved until {got.get('expires_at')}")
+
+
+def cmd_pools(api: Api, out: Out, args: argparse.Namespace) -> None:
+    got = api.get("/pool/list")
+    cols = ["name", "instance_type", "image_id", "size", "max", "ready", "in_use", "cleaning"]
+    cols += ["building", "failed"]
+    out.show(
+        got,
+        lambda: table(
+            [c.upper() if c != "instance_type" else "TYPE" for c in cols],
+            [[p.get(c) for c in cols] for p in got["pools"]],
+        ),
+    )
+
+
+VOLUME_COLUMNS = ["VOLUMEID", "NAME", "SIZE(GB)", "STATUS", "VMID", "PMID", "DEVICE"]
+
+
+def _volume_row(v: dict[str, Any]) -> list[Any]:
+    return [
+        v["volumeid"],
+        v.get("name"),
+        v.get("size"),
+        v.get("status"),
+        v.get("vmid"),
+        v.get("pmid"),
+        v.get("device"),
+    ]
+
+
+def cmd_volume(api: Api, out: Out, args: argparse.Namespace) -> None:
+    action = args.volume_action
+    if action == "create":
+        got = api.post("/volume/create", name=args.name, size=args.size)
+        out.show(got, lambda: f"created volumeid {got['volumeid']}")
+    elif action == "query":
+        got = api.get("/volume/query", volumeid=args.volumeid)
+        out.show(got, lambda: fields(got))
+    elif action == "attach":
+        got = api.post("/volume/attach", volumeid=args.volumeid, vmid=args.vmid)
+        out.show(got, lambda: f"attached volumeid {args.volumeid} to vmid {args.vmid}")
+    elif action == "detach":
+        got = api.post("/volume/detach", volumeid=args.volumeid)
+        out.show(got, lambda: f"detached volumeid {args.volumeid}")
+    elif action == "destroy":
+        got = api.post("/volume/destroy", volumeid=args.volumeid)
+        out.show(got, lambda: f"destroyed volumeid {args.volumeid}")
+    else:  # list
+        vols = _query_each(api, "/volume/list", "volumeids", "/volume/query", "volumeid")
+        out.show({"volumes": vols}, lambda: table(VOLUME_COLUMNS, [_volume_row(v) for v in vols]))
+
+
+SCHEDULE_COLUMNS = ["ID", "NAME", "WHAT", "COUNT", "WHEN", "STATE", "NEXT START", "MADE"]
+
+
+def _schedule_row(r: dict[str, Any]) -> list[Any]:
+    if r.get("pool"):
+        what = f"pool {r['pool']}"
+    else:
+        what = f"type {r.get('instance_type')} image {r.get('image_id')}"
+    if r.get("cron"):
+        when = f"cron '{r['cron']}' for {r.get('duration_minutes')} min"
+    else:
+        when = f"{cell(r.get('start'))} to {cell(r.get('end'))}"
+    progress = r.get("progress") or {}
+    made = f"{progress['made']}/{progress['wanted']}" if "made" in progress else None
+    return [
+        r.get("id"),
+        r.get("name"),
+        what,
+        r.get("count"),
+        when,
+        r.get("state"),
+        r.get("next_start"),
+        made,
+    ]
+
+
+def cmd_schedules(api: Api, out: Out, args: argparse.Namespace) -> None:
+    action = args.schedules_action
+    if action == "create":
+        got = api.post(
+            "/schedules",
+            name=args.name,
+            instance_type=args.type,
+            image_id=args.image,
+            pool=args.pool,
+            count=args.count,
+            start=args.start,
+            end=args.end,
+            cron=args.cron,
+            duration_minutes=args.duration,
+        )
+        out.show(got, lambda: f"created schedule {got.get('id')}")
+    elif action == "show":
+        got = api.get(f"/schedules/{args.id}")
+        out.show(got, lambda: fields(got))
+    elif action == "delete":
+        got = api.call(
+            "DELETE", f"/schedules/{args.id}", params={"force": 1 if args.force else None}
+        )
+        out.show(got, lambda: f"deleted schedule {args.id}")
+    else:  # list
+        got = api.get("/schedules")
+        rows = got["schedules"]
+        out.show(
+            got,
+            lambda: (
+                table(SCHEDULE_COLUMNS, [_schedule_row(r) for r in rows])
+                if rows
+                else "no schedules"
+            ),
+        )
+
+
+def cmd_token(api: Api, out: Out, args: argparse.Namespace) -> None:
+    action = args.token_action
+    if action == "create":
+        try:
+            password = getpass.getpass(f"password for {args.user}: ")
+        except (EOFError, KeyboardInterrupt):
+            raise ClientError("no password given", 1) from None
+        got = api.call("POST", "/token", auth=(args.user, password))
+        out.show(got, lambda: got["token"])
+    elif action == "show":
+        got = api.get(f"/token/{args.token}")
+        info = got.get(args.token, got) if isinstance(got, dict) else got
+        out.show(got, lambda: fields(info))
+    else:  # revoke
+        got = api.call("DELETE", f"/token/{args.token}")
+        out.show(got, lambda: "revoked")
