@@ -30,7 +30,7 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 
 from .clock import as_utc as _aware
-from .errors import BadRequest, ConfigError, Conflict, FabricError, NotFound, Unavailable
+from .errors import BadRequest, Conflict, FabricError, NotFound, Unavailable
 from .fabric import iso
 from .model import VmState
 from .registry.tables_schedules import ScheduleRow, ScheduleRunRow, ScheduleVmRow
@@ -41,7 +41,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-DEFAULT_INTERVAL = 30.0  # seconds between passes
 MAX_COUNT = 100  # extra VMs one schedule may ask for
 MAX_DURATION = 7 * 24 * 60  # minutes a recurring window may last
 MAX_WINDOW = timedelta(days=366)  # length of a one-off window
@@ -386,23 +385,6 @@ def _parse_window(data: Mapping[str, Any], now: datetime) -> dict[str, Any]:
     return out
 
 
-def _settings(raw: Any) -> float:
-    """The ``schedules:`` config section: ``{interval: SECONDS}`` (optional)."""
-    if raw is None:
-        return DEFAULT_INTERVAL
-    if not isinstance(raw, dict):
-        raise ConfigError("config: schedules must be a mapping")
-    unknown = set(raw) - {"interval"}
-    if unknown:
-        raise ConfigError(
-            f"config: schedules.{sorted(unknown)[0]}: unknown setting (valid: interval)"
-        )
-    interval = raw.get("interval", DEFAULT_INTERVAL)
-    if not isinstance(interval, int | float) or isinstance(interval, bool) or interval <= 0:
-        raise ConfigError("config: schedules.interval must be a positive number of seconds")
-    return float(interval)
-
-
 # -- the service ---------------------------------------------------------------
 
 
@@ -425,7 +407,7 @@ class ScheduleService:
         self.pools = pools
         self.clock = clock
         self.on_pool_change = on_pool_change  # e.g. Worker.wake: refill at once
-        self.interval = _settings(fabric.config.raw.get("schedules"))
+        self.interval = fabric.config.schedules.interval
         self.cluster: Any = None  # with several servers, passes run on the lease holder
         self._lock = threading.RLock()  # one pass or teardown at a time
         self._cancel: set[int] = set()  # schedules being deleted: stop creating for them

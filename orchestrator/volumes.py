@@ -14,10 +14,10 @@ import contextlib
 import logging
 import re
 from dataclasses import replace
-from pathlib import Path
 from typing import Any
 
-from .errors import BadRequest, ConfigError, Conflict, FabricError, NotFound, NoValidHost
+from .config import Storage
+from .errors import BadRequest, Conflict, FabricError, NotFound, NoValidHost
 from .fabric import Fabric, host_target
 from .hypervisor.xml import RbdBackend
 from .model import VmState
@@ -33,59 +33,14 @@ _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 ATTACHABLE = (VmState.ACTIVE, VmState.READY, VmState.IN_USE)
 
 
-def parse_storage(raw: Any, where: str = "config") -> tuple[dict[str, RbdBackend], dict[str, str]]:
-    """``storage:`` -> (RBD backends by name, host label -> backend). Dir is the default."""
-    if raw is None:
-        return {}, {}
-    if not isinstance(raw, dict) or set(raw) - {"rbd", "hosts"}:
-        raise ConfigError(f"{where}: storage takes rbd and hosts")
-    backends: dict[str, RbdBackend] = {}
-    for name, item in (raw.get("rbd") or {}).items():
-        at = f"{where}: storage.rbd.{name}"
-        if not isinstance(item, dict):
-            raise ConfigError(f"{at}: must be a mapping")
-        missing = {"pool", "monitors", "user", "secret_uuid", "key_file"} - set(item)
-        if missing:
-            raise ConfigError(f"{at}: missing {', '.join(sorted(missing))}")
-        monitors = item["monitors"]
-        if not isinstance(monitors, list) or not monitors:
-            raise ConfigError(f"{at}: monitors must be a list of host:port")
-        backends[name] = RbdBackend(
-            name=name,
-            pool=str(item["pool"]),
-            monitors=tuple(str(m) for m in monitors),
-            user=str(item["user"]),
-            secret_uuid=str(item["secret_uuid"]),
-        )
-        key_file = Path(str(item["key_file"]))
-        if not key_file.is_file():
-            raise ConfigError(f"{at}: key_file {key_file} does not exist")
-    hosts: dict[str, str] = {}
-    for label, backend in (raw.get("hosts") or {}).items():
-        if backend != "dir" and not (
-            isinstance(backend, str) and backend.startswith("rbd:") and backend[4:] in backends
-        ):
-            raise ConfigError(
-                f"{where}: storage.hosts.{label}: {backend!r} is not dir or rbd:NAME "
-                f"(defined: {', '.join(sorted(backends)) or 'none'})"
-            )
-        hosts[str(label)] = backend
-    return backends, hosts
-
-
 class Volumes:
-    def __init__(self, fabric: Fabric, storage: Any = None) -> None:
+    def __init__(self, fabric: Fabric, storage: Storage | None = None) -> None:
         self.fabric = fabric
         self.registry = fabric.registry
-        self.rbd, self.host_backend = parse_storage(storage)
-        self._keys = (
-            {
-                name: Path(str(storage["rbd"][name]["key_file"])).read_bytes().strip()
-                for name in self.rbd
-            }
-            if self.rbd
-            else {}
-        )
+        storage = storage or Storage()
+        self.rbd: dict[str, RbdBackend] = dict(storage.backends)
+        self.host_backend: dict[str, str] = dict(storage.hosts)
+        self._keys: dict[str, bytes] = dict(storage.keys)
 
     # -- helpers -------------------------------------------------------------
 

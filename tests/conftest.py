@@ -190,13 +190,16 @@ def make_pool_rig(
     start_worker: bool = True,
 ) -> PoolRig:
     """A rig with pools, its background worker and the app served on waitress."""
-    from orchestrator.pools import PoolService, parse_pools
+    from orchestrator.config import resolve_pools
+    from orchestrator.pools import PoolService
     from orchestrator.reservations import Reservations
     from orchestrator.worker import Worker
 
     cfg = {"workers": {"interval": 0.2, "retry_after": 1}, **(config or {}), "pools": pools}
     rig = make_rig(tmp_path, hosts, config=cfg)
-    service = PoolService(rig.fabric, parse_pools(pools, rig.fabric), rig.fabric.config)
+    service = PoolService(
+        rig.fabric, resolve_pools(rig.fabric.config, rig.registry), rig.fabric.config
+    )
     worker = Worker(service)
     reservations = Reservations(rig.fabric, service, refill=worker.wake, clean=worker.clean_now)
     if start_worker:

@@ -36,7 +36,7 @@ def create_app(
     app.config["FABRIC"] = fabric
     app.config["RESERVATIONS"] = reservations_
     app.config["VOLUMES"] = volumes_ or Volumes(fabric)
-    app.config["AUTH"] = auth_ or AuthService(fabric.registry, fabric.config.raw.get("auth"))
+    app.config["AUTH"] = auth_ or AuthService(fabric.registry, fabric.config.auth)
     app.config["SCHEDULES"] = schedules_
     app.json.sort_keys = False  # keep the contract's key order
     errors.install(app)

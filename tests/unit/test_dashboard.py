@@ -9,6 +9,7 @@ import pytest
 
 from orchestrator.api import create_app
 from orchestrator.auth import AuthService, hash_password
+from orchestrator.config import AuthSettings
 from orchestrator.errors import Forbidden, NotFound, Unauthorized
 from orchestrator.model import VmState
 from tests.conftest import make_pool_rig, wait_for
@@ -467,7 +468,7 @@ def test_login_without_auth_goes_to_the_overview(page):
 
 
 def test_with_the_real_auth_service(rig):
-    auth = AuthService(rig.registry, {"enabled": True, "users": {"ops": hash_password("pw")}})
+    auth = AuthService(rig.registry, AuthSettings(enabled=True, users={"ops": hash_password("pw")}))
     p = Page(create_app(rig.fabric, auth_=auth))
     p.get("/", status=302)
     p.get("/ui/login")
@@ -486,7 +487,7 @@ def test_with_the_real_auth_service(rig):
 
 def test_with_closed_reads_the_api_rule_sends_people_to_the_login_page(rig):
     users = {"ops": hash_password("pw")}
-    auth = AuthService(rig.registry, {"enabled": True, "open_reads": False, "users": users})
+    auth = AuthService(rig.registry, AuthSettings(enabled=True, open_reads=False, users=users))
     p = Page(create_app(rig.fabric, auth_=auth))
     r = p.get("/", status=302)
     assert r.headers["Location"] == "/ui/login"

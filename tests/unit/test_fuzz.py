@@ -68,7 +68,8 @@ POOL = {
 @pytest.fixture(scope="module")
 def fabric_app(tmp_path_factory):  # noqa: ANN201
     """Big test:// hosts, a pool with its worker, schedules, served on waitress."""
-    from orchestrator.pools import PoolService, parse_pools
+    from orchestrator.config import resolve_pools
+    from orchestrator.pools import PoolService
     from orchestrator.reservations import Reservations
     from orchestrator.schedules import ScheduleService
     from orchestrator.worker import Worker
@@ -76,7 +77,9 @@ def fabric_app(tmp_path_factory):  # noqa: ANN201
     config = {"workers": {"interval": 0.2, "retry_after": 1}, "pools": [POOL]}
     big = {"cpus": 64, "ram": 65536}
     rig = make_rig(tmp_path_factory.mktemp("fuzz"), [big, big], config=config)
-    pools = PoolService(rig.fabric, parse_pools([POOL], rig.fabric), rig.fabric.config)
+    pools = PoolService(
+        rig.fabric, resolve_pools(rig.fabric.config, rig.registry), rig.fabric.config
+    )
     worker = Worker(pools)
     reservations = Reservations(rig.fabric, pools, refill=worker.wake, clean=worker.clean_now)
     worker.start()

@@ -319,14 +319,15 @@ def test_restart_resumes_cleaning_and_keeps_reservations(tmp_path):
     assert p.rig.registry.vm(returned["vmid"]).state == VmState.CLEANING
     p.served.stop()
     # restart on the same registry and hosts
-    from orchestrator.pools import PoolService, parse_pools
+    from orchestrator.config import resolve_pools
+    from orchestrator.pools import PoolService
     from orchestrator.reservations import Reservations
     from orchestrator.worker import Worker
 
     fabric = p.rig.restart(
         {"state_dir": str(tmp_path / "state"), "pools": pools, "workers": {"interval": 0.2}}
     )
-    service = PoolService(fabric, parse_pools(pools, fabric), fabric.config)
+    service = PoolService(fabric, resolve_pools(fabric.config, fabric.registry), fabric.config)
     worker = Worker(service)
     worker.start()
     try:

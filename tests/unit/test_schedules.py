@@ -515,20 +515,24 @@ def test_api_without_the_service(rig):
 
 
 def test_config_interval(tmp_path):
+    from orchestrator.config import config_from_dict
     from orchestrator.errors import ConfigError
 
     rig = make_rig(tmp_path, [{"cpus": 2, "ram": 2048}], config={"schedules": {"interval": 5}})
     try:
         assert ScheduleService(rig.fabric).interval == 5.0
-        rig.fabric.config.raw["schedules"] = {"interval": 0}
-        with pytest.raises(ConfigError, match="interval"):
-            ScheduleService(rig.fabric)
-        rig.fabric.config.raw["schedules"] = {"every": 5}
-        with pytest.raises(ConfigError, match="unknown setting"):
-            ScheduleService(rig.fabric)
     finally:
         rig.fabric.stop()
         rig.registry.close()
+    assert config_from_dict({}).schedules.interval == 30.0
+    with pytest.raises(
+        ConfigError, match=r"^fabric.yaml: schedules\.interval: must be a positive number of sec"
+    ):
+        config_from_dict({"schedules": {"interval": 0}}, "fabric.yaml")
+    with pytest.raises(
+        ConfigError, match=r"^fabric.yaml: schedules\.every: unknown setting \(valid: interval\)"
+    ):
+        config_from_dict({"schedules": {"every": 5}}, "fabric.yaml")
 
 
 @pytest.mark.parametrize(
