@@ -9,26 +9,22 @@ section, problems reported all at once as ``file:line: key: problem``.
 
 from .load import config_from_dict, load_config
 from .pools import PoolConfig, check_pools, resolve_pools
-from .schema import (
-    AuthSettings,
+from .schema import Config
+from .sections import (
     CapacityConfig,
     ClusterConfig,
-    Config,
     CreateConfig,
     DiscoveryConfig,
     GuestConfig,
     LibvirtConfig,
     LimitsConfig,
-    PoolSettings,
-    RbdSettings,
     SchedulerSettings,
     SchedulesSettings,
     SshConfig,
-    Storage,
-    StorageSettings,
     WorkerConfig,
     effective_capacity,
 )
+from .settings import AuthSettings, PoolSettings, RbdSettings, Storage, StorageSettings
 
 __all__ = [
     "AuthSettings",

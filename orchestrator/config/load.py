@@ -13,7 +13,8 @@ from pydantic import BaseModel, ValidationError
 from pydantic.fields import FieldInfo
 
 from ..errors import ConfigError
-from .schema import SHAPES, Config, show
+from .base import show
+from .schema import SHAPES, Config
 from .yamlmap import KEY, Loc, compose, dotted, duplicate_keys, line_of
 
 # Values at or under these keys are never quoted back: they may be passwords.
@@ -80,7 +81,7 @@ def messages(
         loc = tuple(e["loc"])
         line = line_of(node, loc)
         at = f"{where}:{line}" if line else where
-        key = dotted(loc)
+        key = dotted(_keys_as_keys(loc))
         text = _problem(e["type"], loc, e.get("input"), e["msg"])
         out.append((line, f"{at}: {key}: {text}" if key else f"{at}: {text}"))
     return out
@@ -158,6 +159,19 @@ def _walk(loc: Loc) -> tuple[Any, FieldInfo | None] | None:
         else:
             return None
     return _unwrap(ann), info
+
+
+def _keys_as_keys(loc: Loc) -> Loc:
+    """``loc`` with mapping keys that YAML read as numbers made strings, so that
+    ``dotted`` shows ``storage.hosts.5`` rather than a list index ``[5]``."""
+    out: list[str | int] = []
+    for i, part in enumerate(loc):
+        if isinstance(part, int) and not isinstance(part, bool):
+            found = _walk(loc[:i])
+            if found is None or typing.get_origin(found[0]) is not list:
+                part = str(part)
+        out.append(part)
+    return tuple(out)
 
 
 def _expected(loc: Loc) -> str | None:

@@ -9,7 +9,8 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError
 from ..model import Inventory
-from .schema import Config, show
+from .base import show
+from .schema import Config
 
 if TYPE_CHECKING:
     from ..registry import Registry

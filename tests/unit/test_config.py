@@ -124,6 +124,10 @@ def test_full_file(tmp_path):
         ("schedules: [1]\n", ":1: schedules: must be a mapping"),
         ("storage: {lvm: {}}\n", ":1: storage.lvm: unknown setting (valid: rbd, hosts)"),
         ("pools: {web: 1}\n", ":1: pools: must be a list"),
+        ("pools: [7]\n", ":1: pools[0]: must be a mapping, got 7"),
+        ("storage: {hosts: {5: dir}}\n", ":1: storage.hosts.5: must be a string, got 5"),
+        ("storage: {hosts: {h: lvm}}\n", ":1: storage.hosts.h: must be dir or rbd:NAME"),
+        ("storage: {rbd: {ceph1: [1]}}\n", ":1: storage.rbd.ceph1: must be a mapping"),
         ("- 1\n", ": the top level must be a mapping"),
     ],
 )
