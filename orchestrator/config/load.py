@@ -15,7 +15,7 @@ from pydantic.fields import FieldInfo
 from ..errors import ConfigError
 from .base import show
 from .schema import SHAPES, Config
-from .yamlmap import KEY, Loc, compose, dotted, duplicate_keys, line_of
+from .yamlmap import KEY, Loc, compose, dotted, line_of
 
 # Values at or under these keys are never quoted back: they may be passwords.
 _SECRET = ("auth", "users")
@@ -57,10 +57,7 @@ def _check(data: Any, where: str, node: yaml.Node | None) -> Config:
         data = {}
     if not isinstance(data, dict):
         raise ConfigError(f"{where}: the top level must be a mapping")
-    problems = [
-        (line, f"{where}:{line}: {dotted(loc)}: given twice (first on line {first})")
-        for loc, line, first in duplicate_keys(node)
-    ]
+    problems: list[tuple[int | None, str]] = []
     try:
         config = Config.model_validate(data)
     except ValidationError as e:

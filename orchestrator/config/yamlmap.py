@@ -62,26 +62,3 @@ def line_of(node: yaml.Node | None, loc: Sequence[str | int]) -> int | None:
         else:
             break
     return line
-
-
-def duplicate_keys(
-    node: yaml.Node | None, loc: Loc = (), _done: set[int] | None = None
-) -> Iterator[tuple[Loc, int, int]]:
-    """Keys given twice in one mapping (YAML keeps the last silently):
-    ``(loc, line, first line)`` for each repeat."""
-    done = set() if _done is None else _done
-    if id(node) in done:  # an alias: looked at already (or a loop)
-        return
-    done.add(id(node))
-    if isinstance(node, yaml.MappingNode):
-        seen: dict[str, int] = {}
-        for name, key, value in _entries(node):
-            line = key.start_mark.line + 1
-            if name in seen:
-                yield (*loc, name), line, seen[name]
-            else:
-                seen[name] = line
-            yield from duplicate_keys(value, (*loc, name), done)
-    elif isinstance(node, yaml.SequenceNode):
-        for i, item in enumerate(node.value):
-            yield from duplicate_keys(item, (*loc, i), done)
