@@ -45,8 +45,8 @@ from orchestrator.errors import NoValidHost  # noqa: E402
 from orchestrator.scheduler import (  # noqa: E402
     HostState,
     PlacementRequest,
+    Policy,
     Scheduler,
-    build_policy,
 )
 
 POLICIES = ("first-fit", "pack", "spread", "balanced")
@@ -157,7 +157,7 @@ def naive(fleet: list[HostState], req: PlacementRequest) -> HostState | None:
 
 
 def scheduler_chooser(policy: str, seed: int) -> Chooser:
-    sched = Scheduler(build_policy({"policy": policy}), rng=random.Random(seed))
+    sched = Scheduler(Policy.named(policy), rng=random.Random(seed))
 
     def choose(fleet: list[HostState], req: PlacementRequest) -> HostState | None:
         try:

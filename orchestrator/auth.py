@@ -1,6 +1,6 @@
 """Authentication: users with password hashes in the config, tokens stored hashed.
 
-The ``auth:`` section of the configuration::
+The ``auth:`` section of the configuration (checked by orchestrator.config)::
 
     auth:
       enabled: true            # default false: every call is allowed
@@ -34,7 +34,8 @@ from typing import Any
 from .clock import as_utc as _aware
 from .clock import iso as _iso
 from .clock import utcnow as _now
-from .errors import ConfigError, Forbidden, NotFound, TooManyRequests, Unauthorized
+from .config import AuthSettings
+from .errors import Forbidden, NotFound, TooManyRequests, Unauthorized
 from .registry.auth import AuthStore
 from .registry.tables_auth import TokenRow
 
@@ -47,15 +48,6 @@ _SALT_BYTES, _KEY_BYTES = 16, 32
 _MAX_N, _MAX_R, _MAX_P = 2**20, 32, 16
 _MAX_TOKEN = 256  # characters; ours are 43
 _TOUCH_EVERY = timedelta(seconds=60)  # last_used is written at most this often
-
-DEFAULTS: dict[str, Any] = {
-    "enabled": False,
-    "users": {},
-    "open_reads": True,
-    "token_ttl_hours": 24.0,
-    "max_failures": 5,
-    "lockout_seconds": 60,
-}
 
 
 def _b64(data: bytes) -> str:
@@ -89,6 +81,12 @@ def _parse_hash(encoded: str) -> tuple[int, int, int, bytes, bytes] | None:
     return n, r, p, salt, key
 
 
+def is_password_hash(encoded: str) -> bool:
+    """Whether ``encoded`` is a hash as hash_password makes them (the config's
+    schema checks ``auth.users`` with it)."""
+    return _parse_hash(encoded) is not None
+
+
 def hash_password(password: str) -> str:
     """A salted scrypt hash for the config: ``scrypt$16384$8$1$<salt b64>$<hash b64>``."""
     if not isinstance(password, str) or password == "":
@@ -111,58 +109,18 @@ def token_digest(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8")).hexdigest()
 
 
-def parse_auth_config(raw: Any, where: str = "auth") -> dict[str, Any]:
-    """The ``auth:`` section with defaults filled in; ConfigError names a bad key."""
-    if raw is None:
-        raw = {}
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{where}: must be a mapping")
-    unknown = set(raw) - set(DEFAULTS)
-    if unknown:
-        key = sorted(unknown)[0]
-        raise ConfigError(f"{where}.{key}: unknown setting (valid: {', '.join(sorted(DEFAULTS))})")
-    cfg = {**DEFAULTS, **raw}
-    for key in ("enabled", "open_reads"):
-        if not isinstance(cfg[key], bool):
-            raise ConfigError(f"{where}.{key}: expected true or false, got {cfg[key]!r}")
-    ttl = cfg["token_ttl_hours"]
-    if isinstance(ttl, bool) or not isinstance(ttl, int | float) or not (0 < ttl <= 24 * 3660):
-        raise ConfigError(f"{where}.token_ttl_hours: expected a positive number of hours")
-    for key, low in (("max_failures", 1), ("lockout_seconds", 0)):
-        v = cfg[key]
-        if isinstance(v, bool) or not isinstance(v, int) or v < low:
-            raise ConfigError(f"{where}.{key}: expected an integer >= {low}, got {v!r}")
-    users = cfg["users"] or {}
-    if not isinstance(users, dict):
-        raise ConfigError(f"{where}.users: must be a mapping of user name to password hash")
-    for name, encoded in users.items():
-        if not isinstance(name, str) or not name or ":" in name or len(name) > 128:
-            raise ConfigError(f"{where}.users: {str(name)[:40]!r} is not a valid user name")
-        if _parse_hash(encoded) is None:
-            # Never echo the value: it may be a password typed in by mistake.
-            raise ConfigError(
-                f"{where}.users.{name}: not a password hash "
-                "(make one with `./script hash-password`)"
-            )
-    if cfg["enabled"] and not users:
-        raise ConfigError(f"{where}.users: auth is enabled but no user is configured")
-    cfg["users"] = dict(users)
-    cfg["token_ttl_hours"] = float(ttl)
-    return cfg
-
-
 class AuthService:
     """``enabled`` False (the default): every call is allowed."""
 
-    def __init__(self, store: AuthStore, raw: dict | None = None) -> None:
+    def __init__(self, store: AuthStore, settings: AuthSettings | None = None) -> None:
         self.store = store
-        cfg = parse_auth_config(raw)
-        self.enabled: bool = cfg["enabled"]
-        self.open_reads: bool = cfg["open_reads"]
-        self.users: dict[str, str] = cfg["users"]
-        self.token_ttl = timedelta(hours=cfg["token_ttl_hours"])
-        self.max_failures: int = cfg["max_failures"]
-        self.lockout = timedelta(seconds=cfg["lockout_seconds"])
+        cfg = settings or AuthSettings()
+        self.enabled: bool = cfg.enabled
+        self.open_reads: bool = cfg.open_reads
+        self.users: dict[str, str] = dict(cfg.users)
+        self.token_ttl = timedelta(hours=cfg.token_ttl_hours)
+        self.max_failures: int = cfg.max_failures
+        self.lockout = timedelta(seconds=cfg.lockout_seconds)
 
     @cached_property
     def _dummy_hash(self) -> str:

@@ -11,8 +11,8 @@ import threading
 from pathlib import Path
 from types import FrameType
 
-from .config import Config, load_config
-from .errors import FabricError
+from .config import Config, check_pools, load_config
+from .errors import ConfigError, FabricError
 
 log = logging.getLogger("orchestrator")
 
@@ -52,24 +52,36 @@ def default_db_url(config: Config) -> str:
 
 
 def cmd_validate(argv: list[str]) -> int:
-    from .inventory import validate_files
+    from .inventory import load_images, load_types, validate_files
+    from .model import Inventory
 
     args = _validate_parser().parse_args(argv)
     problems = list(validate_files(args.pm_file, args.image_file, args.vm_types))
     if args.config:
         try:
             config = load_config(args.config)
-            from .auth import parse_auth_config
-
-            parse_auth_config(config.raw.get("auth"))
-        except FabricError as e:
-            problems.append(str(e))
+            if config.pools:
+                try:
+                    images, types = load_images(args.image_file), load_types(args.vm_types)
+                except FabricError:
+                    pass  # reported above; the pools cannot be checked against them
+                else:
+                    check_pools(config, Inventory(hosts=(), images=images, types=types))
+        except ConfigError as e:
+            problems.extend(str(e).splitlines())
     for problem in problems:
         print(problem, file=sys.stderr)
     if problems:
         return 1
     print("all files are valid")
     return 0
+
+
+def _refuse(e: FabricError) -> int:
+    """Print every line of ``e`` (a config error may name several problems); exit 2."""
+    for line in str(e).splitlines():
+        print(f"error: {line}", file=sys.stderr)
+    return 2
 
 
 def cmd_hash_password() -> int:
@@ -137,17 +149,16 @@ def cmd_serve(argv: list[str]) -> int:
     try:
         config = load_config(args.config)
         inventory = load_inventory(args.pm_file, args.image_file, args.vm_types)
+        check_pools(config, inventory)
     except FabricError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        return _refuse(e)
     Path(config.state_dir).mkdir(parents=True, exist_ok=True)
     registry = Registry(args.db or default_db_url(config), dead_after=config.cluster.dead_after)
     try:
-        services = build_services(config, registry, inventory, config_path=args.config or "config")
+        services = build_services(config, registry, inventory)
     except FabricError as e:
-        print(f"error: {e}", file=sys.stderr)
         registry.close()
-        return 2
+        return _refuse(e)
     cluster = services.cluster
     cluster.join()
     cluster.start()  # heartbeats from now on: a long start-up must not lose the leases

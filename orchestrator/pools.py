@@ -9,130 +9,19 @@ transition, so a restart resumes from wherever the VM was.
 from __future__ import annotations
 
 import logging
-import re
 import threading
 import time
-from dataclasses import dataclass
 from typing import Any
 
 from .clock import iso
-from .errors import ConfigError, FabricError, NotFound
+from .config import PoolConfig
+from .errors import FabricError, NotFound
 from .fabric import Fabric
 from .guests import Guests
 from .model import VmState
 from .registry import EventRow, Registry, VmRow
-from .registry.inventory import InventoryStore
 
 log = logging.getLogger(__name__)
-
-_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
-CLEANUP_MODES = ("tmp", "reset")
-
-
-@dataclass(frozen=True)
-class PoolConfig:
-    name: str
-    tid: int
-    image_id: int
-    size: int  # ready VMs to keep
-    max: int  # VMs in all (any state)
-    lifetime: float  # hours a checkout lasts by default
-    lifetime_max: float  # hours a checkout may last in all, extensions included
-    cleanup: str  # "tmp": empty /tmp over SSH; "reset": the disk back to the image
-    ready_check: str = "ssh"  # "ssh": ready once the guest answers SSH; "none": at once
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "instance_type": self.tid,
-            "image_id": self.image_id,
-            "size": self.size,
-            "max": self.max,
-            "lifetime": self.lifetime,
-            "lifetime_max": self.lifetime_max,
-            "cleanup": self.cleanup,
-            "ready_check": self.ready_check,
-        }
-
-
-def parse_pools(raw: Any, inventory: InventoryStore, where: str = "config") -> list[PoolConfig]:
-    """The ``pools:`` section, checked against the registry's types and images."""
-    if raw is None:
-        return []
-    if not isinstance(raw, list):
-        raise ConfigError(f"{where}: pools must be a list")
-    images = {i.name: i.id for i in inventory.images()}
-    image_ids = set(images.values())
-    tids = {t.tid for t in inventory.types()}
-    pools: list[PoolConfig] = []
-    allowed = {
-        "name", "instance_type", "image", "size", "max", "lifetime", "lifetime_max", "cleanup",
-        "ready_check",
-    }  # fmt: skip
-    for i, item in enumerate(raw):
-        at = f"{where}: pools[{i}]"
-        if not isinstance(item, dict):
-            raise ConfigError(f"{at}: must be a mapping")
-        unknown = set(item) - allowed
-        if unknown:
-            raise ConfigError(
-                f"{at}: unknown key {sorted(unknown)[0]!r} (valid: {', '.join(sorted(allowed))})"
-            )
-        name = item.get("name")
-        if not isinstance(name, str) or not _NAME.fullmatch(name):
-            raise ConfigError(f"{at}: name must be 1-64 letters, digits, '.', '_' or '-'")
-        at = f"{where}: pool {name}"
-        if any(p.name == name for p in pools):
-            raise ConfigError(f"{at}: defined twice")
-        tid = item.get("instance_type")
-        if not _is_int(tid) or tid not in tids:
-            raise ConfigError(
-                f"{at}: instance_type {tid!r} is not a VM type (valid: {sorted(tids)})"
-            )
-        image = item.get("image")
-        if isinstance(image, str) and image in images:
-            image_id = images[image]
-        elif _is_int(image) and image in image_ids:
-            image_id = image
-        else:
-            raise ConfigError(f"{at}: image {image!r} is not in the images file")
-        size = item.get("size", 1)
-        if not _is_int(size) or size < 0:
-            raise ConfigError(f"{at}: size must be an integer >= 0")
-        most = item.get("max", size)
-        if not _is_int(most) or most < size:
-            raise ConfigError(f"{at}: max must be an integer >= size ({size})")
-        lifetime = item.get("lifetime", 2)
-        lifetime_max = item.get("lifetime_max", 24)
-        for key, value in (("lifetime", lifetime), ("lifetime_max", lifetime_max)):
-            if not isinstance(value, int | float) or isinstance(value, bool) or value <= 0:
-                raise ConfigError(f"{at}: {key} must be a positive number of hours")
-        if lifetime > lifetime_max:
-            raise ConfigError(f"{at}: lifetime ({lifetime} h) exceeds lifetime_max")
-        cleanup = item.get("cleanup", "tmp")
-        if cleanup not in CLEANUP_MODES:
-            raise ConfigError(f"{at}: cleanup must be one of {', '.join(CLEANUP_MODES)}")
-        ready_check = item.get("ready_check", "ssh")
-        if ready_check not in ("ssh", "none"):
-            raise ConfigError(f"{at}: ready_check must be ssh or none")
-        pools.append(
-            PoolConfig(
-                name,
-                tid,
-                image_id,
-                size,
-                most,
-                float(lifetime),
-                float(lifetime_max),
-                cleanup,
-                ready_check,
-            )
-        )
-    return pools
-
-
-def _is_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
 
 
 class PoolService:

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 from .clock import as_utc as _aware
 from .clock import iso
 from .cron import Cron
-from .errors import BadRequest, ConfigError, Conflict, FabricError, NotFound, Unavailable
+from .errors import BadRequest, Conflict, FabricError, NotFound, Unavailable
 from .model import NAME_RULE, Lease, SchedulePhase, ScheduleState, VmState, is_name
 from .periodic import PeriodicWorker
 from .registry import Registry
@@ -42,7 +42,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-DEFAULT_INTERVAL = 30.0  # seconds between passes
 MAX_COUNT = 100  # extra VMs one schedule may ask for
 MAX_DURATION = 7 * 24 * 60  # minutes a recurring window may last
 MAX_WINDOW = timedelta(days=366)  # length of a one-off window
@@ -219,23 +218,6 @@ def _parse_window(data: Mapping[str, Any], now: datetime) -> dict[str, Any]:
     return out
 
 
-def _settings(raw: Any) -> float:
-    """The ``schedules:`` config section: ``{interval: SECONDS}`` (optional)."""
-    if raw is None:
-        return DEFAULT_INTERVAL
-    if not isinstance(raw, dict):
-        raise ConfigError("config: schedules must be a mapping")
-    unknown = set(raw) - {"interval"}
-    if unknown:
-        raise ConfigError(
-            f"config: schedules.{sorted(unknown)[0]}: unknown setting (valid: interval)"
-        )
-    interval = raw.get("interval", DEFAULT_INTERVAL)
-    if not isinstance(interval, int | float) or isinstance(interval, bool) or interval <= 0:
-        raise ConfigError("config: schedules.interval must be a positive number of seconds")
-    return float(interval)
-
-
 # -- the service ---------------------------------------------------------------
 
 
@@ -253,7 +235,7 @@ class ScheduleService(PeriodicWorker):
         pools: PoolService,
         refill: Worker | None = None,
         *,
-        interval: float = DEFAULT_INTERVAL,
+        interval: float = 30.0,
         clock: Callable[[], datetime] = now_utc,
         cluster: Cluster | None = None,
     ) -> None:

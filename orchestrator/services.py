@@ -16,7 +16,7 @@ from pathlib import Path
 
 from .auth import AuthService
 from .cluster import Cluster
-from .config import Config
+from .config import Config, resolve_pools
 from .fabric import Fabric
 from .guests import Guests
 from .hostcache import HostCache
@@ -26,13 +26,13 @@ from .hypervisor.driver import LibvirtDriver
 from .images import ImageStager
 from .maintenance import Maintenance
 from .model import Inventory
-from .pools import PoolService, parse_pools
+from .pools import PoolService
 from .reconcile import Reconciler, ReconcileReport
 from .registry import Registry
 from .remote import SshSettings
 from .reservations import Reservations
 from .scheduler import Scheduler
-from .schedules import ScheduleService, _settings, now_utc
+from .schedules import ScheduleService, now_utc
 from .volumes import Volumes
 from .worker import Worker
 
@@ -119,7 +119,6 @@ def build_services(
     *,
     driver: LibvirtDriver | None = None,
     clock: Callable[[], datetime] = now_utc,
-    config_path: str = "config",
 ) -> Services:
     """Bring the registry's schema up, sync the three files into it, and build every
     service over it. ``driver``: a driver to share (tests keep test:// hosts alive
@@ -127,7 +126,7 @@ def build_services(
     with registry.startup_lock():
         registry.create_schema()
         registry.inventory.sync(inventory)
-    pool_configs = parse_pools(config.raw.get("pools"), registry.inventory, config_path)
+    pool_configs = resolve_pools(config, registry.inventory)  # image names -> registry ids
     driver = driver or make_driver(config)
     stopping = threading.Event()
     scheduler = Scheduler(config.scheduler)
@@ -151,7 +150,7 @@ def build_services(
     )
     fabric = Fabric(registry, driver, scheduler, hosts, images, config.create)
     volumes = Volumes(
-        registry, driver, scheduler, hosts, config.raw.get("storage"), config.create.max_attempts
+        registry, driver, scheduler, hosts, config.storage, config.create.max_attempts
     )
     discovery = Discovery(registry.hosts, driver, config.capacity, stopping)
     reconciler = Reconciler(registry, driver, stopping)
@@ -177,11 +176,11 @@ def build_services(
             fabric,
             pools,
             worker,
-            interval=_settings(config.raw.get("schedules")),
+            interval=config.schedules.interval,
             clock=clock,
             cluster=cluster,
         ),
-        auth=AuthService(registry.auth, config.raw.get("auth")),
+        auth=AuthService(registry.auth, config.auth),
         maintenance=Maintenance(discovery, reconciler, volumes, config, cluster),
         stopping=stopping,
     )

@@ -14,10 +14,10 @@ import contextlib
 import logging
 import re
 from dataclasses import replace
-from pathlib import Path
 from typing import Any
 
-from .errors import BadRequest, ConfigError, Conflict, FabricError, NotFound, NoValidHost
+from .config import Storage
+from .errors import BadRequest, Conflict, FabricError, NotFound, NoValidHost
 from .hostcache import HostCache
 from .hosts import host_target
 from .hypervisor.driver import LibvirtDriver
@@ -32,46 +32,6 @@ MAX_SIZE_GB = 16384
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
 
-def parse_storage(raw: Any, where: str = "config") -> tuple[dict[str, RbdBackend], dict[str, str]]:
-    """``storage:`` -> (RBD backends by name, host label -> backend). Dir is the default."""
-    if raw is None:
-        return {}, {}
-    if not isinstance(raw, dict) or set(raw) - {"rbd", "hosts"}:
-        raise ConfigError(f"{where}: storage takes rbd and hosts")
-    backends: dict[str, RbdBackend] = {}
-    for name, item in (raw.get("rbd") or {}).items():
-        at = f"{where}: storage.rbd.{name}"
-        if not isinstance(item, dict):
-            raise ConfigError(f"{at}: must be a mapping")
-        missing = {"pool", "monitors", "user", "secret_uuid", "key_file"} - set(item)
-        if missing:
-            raise ConfigError(f"{at}: missing {', '.join(sorted(missing))}")
-        monitors = item["monitors"]
-        if not isinstance(monitors, list) or not monitors:
-            raise ConfigError(f"{at}: monitors must be a list of host:port")
-        backends[name] = RbdBackend(
-            name=name,
-            pool=str(item["pool"]),
-            monitors=tuple(str(m) for m in monitors),
-            user=str(item["user"]),
-            secret_uuid=str(item["secret_uuid"]),
-        )
-        key_file = Path(str(item["key_file"]))
-        if not key_file.is_file():
-            raise ConfigError(f"{at}: key_file {key_file} does not exist")
-    hosts: dict[str, str] = {}
-    for label, backend in (raw.get("hosts") or {}).items():
-        if backend != "dir" and not (
-            isinstance(backend, str) and backend.startswith("rbd:") and backend[4:] in backends
-        ):
-            raise ConfigError(
-                f"{where}: storage.hosts.{label}: {backend!r} is not dir or rbd:NAME "
-                f"(defined: {', '.join(sorted(backends)) or 'none'})"
-            )
-        hosts[str(label)] = backend
-    return backends, hosts
-
-
 class Volumes:
     def __init__(
         self,
@@ -79,7 +39,7 @@ class Volumes:
         driver: LibvirtDriver,
         scheduler: Scheduler,
         hosts: HostCache,
-        storage: Any = None,
+        storage: Storage | None = None,
         max_attempts: int = 3,
     ) -> None:
         self.registry = registry
@@ -87,19 +47,14 @@ class Volumes:
         self.scheduler = scheduler
         self.hosts = hosts
         self.max_attempts = max_attempts
-        self.rbd, self.host_backend = parse_storage(storage)
-        self._keys = (
-            {
-                name: Path(str(storage["rbd"][name]["key_file"])).read_bytes().strip()
-                for name in self.rbd
-            }
-            if self.rbd
-            else {}
-        )
+        storage = storage or Storage()
+        self.rbd: dict[str, RbdBackend] = dict(storage.backends)
+        self.host_backend: dict[str, str] = dict(storage.hosts)
+        self._keys: dict[str, bytes] = dict(storage.keys)
 
     # -- helpers -------------------------------------------------------------
 
-    def _backend_of(self, host_label: str) -> str:
+    def backend_of(self, host_label: str) -> str:
         return self.host_backend.get(host_label, "dir")
 
     def _rbd_for(self, backend: str) -> RbdBackend | None:
@@ -160,7 +115,7 @@ class Volumes:
                     break
             if vol is None or host is None:
                 continue
-            backend = self._backend_of(host.label)
+            backend = self.backend_of(host.label)
             try:
                 rbd = self._prepare(host, backend)
                 self.driver.create_volume(host_target(host), vol.vol_name, size, rbd)
@@ -254,7 +209,7 @@ class Volumes:
         if vol.host_id == host.id:
             return vol
         src_backend = vol.backend
-        dst_backend = self._backend_of(host.label)
+        dst_backend = self.backend_of(host.label)
         if src_backend.startswith("rbd:") and src_backend == dst_backend:
             return vol  # shared storage: every host of that backend sees it
         if src_backend != "dir" or dst_backend != "dir":

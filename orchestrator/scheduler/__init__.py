@@ -21,7 +21,6 @@ from orchestrator.scheduler.policy import (
     DEFAULT_POLICY,
     POLICY_WEIGHTS,
     Policy,
-    build_policy,
 )
 from orchestrator.scheduler.state import HostState, PlacementRequest
 from orchestrator.scheduler.weighers import (
@@ -58,7 +57,6 @@ __all__ = [
     "StatusFilter",
     "VmsWeigher",
     "Weigher",
-    "build_policy",
     "default_filters",
     "refusal_message",
     "weigh_hosts",

@@ -233,10 +233,13 @@ def test_sign_in_then_create_a_vm(browser, rig, tmp_path):
     (the API's token rule lets the cookie through from our own pages)."""
     from orchestrator.api import create_app
     from orchestrator.auth import AuthService, hash_password
+    from orchestrator.config import AuthSettings
 
     By = by()
     d = browser
-    auth = AuthService(rig.registry.auth, {"enabled": True, "users": {"ops": hash_password("pw")}})
+    auth = AuthService(
+        rig.registry.auth, AuthSettings(enabled=True, users={"ops": hash_password("pw")})
+    )
     server, url = serve_app(create_app(replace(rig.services, auth=auth)))
     try:
         d.get(url + "/")

@@ -14,6 +14,7 @@ from sqlalchemy import select, update
 from orchestrator.api import create_app
 from orchestrator.api.auth import TOKEN_COOKIE, is_exempt
 from orchestrator.auth import AuthService, hash_password, token_digest, verify_password
+from orchestrator.config import AuthSettings, config_from_dict
 from orchestrator.errors import ConfigError
 from orchestrator.registry.tables_auth import LoginFailureRow, TokenRow
 
@@ -45,7 +46,7 @@ def hashes() -> dict[str, str]:
 
 
 def auth_app(rig, hashes, **cfg):
-    conf = {"enabled": True, "users": dict(hashes), **cfg}
+    conf = AuthSettings(**{"enabled": True, "users": dict(hashes), **cfg})
     app = create_app(replace(rig.services, auth=AuthService(rig.registry.auth, conf)))
     app.testing = True
     return app
@@ -111,22 +112,46 @@ def test_hash_password_format_salt_and_verify():
         hash_password("")
 
 
+def auth_config(auth):  # noqa: ANN001, ANN201
+    return AuthSettings() if auth is None else config_from_dict({"auth": auth}, "fabric.yaml").auth
+
+
 def test_config_is_checked(rig, hashes):
-    off = AuthService(rig.registry.auth, None)
+    off = AuthService(rig.registry.auth, auth_config(None))
     assert off.enabled is False and off.open_reads is True
-    with pytest.raises(ConfigError, match=r"auth\.users\.alice: not a password hash") as e:
-        AuthService(rig.registry.auth, {"enabled": True, "users": {"alice": "plain-secret"}})
+    assert AuthService(rig.registry.auth).enabled is False
+    on = AuthService(rig.registry.auth, auth_config({"enabled": True, "users": hashes}))
+    assert on.enabled and on.users == hashes
+    with pytest.raises(
+        ConfigError, match=r"^fabric.yaml: auth\.users\.alice: not a password hash"
+    ) as e:
+        auth_config({"enabled": True, "users": {"alice": "plain-secret"}})
     assert "plain-secret" not in str(e.value)  # a password typed by mistake is never echoed
-    with pytest.raises(ConfigError, match=r"auth\.colour: unknown setting"):
-        AuthService(rig.registry.auth, {"colour": "red"})
-    with pytest.raises(ConfigError, match="no user"):
-        AuthService(rig.registry.auth, {"enabled": True})
-    with pytest.raises(ConfigError, match="max_failures"):
-        AuthService(rig.registry.auth, {"users": hashes, "max_failures": 0})
-    with pytest.raises(ConfigError, match="token_ttl_hours"):
-        AuthService(rig.registry.auth, {"users": hashes, "token_ttl_hours": "1"})
-    with pytest.raises(ConfigError, match="enabled"):
-        AuthService(rig.registry.auth, {"enabled": "yes", "users": hashes})
+    with pytest.raises(ConfigError, match=r"auth\.users\.alice: not a password hash") as e:
+        auth_config({"enabled": True, "users": {"alice": 12345678}})
+    assert "12345678" not in str(e.value)
+    with pytest.raises(ConfigError, match=r"auth\.users: must be a mapping") as e:
+        auth_config({"users": ["plain-secret"]})
+    assert "plain-secret" not in str(e.value)
+    with pytest.raises(ConfigError, match=r"auth: must be a mapping") as e:
+        auth_config("plain-secret")
+    assert "plain-secret" not in str(e.value)
+    with pytest.raises(ConfigError, match=r"auth\.users\.'?a:b'?: .* is not a valid user name"):
+        auth_config({"users": {"a:b": hashes["alice"]}})
+    with pytest.raises(ConfigError, match=r"auth\.colour: unknown setting \(valid: enabled, "):
+        auth_config({"colour": "red"})
+    with pytest.raises(ConfigError, match=r"auth\.users: auth is enabled but no user"):
+        auth_config({"enabled": True})
+    with pytest.raises(ConfigError, match=r"auth\.max_failures: must be an integer >= 1, got 0"):
+        auth_config({"users": hashes, "max_failures": 0})
+    with pytest.raises(ConfigError, match=r"auth\.lockout_seconds: must be an integer >= 0"):
+        auth_config({"users": hashes, "lockout_seconds": -1})
+    with pytest.raises(ConfigError, match=r"auth\.token_ttl_hours: must be a positive number"):
+        auth_config({"users": hashes, "token_ttl_hours": "1"})
+    with pytest.raises(ConfigError, match=r"auth\.token_ttl_hours: must be a positive number"):
+        auth_config({"users": hashes, "token_ttl_hours": 24 * 3660 + 1})
+    with pytest.raises(ConfigError, match=r"auth\.enabled: must be true or false, got 'yes'"):
+        auth_config({"enabled": "yes", "users": hashes})
 
 
 def test_auth_off_by_default_lets_everything_through(client):

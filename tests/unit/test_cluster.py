@@ -14,7 +14,7 @@ from sqlalchemy import update
 from orchestrator.clock import utcnow
 from orchestrator.cluster import Cluster, machine
 from orchestrator.config import ClusterConfig, config_from_dict
-from orchestrator.errors import Conflict, NoValidHost
+from orchestrator.errors import ConfigError, Conflict, NoValidHost
 from orchestrator.hypervisor.driver import LibvirtDriver
 from orchestrator.model import VmState
 from orchestrator.registry import Registry
@@ -190,8 +190,13 @@ def test_a_server_restarted_on_this_machine_takes_over_its_past_self_at_once(db)
 
 
 def test_cluster_settings_are_checked():
-    with pytest.raises(Exception, match="dead_after at least twice"):
+    with pytest.raises(
+        ConfigError,
+        match=r"^config: cluster\.dead_after: must be at least twice cluster\.heartbeat \(10\)",
+    ):
         config_from_dict({"cluster": {"heartbeat": 5, "dead_after": 6}})
+    with pytest.raises(ConfigError, match=r"^config: cluster\.heartbeat: must be a number > 0"):
+        config_from_dict({"cluster": {"heartbeat": 0}})
 
 
 # -- the scheduler's host view ----------------------------------------------

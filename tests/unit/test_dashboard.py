@@ -10,6 +10,7 @@ import pytest
 
 from orchestrator.api import create_app
 from orchestrator.auth import AuthService, hash_password
+from orchestrator.config import AuthSettings
 from orchestrator.errors import Forbidden, NotFound, Unauthorized
 from orchestrator.model import VmState
 from tests.conftest import make_pool_rig, wait_for
@@ -470,7 +471,9 @@ def test_login_without_auth_goes_to_the_overview(page):
 
 
 def test_with_the_real_auth_service(rig):
-    auth = AuthService(rig.registry.auth, {"enabled": True, "users": {"ops": hash_password("pw")}})
+    auth = AuthService(
+        rig.registry.auth, AuthSettings(enabled=True, users={"ops": hash_password("pw")})
+    )
     p = Page(create_app(replace(rig.services, auth=auth)))
     p.get("/", status=302)
     p.get("/ui/login")
@@ -489,7 +492,7 @@ def test_with_the_real_auth_service(rig):
 
 def test_with_closed_reads_the_api_rule_sends_people_to_the_login_page(rig):
     users = {"ops": hash_password("pw")}
-    auth = AuthService(rig.registry.auth, {"enabled": True, "open_reads": False, "users": users})
+    auth = AuthService(rig.registry.auth, AuthSettings(enabled=True, open_reads=False, users=users))
     p = Page(create_app(replace(rig.services, auth=auth)))
     r = p.get("/", status=302)
     assert r.headers["Location"] == "/ui/login"

@@ -546,15 +546,21 @@ def test_api_bad_requests_are_never_500(api):
 
 
 def test_config_interval(tmp_path):
+    from orchestrator.config import config_from_dict
     from orchestrator.errors import ConfigError
 
     rig = make_rig(tmp_path, [{"cpus": 2, "ram": 2048}], config={"schedules": {"interval": 5}})
     rig.stop()
     assert rig.services.schedules.interval == 5.0
-    with pytest.raises(ConfigError, match="interval"):
-        make_rig(tmp_path, [{"cpus": 2, "ram": 2048}], config={"schedules": {"interval": 0}})
-    with pytest.raises(ConfigError, match="unknown setting"):
-        make_rig(tmp_path, [{"cpus": 2, "ram": 2048}], config={"schedules": {"every": 5}})
+    assert config_from_dict({}).schedules.interval == 30.0
+    with pytest.raises(
+        ConfigError, match=r"^fabric.yaml: schedules\.interval: must be a positive number of sec"
+    ):
+        config_from_dict({"schedules": {"interval": 0}}, "fabric.yaml")
+    with pytest.raises(
+        ConfigError, match=r"^fabric.yaml: schedules\.every: unknown setting \(valid: interval\)"
+    ):
+        config_from_dict({"schedules": {"every": 5}}, "fabric.yaml")
 
 
 @pytest.mark.parametrize(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import update
 
+from orchestrator.config import config_from_dict
 from orchestrator.errors import ConfigError
 from orchestrator.fabric import host_target
 from orchestrator.hypervisor.xml import (
@@ -16,7 +17,7 @@ from orchestrator.hypervisor.xml import (
     rbd_pool_xml,
 )
 from orchestrator.registry import VolumeRow
-from orchestrator.volumes import parse_storage
+from orchestrator.volumes import Volumes
 
 
 def conn_of(rig, pmid: int):  # noqa: ANN201
@@ -205,7 +206,7 @@ def test_rbd_xml_keeps_the_key_out_and_names_the_secret():
     assert 'private="yes"' in secret and "<value>" not in secret
 
 
-def test_storage_config_errors(tmp_path):
+def test_storage_config_errors(tmp_path, rig):
     key = tmp_path / "ceph.key"
     key.write_text("QVFE...==\n")
     good = {
@@ -214,12 +215,41 @@ def test_storage_config_errors(tmp_path):
                           "key_file": str(key)}},
         "hosts": {"root@10.0.0.5": "rbd:ceph1", "root@10.0.0.6": "dir"},
     }  # fmt: skip
-    backends, hosts = parse_storage(good)
-    assert backends["ceph1"].monitors == ("m:6789",) and hosts["root@10.0.0.5"] == "rbd:ceph1"
-    with pytest.raises(ConfigError, match="not dir or rbd:NAME"):
-        parse_storage({"hosts": {"h": "rbd:nope"}})
-    with pytest.raises(ConfigError, match="missing"):
-        parse_storage({"rbd": {"x": {"pool": "p"}}})
+    storage = storage_config(good)
+    assert storage.backends["ceph1"].monitors == ("m:6789",)
+    assert storage.hosts["root@10.0.0.5"] == "rbd:ceph1"
+    assert storage.keys == {"ceph1": b"QVFE...=="}  # read from key_file at load
+    assert "QVFE" not in repr(storage)
+    vols = Volumes(rig.registry, rig.driver, rig.services.scheduler, rig.services.hosts, storage)
+    assert vols.rbd["ceph1"].libvirt_pool == "fabric-rbd-ceph1"
+    assert vols.backend_of("root@10.0.0.5") == "rbd:ceph1" and vols.backend_of("x") == "dir"
+    with pytest.raises(
+        ConfigError, match=r"^fabric.yaml: storage\.hosts\.h: 'rbd:nope' names no storage\.rbd "
+    ):
+        storage_config({"hosts": {"h": "rbd:nope"}})
+    with pytest.raises(ConfigError, match=r"storage\.hosts\.h: must be dir or rbd:NAME, got 'lvm'"):
+        storage_config({"hosts": {"h": "lvm"}})
+    with pytest.raises(ConfigError) as e:
+        storage_config({"rbd": {"x": {"pool": "p"}}})
+    for key in ("monitors", "user", "secret_uuid", "key_file"):
+        assert f"fabric.yaml: storage.rbd.x.{key}: missing" in str(e.value)
+    with pytest.raises(ConfigError, match=r"storage\.rbd\.ceph1\.key_file: /nope does not exist"):
+        storage_config({"rbd": {"ceph1": {**good["rbd"]["ceph1"], "key_file": "/nope"}}})
+    with pytest.raises(ConfigError, match=r"storage\.rbd\.ceph1\.monitors: must be a non-empty"):
+        storage_config({"rbd": {"ceph1": {**good["rbd"]["ceph1"], "monitors": []}}})
+    with pytest.raises(ConfigError, match=r"storage\.rbd\.ceph1\.secret_uuid: must be a UUID"):
+        storage_config({"rbd": {"ceph1": {**good["rbd"]["ceph1"], "secret_uuid": "x"}}})
+    with pytest.raises(ConfigError, match=r"storage\.lvm: unknown setting \(valid: rbd, hosts\)"):
+        storage_config({"lvm": {}})
+    (tmp_path / "empty.key").write_text("\n")
+    with pytest.raises(ConfigError, match=r"storage\.rbd\.ceph1\.key_file: .*empty\.key is empty"):
+        storage_config(
+            {"rbd": {"ceph1": {**good["rbd"]["ceph1"], "key_file": str(tmp_path / "empty.key")}}}
+        )
+
+
+def storage_config(storage):  # noqa: ANN001, ANN201
+    return config_from_dict({"storage": storage}, "fabric.yaml").storage
 
 
 def test_next_free_target():

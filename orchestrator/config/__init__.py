@@ -1,0 +1,53 @@
+"""The fabric's YAML configuration (``--config fabric.yaml``): one schema for every
+section, problems reported all at once as ``file:line: key: problem``.
+
+- ``load_config(path)`` / ``config_from_dict(data)``: the checked ``Config``.
+- ``check_pools(config, inventory)``: pools against the three input files, before
+  anything starts; ``resolve_pools(config, registry)``: the ``PoolConfig`` list the
+  pool service runs, once the files are synced into the registry.
+"""
+
+from .load import config_from_dict, load_config
+from .pools import PoolConfig, check_pools, resolve_pools
+from .schema import Config
+from .sections import (
+    CapacityConfig,
+    ClusterConfig,
+    CreateConfig,
+    DiscoveryConfig,
+    GuestConfig,
+    LibvirtConfig,
+    LimitsConfig,
+    SchedulerSettings,
+    SchedulesSettings,
+    SshConfig,
+    WorkerConfig,
+    effective_capacity,
+)
+from .settings import AuthSettings, PoolSettings, RbdSettings, Storage, StorageSettings
+
+__all__ = [
+    "AuthSettings",
+    "CapacityConfig",
+    "ClusterConfig",
+    "Config",
+    "CreateConfig",
+    "DiscoveryConfig",
+    "GuestConfig",
+    "LibvirtConfig",
+    "LimitsConfig",
+    "PoolConfig",
+    "PoolSettings",
+    "RbdSettings",
+    "SchedulerSettings",
+    "SchedulesSettings",
+    "SshConfig",
+    "Storage",
+    "StorageSettings",
+    "WorkerConfig",
+    "check_pools",
+    "config_from_dict",
+    "effective_capacity",
+    "load_config",
+    "resolve_pools",
+]
