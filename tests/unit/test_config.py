@@ -401,14 +401,14 @@ def test_check_pools_against_the_files(tmp_path):
 
 
 def test_resolve_pools_gives_registry_ids(rig, tmp_path):
-    images = {i.name: i.id for i in rig.registry.images()}
+    images = {i.name: i.id for i in rig.registry.inventory.images()}
     p = write(
         tmp_path,
         "pools:\n"
         "  - {name: a, instance_type: 1, image: alpine, size: 2, max: 3, cleanup: reset}\n"
         f"  - {{name: b, instance_type: 3, image: {images['debian-12']}, lifetime: 1}}\n",
     )
-    a, b = resolve_pools(load_config(p), rig.registry)
+    a, b = resolve_pools(load_config(p), rig.registry.inventory)
     assert a == PoolConfig("a", 1, images["alpine"], 2, 3, 2.0, 24.0, "reset", "ssh")
     assert b == PoolConfig("b", 3, images["debian-12"], 1, 1, 1.0, 24.0, "tmp", "ssh")
     p.write_text(
@@ -420,7 +420,7 @@ def test_resolve_pools_gives_registry_ids(rig, tmp_path):
         "  - {name: c, instance_type: 1, image: gone}\n"
     )
     with pytest.raises(ConfigError) as exc:
-        resolve_pools(load_config(p), rig.registry)
+        resolve_pools(load_config(p), rig.registry.inventory)
     ids = ", ".join(str(i) for i in sorted(images.values()))
     assert exc.value.message.splitlines() == [
         f"{p}:4: pools[1].instance_type: 4 is not a tid of the VM types file (tids: 1, 2, 3)",
