@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import re
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,7 @@ from typing import Any
 from .errors import BadRequest, ConfigError, Conflict, FabricError, NotFound, NoValidHost
 from .fabric import Fabric, host_target
 from .hypervisor.xml import RbdBackend
-from .model import VmState
+from .model import NAME_RULE, VmState, is_name
 from .registry import VolumeRow
 from .registry.db import VOLUME_BUSY
 from .scheduler import PlacementRequest
@@ -28,7 +27,6 @@ from .scheduler import PlacementRequest
 log = logging.getLogger(__name__)
 
 MAX_SIZE_GB = 16384
-_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 # VM states in which a volume may be attached (the domain must also be running).
 ATTACHABLE = (VmState.ACTIVE, VmState.READY, VmState.IN_USE)
 
@@ -103,11 +101,8 @@ class Volumes:
 
     @staticmethod
     def check_name(name: Any) -> str:
-        if not isinstance(name, str) or not _NAME.fullmatch(name):
-            raise BadRequest(
-                "name must be 1-64 characters of letters, digits, '.', '_' or '-', "
-                "starting with a letter or digit"
-            )
+        if not is_name(name):
+            raise BadRequest(f"name must be {NAME_RULE}")
         return name
 
     def info(self, volume_id: int) -> dict[str, Any]:
