@@ -17,7 +17,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from .clock import iso
+from .clock import iso  # noqa: F401 - pools, reservations and schedules import it from here
 from .config import Config, effective_capacity
 from .errors import (
     Conflict,
@@ -453,53 +453,6 @@ class Fabric:
                 self.registry.transition(vm_id, previous, expect=[VmState.DELETING])
                 raise
         self.registry.forget_vm(vm_id, event_kind="vm.destroy")
-
-    def vm_info(self, vm_id: int) -> dict[str, Any]:
-        vm = self.registry.vm(vm_id)
-        return self.vm_dict(vm)
-
-    def vm_dict(self, vm: VmRow) -> dict[str, Any]:
-        out: dict[str, Any] = {
-            "vmid": vm.id,
-            "name": vm.name,
-            "instance_type": vm.tid,
-            "pmid": vm.host_id or 0,
-            "status": vm.state,
-            "image_id": vm.image_id,
-            "ip": vm.ip,
-            "domain": vm.domain_name,
-        }
-        if vm.ip and vm.ssh_port:
-            out["ssh"] = {"host": vm.ip, "port": vm.ssh_port, "user": self.config.guest.user}
-        if vm.pool:
-            out["pool"] = vm.pool
-        if vm.expires_at is not None:
-            out["expires_at"] = iso(vm.expires_at)
-        if vm.error:
-            out["error_detail"] = vm.error
-        return out
-
-    # -- hosts ---------------------------------------------------------------
-
-    def host_info(self, host_id: int) -> dict[str, Any]:
-        h = self.registry.host(host_id)
-        vms = self.registry.vm_counts().get(h.id, 0)
-        return {
-            "pmid": h.id,
-            "capacity": {"cpu": h.cpu_total, "ram": h.ram_total, "disk": h.disk_total},
-            "free": {
-                "cpu": h.cpu_total - h.cpu_used,
-                "ram": h.ram_total - h.ram_used,
-                "disk": h.disk_total - h.disk_used,
-            },
-            "vms": vms,
-            "name": h.label,
-            "uri": h.uri,
-            "status": h.status,
-            "reason": h.reason,
-            "enabled": h.enabled,
-            "arch": h.arch,
-        }
 
     # -- reconciliation ------------------------------------------------------
 

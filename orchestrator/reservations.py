@@ -17,7 +17,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from .errors import BadRequest, NotFound, Unavailable
-from .fabric import Fabric, iso
+from .fabric import Fabric
 from .pools import PoolConfig, PoolService
 from .registry import VmRow
 
@@ -142,20 +142,6 @@ class Reservations:
         pool = self.pools.pools.get(vm.pool or "")
         cap = pool.lifetime_max if pool else 0.0
         return self.registry.extend_reservation(vm_id, d, hours, cap)
-
-    def describe(self, c: Checkout) -> dict[str, Any]:
-        vm = c.vm
-        out: dict[str, Any] = {"vmid": vm.id, "ip": vm.ip}
-        if vm.ip and vm.ssh_port:
-            out["ssh"] = {
-                "host": vm.ip,
-                "port": vm.ssh_port,
-                "user": self.fabric.config.guest.user,
-            }
-        out["reservation_id"] = c.reservation_id
-        out["expires_at"] = iso(vm.expires_at) if vm.expires_at else None
-        out["pool"] = c.pool
-        return out
 
     def _refill(self) -> None:
         if self._refill_cb is not None:

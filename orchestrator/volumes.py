@@ -105,23 +105,6 @@ class Volumes:
             raise BadRequest(f"name must be {NAME_RULE}")
         return name
 
-    def info(self, volume_id: int) -> dict[str, Any]:
-        vol = self.registry.volume(volume_id)
-        out: dict[str, Any] = {
-            "volumeid": vol.id,
-            "name": vol.name,
-            "size": vol.size,
-            "status": "attached" if vol.status == "attached" else vol.status,
-        }
-        if vol.status == "attached":
-            out["vmid"] = vol.vm_id
-        out["pmid"] = vol.host_id
-        if vol.target:
-            out["device"] = f"/dev/{vol.target}"
-        if vol.error:
-            out["error_detail"] = vol.error
-        return out
-
     # -- create / destroy ----------------------------------------------------
 
     def create(self, name: str, size: int, *, host_id: int | None = None) -> VolumeRow:

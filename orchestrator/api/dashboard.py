@@ -39,7 +39,7 @@ from ..errors import BadRequest, FabricError
 from ..fabric import iso
 from ..model import VmState
 from ..volumes import MAX_SIZE_GB, Volumes
-from . import params
+from . import params, presenters
 
 log = logging.getLogger(__name__)
 
@@ -355,10 +355,11 @@ def _bar(used: float, total: float) -> dict[str, Any]:
 
 
 def _hosts() -> list[dict[str, Any]]:
-    fab = _fabric()
+    registry = _fabric().registry
+    counts = registry.vm_counts()
     out = []
-    for h in fab.registry.hosts():
-        info = fab.host_info(h.id)
+    for h in registry.hosts():
+        info = presenters.host(h, counts.get(h.id, 0))
         cap, free = info["capacity"], info["free"]
         out.append(
             {
@@ -396,7 +397,7 @@ def _vms(hosts: list[dict[str, Any]], catalog: dict[str, Any]) -> list[dict[str,
     image_names = {i["id"]: i["name"] for i in catalog["images"]}
     out = []
     for vm in fab.registry.vms():
-        d = fab.vm_dict(vm)
+        d = presenters.vm(vm, fab.config.guest.user)
         d["host"] = host_names.get(vm.host_id or 0, f"pmid {vm.host_id}" if vm.host_id else "-")
         d["type_name"] = type_names.get(vm.tid, str(vm.tid))
         d["image_name"] = image_names.get(vm.image_id, str(vm.image_id))
@@ -437,7 +438,7 @@ def _volume_rows(hosts: list[dict[str, Any]]) -> list[dict[str, Any]]:
     names = {h["pmid"]: h["name"] for h in hosts}
     out = []
     for v in vols.registry.volumes():
-        d = vols.info(v.id)
+        d = presenters.volume(v)
         d["host"] = names.get(d.get("pmid") or 0, f"pmid {d['pmid']}" if d.get("pmid") else "")
         out.append(d)
     return out
@@ -771,7 +772,7 @@ def vm_checkout() -> str:
         raise BadRequest("pool must be a pool name")
     got = res.checkout(pool=pool)
     c = got[0]
-    d = res.describe(c)
+    d = presenters.checkout(c, _fabric().config.guest.user)
     ssh = d.get("ssh")
     reach = f"; ssh -p {ssh['port']} {ssh['user']}@{ssh['host']}" if ssh else ""
     flash(c.reservation_id, "secret")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import Blueprint, current_app, jsonify
 
-from . import params
+from . import params, presenters
 from .errors import legacy
 
 bp = Blueprint("hosts", __name__)
@@ -31,7 +31,9 @@ def pm_listvms():
 @legacy({"pmid": 0})
 def pm_query():
     pmid = params.positive_int("pmid")
-    return jsonify(fabric().host_info(pmid))
+    registry = fabric().registry
+    host = registry.host(pmid)
+    return jsonify(presenters.host(host, registry.vm_counts().get(host.id, 0)))
 
 
 @bp.route("/healthz", methods=["GET"])

@@ -7,7 +7,7 @@ from flask.typing import ResponseReturnValue
 
 from ..errors import BadRequest, FabricError, Unavailable
 from ..reservations import Reservations
-from . import params
+from . import params, presenters
 from .errors import error_response, legacy
 
 bp = Blueprint("reservations", __name__)
@@ -33,6 +33,10 @@ def _hours(name: str) -> float | None:
     if not (0 < hours <= 24 * 365):
         raise BadRequest(f"{name} must be between 0 and 8760 hours")
     return hours
+
+
+def _guest_user() -> str:
+    return current_app.config["FABRIC"].config.guest.user
 
 
 def _pool_name() -> str | None:
@@ -66,7 +70,7 @@ def checkout() -> ResponseReturnValue:
         )
     except Unavailable as e:
         return _unavailable(e, {"vmid": 0})
-    described = [reservations().describe(c) for c in got]
+    described = [presenters.checkout(c, _guest_user()) for c in got]
     if count == 1:
         return jsonify(described[0])
     return jsonify({"vms": described})
@@ -138,16 +142,7 @@ def seed_checkout() -> ResponseReturnValue:
         return error_response(404, {"error": SEED_EMPTY}, e.retry_after)
     except FabricError as e:
         return error_response(e.status, {"error": e.message})
-    c = got[0]
-    body = {
-        "IP": c.vm.ip,
-        "LoginID": current_app.config["FABRIC"].config.guest.user,
-        "LoginPassword": "",  # guests take the operator's SSH key, not a password
-        "ReservationID": c.reservation_id,
-        "Port": c.vm.ssh_port,
-        "VMID": c.vm.id,
-    }
-    return jsonify(body)
+    return jsonify(presenters.seed_checkout(got[0], _guest_user()))
 
 
 @bp.route("/vms/api/v1.0/checkin", methods=["POST"])

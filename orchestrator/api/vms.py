@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import Blueprint, current_app, jsonify
 
-from . import params
+from . import params, presenters
 from .errors import legacy
 
 bp = Blueprint("vms", __name__)
@@ -28,7 +28,8 @@ def create():
 @legacy({"vmid": 0})
 def query():
     vm_id = params.positive_int("vmid")
-    return jsonify(fabric().vm_info(vm_id))
+    fab = fabric()
+    return jsonify(presenters.vm(fab.registry.vm(vm_id), fab.config.guest.user))
 
 
 @bp.route("/vm/destroy", methods=["GET", "POST"])
@@ -41,14 +42,7 @@ def destroy():
 
 @bp.route("/vm/types", methods=["GET"])
 def types():
-    rows = fabric().registry.types()
-    out = []
-    for t in rows:
-        d = {"tid": t.tid, "cpu": t.cpu, "ram": t.ram, "disk": t.disk}
-        if t.name:
-            d["name"] = t.name
-        out.append(d)
-    return jsonify({"types": out})
+    return jsonify({"types": [presenters.vm_type(t) for t in fabric().registry.types()]})
 
 
 @bp.route("/vm/list", methods=["GET"])

@@ -7,7 +7,7 @@ from flask.typing import ResponseReturnValue
 
 from ..errors import BadRequest, FabricError, NotFound
 from ..volumes import MAX_SIZE_GB, Volumes
-from . import params
+from . import params, presenters
 from .errors import error_response, legacy
 
 bp = Blueprint("volumes", __name__)
@@ -33,7 +33,7 @@ def create() -> ResponseReturnValue:
 def query() -> ResponseReturnValue:
     try:
         vol_id = params.positive_int("volumeid")
-        return jsonify(volumes().info(vol_id))
+        return jsonify(presenters.volume(volumes().registry.volume(vol_id)))
     except NotFound as e:
         return error_response(404, {"error": e.message})
     except FabricError as e:
