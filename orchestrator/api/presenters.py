@@ -1,4 +1,4 @@
-"""The shapes the API answers with.
+"""The shapes the API answers with, and the rows the dashboard shows.
 
 Each presenter takes registry rows and plain values (the guest user from the
 configuration, a count the caller read) and returns JSON-ready data; none calls
@@ -7,9 +7,12 @@ a service or the registry.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from ..clock import iso
+from ..clock import as_utc, iso
+from ..model import VmState
 
 if TYPE_CHECKING:
     from ..registry import HostRow, ImageRow, TypeRow, VmRow, VolumeRow
@@ -122,4 +125,159 @@ def seed_checkout(c: Checkout, guest_user: str) -> dict[str, Any]:
         "ReservationID": c.reservation_id,
         "Port": c.vm.ssh_port,
         "VMID": c.vm.id,
+    }
+
+
+# -- the dashboard's rows ------------------------------------------------------------
+
+
+def bar(used: float, total: float) -> dict[str, Any]:
+    """A usage meter: how full, and how worried to be (low, mid, high)."""
+    pct = 0.0 if total <= 0 else max(0.0, min(100.0, 100.0 * used / total))
+    level = "high" if pct >= 90 else "mid" if pct >= 70 else "low"
+    return {
+        "used": used,
+        "total": total,
+        "free": total - used,
+        "pct": round(pct, 1),
+        "level": level,
+    }
+
+
+def host_card(row: HostRow, vms: int) -> dict[str, Any]:
+    """A host as the overview draws it: the API's shape, meters and when it was seen."""
+    info = host(row, vms)
+    cap, free = info["capacity"], info["free"]
+    return {
+        **info,
+        "bars": [
+            ("CPU", bar(cap["cpu"] - free["cpu"], cap["cpu"]), "vCPU"),
+            ("RAM", bar(cap["ram"] - free["ram"], cap["ram"]), "MB"),
+            ("Disk", bar(cap["disk"] - free["disk"], cap["disk"]), "GB"),
+        ],
+        "last_seen": iso(row.last_seen) if row.last_seen else None,
+    }
+
+
+def type_option(row: TypeRow) -> dict[str, Any]:
+    """A VM type in the forms' selects."""
+    return {
+        "tid": row.tid,
+        "label": f"{row.tid}: {row.name + ' ' if row.name else ''}"
+        f"({row.cpu} vCPU, {row.ram} MB, {row.disk} GB)",
+        "name": row.name or f"type {row.tid}",
+    }
+
+
+def until(when: datetime, now: datetime) -> str:
+    """Time left, as people read it: ``2 h 05 min``, ``12 min``, ``expired``."""
+    secs = int((as_utc(when) - now).total_seconds())
+    if secs <= 0:
+        return "expired"
+    h, rem = divmod(secs, 3600)
+    return f"{h} h {rem // 60:02d} min" if h else f"{rem // 60} min"
+
+
+def vm_row(
+    row: VmRow,
+    guest_user: str,
+    *,
+    host_names: Mapping[int, str],
+    type_names: Mapping[int, str],
+    image_names: Mapping[int, str],
+    now: datetime,
+) -> dict[str, Any]:
+    """A VM in the overview's tables: the API's shape with names instead of ids."""
+    out = vm(row, guest_user)
+    host_id = row.host_id or 0
+    out["host"] = host_names.get(host_id, f"pmid {row.host_id}" if row.host_id else "-")
+    out["type_name"] = type_names.get(row.tid, str(row.tid))
+    out["image_name"] = image_names.get(row.image_id, str(row.image_id))
+    out["reserved_at"] = iso(row.reserved_at) if row.reserved_at else None
+    out["expires_in"] = until(row.expires_at, now) if row.expires_at else None
+    return out
+
+
+POOL_SEGMENTS = ("ready", "in_use", "cleaning", "building", "failed")
+
+
+def pool_row(status: Mapping[str, Any]) -> dict[str, Any]:
+    """A pool's levels (``PoolService.status()``) as a stacked bar."""
+    cap = max(int(status.get("max") or 0), int(status.get("total") or 0), 1)
+    segments = []
+    for key in POOL_SEGMENTS:
+        n = int(status.get(key) or 0)
+        if n:
+            segments.append({"key": key, "n": n, "pct": round(100.0 * n / cap, 2)})
+    return {**status, "segments": segments, "empty": not status.get("ready")}
+
+
+def volume_row(row: VolumeRow, host_names: Mapping[int, str]) -> dict[str, Any]:
+    """A volume in the overview: the API's shape and its host's name."""
+    out = volume(row)
+    pmid = out.get("pmid")
+    out["host"] = host_names.get(pmid or 0, f"pmid {pmid}" if pmid else "")
+    return out
+
+
+def schedule_row(d: Mapping[str, Any]) -> dict[str, Any]:
+    """A schedule (as ``ScheduleService.list()`` describes it) in the overview's table."""
+    if d.get("pool"):
+        what = f"pool {d['pool']}"
+    else:
+        what = f"type {d.get('instance_type', '?')}, image {d.get('image_id', '?')}"
+    if d.get("cron"):
+        window = f"cron '{d['cron']}' for {d.get('duration_minutes', '?')} min"
+    else:
+        window = f"{d.get('start') or '?'} to {d.get('end') or '?'}"
+    progress = d.get("progress")
+    shown = ""
+    if progress is not None:
+        shown = f"{progress.get('made', '?')}/{progress.get('wanted', '?')} made"
+        if progress.get("phase"):
+            shown += f" ({progress['phase']})"
+        if progress.get("last_error"):
+            shown += f"; {progress['last_error']}"
+    state = str(d.get("state") or "")
+    if d.get("cancelled"):
+        state += " (cancelled)"
+    if d.get("skipped"):
+        state += " (skipped)"
+    return {
+        "id": d["id"],
+        "name": d.get("name") or "",
+        "what": what,
+        "count": d.get("count", ""),
+        "window": window,
+        "state": state,
+        "next_start": d.get("next_start") or "",
+        "progress": shown,
+    }
+
+
+def server_rows(cluster: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The fabric servers (``cluster.describe()``), each with the leases it holds."""
+    runs: dict[str, list[str]] = {}
+    for lease in cluster["leases"]:
+        if lease["holder"]:
+            runs.setdefault(lease["holder"], []).append(lease["name"])
+    return [{**srv, "leases": runs.get(srv["id"], [])} for srv in cluster["servers"]]
+
+
+def overview_summary(
+    hosts: Iterable[Mapping[str, Any]],
+    vms: Iterable[Mapping[str, Any]],
+    pools: Mapping[str, Mapping[str, Any]] | None,
+    volumes: Iterable[Mapping[str, Any]],
+) -> dict[str, Any]:
+    """The overview's headline numbers."""
+    hosts, vms, volumes = list(hosts), list(vms), list(volumes)
+    return {
+        "hosts_up": sum(1 for h in hosts if h["status"] == "up"),
+        "hosts": len(hosts),
+        "vms": len(vms),
+        "in_use": sum(1 for v in vms if v["status"] == VmState.IN_USE),
+        "ready": sum(p.get("ready", 0) for p in (pools or {}).values()),
+        "volumes": len(volumes),
+        "empty_pools": [n for n, p in (pools or {}).items() if p.get("empty")],
     }

@@ -1,0 +1,211 @@
+"""The dashboard's forms: ``POST /ui/...`` actions over the fabric's services.
+
+Each action checks the session's CSRF token (and, with auth on, that someone is
+signed in), calls a service, and comes back to ``/`` with a flash message: what
+was done, or what was wrong.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from flask import flash, redirect, request, url_for
+from flask.typing import ResponseReturnValue
+
+from ...errors import BadRequest, FabricError
+from ...model import is_name
+from ...reservations import Reservations
+from ...schedules import ScheduleService
+from ...volumes import MAX_SIZE_GB, Volumes
+from .. import params, presenters
+from .blueprint import bp, fabric, reservations, schedules, volumes
+from .login import guard
+
+log = logging.getLogger(__name__)
+
+def action(view: Callable[[], str | None]) -> Callable[[], ResponseReturnValue]:
+    """A form handler: CSRF and auth checks, errors as flash messages, back to ``/``.
+
+    The view returns a success message (or None); a FabricError becomes an error
+    message; anything else is logged and reported without a traceback.
+    """
+
+    @functools.wraps(view)
+    def inner() -> ResponseReturnValue:
+        refused = guard()
+        if refused is not None:
+            return refused
+        try:
+            msg = view()
+            if msg:
+                flash(msg, "ok")
+        except FabricError as e:
+            flash(e.message, "error")
+        except Exception:  # noqa: BLE001 - a page never shows a traceback
+            log.exception("dashboard action %s failed", view.__name__)
+            flash("Internal error; the operator's log has details.", "error")
+        return redirect(url_for("dashboard.overview") + _anchor())
+
+    return inner
+
+
+def _anchor() -> str:
+    where = request.form.get("back", "")
+    return f"#{where}" if where.isidentifier() else ""
+
+
+def _int_field(name: str, label: str, *, maximum: int = params.MAX_ID) -> int:
+    try:
+        value = params.positive_int(name, maximum=maximum)
+    except BadRequest as e:
+        raise BadRequest(e.message.replace(name, label, 1)) from None
+    assert value is not None
+    return value
+
+
+# -- VMs ---------------------------------------------------------------------------
+
+
+@bp.route("/ui/vm/create", methods=["POST"])
+@action
+def vm_create() -> str:
+    name = params.vm_name()
+    tid = _int_field("instance_type", "VM type")
+    image_id = _int_field("image_id", "image")
+    fab = fabric()
+    vm = fab.create_vm(name, tid, image_id)
+    where = f" on {fab.registry.host_any(vm.host_id).label}" if vm.host_id else ""
+    return f"Created VM {vm.name} (vmid {vm.id}){where}."
+
+
+@bp.route("/ui/vm/destroy", methods=["POST"])
+@action
+def vm_destroy() -> str:
+    vm_id = _int_field("vmid", "vmid")
+    fab = fabric()
+    name = fab.registry.vm(vm_id).name
+    fab.destroy_vm(vm_id, force=params.flag("force"))
+    return f"Destroyed VM {name} (vmid {vm_id})."
+
+
+def _need_reservations() -> Reservations:
+    res = reservations()
+    if res is None:
+        raise BadRequest("check-out is not enabled: no pools are configured")
+    return res
+
+
+@bp.route("/ui/vm/checkout", methods=["POST"])
+@action
+def vm_checkout() -> str:
+    res = _need_reservations()
+    pool = request.form.get("pool", "")
+    if not pool:
+        raise BadRequest("choose a pool")
+    if not is_name(pool):
+        raise BadRequest("pool must be a pool name")
+    c = res.checkout(pool=pool)[0]
+    d = presenters.checkout(c, fabric().config.guest.user)
+    ssh = d.get("ssh")
+    reach = f"; ssh -p {ssh['port']} {ssh['user']}@{ssh['host']}" if ssh else ""
+    flash(c.reservation_id, "secret")
+    return (
+        f"Checked out vmid {c.vm.id} from pool {c.pool} until {d['expires_at']}{reach}. "
+        "Its reservation id is shown below ONCE: copy it now, you need it to check the VM in."
+    )
+
+
+@bp.route("/ui/vm/checkin", methods=["POST"])
+@action
+def vm_checkin() -> str:
+    res = _need_reservations()
+    vm_id = _int_field("vmid", "vmid")
+    token = request.form.get("reservation_id", "").strip()
+    if not token:
+        raise BadRequest("the reservation id is required")
+    res.checkin(vm_id=vm_id, ip=None, token=token)
+    return f"Checked in vmid {vm_id}; it is being cleaned for the next user."
+
+
+# -- volumes -------------------------------------------------------------------------
+
+
+@bp.route("/ui/volume/create", methods=["POST"])
+@action
+def volume_create() -> str:
+    name = request.form.get("name", "").strip()
+    if not name:
+        raise BadRequest("the volume needs a name")
+    Volumes.check_name(name)
+    size = _int_field("size", "size (GB)", maximum=MAX_SIZE_GB)
+    vol = volumes().create(name, size)
+    return f"Created volume {vol.name} (volumeid {vol.id}, {vol.size} GB)."
+
+
+@bp.route("/ui/volume/attach", methods=["POST"])
+@action
+def volume_attach() -> str:
+    vol_id = _int_field("volumeid", "volumeid")
+    vm_id = _int_field("vmid", "VM")
+    dev = volumes().attach(vm_id, vol_id)
+    return f"Attached volumeid {vol_id} to vmid {vm_id} as /dev/{dev}."
+
+
+@bp.route("/ui/volume/detach", methods=["POST"])
+@action
+def volume_detach() -> str:
+    vol_id = _int_field("volumeid", "volumeid")
+    volumes().detach(vol_id)
+    return f"Detached volumeid {vol_id}; its data is kept."
+
+
+@bp.route("/ui/volume/destroy", methods=["POST"])
+@action
+def volume_destroy() -> str:
+    vol_id = _int_field("volumeid", "volumeid")
+    volumes().destroy(vol_id)
+    return f"Destroyed volumeid {vol_id}."
+
+
+# -- schedules -----------------------------------------------------------------------
+
+
+def _need_schedules() -> ScheduleService:
+    svc = schedules()
+    if svc is None:
+        raise BadRequest("schedules are not enabled on this fabric")
+    return svc
+
+
+@bp.route("/ui/schedule/create", methods=["POST"])
+@action
+def schedule_create() -> str:
+    svc = _need_schedules()
+    form = request.form
+
+    def given(*keys: str) -> dict[str, str]:
+        return {k: form.get(k, "").strip() for k in keys if form.get(k, "").strip()}
+
+    fields: dict[str, Any] = given("name", "count")
+    if form.get("pool", "").strip():
+        fields.update(given("pool"))
+    else:
+        fields.update(given("instance_type", "image_id"))
+    if form.get("cron", "").strip():
+        fields.update(given("cron", "duration_minutes"))
+    else:
+        fields.update(given("start", "end"))
+    created = svc.create(fields)  # the service validates and says what is wrong
+    return f"Created schedule {created['id']}."
+
+
+@bp.route("/ui/schedule/delete", methods=["POST"])
+@action
+def schedule_delete() -> str:
+    svc = _need_schedules()
+    sid = _int_field("id", "schedule id")
+    svc.delete(sid, force=params.flag("force"))
+    return f"Deleted schedule {sid}."
