@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from flask import Blueprint, current_app, jsonify
 
-from . import params, presenters
+from . import presenters
 from .errors import legacy
+from .params import PMID, takes
 
 bp = Blueprint("hosts", __name__)
 
@@ -21,16 +22,18 @@ def pm_list():
 
 @bp.route("/pm/listvms", methods=["GET"])
 @legacy({"vmids": 0})
+@takes(PMID)
 def pm_listvms():
-    pmid = params.positive_int("pmid")
+    pmid = PMID.value()
     fabric().registry.host(pmid)  # 404 for an unknown pmid
     return jsonify({"vmids": [vm.id for vm in fabric().registry.vms(host_id=pmid)]})
 
 
 @bp.route("/pm/query", methods=["GET"])
 @legacy({"pmid": 0})
+@takes(PMID)
 def pm_query():
-    pmid = params.positive_int("pmid")
+    pmid = PMID.value()
     registry = fabric().registry
     host = registry.host(pmid)
     return jsonify(presenters.host(host, registry.vm_counts().get(host.id, 0)))

@@ -10,14 +10,14 @@ from typing import Any
 from flask import Blueprint, Response, jsonify, render_template
 from flask.typing import ResponseReturnValue
 
-from ..openapi import build_spec
-
 bp = Blueprint("meta", __name__)
 
 
 @functools.cache
 def spec() -> dict[str, Any]:
     """Built once: the description does not change while the app runs."""
+    from ..openapi import build_spec  # it reads the views' declared parameters
+
     return build_spec()
 
 

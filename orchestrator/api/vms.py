@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from flask import Blueprint, current_app, jsonify
 
-from . import params, presenters
+from . import presenters
 from .errors import legacy
+from .params import FORCE, IMAGE_ID, INSTANCE_TYPE, VM_NAME, VMID, takes
 
 bp = Blueprint("vms", __name__)
 
@@ -16,27 +17,30 @@ def fabric():  # noqa: ANN201 - the app's Fabric
 
 @bp.route("/vm/create", methods=["GET", "POST"])
 @legacy({"vmid": 0})
+@takes(VM_NAME, INSTANCE_TYPE, IMAGE_ID)
 def create():
-    name = params.vm_name()
-    tid = params.positive_int("instance_type")
-    image_id = params.positive_int("image_id")
+    name = VM_NAME.value()
+    tid = INSTANCE_TYPE.value()
+    image_id = IMAGE_ID.value()
     vm = fabric().create_vm(name, tid, image_id)
     return jsonify({"vmid": vm.id})
 
 
 @bp.route("/vm/query", methods=["GET"])
 @legacy({"vmid": 0})
+@takes(VMID)
 def query():
-    vm_id = params.positive_int("vmid")
+    vm_id = VMID.value()
     fab = fabric()
     return jsonify(presenters.vm(fab.registry.vm(vm_id), fab.config.guest.user))
 
 
 @bp.route("/vm/destroy", methods=["GET", "POST"])
 @legacy({"status": 0})
+@takes(VMID, FORCE)
 def destroy():
-    vm_id = params.positive_int("vmid")
-    fabric().destroy_vm(vm_id, force=params.flag("force"))
+    vm_id = VMID.value()
+    fabric().destroy_vm(vm_id, force=FORCE.value())
     return jsonify({"status": 1})
 
 

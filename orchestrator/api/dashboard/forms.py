@@ -20,11 +20,19 @@ from ...model import is_name
 from ...reservations import Reservations
 from ...schedules import ScheduleService
 from ...volumes import MAX_SIZE_GB, Volumes
-from .. import params, presenters
+from .. import presenters
+from ..params import FORCE, IMAGE_ID, INSTANCE_TYPE, VM_NAME, VMID, VOLUMEID, Int, takes
 from .blueprint import bp, fabric, reservations, schedules, volumes
 from .login import guard
 
 log = logging.getLogger(__name__)
+
+VM_TYPE = INSTANCE_TYPE.labelled("VM type")
+IMAGE = IMAGE_ID.labelled("image")
+ATTACH_TO = VMID.labelled("VM")
+SIZE = Int(name="size", maximum=MAX_SIZE_GB, label="size (GB)")
+SCHEDULE_ID = Int(name="id", label="schedule id")
+
 
 def action(view: Callable[[], str | None]) -> Callable[[], ResponseReturnValue]:
     """A form handler: CSRF and auth checks, errors as flash messages, back to ``/``.
@@ -57,24 +65,16 @@ def _anchor() -> str:
     return f"#{where}" if where.isidentifier() else ""
 
 
-def _int_field(name: str, label: str, *, maximum: int = params.MAX_ID) -> int:
-    try:
-        value = params.positive_int(name, maximum=maximum)
-    except BadRequest as e:
-        raise BadRequest(e.message.replace(name, label, 1)) from None
-    assert value is not None
-    return value
-
-
 # -- VMs ---------------------------------------------------------------------------
 
 
 @bp.route("/ui/vm/create", methods=["POST"])
 @action
+@takes(VM_NAME, VM_TYPE, IMAGE)
 def vm_create() -> str:
-    name = params.vm_name()
-    tid = _int_field("instance_type", "VM type")
-    image_id = _int_field("image_id", "image")
+    name = VM_NAME.value()
+    tid = VM_TYPE.value()
+    image_id = IMAGE.value()
     fab = fabric()
     vm = fab.create_vm(name, tid, image_id)
     where = f" on {fab.registry.host_any(vm.host_id).label}" if vm.host_id else ""
@@ -83,11 +83,12 @@ def vm_create() -> str:
 
 @bp.route("/ui/vm/destroy", methods=["POST"])
 @action
+@takes(VMID, FORCE)
 def vm_destroy() -> str:
-    vm_id = _int_field("vmid", "vmid")
+    vm_id = VMID.value()
     fab = fabric()
     name = fab.registry.vm(vm_id).name
-    fab.destroy_vm(vm_id, force=params.flag("force"))
+    fab.destroy_vm(vm_id, force=FORCE.value())
     return f"Destroyed VM {name} (vmid {vm_id})."
 
 
@@ -120,9 +121,10 @@ def vm_checkout() -> str:
 
 @bp.route("/ui/vm/checkin", methods=["POST"])
 @action
+@takes(VMID)
 def vm_checkin() -> str:
     res = _need_reservations()
-    vm_id = _int_field("vmid", "vmid")
+    vm_id = VMID.value()
     token = request.form.get("reservation_id", "").strip()
     if not token:
         raise BadRequest("the reservation id is required")
@@ -135,37 +137,41 @@ def vm_checkin() -> str:
 
 @bp.route("/ui/volume/create", methods=["POST"])
 @action
+@takes(SIZE)
 def volume_create() -> str:
     name = request.form.get("name", "").strip()
     if not name:
         raise BadRequest("the volume needs a name")
     Volumes.check_name(name)
-    size = _int_field("size", "size (GB)", maximum=MAX_SIZE_GB)
+    size = SIZE.value()
     vol = volumes().create(name, size)
     return f"Created volume {vol.name} (volumeid {vol.id}, {vol.size} GB)."
 
 
 @bp.route("/ui/volume/attach", methods=["POST"])
 @action
+@takes(VOLUMEID, ATTACH_TO)
 def volume_attach() -> str:
-    vol_id = _int_field("volumeid", "volumeid")
-    vm_id = _int_field("vmid", "VM")
+    vol_id = VOLUMEID.value()
+    vm_id = ATTACH_TO.value()
     dev = volumes().attach(vm_id, vol_id)
     return f"Attached volumeid {vol_id} to vmid {vm_id} as /dev/{dev}."
 
 
 @bp.route("/ui/volume/detach", methods=["POST"])
 @action
+@takes(VOLUMEID)
 def volume_detach() -> str:
-    vol_id = _int_field("volumeid", "volumeid")
+    vol_id = VOLUMEID.value()
     volumes().detach(vol_id)
     return f"Detached volumeid {vol_id}; its data is kept."
 
 
 @bp.route("/ui/volume/destroy", methods=["POST"])
 @action
+@takes(VOLUMEID)
 def volume_destroy() -> str:
-    vol_id = _int_field("volumeid", "volumeid")
+    vol_id = VOLUMEID.value()
     volumes().destroy(vol_id)
     return f"Destroyed volumeid {vol_id}."
 
@@ -204,8 +210,9 @@ def schedule_create() -> str:
 
 @bp.route("/ui/schedule/delete", methods=["POST"])
 @action
+@takes(SCHEDULE_ID, FORCE)
 def schedule_delete() -> str:
     svc = _need_schedules()
-    sid = _int_field("id", "schedule id")
-    svc.delete(sid, force=params.flag("force"))
+    sid = SCHEDULE_ID.value()
+    svc.delete(sid, force=FORCE.value())
     return f"Deleted schedule {sid}."
