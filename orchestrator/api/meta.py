@@ -10,6 +10,8 @@ from typing import Any
 from flask import Blueprint, Response, jsonify, render_template
 from flask.typing import ResponseReturnValue
 
+from .params import MAX_ID
+
 bp = Blueprint("meta", __name__)
 
 
@@ -52,7 +54,7 @@ def _schema_text(schema: dict[str, Any], depth: int = 0) -> str:
         text = " | ".join(json.dumps(v) for v in schema["enum"])
     if "minimum" in schema:
         text += f" >{'' if schema.get('exclusiveMinimum') else '='} {schema['minimum']}"
-    if "maximum" in schema and schema["maximum"] < 2**53:
+    if "maximum" in schema and schema["maximum"] < MAX_ID:
         text += f" <= {schema['maximum']}"
     if "pattern" in schema:
         text += f" {schema['pattern']}"
