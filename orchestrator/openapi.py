@@ -4,22 +4,21 @@ It follows ../shared/API.md: legacy GETs take query parameters, calls that chang
 state also take a form or JSON body, and failures keep the original's zero value
 next to an ``error`` message (``{"vmid": 0, "error": "..."}``). A test checks that
 every route the app registers (HTML pages and static files aside) is described here.
+
+What each call takes is not written here: it is what its view declares
+(``@takes`` in orchestrator/api/params.py), turned into the operation's
+``parameters`` and ``requestBody``. Summaries, descriptions and responses are.
 """
 
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from typing import Any
 
-MAX_ID = 2**53  # as orchestrator.api.params.MAX_ID
-MAX_COUNT = 100  # as orchestrator.api.reservations.MAX_COUNT
-MAX_VOLUME_GB = 16384  # as orchestrator.volumes.MAX_SIZE_GB
-MAX_HOURS = 24 * 365
-NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
-IPV4_PATTERN = (
-    r"^(?:(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\.){3}"
-    r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])$"
-)
+from .api import auth, hosts, reservations, schedules, status, vms, volumes
+from .api.params import PATH, QUERY, REQUEST, RESERVATION_ID, Int, Param, declared
+
 FORM = "application/x-www-form-urlencoded"
 JSON = "application/json"
 
@@ -47,26 +46,49 @@ def _obj(props: dict[str, Any], required: list[str] | None = None, **extra: Any)
     return out
 
 
-ID = {"type": "integer", "minimum": 1, "maximum": MAX_ID}
+# -- parameters and bodies (from the views' declarations) --------------------------
+
+
+def _documented(view: Callable[..., Any]) -> list[Param]:
+    return [p for p in declared(view) if p.documented]
+
+
+def _parameter(p: Param, where: str) -> dict[str, Any]:
+    return {"name": p.name, "in": where, "required": p.required, "schema": p.schema()}
+
+
+def _parameters(view: Callable[..., Any], *, body: bool = False) -> list[dict[str, Any]]:
+    """A view's path and query parameters; with ``body``, its request parameters are
+    the body's (a POST), not the query string's."""
+    out = []
+    for p in _documented(view):
+        if p.where == PATH:
+            out.append(_parameter(p, "path"))
+        elif p.where == QUERY or (p.where == REQUEST and not body):
+            out.append(_parameter(p, "query"))
+    return out
+
+
+def _fields(view: Callable[..., Any]) -> dict[str, Any]:
+    """The object a view's request parameters make, as a form or JSON body."""
+    fields = [p for p in _documented(view) if p.where == REQUEST]
+    return _obj({p.name: p.schema() for p in fields}, [p.name for p in fields if p.required])
+
+
+def _body(view: Callable[..., Any], schema: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A form or JSON body of a view's request parameters (``schema``: a $ref to them)."""
+    fields = _fields(view)
+    return {
+        "required": bool(fields.get("required")),
+        "content": {t: {"schema": schema or fields} for t in (JSON, FORM)},
+    }
+
+
+ID = Int(name="id").type_schema()  # any id, as the parameters declare one
 INT = {"type": "integer"}
 STR = {"type": "string"}
 NSTR = {"type": "string", "nullable": True}
-NAME = {"type": "string", "pattern": NAME_PATTERN, "minLength": 1, "maxLength": 64}
 TIME = {"type": "string", "format": "date-time", "description": "ISO 8601, UTC"}
-HOURS = {"type": "number", "exclusiveMinimum": True, "minimum": 0, "maximum": MAX_HOURS}
-FLAG = {
-    "description": "yes/no: 1, true or yes; 0, false or no (absent: no)",
-    "anyOf": [
-        {"type": "boolean"},
-        {"type": "integer", "enum": [0, 1]},
-        {"type": "string", "enum": ["0", "1", "true", "false", "yes", "no"]},
-    ],
-}
-RESERVATION = {
-    "type": "string",
-    "minLength": 1,
-    "description": "the secret shown once by the check-out (43 URL-safe base64 characters)",
-}
 
 
 def _zero(key: str, extra: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -160,7 +182,7 @@ SCHEMAS: dict[str, Any] = {
             "vmid": ID,
             "ip": NSTR,
             "ssh": _ref("Ssh"),
-            "reservation_id": RESERVATION,
+            "reservation_id": RESERVATION_ID.schema(),
             "expires_at": {**TIME, "nullable": True},
             "pool": STR,
         },
@@ -346,33 +368,12 @@ SCHEMAS: dict[str, Any] = {
         ["from", "to", "clone", "boot", "cleanup", "daily"],
         description="per day (UTC): clone (create), boot and cleanup durations and counts",
     ),
-    "ScheduleInput": _obj(
-        {
-            "name": NAME,
-            "instance_type": ID,
-            "image_id": ID,
-            "pool": NAME,
-            "count": {
-                "type": "integer",
-                "minimum": 1,
-                "maximum": MAX_COUNT,
-                "description": "extra VMs, or extra ready VMs in the pool",
-            },
-            "start": {**TIME, "description": "a one-off window's start (ISO 8601, UTC)"},
-            "end": {**TIME, "description": "a one-off window's end"},
-            "cron": {
-                "type": "string",
-                "maxLength": 100,
-                "description": "a recurring window's start: 5 cron fields, UTC",
-                "example": "0 8 * * 1-5",
-            },
-            "duration_minutes": {"type": "integer", "minimum": 1, "maximum": 7 * 24 * 60},
-        },
-        ["count"],
-        description="what to add (instance_type and image_id, or pool) and when (start "
+    "ScheduleInput": {
+        **_fields(schedules.create_schedule),
+        "description": "what to add (instance_type and image_id, or pool) and when (start "
         "and end, or cron and duration_minutes); other fields are refused",
-        additionalProperties=False,
-    ),
+        "additionalProperties": False,
+    },
     "Schedule": _obj(
         {
             "id": ID,
@@ -408,42 +409,6 @@ SCHEMAS: dict[str, Any] = {
     ),
     "IdFailure": _zero("id"),
 }
-
-
-# -- parameters and bodies -----------------------------------------------------
-
-PARAMS: dict[str, dict[str, Any]] = {
-    "vmid": ID,
-    "pmid": ID,
-    "volumeid": ID,
-    "instance_type": ID,
-    "image_id": ID,
-    "name": NAME,
-    "size": {"type": "integer", "minimum": 1, "maximum": MAX_VOLUME_GB, "description": "GB"},
-    "force": FLAG,
-    "pool": NAME,
-    "count": {"type": "integer", "minimum": 1, "maximum": MAX_COUNT},
-    "lifetime": {**HOURS, "description": "hours (the pool's lifetime when absent)"},
-    "hours": {**HOURS, "description": "hours to add"},
-    "reservation_id": RESERVATION,
-    "ip": {"type": "string", "pattern": IPV4_PATTERN},
-    "IP": {"type": "string", "pattern": IPV4_PATTERN},
-    "ReservationID": RESERVATION,
-}
-
-
-def _query(names: list[str], required: list[str]) -> list[dict[str, Any]]:
-    return [
-        {"name": n, "in": "query", "required": n in required, "schema": PARAMS[n]} for n in names
-    ]
-
-
-def _body(names: list[str], required: list[str], types: tuple[str, ...] = (JSON, FORM)) -> dict:
-    schema = _obj({n: PARAMS[n] for n in names}, required or None)
-    return {
-        "required": bool(required),
-        "content": {t: {"schema": schema} for t in types},
-    }
 
 
 # -- responses -----------------------------------------------------------------
@@ -497,18 +462,23 @@ def _op(
     tag: str,
     responses: dict,
     *,
-    params: list | None = None,
-    body: dict | None = None,
+    takes: Callable[..., Any] | None = None,
+    body: bool = False,
+    body_schema: dict[str, Any] | None = None,
     security: list | None = None,
     description: str | None = None,
 ) -> dict[str, Any]:
+    """One operation; ``takes`` is its view, whose declared parameters it documents
+    (with ``body``, a POST: its request parameters as a form or JSON body)."""
     op: dict[str, Any] = {"summary": summary, "tags": [tag], "responses": responses}
     if description:
         op["description"] = description
-    if params:
-        op["parameters"] = params
-    if body:
-        op["requestBody"] = body
+    if takes is not None:
+        params = _parameters(takes, body=body)
+        if params:
+            op["parameters"] = params
+        if body and _fields(takes)["properties"]:
+            op["requestBody"] = _body(takes, body_schema)
     if security is not None:
         op["security"] = security
     return op
@@ -517,8 +487,7 @@ def _op(
 def _legacy(
     summary: str,
     tag: str,
-    names: list[str],
-    required: list[str],
+    takes: Callable[..., Any],
     ok: Any,
     failure: str,
     codes: tuple[int, ...],
@@ -528,15 +497,14 @@ def _legacy(
 ) -> dict[str, Any]:
     """A legacy call: GET with query parameters; POST with a form or JSON body too."""
     responses = _responses(ok, failure, codes)
-    item = {
-        "get": _op(summary, tag, responses, params=_query(names, required), description=description)
-    }
+    item = {"get": _op(summary, tag, responses, takes=takes, description=description)}
     if post:
         item["post"] = _op(
             summary,
             tag,
             copy.deepcopy(responses),
-            body=_body(names, required),
+            takes=takes,
+            body=True,
             description=description,
         )
     return item
@@ -557,8 +525,7 @@ def _paths() -> dict[str, Any]:
     p["/vm/create"] = _legacy(
         "Create a VM",
         "vms",
-        ["name", "instance_type", "image_id"],
-        ["name", "instance_type", "image_id"],
+        vms.create,
         _obj({"vmid": ID}, ["vmid"]),
         "VmCreateFailure",
         (400, 404, 409, 503, *HOST_FAILURES),
@@ -566,13 +533,12 @@ def _paths() -> dict[str, Any]:
         "(503 with Retry-After when no host can fit it).",
     )
     p["/vm/query"] = _legacy(
-        "Describe a VM", "vms", ["vmid"], ["vmid"], "Vm", "VmidFailure", (400, 404), post=False
+        "Describe a VM", "vms", vms.query, "Vm", "VmidFailure", (400, 404), post=False
     )
     p["/vm/destroy"] = _legacy(
         "Destroy a VM",
         "vms",
-        ["vmid", "force"],
-        ["vmid"],
+        vms.destroy,
         "Ok",
         "StatusFailure",
         (400, 404, 409, *HOST_FAILURES),
@@ -599,8 +565,7 @@ def _paths() -> dict[str, Any]:
     p["/pm/listvms"] = _legacy(
         "VMs on a physical machine",
         "hosts",
-        ["pmid"],
-        ["pmid"],
+        hosts.pm_listvms,
         vmids,
         "VmidsFailure",
         (400, 404),
@@ -609,8 +574,7 @@ def _paths() -> dict[str, Any]:
     p["/pm/query"] = _legacy(
         "Describe a physical machine",
         "hosts",
-        ["pmid"],
-        ["pmid"],
+        hosts.pm_query,
         "Host",
         "PmidFailure",
         (400, 404),
@@ -638,8 +602,7 @@ def _paths() -> dict[str, Any]:
     p["/volume/create"] = _legacy(
         "Create a volume",
         "volumes",
-        ["name", "size"],
-        ["name", "size"],
+        volumes.create,
         _obj({"volumeid": ID}, ["volumeid"]),
         "VolumeidFailure",
         (400, 409, 503, *HOST_FAILURES),
@@ -647,8 +610,7 @@ def _paths() -> dict[str, Any]:
     p["/volume/query"] = _legacy(
         "Describe a volume",
         "volumes",
-        ["volumeid"],
-        ["volumeid"],
+        volumes.query,
         "Volume",
         "Error",
         (400, 404),
@@ -658,8 +620,7 @@ def _paths() -> dict[str, Any]:
     p["/volume/destroy"] = _legacy(
         "Destroy a volume",
         "volumes",
-        ["volumeid"],
-        ["volumeid"],
+        volumes.destroy,
         "Ok",
         "StatusFailure",
         (400, 404, 409, *HOST_FAILURES),
@@ -668,8 +629,7 @@ def _paths() -> dict[str, Any]:
     p["/volume/attach"] = _legacy(
         "Attach a volume to a VM",
         "volumes",
-        ["vmid", "volumeid"],
-        ["vmid", "volumeid"],
+        volumes.attach,
         "Ok",
         "StatusFailure",
         (400, 404, 409, 503, *HOST_FAILURES),
@@ -678,8 +638,7 @@ def _paths() -> dict[str, Any]:
     p["/volume/detach"] = _legacy(
         "Detach a volume",
         "volumes",
-        ["volumeid"],
-        ["volumeid"],
+        volumes.detach,
         "Ok",
         "StatusFailure",
         (400, 404, 409, *HOST_FAILURES),
@@ -703,10 +662,8 @@ def _paths() -> dict[str, Any]:
                 "VmCreateFailure",
                 (400, 404, 503),
             ),
-            body={
-                **_body(["pool", "instance_type", "image_id", "count", "lifetime"], []),
-                "required": False,
-            },
+            takes=reservations.checkout,
+            body=True,
             description="`count` is all or nothing; when nothing is ready the answer is "
             "immediate (503 with Retry-After) and the refill is triggered.",
         )
@@ -716,7 +673,8 @@ def _paths() -> dict[str, Any]:
             "Check a VM in",
             "reservations",
             _responses("Ok", "StatusFailure", (400, 403, 404, 409)),
-            body=_body(["vmid", "ip", "reservation_id"], ["reservation_id"]),
+            takes=reservations.checkin,
+            body=True,
             description="`vmid` (or `ip`) and the reservation id; the VM is cleaned, then "
             "served again. 403 wrong reservation, 409 not checked out.",
         )
@@ -733,7 +691,8 @@ def _paths() -> dict[str, Any]:
                 "StatusFailure",
                 (400, 403, 404, 409),
             ),
-            body=_body(["vmid", "reservation_id", "hours"], ["vmid", "reservation_id", "hours"]),
+            takes=reservations.extend,
+            body=True,
         )
     }
     p["/pool/list"] = {
@@ -748,8 +707,7 @@ def _paths() -> dict[str, Any]:
     p["/pool/query"] = _legacy(
         "Describe a pool",
         "reservations",
-        ["pool"],
-        ["pool"],
+        reservations.pool_query,
         "PoolDetail",
         "PoolFailure",
         (400, 404),
@@ -772,11 +730,11 @@ def _paths() -> dict[str, Any]:
             "Check a VM in (first seed)",
             "reservations",
             _responses(_obj({"status": STR}, ["status"]), "Error", (400, 403, 404, 409)),
-            body=_body(["IP", "ReservationID"], ["IP", "ReservationID"]),
+            takes=reservations.seed_checkin,
+            body=True,
         )
     }
     # Authentication (vmpooler's shapes)
-    token_param = [{"name": "token", "in": "path", "required": True, "schema": STR}]
     not_found_why = "404 when authentication is off, or the token is unknown, revoked or not yours."
     p["/token"] = {
         "post": _op(
@@ -793,7 +751,7 @@ def _paths() -> dict[str, Any]:
             "Describe a token",
             "auth",
             _responses("TokenInfo", "AuthFailure", (401, 403, 404)),
-            params=token_param,
+            takes=auth.show,
             security=BASIC_OR_TOKEN,
             description="Basic credentials of its user, or a token of theirs. " + not_found_why,
         ),
@@ -801,7 +759,7 @@ def _paths() -> dict[str, Any]:
             "Revoke a token",
             "auth",
             _responses("TokenRevoked", "AuthFailure", (401, 403, 404)),
-            params=token_param,
+            takes=auth.revoke,
             security=BASIC_OR_TOKEN,
             description="Takes effect at once. " + not_found_why,
         ),
@@ -815,16 +773,12 @@ def _paths() -> dict[str, Any]:
             _responses("Cluster", codes=()),
         )
     }
-    date = {"type": "string", "format": "date", "description": "YYYY-MM-DD (UTC)"}
     p["/summary"] = {
         "get": _op(
             "Clone, boot and cleanup durations per day",
             "status",
             _responses("Summary", "Error", (400,)),
-            params=[
-                {"name": n, "in": "query", "required": False, "schema": date}
-                for n in ("from", "to")
-            ],
+            takes=status.summary,
             description="`from` defaults to `to` (or today), `to` to today; at most 366 days.",
         )
     }
@@ -843,7 +797,6 @@ def _paths() -> dict[str, Any]:
         )
     }
     # Scheduled capacity
-    schedule_id = [{"name": "id", "in": "path", "required": True, "schema": ID}]
     p["/schedules"] = {
         "get": _op(
             "List schedules",
@@ -861,10 +814,9 @@ def _paths() -> dict[str, Any]:
                 "400": _json(_ref("IdFailure"), WHY[400]),
                 "404": _json(_ref("IdFailure"), "unknown instance_type, image or pool"),
             },
-            body={
-                "required": True,
-                "content": {t: {"schema": _ref("ScheduleInput")} for t in (JSON, FORM)},
-            },
+            takes=schedules.create_schedule,
+            body=True,
+            body_schema=_ref("ScheduleInput"),
             description="At the start the fabric creates the extra VMs (or raises the "
             "pool's size); at the end it destroys them (or lowers it back).",
         ),
@@ -874,13 +826,13 @@ def _paths() -> dict[str, Any]:
             "Describe a schedule",
             "schedules",
             _responses("Schedule", "IdFailure", (400, 404)),
-            params=schedule_id,
+            takes=schedules.get_schedule,
         ),
         "delete": _op(
             "Delete a schedule",
             "schedules",
             _responses("Ok", "StatusFailure", (400, 404, 409)),
-            params=[*schedule_id, *_query(["force"], [])],
+            takes=schedules.delete_schedule,
             description="409 while the schedule is active, unless `force`.",
         ),
     }

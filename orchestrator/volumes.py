@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import re
 from dataclasses import replace
 from typing import Any
 
@@ -22,14 +21,13 @@ from .hostcache import HostCache
 from .hosts import host_target
 from .hypervisor.driver import LibvirtDriver
 from .hypervisor.xml import RbdBackend
-from .model import VM_ATTACHABLE, VOLUME_BUSY, HostStatus, VolumeState
+from .model import NAME_RULE, VM_ATTACHABLE, VOLUME_BUSY, HostStatus, VolumeState, is_name
 from .registry import Registry, VolumeRow
 from .scheduler import PlacementRequest, Scheduler
 
 log = logging.getLogger(__name__)
 
 MAX_SIZE_GB = 16384
-_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
 
 class Volumes:
@@ -68,29 +66,9 @@ class Volumes:
 
     @staticmethod
     def check_name(name: Any) -> str:
-        if not isinstance(name, str) or not _NAME.fullmatch(name):
-            raise BadRequest(
-                "name must be 1-64 characters of letters, digits, '.', '_' or '-', "
-                "starting with a letter or digit"
-            )
+        if not is_name(name):
+            raise BadRequest(f"name must be {NAME_RULE}")
         return name
-
-    def info(self, volume_id: int) -> dict[str, Any]:
-        vol = self.registry.volumes.get(volume_id)
-        out: dict[str, Any] = {
-            "volumeid": vol.id,
-            "name": vol.name,
-            "size": vol.size,
-            "status": vol.status,
-        }
-        if vol.status == VolumeState.ATTACHED:
-            out["vmid"] = vol.vm_id
-        out["pmid"] = vol.host_id
-        if vol.target:
-            out["device"] = f"/dev/{vol.target}"
-        if vol.error:
-            out["error_detail"] = vol.error
-        return out
 
     # -- create / destroy ----------------------------------------------------
 

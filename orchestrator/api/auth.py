@@ -21,12 +21,14 @@ from flask.typing import ResponseReturnValue
 from ..auth import AuthService
 from ..errors import FabricError, Forbidden, NotFound, Unauthorized
 from .errors import error_response
+from .params import PATH, Text, takes
 
 bp = Blueprint("auth", __name__)
 
 TOKEN_HEADER = "X-Auth-Token"  # noqa: S105 - a header name
 TOKEN_COOKIE = "fabric_token"  # noqa: S105 - a cookie name
 REALM = 'realm="fabric"'
+TOKEN = Text(name="token", where=PATH)
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 # GETs of the original API (and the first reservation seed) that change state.
@@ -183,8 +185,10 @@ def _own_token(token: str) -> dict:
 
 
 @bp.route("/token/<token>", methods=["GET"])
-def show(token: str) -> ResponseReturnValue:
+@takes(TOKEN)
+def show() -> ResponseReturnValue:
     """``{"ok": true, "<token>": {"user", "created", "expires", "last_used"}}``."""
+    token = TOKEN.value()
     try:
         info = _own_token(token)
     except FabricError as e:
@@ -193,8 +197,10 @@ def show(token: str) -> ResponseReturnValue:
 
 
 @bp.route("/token/<token>", methods=["DELETE"])
-def revoke(token: str) -> ResponseReturnValue:
+@takes(TOKEN)
+def revoke() -> ResponseReturnValue:
     """Revoke a token at once: basic credentials of its user, or a token of theirs."""
+    token = TOKEN.value()
     try:
         _own_token(token)
         auth_service().revoke(token)

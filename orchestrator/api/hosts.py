@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from flask import Blueprint, jsonify
 
-from . import params
+from . import presenters
 from .context import services
 from .errors import legacy
-from .presenters import host_json
+from .params import PMID, takes
 
 bp = Blueprint("hosts", __name__)
 
@@ -19,8 +19,9 @@ def pm_list():
 
 @bp.route("/pm/listvms", methods=["GET"])
 @legacy({"vmids": 0})
+@takes(PMID)
 def pm_listvms():
-    pmid = params.positive_int("pmid")
+    pmid = PMID.value()
     registry = services().registry
     registry.hosts.get(pmid)  # 404 for an unknown pmid
     return jsonify({"vmids": [vm.id for vm in registry.vms.list(host_id=pmid)]})
@@ -28,11 +29,12 @@ def pm_listvms():
 
 @bp.route("/pm/query", methods=["GET"])
 @legacy({"pmid": 0})
+@takes(PMID)
 def pm_query():
-    pmid = params.positive_int("pmid")
+    pmid = PMID.value()
     registry = services().registry
     host = registry.hosts.get(pmid)
-    return jsonify(host_json(host, registry.vms.counts_by_host().get(host.id, 0)))
+    return jsonify(presenters.host(host, registry.vms.counts_by_host().get(host.id, 0)))
 
 
 @bp.route("/healthz", methods=["GET"])

@@ -1,4 +1,5 @@
-"""The API's own description: ``GET /openapi.json`` and a plain HTML page at ``/docs``."""
+"""The API's own description: ``GET /openapi.json`` and a plain HTML page at ``/docs``
+(templates/meta/docs.html)."""
 
 from __future__ import annotations
 
@@ -6,10 +7,10 @@ import functools
 import json
 from typing import Any
 
-from flask import Blueprint, Response, jsonify, render_template_string
+from flask import Blueprint, Response, jsonify, render_template
 from flask.typing import ResponseReturnValue
 
-from ..openapi import build_spec
+from .params import MAX_ID
 
 bp = Blueprint("meta", __name__)
 
@@ -17,6 +18,8 @@ bp = Blueprint("meta", __name__)
 @functools.cache
 def spec() -> dict[str, Any]:
     """Built once: the description does not change while the app runs."""
+    from ..openapi import build_spec  # it reads the views' declared parameters
+
     return build_spec()
 
 
@@ -26,51 +29,6 @@ def openapi_json() -> ResponseReturnValue:
 
 
 METHODS = ("get", "post", "put", "patch", "delete")
-
-DOCS = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8">
-<title>{{ info.title }}: API</title>
-<style>
- body { font: 15px/1.45 system-ui, sans-serif; margin: 2em auto; max-width: 60em; padding: 0 1em;
-        color: #222; }
- h2 { border-bottom: 1px solid #ccc; margin-top: 2em; text-transform: capitalize; }
- .op { border: 1px solid #ddd; border-radius: 6px; margin: .8em 0; padding: .5em .9em; }
- .m { display: inline-block; min-width: 4.5em; font-weight: bold; color: #fff;
-      border-radius: 4px; padding: 0 .4em; text-align: center; text-transform: uppercase; }
- .get { background: #2b7bb9; } .post { background: #2e8b57; } .delete { background: #b33; }
- code, pre { font-family: ui-monospace, monospace; font-size: 13px; }
- pre { background: #f6f6f6; padding: .5em; overflow-x: auto; max-height: 20em; }
- table { border-collapse: collapse; margin: .3em 0; } td, th { padding: .1em .6em;
- text-align: left; border-bottom: 1px solid #eee; vertical-align: top; }
- details summary { cursor: pointer; color: #555; }
-</style></head><body>
-<h1>{{ info.title }} <small>{{ info.version }}</small></h1>
-<p>{{ info.description }}</p>
-<p>Parameters and fields marked <code>*</code> are required.
-Machine-readable: <a href="openapi.json">/openapi.json</a> (OpenAPI {{ version }}).
-Authentication, when on: header <code>X-Auth-Token</code> with a token from
-<code>POST /token</code> (HTTP basic auth).</p>
-{% for tag, ops in groups %}
-<h2 id="{{ tag }}">{{ tag }}</h2>
-{% for o in ops %}
-<div class="op">
- <span class="m {{ o.method }}">{{ o.method }}</span> <code>{{ o.path }}</code>
- &mdash; {{ o.summary }}
- {% if o.description %}<p>{{ o.description }}</p>{% endif %}
- {% if o.params %}<table><tr><th>parameter</th><th>in</th><th>required</th><th>schema</th></tr>
- {% for p in o.params %}<tr><td><code>{{ p.name }}</code></td><td>{{ p.where }}</td>
- <td>{{ "yes" if p.required else "" }}</td><td><code>{{ p.schema }}</code></td></tr>{% endfor %}
- </table>{% endif %}
- <table><tr><th>status</th><th>meaning</th></tr>
- {% for code, text in o.responses %}<tr><td>{{ code }}</td><td>{{ text }}</td></tr>{% endfor %}
- </table>
-</div>
-{% endfor %}{% endfor %}
-<h2>schemas</h2>
-{% for name, text in schemas %}<details><summary><code>{{ name }}</code></summary>
-<pre>{{ text }}</pre></details>{% endfor %}
-</body></html>
-"""
 
 
 def _schema_text(schema: dict[str, Any], depth: int = 0) -> str:
@@ -96,7 +54,7 @@ def _schema_text(schema: dict[str, Any], depth: int = 0) -> str:
         text = " | ".join(json.dumps(v) for v in schema["enum"])
     if "minimum" in schema:
         text += f" >{'' if schema.get('exclusiveMinimum') else '='} {schema['minimum']}"
-    if "maximum" in schema and schema["maximum"] < 2**53:
+    if "maximum" in schema and schema["maximum"] < MAX_ID:
         text += f" <= {schema['maximum']}"
     if "pattern" in schema:
         text += f" {schema['pattern']}"
@@ -159,7 +117,7 @@ def docs() -> ResponseReturnValue:
     order = [t["name"] for t in s.get("tags", [])]
     ordered = sorted(groups.items(), key=lambda kv: order.index(kv[0]) if kv[0] in order else 99)
     schemas = [(k, json.dumps(v, indent=2)) for k, v in s["components"]["schemas"].items()]
-    html = render_template_string(
-        DOCS, info=s["info"], version=s["openapi"], groups=ordered, schemas=schemas
+    html = render_template(
+        "meta/docs.html", info=s["info"], version=s["openapi"], groups=ordered, schemas=schemas
     )
     return Response(html, mimetype="text/html")

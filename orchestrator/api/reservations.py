@@ -2,20 +2,43 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from flask import Blueprint, jsonify
 from flask.typing import ResponseReturnValue
 
 from ..clock import iso
 from ..errors import BadRequest, FabricError, Unavailable
 from ..reservations import Reservations
-from . import params
+from . import presenters
 from .context import services
 from .errors import error_response, legacy
-from .presenters import checkout_json
+from .params import IMAGE_ID, INSTANCE_TYPE, RESERVATION_ID, VMID, Hours, Int, Ipv4, Name, takes
 
 bp = Blueprint("reservations", __name__)
 
-MAX_COUNT = 100
+MAX_COUNT = 100  # VMs one check-out may take (all or nothing)
+MAX_HOURS = 24 * 365  # the longest lifetime, or extension, asked for at once
+
+POOL = Name(name="pool", invalid="pool must be a pool name")
+COUNT = Int(name="count", required=False, maximum=MAX_COUNT)
+LIFETIME = Hours(
+    name="lifetime",
+    required=False,
+    maximum=MAX_HOURS,
+    description="hours (the pool's lifetime when absent)",
+)
+HOURS = Hours(name="hours", maximum=MAX_HOURS, description="hours to add")
+IP = Ipv4(name="ip", required=False)
+# a check-out names a pool, or a type and an image, or nothing (any pool)
+WANTED_POOL = POOL.optional()
+WANTED_TYPE = INSTANCE_TYPE.optional()
+WANTED_IMAGE = IMAGE_ID.optional()
+# a check-in names the VM by its id, or else by its address
+CHECKIN_VMID = VMID.optional()
+# the first seed's spelling
+SEED_IP = Ipv4(name="IP", missing="IP must be an IPv4 address")
+SEED_RESERVATION_ID = replace(RESERVATION_ID, name="ReservationID")
 
 
 def reservations() -> Reservations:
@@ -25,26 +48,8 @@ def reservations() -> Reservations:
     return svc.reservations
 
 
-def _hours(name: str) -> float | None:
-    value = params.raw(name)
-    if value is None or value == "":
-        return None
-    try:
-        hours = float(value) if not isinstance(value, bool) else float("nan")
-    except (TypeError, ValueError):
-        raise BadRequest(f"{name} must be a number of hours, got {str(value)[:40]!r}") from None
-    if not (0 < hours <= 24 * 365):
-        raise BadRequest(f"{name} must be between 0 and 8760 hours")
-    return hours
-
-
-def _pool_name() -> str | None:
-    value = params.raw("pool")
-    if value is None or value == "":
-        return None
-    if not isinstance(value, str) or not params.NAME.fullmatch(value):
-        raise BadRequest("pool must be a pool name")
-    return value
+def _guest_user() -> str:
+    return services().config.guest.user
 
 
 def _unavailable(e: Unavailable, zero: dict) -> ResponseReturnValue:
@@ -57,20 +62,20 @@ def _unavailable(e: Unavailable, zero: dict) -> ResponseReturnValue:
 
 @bp.route("/vm/checkout", methods=["POST"])
 @legacy({"vmid": 0})
+@takes(WANTED_POOL, WANTED_TYPE, WANTED_IMAGE, COUNT, LIFETIME)
 def checkout() -> ResponseReturnValue:
-    count = params.positive_int("count", required=False, maximum=MAX_COUNT) or 1
+    count = COUNT.value() or 1
     try:
         got = reservations().checkout(
-            pool=_pool_name(),
-            tid=params.positive_int("instance_type", required=False),
-            image_id=params.positive_int("image_id", required=False),
+            pool=WANTED_POOL.value(),
+            tid=WANTED_TYPE.value(),
+            image_id=WANTED_IMAGE.value(),
             count=count,
-            hours=_hours("lifetime"),
+            hours=LIFETIME.value(),
         )
     except Unavailable as e:
         return _unavailable(e, {"vmid": 0})
-    user = services().config.guest.user
-    described = [checkout_json(c, user) for c in got]
+    described = [presenters.checkout(c, _guest_user()) for c in got]
     if count == 1:
         return jsonify(described[0])
     return jsonify({"vms": described})
@@ -78,30 +83,26 @@ def checkout() -> ResponseReturnValue:
 
 @bp.route("/vm/checkin", methods=["POST"])
 @legacy({"status": 0})
+@takes(CHECKIN_VMID, IP, RESERVATION_ID)
 def checkin() -> ResponseReturnValue:
-    vm_id = params.positive_int("vmid", required=False)
-    ip = params.raw("ip")
-    if vm_id is None and not ip:
-        raise BadRequest("vmid (or ip) is required")
-    if vm_id is None and (not isinstance(ip, str) or not params.IP.fullmatch(ip)):
-        raise BadRequest("ip must be an IPv4 address")
-    token = params.raw("reservation_id")
-    if token is None or token == "":
-        raise BadRequest("reservation_id is required")
-    reservations().checkin(vm_id=vm_id, ip=ip if vm_id is None else None, token=token)
+    vm_id = CHECKIN_VMID.value()
+    ip = None
+    if vm_id is None:
+        ip = IP.value()
+        if ip is None:
+            raise BadRequest("vmid (or ip) is required")
+    token = RESERVATION_ID.value()
+    reservations().checkin(vm_id=vm_id, ip=ip, token=token)
     return jsonify({"status": 1})
 
 
 @bp.route("/vm/extend", methods=["POST"])
 @legacy({"status": 0})
+@takes(VMID, RESERVATION_ID, HOURS)
 def extend() -> ResponseReturnValue:
-    vm_id = params.positive_int("vmid")
-    token = params.raw("reservation_id")
-    if token is None or token == "":
-        raise BadRequest("reservation_id is required")
-    hours = _hours("hours")
-    if hours is None:
-        raise BadRequest("hours is required")
+    vm_id = VMID.value()
+    token = RESERVATION_ID.value()
+    hours = HOURS.value()
     expires = reservations().extend(vm_id, token, hours)
     return jsonify({"status": 1, "expires_at": iso(expires)})
 
@@ -113,10 +114,9 @@ def pool_list() -> ResponseReturnValue:
 
 @bp.route("/pool/query", methods=["GET"])
 @legacy({"pool": 0})
+@takes(POOL)
 def pool_query() -> ResponseReturnValue:
-    name = _pool_name()
-    if name is None:
-        raise BadRequest("pool is required")
+    name = POOL.value()
     pools = reservations().pools
     pools.pool(name)  # 404 for an unknown pool
     out = pools.status()[name]
@@ -137,27 +137,15 @@ def seed_checkout() -> ResponseReturnValue:
         return error_response(404, {"error": SEED_EMPTY}, e.retry_after)
     except FabricError as e:
         return error_response(e.status, {"error": e.message})
-    c = got[0]
-    body = {
-        "IP": c.vm.ip,
-        "LoginID": services().config.guest.user,
-        "LoginPassword": "",  # guests take the operator's SSH key, not a password
-        "ReservationID": c.reservation_id,
-        "Port": c.vm.ssh_port,
-        "VMID": c.vm.id,
-    }
-    return jsonify(body)
+    return jsonify(presenters.seed_checkout(got[0], _guest_user()))
 
 
 @bp.route("/vms/api/v1.0/checkin", methods=["POST"])
+@takes(SEED_IP, SEED_RESERVATION_ID)
 def seed_checkin() -> ResponseReturnValue:
     try:
-        ip = params.raw("IP")
-        token = params.raw("ReservationID")
-        if not isinstance(ip, str) or not params.IP.fullmatch(ip):
-            raise BadRequest("IP must be an IPv4 address")
-        if token is None or token == "":
-            raise BadRequest("ReservationID is required")
+        ip = SEED_IP.value()
+        token = SEED_RESERVATION_ID.value()
         reservations().checkin(vm_id=None, ip=ip, token=token)
     except FabricError as e:
         return error_response(e.status, {"error": e.message})

@@ -7,7 +7,6 @@ one), so any number of apps can live in one process.
 
 from __future__ import annotations
 
-import re
 import threading
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
@@ -30,6 +29,7 @@ from ..errors import BadRequest
 from ..model import HostStatus
 from ..services import Services
 from .context import services
+from .params import Date, takes
 
 bp = Blueprint("status", __name__)
 
@@ -37,7 +37,8 @@ POOL_STATES = ("building", "ready", "in_use", "cleaning")
 # /summary's names for the events' durations.
 SUMMARY_KINDS = {"clone": "vm.create", "boot": "vm.ready", "cleanup": "vm.cleaned"}
 MAX_SUMMARY_DAYS = 366
-_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+FROM = Date(name="from", description="YYYY-MM-DD (UTC)")
+TO = Date(name="to", description="YYYY-MM-DD (UTC)")
 
 
 def _pools() -> dict[str, dict[str, Any]]:
@@ -105,18 +106,6 @@ def cluster() -> ResponseReturnValue:
 # -- /summary ----------------------------------------------------------------
 
 
-def _date(name: str) -> date | None:
-    value = request.args.get(name)
-    if value is None or value == "":
-        return None
-    if not _DATE.fullmatch(value):
-        raise BadRequest(f"{name} must be a date as YYYY-MM-DD, got {value[:20]!r}")
-    try:
-        return date.fromisoformat(value)
-    except ValueError:
-        raise BadRequest(f"{name} is not a valid date: {value!r}") from None
-
-
 def _durations(values: list[float]) -> dict[str, float]:
     if not values:
         return {"average": 0, "min": 0, "max": 0, "total": 0}
@@ -130,6 +119,7 @@ def _durations(values: list[float]) -> dict[str, float]:
 
 
 @bp.route("/summary", methods=["GET"])
+@takes(FROM, TO)
 def summary() -> ResponseReturnValue:
     """Per day (UTC), durations in seconds and counts of clones (``vm.create``: place,
     copy and start), boots (``vm.ready``: started until the guest answers SSH) and
@@ -139,7 +129,7 @@ def summary() -> ResponseReturnValue:
     totals' ``count`` has the average, min and max per day, as vmpooler's has. Days
     without events show zeros.
     """
-    start, end = _date("from"), _date("to")
+    start, end = FROM.value(), TO.value()
     today = datetime.now(UTC).date()
     if end is None:
         end = today if start is None or start <= today else start

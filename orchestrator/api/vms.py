@@ -4,50 +4,48 @@ from __future__ import annotations
 
 from flask import Blueprint, jsonify
 
-from . import params
+from . import presenters
 from .context import services
 from .errors import legacy
-from .presenters import vm_json
+from .params import FORCE, IMAGE_ID, INSTANCE_TYPE, VM_NAME, VMID, takes
 
 bp = Blueprint("vms", __name__)
 
 
 @bp.route("/vm/create", methods=["GET", "POST"])
 @legacy({"vmid": 0})
+@takes(VM_NAME, INSTANCE_TYPE, IMAGE_ID)
 def create():
-    name = params.vm_name()
-    tid = params.positive_int("instance_type")
-    image_id = params.positive_int("image_id")
+    name = VM_NAME.value()
+    tid = INSTANCE_TYPE.value()
+    image_id = IMAGE_ID.value()
     vm = services().fabric.create_vm(name, tid, image_id)
     return jsonify({"vmid": vm.id})
 
 
 @bp.route("/vm/query", methods=["GET"])
 @legacy({"vmid": 0})
+@takes(VMID)
 def query():
-    vm_id = params.positive_int("vmid")
+    vm_id = VMID.value()
     svc = services()
-    return jsonify(vm_json(svc.registry.vms.get(vm_id), svc.config.guest.user))
+    return jsonify(presenters.vm(svc.registry.vms.get(vm_id), svc.config.guest.user))
 
 
 @bp.route("/vm/destroy", methods=["GET", "POST"])
 @legacy({"status": 0})
+@takes(VMID, FORCE)
 def destroy():
-    vm_id = params.positive_int("vmid")
-    services().fabric.destroy_vm(vm_id, force=params.flag("force"))
+    vm_id = VMID.value()
+    services().fabric.destroy_vm(vm_id, force=FORCE.value())
     return jsonify({"status": 1})
 
 
 @bp.route("/vm/types", methods=["GET"])
 def types():
-    rows = services().registry.inventory.types()
-    out = []
-    for t in rows:
-        d = {"tid": t.tid, "cpu": t.cpu, "ram": t.ram, "disk": t.disk}
-        if t.name:
-            d["name"] = t.name
-        out.append(d)
-    return jsonify({"types": out})
+    return jsonify(
+        {"types": [presenters.vm_type(t) for t in services().registry.inventory.types()]}
+    )
 
 
 @bp.route("/vm/list", methods=["GET"])

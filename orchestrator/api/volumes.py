@@ -5,13 +5,17 @@ from __future__ import annotations
 from flask import Blueprint, jsonify
 from flask.typing import ResponseReturnValue
 
-from ..errors import BadRequest, FabricError, NotFound
+from ..errors import FabricError, NotFound
 from ..volumes import MAX_SIZE_GB, Volumes
-from . import params
+from . import presenters
 from .context import services
 from .errors import error_response, legacy
+from .params import VMID, VOLUMEID, Int, Name, takes
 
 bp = Blueprint("volumes", __name__)
+
+NAME = Name(name="name")
+SIZE = Int(name="size", maximum=MAX_SIZE_GB, description="GB")
 
 
 def volumes() -> Volumes:
@@ -20,21 +24,20 @@ def volumes() -> Volumes:
 
 @bp.route("/volume/create", methods=["GET", "POST"])
 @legacy({"volumeid": 0})
+@takes(NAME, SIZE)
 def create() -> ResponseReturnValue:
-    name = params.raw("name")
-    if name is None or name == "":
-        raise BadRequest("name is required")
-    Volumes.check_name(name)
-    size = params.positive_int("size", maximum=MAX_SIZE_GB)
+    name = NAME.value()
+    size = SIZE.value()
     vol = volumes().create(name, size)
     return jsonify({"volumeid": vol.id})
 
 
 @bp.route("/volume/query", methods=["GET"])
+@takes(VOLUMEID)
 def query() -> ResponseReturnValue:
     try:
-        vol_id = params.positive_int("volumeid")
-        return jsonify(volumes().info(vol_id))
+        vol_id = VOLUMEID.value()
+        return jsonify(presenters.volume(services().registry.volumes.get(vol_id)))
     except NotFound as e:
         return error_response(404, {"error": e.message})
     except FabricError as e:
@@ -43,24 +46,27 @@ def query() -> ResponseReturnValue:
 
 @bp.route("/volume/destroy", methods=["GET", "POST"])
 @legacy({"status": 0})
+@takes(VOLUMEID)
 def destroy() -> ResponseReturnValue:
-    volumes().destroy(params.positive_int("volumeid"))
+    volumes().destroy(VOLUMEID.value())
     return jsonify({"status": 1})
 
 
 @bp.route("/volume/attach", methods=["GET", "POST"])
 @legacy({"status": 0})
+@takes(VMID, VOLUMEID)
 def attach() -> ResponseReturnValue:
-    vm_id = params.positive_int("vmid")
-    vol_id = params.positive_int("volumeid")
+    vm_id = VMID.value()
+    vol_id = VOLUMEID.value()
     volumes().attach(vm_id, vol_id)
     return jsonify({"status": 1})
 
 
 @bp.route("/volume/detach", methods=["GET", "POST"])
 @legacy({"status": 0})
+@takes(VOLUMEID)
 def detach() -> ResponseReturnValue:
-    volumes().detach(params.positive_int("volumeid"))
+    volumes().detach(VOLUMEID.value())
     return jsonify({"status": 1})
 
 

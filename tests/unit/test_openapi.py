@@ -8,6 +8,7 @@ import pytest
 from flask import Flask
 
 from orchestrator.api import create_app
+from orchestrator.api.params import declared
 from orchestrator.openapi import build_spec, is_html_path
 
 METHODS = {"get", "post", "put", "patch", "delete"}
@@ -80,6 +81,28 @@ def test_every_described_operation_is_served(app, spec):
         if method in METHODS and method not in served.get(shape(path), set())
     ]
     assert not stale, "described but not served: " + ", ".join(stale)
+
+
+def test_each_operation_takes_what_its_view_declares(app, spec):
+    """The description's parameters and bodies come from the views' @takes, not a hand list."""
+    described = {shape(p): item for p, item in spec["paths"].items()}
+    checked = 0
+    for rule in app.url_map.iter_rules():
+        path = PARAM.sub(r"{\1}", rule.rule)
+        if rule.endpoint.endswith("static") or is_html_path(path):
+            continue
+        wanted = {p.name for p in declared(app.view_functions[rule.endpoint]) if p.documented}
+        for method in {m.lower() for m in rule.methods or ()} - {"head", "options"}:
+            op = described[shape(path)][method]
+            got = {p["name"] for p in op.get("parameters", [])}
+            for media in op.get("requestBody", {}).get("content", {}).values():
+                fields = set(_schema(spec, media["schema"])["properties"])
+                assert not got & fields, (method, path)  # in the query or the body, not both
+                assert got | fields == wanted, (method, path)
+            if "requestBody" not in op:
+                assert got == wanted, (method, path)
+            checked += bool(wanted)
+    assert checked >= 20
 
 
 def test_html_pages_and_static_files_are_left_out(spec):
