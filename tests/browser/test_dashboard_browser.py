@@ -67,12 +67,18 @@ def submit_and_wait(driver, button) -> None:  # noqa: ANN001
 
 
 def _stale(element) -> bool:  # noqa: ANN001
-    from selenium.common.exceptions import StaleElementReferenceException
+    from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
 
     try:
         element.tag_name  # noqa: B018 - touching it raises once the page has changed
     except StaleElementReferenceException:
         return True
+    except WebDriverException as e:
+        # ChromeDriver's other way of saying so, when it asks in the middle of the
+        # navigation: the node is in the old document, not the new one.
+        if "does not belong to the document" in str(e):
+            return True
+        raise
     return False
 
 

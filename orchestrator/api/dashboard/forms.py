@@ -20,6 +20,7 @@ from ...model import is_name
 from ...reservations import Reservations
 from ...volumes import MAX_SIZE_GB, Volumes
 from .. import presenters
+from ..context import services
 from ..params import FORCE, IMAGE_ID, INSTANCE_TYPE, VM_NAME, VMID, VOLUMEID, Int, takes
 from .blueprint import bp, fabric, reservations, schedules, volumes
 from .login import guard
@@ -108,7 +109,7 @@ def vm_checkout() -> str:
     if not is_name(pool):
         raise BadRequest("pool must be a pool name")
     c = res.checkout(pool=pool)[0]
-    d = presenters.checkout(c, fabric().config.guest.user)
+    d = presenters.checkout(c, services().config.guest.user)
     ssh = d.get("ssh")
     reach = f"; ssh -p {ssh['port']} {ssh['user']}@{ssh['host']}" if ssh else ""
     flash(c.reservation_id, "secret")
