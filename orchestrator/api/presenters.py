@@ -17,6 +17,7 @@ from ..model import VmState
 if TYPE_CHECKING:
     from ..registry import HostRow, ImageRow, TypeRow, VmRow, VolumeRow
     from ..reservations import Checkout
+    from ..schedules import ScheduleStatus
 
 
 # -- the API's answers -------------------------------------------------------------
@@ -217,6 +218,44 @@ def volume_row(row: VolumeRow, host_names: Mapping[int, str]) -> dict[str, Any]:
     out = volume(row)
     pmid = out.get("pmid")
     out["host"] = host_names.get(pmid or 0, f"pmid {pmid}" if pmid else "")
+    return out
+
+
+def schedule(st: ScheduleStatus) -> dict[str, Any]:
+    """A schedule as ``/schedules`` gives it."""
+    row, run = st.row, st.run
+    out: dict[str, Any] = {"id": row.id, "name": row.name}
+    if row.pool:
+        out["pool"] = row.pool
+    else:
+        out["instance_type"] = row.tid
+        out["image_id"] = row.image_id
+    out["count"] = row.count
+    if row.cron:
+        out["cron"] = row.cron
+        out["duration_minutes"] = row.duration_minutes
+    else:
+        out["start"] = iso(row.start_at) if row.start_at else None
+        out["end"] = iso(row.end_at) if row.end_at else None
+    if st.skipped:
+        out["skipped"] = True
+    out["state"] = st.state
+    if row.cancelled:
+        out["cancelled"] = True
+    out["next_start"] = iso(st.next_start) if st.next_start is not None else None
+    progress = None
+    if run is not None:
+        progress = {
+            "window_start": iso(run.window_start),
+            "window_end": iso(run.window_end),
+            "phase": run.phase,
+            "wanted": run.wanted,
+            "made": run.made,
+            "last_error": run.last_error,
+        }
+        if not row.pool:
+            progress["vmids"] = st.vmids
+    out["progress"] = progress
     return out
 
 

@@ -8,7 +8,9 @@ from flask import Blueprint, jsonify, request
 from flask.typing import ResponseReturnValue
 
 from ..errors import BadRequest
-from ..schedules import MAX_COUNT, MAX_DURATION, ScheduleService
+from ..schedule_input import MAX_COUNT, MAX_CRON, MAX_DURATION
+from ..schedules import ScheduleService
+from . import presenters
 from .context import services
 from .errors import legacy
 from .params import FORCE, IMAGE_ID, INSTANCE_TYPE, Int, Name, PathId, Text, takes
@@ -39,7 +41,7 @@ FIELDS = (
     Text(
         name="cron",
         required=False,
-        max_length=100,
+        max_length=MAX_CRON,
         description="a recurring window's start: 5 cron fields, UTC",
         example="0 8 * * 1-5",
     ),
@@ -68,14 +70,14 @@ def _fields() -> dict[str, Any]:
 
 @bp.route("/schedules", methods=["GET"])
 def list_schedules() -> ResponseReturnValue:
-    return jsonify({"schedules": service().list()})
+    return jsonify({"schedules": [presenters.schedule(s) for s in service().list()]})
 
 
 @bp.route("/schedules", methods=["POST"])
 @legacy({"id": 0})
 @takes(*FIELDS)
 def create_schedule() -> ResponseReturnValue:
-    out = service().create(_fields())
+    out = presenters.schedule(service().create(_fields()))
     return jsonify(out), 201
 
 
@@ -83,7 +85,7 @@ def create_schedule() -> ResponseReturnValue:
 @legacy({"id": 0})
 @takes(SCHEDULE_ID)
 def get_schedule() -> ResponseReturnValue:
-    return jsonify(service().get(SCHEDULE_ID.value()))
+    return jsonify(presenters.schedule(service().get(SCHEDULE_ID.value())))
 
 
 @bp.route("/schedules/<id>", methods=["DELETE"])

@@ -533,7 +533,7 @@ def test_schedule_forms(rig):
         back="schedules",
     )
     assert p.ok() == "Created schedule 1."
-    assert svc.get(1)["instance_type"] == 2 and svc.get(1)["count"] == 3
+    assert (svc.get(1).row.tid, svc.get(1).row.count) == (2, 3)
     table = p.html.split('id="schedule-table"')[1]
     assert "peak" in table and "type 2, image 1" in table
     assert "2999-01-01T08:00:00Z to 2999-01-01T18:00:00Z" in table and "pending" in table
@@ -557,7 +557,7 @@ def test_schedule_forms(rig):
     assert "schedule 7 does not exist" in p.error()
     p.post("/ui/schedule/delete", id=1, force=1)
     assert p.ok() == "Deleted schedule 1."
-    assert [s["id"] for s in svc.list()] == [2]
+    assert [s.row.id for s in svc.list()] == [2]
 
 
 def test_schedules_that_cannot_be_listed_are_reported_not_raised(page, rig, monkeypatch):

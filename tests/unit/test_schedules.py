@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from orchestrator.api import create_app
+from orchestrator.api import create_app, presenters
 from orchestrator.errors import HostUnreachable
 from orchestrator.model import VmState
 from orchestrator.schedules import Cron, ScheduleService
@@ -55,9 +55,28 @@ def rig(tmp_path, clock):
     r.stop()
 
 
+class Shown:
+    """The schedule service, its answers as the API shows them."""
+
+    def __init__(self, svc: ScheduleService) -> None:
+        self.svc = svc
+
+    def get(self, sid: int) -> dict:
+        return presenters.schedule(self.svc.get(sid))
+
+    def list(self) -> list[dict]:
+        return [presenters.schedule(s) for s in self.svc.list()]
+
+    def create(self, data: dict) -> dict:
+        return presenters.schedule(self.svc.create(data))
+
+    def __getattr__(self, name: str):  # noqa: ANN204 - tick, start, stop, ...
+        return getattr(self.svc, name)
+
+
 @pytest.fixture
-def svc(rig) -> ScheduleService:
-    return rig.services.schedules
+def svc(rig) -> Shown:
+    return Shown(rig.services.schedules)
 
 
 @pytest.fixture
@@ -210,13 +229,13 @@ def test_catch_up_after_downtime_and_end_after_downtime(rig, svc):
     sid = svc.create(one_off(T0 + timedelta(hours=1), T0 + timedelta(hours=3), count=2))["id"]
     svc.tick()
     # The fabric is down over the start; it comes back while the window is open.
-    svc = rig.restart(clock=Clock(T0 + timedelta(hours=2))).schedules
+    svc = Shown(rig.restart(clock=Clock(T0 + timedelta(hours=2))).schedules)
     assert svc.get(sid)["state"] == "pending"
     svc.tick()
     assert len(rig.registry.vms.list()) == 2
     assert svc.get(sid)["progress"]["window_start"] == z(T0 + timedelta(hours=1))
     # ...and down again over the end: the next start removes them.
-    svc = rig.restart(clock=Clock(T0 + timedelta(hours=5))).schedules
+    svc = Shown(rig.restart(clock=Clock(T0 + timedelta(hours=5))).schedules)
     assert svc.get(sid)["state"] == "active"
     svc.tick()
     assert rig.registry.vms.list() == []
@@ -237,7 +256,7 @@ def test_partial_capacity_is_recorded_and_completed_later(tmp_path):
     clock = Clock(T0)
     rig = make_rig(tmp_path, [{"cpus": 2, "ram": 2048}], clock=clock)  # four 512 MB VMs fit
     try:
-        svc = rig.services.schedules
+        svc = Shown(rig.services.schedules)
         mine = [rig.fabric.create_vm(f"user{i}", 1, 1).id for i in range(2)]
         sid = svc.create(one_off(T0, T0 + timedelta(hours=1), count=3))["id"]
         svc.tick()
@@ -359,7 +378,7 @@ def refill(pr) -> dict:
 def test_overlapping_schedules_on_a_pool_add_up(pr, clock, monkeypatch):
     woken = []
     monkeypatch.setattr(pr.worker, "wake", lambda: woken.append(1))
-    svc = pr.rig.services.schedules
+    svc = Shown(pr.rig.services.schedules)
     a = svc.create({"pool": "small", "count": 2, "start": z(T0), "end": z(T0 + timedelta(hours=2))})
     b = svc.create({"pool": "small", "count": 3, "start": z(T0 + timedelta(hours=1)),
                     "end": z(T0 + timedelta(hours=3))})  # fmt: skip
@@ -386,7 +405,7 @@ def test_overlapping_schedules_on_a_pool_add_up(pr, clock, monkeypatch):
 
 
 def test_pool_trim_never_takes_a_checked_out_vm(pr, clock):
-    svc = pr.rig.services.schedules
+    svc = Shown(pr.rig.services.schedules)
     svc.create({"pool": "small", "count": 2, "start": z(T0), "end": z(T0 + timedelta(hours=1))})
     svc.tick()
     assert refill(pr)["ready"] == 3
@@ -404,7 +423,7 @@ def test_pool_trim_never_takes_a_checked_out_vm(pr, clock):
 
 def test_pool_extra_is_restored_after_a_restart(pr, clock):
     clock.set(T0 + timedelta(minutes=5))
-    svc = pr.rig.services.schedules
+    svc = Shown(pr.rig.services.schedules)
     svc.create({"pool": "small", "count": 2, "start": z(T0), "end": z(T0 + timedelta(hours=1))})
     svc.tick()
     pr.pools.set_extra("small", 0)  # as a fresh PoolService would start
@@ -416,7 +435,7 @@ def test_pool_extra_is_restored_after_a_restart(pr, clock):
 
 
 def test_force_delete_of_a_pool_schedule_lowers_the_pool(pr):
-    svc = pr.rig.services.schedules
+    svc = Shown(pr.rig.services.schedules)
     app = create_app(pr.rig.services)
     app.testing = True
     c = app.test_client()

@@ -198,7 +198,7 @@ def schedule_create() -> str:
     else:
         fields.update(given("start", "end"))
     created = svc.create(fields)  # the service validates and says what is wrong
-    return f"Created schedule {created['id']}."
+    return f"Created schedule {created.row.id}."
 
 
 @bp.route("/ui/schedule/delete", methods=["POST"])

@@ -134,7 +134,10 @@ def _schedules() -> dict[str, Any]:
         listed = schedules().list()
     except FabricError as e:
         return {"rows": [], "error": e.message}
-    return {"rows": [presenters.schedule_row(d) for d in listed], "error": None}
+    return {
+        "rows": [presenters.schedule_row(presenters.schedule(s)) for s in listed],
+        "error": None,
+    }
 
 
 def _servers() -> list[dict[str, Any]]:
