@@ -1,6 +1,7 @@
-"""The use cases: one place that joins registry, scheduler and driver.
+"""Creating, resetting and destroying VMs: the use case that joins registry,
+scheduler and driver.
 
-A request asks the registry what exists, the scheduler where to put it, the
+A create asks the registry what exists, the scheduler where to put it, the
 registry to claim it, the driver to make it, and records the result. A step
 that fails undoes what the steps before it did.
 """

@@ -1,4 +1,5 @@
-"""Pools of ready VMs: their configuration, refill, readiness, cleanup and retirement.
+"""Pools of ready VMs: refill, readiness, cleanup and retirement (their settings are
+checked by the configuration's schema, orchestrator/config/).
 
 A pool VM lives: building -> ready -> in-use -> cleaning -> ready ...; a VM whose
 build, readiness check or cleanup fails becomes ``failed`` and is retired

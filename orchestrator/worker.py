@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 
 
 class Worker(PeriodicWorker):
-    name = "pool-worker"
+    name = Lease.POOL_WORKER  # the thread, named after its lease
 
     def __init__(
         self,

@@ -12,7 +12,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from ..clock import as_utc, iso
-from ..model import VmState
+from ..model import HostStatus, VmState, VolumeState
 
 if TYPE_CHECKING:
     from ..registry import HostRow, ImageRow, TypeRow, VmRow, VolumeRow
@@ -95,7 +95,7 @@ def volume(row: VolumeRow) -> dict[str, Any]:
         "size": row.size,
         "status": row.status,
     }
-    if row.status == "attached":
+    if row.status == VolumeState.ATTACHED:
         out["vmid"] = row.vm_id
     out["pmid"] = row.host_id
     if row.target:
@@ -312,7 +312,7 @@ def overview_summary(
     """The overview's headline numbers."""
     hosts, vms, volumes = list(hosts), list(vms), list(volumes)
     return {
-        "hosts_up": sum(1 for h in hosts if h["status"] == "up"),
+        "hosts_up": sum(1 for h in hosts if h["status"] == HostStatus.UP),
         "hosts": len(hosts),
         "vms": len(vms),
         "in_use": sum(1 for v in vms if v["status"] == VmState.IN_USE),

@@ -22,7 +22,6 @@ from prometheus_client import (
     generate_latest,
 )
 from prometheus_client.core import GaugeMetricFamily
-from sqlalchemy.exc import SQLAlchemyError
 
 from ..clock import as_utc
 from ..errors import BadRequest
@@ -239,10 +238,7 @@ class Metrics:
 
     def _last_event_id(self) -> int:
         """Events before the app was made are history (see /summary), not metrics."""
-        try:
-            return self._services().registry.events.last_id()
-        except SQLAlchemyError:
-            return 0  # no schema yet: every event is new
+        return self._services().registry.events.last_id()
 
     def feed_events(self) -> None:
         """Observe the durations of events recorded since the last scrape."""

@@ -1,0 +1,349 @@
+"""Every path the API serves, described: summary, tag, what it answers and when
+it fails. What each takes comes from its view (see .operations)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..api import auth, hosts, reservations, schedules, status, vms, volumes
+from .operations import (
+    BASIC,
+    BASIC_OR_TOKEN,
+    HOST_FAILURES,
+    NO_AUTH,
+    RETRY_AFTER,
+    WHY,
+    json_body,
+    legacy,
+    obj,
+    op,
+    ref,
+    responses,
+)
+from .schemas import ID, STR, TIME
+
+
+def paths() -> dict[str, Any]:
+    vmids = obj({"vmids": {"type": "array", "items": ID}}, ["vmids"])
+    p: dict[str, Any] = {}
+    # VM API (original)
+    p["/vm/create"] = legacy(
+        "Create a VM",
+        "vms",
+        vms.create,
+        obj({"vmid": ID}, ["vmid"]),
+        "VmCreateFailure",
+        (400, 404, 409, 503, *HOST_FAILURES),
+        description="The scheduler places it; a refusal explains itself per filter "
+        "(503 with Retry-After when no host can fit it).",
+    )
+    p["/vm/query"] = legacy(
+        "Describe a VM", "vms", vms.query, "Vm", "VmidFailure", (400, 404), post=False
+    )
+    p["/vm/destroy"] = legacy(
+        "Destroy a VM",
+        "vms",
+        vms.destroy,
+        "Ok",
+        "StatusFailure",
+        (400, 404, 409, *HOST_FAILURES),
+        description="`force=1` destroys a checked-out VM (operators).",
+    )
+    p["/vm/types"] = {
+        "get": op(
+            "List VM types",
+            "vms",
+            responses(
+                obj({"types": {"type": "array", "items": ref("VmType")}}, ["types"]), codes=()
+            ),
+        )
+    }
+    p["/vm/list"] = {"get": op("List VM ids", "vms", responses(vmids, codes=()))}
+    # Resource API (original)
+    p["/pm/list"] = {
+        "get": op(
+            "List physical machines",
+            "hosts",
+            responses(obj({"pmids": {"type": "array", "items": ID}}, ["pmids"]), codes=()),
+        )
+    }
+    p["/pm/listvms"] = legacy(
+        "VMs on a physical machine",
+        "hosts",
+        hosts.pm_listvms,
+        vmids,
+        "VmidsFailure",
+        (400, 404),
+        post=False,
+    )
+    p["/pm/query"] = legacy(
+        "Describe a physical machine",
+        "hosts",
+        hosts.pm_query,
+        "Host",
+        "PmidFailure",
+        (400, 404),
+        post=False,
+    )
+    p["/healthz"] = {
+        "get": op(
+            "Liveness",
+            "meta",
+            responses(obj({"ok": {"type": "boolean"}}, ["ok"]), codes=()),
+            security=NO_AUTH,
+        )
+    }
+    # Image API (original)
+    p["/image/list"] = {
+        "get": op(
+            "List images",
+            "images",
+            responses(
+                obj({"images": {"type": "array", "items": ref("Image")}}, ["images"]), codes=()
+            ),
+        )
+    }
+    # Block storage (original, phase 2)
+    p["/volume/create"] = legacy(
+        "Create a volume",
+        "volumes",
+        volumes.create,
+        obj({"volumeid": ID}, ["volumeid"]),
+        "VolumeidFailure",
+        (400, 409, 503, *HOST_FAILURES),
+    )
+    p["/volume/query"] = legacy(
+        "Describe a volume",
+        "volumes",
+        volumes.query,
+        "Volume",
+        "Error",
+        (400, 404),
+        post=False,
+        description='An unknown id answers 404 `{"error": "volumeid : N does not exist"}`.',
+    )
+    p["/volume/destroy"] = legacy(
+        "Destroy a volume",
+        "volumes",
+        volumes.destroy,
+        "Ok",
+        "StatusFailure",
+        (400, 404, 409, *HOST_FAILURES),
+        description="409 while attached.",
+    )
+    p["/volume/attach"] = legacy(
+        "Attach a volume to a VM",
+        "volumes",
+        volumes.attach,
+        "Ok",
+        "StatusFailure",
+        (400, 404, 409, 503, *HOST_FAILURES),
+        description="Hot-plugs the next free virtio disk; a host-local volume moves first.",
+    )
+    p["/volume/detach"] = legacy(
+        "Detach a volume",
+        "volumes",
+        volumes.detach,
+        "Ok",
+        "StatusFailure",
+        (400, 404, 409, *HOST_FAILURES),
+    )
+    p["/volume/list"] = {
+        "get": op(
+            "List volume ids",
+            "volumes",
+            responses(obj({"volumeids": {"type": "array", "items": ID}}, ["volumeids"]), codes=()),
+        )
+    }
+    # Reservations
+    p["/vm/checkout"] = {
+        "post": op(
+            "Check out ready VMs",
+            "reservations",
+            responses(
+                {"oneOf": [ref("Checkout"), ref("CheckoutMany")]},
+                "VmCreateFailure",
+                (400, 404, 503),
+            ),
+            takes=reservations.checkout,
+            body=True,
+            description="`count` is all or nothing; when nothing is ready the answer is "
+            "immediate (503 with Retry-After) and the refill is triggered.",
+        )
+    }
+    p["/vm/checkin"] = {
+        "post": op(
+            "Check a VM in",
+            "reservations",
+            responses("Ok", "StatusFailure", (400, 403, 404, 409)),
+            takes=reservations.checkin,
+            body=True,
+            description="`vmid` (or `ip`) and the reservation id; the VM is cleaned, then "
+            "served again. 403 wrong reservation, 409 not checked out.",
+        )
+    }
+    p["/vm/extend"] = {
+        "post": op(
+            "Extend a reservation",
+            "reservations",
+            responses(
+                obj(
+                    {"status": {"type": "integer", "enum": [1]}, "expires_at": TIME},
+                    ["status", "expires_at"],
+                ),
+                "StatusFailure",
+                (400, 403, 404, 409),
+            ),
+            takes=reservations.extend,
+            body=True,
+        )
+    }
+    p["/pool/list"] = {
+        "get": op(
+            "List pools",
+            "reservations",
+            responses(obj({"pools": {"type": "array", "items": ref("Pool")}}, ["pools"]), codes=()),
+        )
+    }
+    p["/pool/query"] = legacy(
+        "Describe a pool",
+        "reservations",
+        reservations.pool_query,
+        "PoolDetail",
+        "PoolFailure",
+        (400, 404),
+        post=False,
+    )
+    p["/vms/api/v1.0/checkout"] = {
+        "get": op(
+            "Check out a VM (first seed)",
+            "reservations",
+            responses(
+                "SeedCheckout",
+                "Error",
+                (400,),
+                {"404": json_body(ref("Error"), "no VM is available; retry later", RETRY_AFTER)},
+            ),
+        )
+    }
+    p["/vms/api/v1.0/checkin"] = {
+        "post": op(
+            "Check a VM in (first seed)",
+            "reservations",
+            responses(obj({"status": STR}, ["status"]), "Error", (400, 403, 404, 409)),
+            takes=reservations.seed_checkin,
+            body=True,
+        )
+    }
+    # Authentication (vmpooler's shapes)
+    not_found_why = "404 when authentication is off, or the token is unknown, revoked or not yours."
+    p["/token"] = {
+        "post": op(
+            "Issue a token",
+            "auth",
+            responses("TokenIssued", "AuthFailure", (401, 404, 429)),
+            security=BASIC,
+            description="HTTP basic auth with a user from the configuration; the token is "
+            "shown once. Failed logins are rate limited (429 with Retry-After). " + not_found_why,
+        )
+    }
+    p["/token/{token}"] = {
+        "get": op(
+            "Describe a token",
+            "auth",
+            responses("TokenInfo", "AuthFailure", (401, 403, 404)),
+            takes=auth.show,
+            security=BASIC_OR_TOKEN,
+            description="Basic credentials of its user, or a token of theirs. " + not_found_why,
+        ),
+        "delete": op(
+            "Revoke a token",
+            "auth",
+            responses("TokenRevoked", "AuthFailure", (401, 403, 404)),
+            takes=auth.revoke,
+            security=BASIC_OR_TOKEN,
+            description="Takes effect at once. " + not_found_why,
+        ),
+    }
+    # Status and metrics
+    p["/status"] = {"get": op("Fabric status", "status", responses("Status", codes=()))}
+    p["/cluster"] = {
+        "get": op(
+            "Servers sharing the registry and the leases of background work",
+            "status",
+            responses("Cluster", codes=()),
+        )
+    }
+    p["/summary"] = {
+        "get": op(
+            "Clone, boot and cleanup durations per day",
+            "status",
+            responses("Summary", "Error", (400,)),
+            takes=status.summary,
+            description="`from` defaults to `to` (or today), `to` to today; at most 366 days.",
+        )
+    }
+    p["/metrics"] = {
+        "get": op(
+            "Prometheus metrics",
+            "status",
+            {
+                "200": {
+                    "description": "Prometheus text format: requests, placements, durations, "
+                    "pool levels, host states",
+                    "content": {"text/plain": {"schema": STR}},
+                }
+            },
+            security=NO_AUTH,
+        )
+    }
+    # Scheduled capacity
+    p["/schedules"] = {
+        "get": op(
+            "List schedules",
+            "schedules",
+            responses(
+                obj({"schedules": {"type": "array", "items": ref("Schedule")}}, ["schedules"]),
+                codes=(),
+            ),
+        ),
+        "post": op(
+            "Create a schedule",
+            "schedules",
+            {
+                "201": json_body(ref("Schedule"), "created"),
+                "400": json_body(ref("IdFailure"), WHY[400]),
+                "404": json_body(ref("IdFailure"), "unknown instance_type, image or pool"),
+            },
+            takes=schedules.create_schedule,
+            body=True,
+            body_schema=ref("ScheduleInput"),
+            description="At the start the fabric creates the extra VMs (or raises the "
+            "pool's size); at the end it destroys them (or lowers it back).",
+        ),
+    }
+    p["/schedules/{id}"] = {
+        "get": op(
+            "Describe a schedule",
+            "schedules",
+            responses("Schedule", "IdFailure", (400, 404)),
+            takes=schedules.get_schedule,
+        ),
+        "delete": op(
+            "Delete a schedule",
+            "schedules",
+            responses("Ok", "StatusFailure", (400, 404, 409)),
+            takes=schedules.delete_schedule,
+            description="409 while the schedule is active, unless `force`.",
+        ),
+    }
+    # This description
+    p["/openapi.json"] = {
+        "get": op(
+            "This OpenAPI description",
+            "meta",
+            {"200": json_body({"type": "object"}, "the OpenAPI document")},
+            security=NO_AUTH,
+        )
+    }
+    return p

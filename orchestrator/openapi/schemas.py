@@ -1,0 +1,337 @@
+"""The OpenAPI document's data shapes: the components every response refers to.
+Request parameters are not here: they come from the views' declarations (see
+.operations)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..api import schedules
+from ..api.params import RESERVATION_ID, Int
+from .operations import fields, obj, ref
+
+ID = Int(name="id").type_schema()  # any id, as the parameters declare one
+INT = {"type": "integer"}
+STR = {"type": "string"}
+NSTR = {"type": "string", "nullable": True}
+TIME = {"type": "string", "format": "date-time", "description": "ISO 8601, UTC"}
+
+
+def zero(key: str, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A legacy failure body: the endpoint's zero value and a message."""
+    return obj(
+        {key: {"type": "integer", "enum": [0]}, "error": STR, **(extra or {})},
+        [key, "error"],
+        description=f'`{{"{key}": 0, "error": "..."}}`',
+    )
+
+
+RESOURCES = {"cpu": INT, "ram": {**INT, "description": "MB"}, "disk": {**INT, "description": "GB"}}
+
+SCHEMAS: dict[str, Any] = {
+    "Error": obj({"error": STR}, ["error"], description="every failure carries a message"),
+    "VmidFailure": zero("vmid"),
+    "VmCreateFailure": zero(
+        "vmid",
+        {
+            "filters": {
+                "type": "array",
+                "description": "per scheduler filter: what it removed and why",
+                "items": {"type": "object"},
+            },
+            "pools": {"type": "object", "additionalProperties": {"type": "object"}},
+        },
+    ),
+    "StatusFailure": zero("status"),
+    "PmidFailure": zero("pmid"),
+    "VmidsFailure": zero("vmids"),
+    "VolumeidFailure": zero("volumeid"),
+    "PoolFailure": zero("pool"),
+    "Ok": obj({"status": {"type": "integer", "enum": [1]}}, ["status"]),
+    "Ssh": obj({"host": STR, "port": INT, "user": STR}, ["host", "port", "user"]),
+    "Vm": obj(
+        {
+            "vmid": ID,
+            "name": STR,
+            "instance_type": INT,
+            "pmid": {**INT, "description": "0 while the VM has no host"},
+            "status": STR,
+            "image_id": INT,
+            "ip": NSTR,
+            "domain": NSTR,
+            "ssh": ref("Ssh"),
+            "pool": STR,
+            "expires_at": TIME,
+            "error_detail": STR,
+        },
+        ["vmid", "name", "instance_type", "pmid"],
+    ),
+    "VmType": obj(
+        {"tid": ID, **RESOURCES, "name": STR},
+        ["tid", "cpu", "ram", "disk"],
+        description="ram in MB, disk in GB",
+    ),
+    "Resources": obj(RESOURCES, ["cpu", "ram", "disk"]),
+    "Host": obj(
+        {
+            "pmid": ID,
+            "capacity": ref("Resources"),
+            "free": ref("Resources"),
+            "vms": INT,
+            "name": STR,
+            "uri": STR,
+            "status": STR,
+            "reason": NSTR,
+            "enabled": {"type": "boolean"},
+            "arch": NSTR,
+        },
+        ["pmid", "capacity", "free", "vms"],
+        description="capacity after overcommit and reserved amounts; free is capacity "
+        "minus what placed VMs claim",
+    ),
+    "Image": obj({"id": ID, "name": STR}, ["id", "name"]),
+    "Volume": obj(
+        {
+            "volumeid": ID,
+            "name": STR,
+            "size": {**INT, "description": "GB"},
+            "status": {"type": "string", "description": "available, attached, error, ..."},
+            "vmid": {**INT, "description": "only while attached"},
+            "pmid": {"type": "integer", "nullable": True},
+            "device": {"type": "string", "example": "/dev/vdb"},
+            "error_detail": STR,
+        },
+        ["volumeid", "name", "size", "status"],
+    ),
+    "Checkout": obj(
+        {
+            "vmid": ID,
+            "ip": NSTR,
+            "ssh": ref("Ssh"),
+            "reservation_id": RESERVATION_ID.schema(),
+            "expires_at": {**TIME, "nullable": True},
+            "pool": STR,
+        },
+        ["vmid", "ip", "reservation_id", "expires_at"],
+    ),
+    "CheckoutMany": obj(
+        {"vms": {"type": "array", "items": ref("Checkout")}},
+        ["vms"],
+        description="when count > 1 (all or nothing)",
+    ),
+    "Pool": obj(
+        {
+            "name": STR,
+            "instance_type": INT,
+            "image_id": INT,
+            "size": INT,
+            "max": INT,
+            "lifetime": {"type": "number"},
+            "lifetime_max": {"type": "number"},
+            "cleanup": {"type": "string", "enum": ["tmp", "reset"]},
+            "ready_check": {"type": "string", "enum": ["ssh", "none"]},
+            "ready": INT,
+            "in_use": INT,
+            "cleaning": INT,
+            "building": INT,
+            "failed": INT,
+            "unreachable": INT,
+            "total": INT,
+        },
+        ["name", "ready", "in_use", "cleaning", "building", "failed"],
+    ),
+    "PoolDetail": {
+        "allOf": [
+            ref("Pool"),
+            obj(
+                {
+                    "recent_failures": {
+                        "type": "array",
+                        "items": obj({"vmid": INT, "at": TIME, "reason": STR}),
+                    }
+                },
+                ["recent_failures"],
+            ),
+        ]
+    },
+    "SeedCheckout": obj(
+        {
+            "IP": NSTR,
+            "LoginID": STR,
+            "LoginPassword": STR,
+            "ReservationID": STR,
+            "Port": {"type": "integer", "nullable": True},
+            "VMID": INT,
+        },
+        ["IP", "LoginID", "LoginPassword", "ReservationID"],
+    ),
+    "AuthFailure": obj(
+        {"ok": {"type": "boolean", "enum": [False]}, "error": STR},
+        ["ok", "error"],
+        description='`{"ok": false, "error": "..."}`',
+    ),
+    "TokenIssued": obj(
+        {
+            "ok": {"type": "boolean", "enum": [True]},
+            "token": {"type": "string", "description": "shown once; stored hashed"},
+        },
+        ["ok", "token"],
+    ),
+    "TokenInfo": {
+        "type": "object",
+        "required": ["ok"],
+        "properties": {"ok": {"type": "boolean", "enum": [True]}},
+        "additionalProperties": obj(
+            {"user": STR, "created": TIME, "expires": TIME, "last_used": {**TIME, "nullable": True}}
+        ),
+        "description": '`{"ok": true, "<token>": {"user", "created", "expires", "last_used"}}`',
+    },
+    "TokenRevoked": obj({"ok": {"type": "boolean", "enum": [True]}}, ["ok"]),
+    "Status": obj(
+        {
+            "ok": {"type": "boolean", "description": "false when any pool is empty"},
+            "message": {"type": "string", "description": "names the empty pools"},
+            "capacity": obj(
+                {"current": INT, "total": INT, "percent": {"type": "number"}},
+                ["current", "total", "percent"],
+                description="ready VMs over what the pools keep ready",
+            ),
+            "queue": {
+                "type": "object",
+                "description": "per pool: VMs building, ready, in use and cleaning",
+                "additionalProperties": obj(
+                    {"building": INT, "ready": INT, "in_use": INT, "cleaning": INT}
+                ),
+            },
+            "hosts": obj(
+                {
+                    "up": {"type": "array", "items": STR},
+                    "down": {
+                        "type": "array",
+                        "items": obj({"name": STR, "reason": STR}, ["name", "reason"]),
+                    },
+                },
+                ["up", "down"],
+            ),
+            "empty": {"type": "array", "items": STR, "description": "pools with no ready VM"},
+            "servers": obj(
+                {
+                    "alive": {**INT, "description": "fabric servers sharing the registry"},
+                    "this": {**STR, "description": "the id of the server answering"},
+                },
+                ["alive", "this"],
+            ),
+        },
+        ["ok", "capacity", "queue", "hosts", "empty", "servers"],
+        description="the fabric at a glance (vmpooler's /status is the model)",
+    ),
+    "Cluster": obj(
+        {
+            "server": {**STR, "description": "the id of the server answering"},
+            "heartbeat": {"type": "number", "description": "seconds between heartbeats"},
+            "dead_after": {
+                "type": "number",
+                "description": "a server silent this long is dead; its work moves",
+            },
+            "servers": {
+                "type": "array",
+                "items": obj(
+                    {
+                        "id": STR,
+                        "host": STR,
+                        "pid": INT,
+                        "started_at": STR,
+                        "heartbeat_at": STR,
+                        "alive": {"type": "boolean"},
+                        "me": {"type": "boolean"},
+                    },
+                    ["id", "host", "pid", "started_at", "heartbeat_at", "alive", "me"],
+                ),
+            },
+            "leases": {
+                "type": "array",
+                "items": obj(
+                    {
+                        "name": {**STR, "description": "pool-worker, schedules or discovery"},
+                        "holder": {**NSTR, "description": "server id; null when free or expired"},
+                        "expires_at": STR,
+                        "fence": {**INT, "description": "grows at every change of holder"},
+                    },
+                    ["name", "holder", "expires_at", "fence"],
+                ),
+            },
+        },
+        ["server", "servers", "leases"],
+        description="fabric servers sharing one registry, and who runs background work",
+    ),
+    "Durations": obj(
+        {k: {"type": "number"} for k in ("average", "min", "max", "total")},
+        description="seconds",
+    ),
+    "SummaryKind": obj(
+        {
+            "duration": ref("Durations"),
+            "count": obj({k: {"type": "number"} for k in ("average", "min", "max", "total")}),
+        },
+        ["duration", "count"],
+    ),
+    "Summary": obj(
+        {
+            "from": {"type": "string", "format": "date"},
+            "to": {"type": "string", "format": "date"},
+            **{k: ref("SummaryKind") for k in ("clone", "boot", "cleanup")},
+            "daily": {
+                "type": "array",
+                "items": obj(
+                    {
+                        "date": {"type": "string", "format": "date"},
+                        **{k: ref("SummaryKind") for k in ("clone", "boot", "cleanup")},
+                    },
+                    ["date"],
+                ),
+            },
+        },
+        ["from", "to", "clone", "boot", "cleanup", "daily"],
+        description="per day (UTC): clone (create), boot and cleanup durations and counts",
+    ),
+    "ScheduleInput": {
+        **fields(schedules.create_schedule),
+        "description": "what to add (instance_type and image_id, or pool) and when (start "
+        "and end, or cron and duration_minutes); other fields are refused",
+        "additionalProperties": False,
+    },
+    "Schedule": obj(
+        {
+            "id": ID,
+            "name": STR,
+            "instance_type": INT,
+            "image_id": INT,
+            "pool": STR,
+            "count": INT,
+            "start": {**TIME, "nullable": True},
+            "end": {**TIME, "nullable": True},
+            "cron": STR,
+            "duration_minutes": INT,
+            "state": {"type": "string", "enum": ["pending", "active", "done"]},
+            "skipped": {"type": "boolean"},
+            "cancelled": {"type": "boolean"},
+            "next_start": {**TIME, "nullable": True},
+            "progress": {
+                "nullable": True,
+                **obj(
+                    {
+                        "window_start": TIME,
+                        "window_end": TIME,
+                        "phase": STR,
+                        "wanted": INT,
+                        "made": INT,
+                        "last_error": NSTR,
+                        "vmids": {"type": "array", "items": INT},
+                    }
+                ),
+            },
+        },
+        ["id", "name", "count", "state"],
+    ),
+    "IdFailure": zero("id"),
+}
