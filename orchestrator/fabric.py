@@ -13,6 +13,7 @@ import logging
 import threading
 import time
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
 from .config import CreateConfig
 from .errors import (
@@ -27,7 +28,18 @@ from .hostcache import HostCache
 from .hosts import host_target
 from .hypervisor.driver import LibvirtDriver, VmPlan
 from .images import ImageStager
-from .model import VM_DESTROYABLE, ImageSpec, VmState
+
+if TYPE_CHECKING:
+    from .addresses import Addresses, AddressWatcher
+from .clock import utcnow
+from .model import (
+    VM_DESTROYABLE,
+    AddressSource,
+    ImageSpec,
+    NetworkKind,
+    NetworkMode,
+    VmState,
+)
 from .registry import HostRow, Registry, TypeRow, VmRow
 from .scheduler import PlacementRequest, Scheduler
 
@@ -47,6 +59,8 @@ class Fabric:
         scheduler: Scheduler,
         hosts: HostCache,
         images: ImageStager,
+        addresses: Addresses,
+        watcher: AddressWatcher,
         config: CreateConfig,
     ) -> None:
         self.registry = registry
@@ -54,6 +68,8 @@ class Fabric:
         self.scheduler = scheduler
         self.hosts = hosts
         self.images = images
+        self.addresses = addresses
+        self.watcher = watcher  # learns the address of a VM on a LAN once it has booted
         self.config = config
         self._inv_lock = threading.Lock()
         # Forwarded ports found taken on a host by something else (until restart).
@@ -65,8 +81,10 @@ class Fabric:
     def create_vm(self, name: str, tid: int, image_id: int, pool: str | None = None) -> VmRow:
         """Place, claim and build one VM; undoes itself on failure.
 
-        A plain VM comes back ``active``. A pool VM comes back ``building`` with its
-        domain running; the pool makes it ``ready`` once its guest answers.
+        A plain VM comes back ``active``, unless it is on a LAN (``bridge:`` or
+        ``network:``): then it stays ``building``, its domain running, until the fabric
+        sees its address (then ``active``) or gives up (``failed``). A pool VM comes
+        back ``building``; the pool makes it ``ready`` once its guest answers.
         """
         started = time.monotonic()
         vt, spec = self._type_and_image(tid, image_id)
@@ -99,6 +117,7 @@ class Fabric:
                     ssh_ports=self._port_range(cand.id),
                     avoid_ports=set(self._foreign_ports.get(cand.id, ())),
                     pool=pool,
+                    network=self.hosts.network(cand.id),
                 )
                 if vm is not None:
                     self.hosts.claimed(cand.id, vt.cpu, vt.ram, vt.disk)
@@ -147,7 +166,7 @@ class Fabric:
         return vt, spec
 
     def _port_range(self, host_id: int) -> range | None:
-        forward = self.hosts.network(host_id) == "forward"
+        forward = self.hosts.network(host_id) == NetworkKind.FORWARD
         return self.config.port_range if forward else None
 
     def _build(
@@ -155,12 +174,14 @@ class Fabric:
     ) -> VmRow:
         target = host_target(host)
         try:
+            self.addresses.plan(vm, host)  # an address of its own, if its network has a plan
             staged = self.images.stage(host, vm.image_id, spec)
             console = self.driver.create(target, self._plan(vm, host, spec), staged)
         except BaseException as e:
             # The driver removed what it made; give the claim back and forget the VM.
             with contextlib.suppress(FabricError):
                 self.driver.destroy(target, vm.uuid, vm.id)
+            self.addresses.unplan(vm, host)
             if isinstance(e, HypervisorError) and PORT_TAKEN not in str(e):
                 # The staged copy may be what broke (e.g. removed behind our back):
                 # the next create on this host copies the image again.
@@ -168,13 +189,20 @@ class Fabric:
             detail = {"error": str(e), "host": host.label}
             self.registry.vms.forget(vm.id, event_kind="vm.create_failed", detail=detail)
             raise
-        ip = host.address if host.network == "forward" else None
+        mode = NetworkMode.parse(vm.network or "user")
+        found = {}
+        if mode.kind == NetworkKind.FORWARD:
+            found = {"ip": host.address, "ip_source": AddressSource.FORWARD, "ip_seen_at": utcnow()}
+        if mode.on_lan:
+            final = VmState.BUILDING  # until its address is seen
         self.registry.vms.transition(
-            vm.id, final, expect=[VmState.BUILDING], ip=ip, console_path=console
+            vm.id, final, expect=[VmState.BUILDING], console_path=console, **found
         )
         self.registry.events.record(
             "vm.create", vm_id=vm.id, host_id=host.id, duration=time.monotonic() - started
         )
+        if mode.on_lan:
+            self.watcher.watch(vm.id)
         return self.registry.vms.get(vm.id)
 
     def _plan(self, vm: VmRow, host: HostRow, spec: ImageSpec) -> VmPlan:
@@ -226,11 +254,12 @@ class Fabric:
                     "try again shortly"
                 )
             raise Conflict(f"vmid {vm_id} is {current.state}; it cannot be destroyed now")
-        if vm.host_id is not None:
-            host = self.registry.hosts.get_any(vm.host_id)
+        host = self.registry.hosts.get_any(vm.host_id) if vm.host_id is not None else None
+        if host is not None:
             try:
                 self.driver.destroy(host_target(host), vm.uuid, vm.id)
             except FabricError:
                 self.registry.vms.transition(vm_id, previous, expect=[VmState.DELETING])
                 raise
+        self.addresses.unplan(vm, host)
         self.registry.vms.forget(vm_id, event_kind="vm.destroy")

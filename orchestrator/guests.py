@@ -21,6 +21,11 @@ GUEST_TMP = "/tmp"  # noqa: S108 - the guest's /tmp, emptied on check-in (seed 0
 EMPTY_TMP = "rm -rf -- /tmp/* /tmp/.[!.]* /tmp/..?*"
 
 
+def ssh_port(vm: VmRow) -> int:
+    """Where the guest's SSH server answers: its forwarded port, else 22 at its address."""
+    return vm.ssh_port or 22
+
+
 class Guests:
     def __init__(self, vms: VmStore, config: GuestConfig, ssh: SshSettings) -> None:
         self.vms = vms
@@ -29,18 +34,19 @@ class Guests:
 
     def remote(self, vm: VmRow) -> Remote:
         """An SSH session to the VM's guest, its host key pinned."""
-        if not vm.ip or not vm.ssh_port:
+        if not vm.ip:
             raise Conflict(f"vmid {vm.id} has no SSH endpoint the fabric can reach")
+        port = ssh_port(vm)
         g = self.config
         if g.host_keys:
             pinned = [ln for ln in Path(g.host_keys).read_text().splitlines() if ln.strip()]
-            return Remote(g.user, vm.ip, vm.ssh_port, self.ssh, pinned_keys=pinned)
+            return Remote(g.user, vm.ip, port, self.ssh, pinned_keys=pinned)
         if vm.guest_host_key:
-            return Remote(g.user, vm.ip, vm.ssh_port, self.ssh, pinned_keys=[vm.guest_host_key])
+            return Remote(g.user, vm.ip, port, self.ssh, pinned_keys=[vm.guest_host_key])
         return Remote(
             g.user,
             vm.ip,
-            vm.ssh_port,
+            port,
             self.ssh,
             on_new_key=lambda key: self.vms.set_guest_host_key(vm.id, key),
         )

@@ -10,7 +10,8 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 
 from .config import CapacityConfig, effective_capacity
 from .errors import FabricError, HostUnreachable
-from .hypervisor.driver import HostTarget, LibvirtDriver
+from .hypervisor.driver import HostTarget, LibvirtDriver, NetworkInfo
+from .model import DEFAULT_NETWORK, NetworkKind
 from .registry import HostRow
 from .registry.hosts import HostStore
 
@@ -28,6 +29,15 @@ def host_target(row: HostRow) -> HostTarget:
         address=row.address,
         pool_path=row.pool_path,
     )
+
+
+def default_network(networks: list[NetworkInfo]) -> str:
+    """What a host whose pm-file line sets no ``network=`` gives its VMs: libvirt's
+    ``default`` network where the host has it active (an address the fabric can learn
+    from its DHCP leases), else user networking (as virt-install decides)."""
+    if any(n.name == "default" and n.active for n in networks):
+        return DEFAULT_NETWORK
+    return NetworkKind.USER
 
 
 class Discovery:
@@ -58,8 +68,10 @@ class Discovery:
 
     def discover_host(self, row: HostRow) -> bool:
         """Read one host's capacity; mark it down with the reason if that fails."""
+        target = host_target(row)
         try:
-            facts = self.driver.discover(host_target(row))
+            facts = self.driver.discover(target)
+            networks = self.driver.networks(target)
         except FabricError as e:
             reason = e.reason if isinstance(e, HostUnreachable) else e.message
             log.warning("host %s is down: %s", row.label, reason)
@@ -72,6 +84,13 @@ class Discovery:
         )
         totals = effective_capacity(phys, self.capacity)
         self.hosts.record_discovery(
-            row.id, up=True, reason=None, phys=phys, totals=totals, arch=facts.arch
+            row.id,
+            up=True,
+            reason=None,
+            phys=phys,
+            totals=totals,
+            arch=facts.arch,
+            network=row.network_setting or default_network(networks),
+            networks=[n.as_dict() for n in networks],
         )
         return True

@@ -1,6 +1,6 @@
 """The discovery lease's background work: the orphan sweep every heartbeat, and
 every ``discovery.interval`` seconds discovery, reconciliation of VMs and of
-volumes."""
+volumes, and a look at every VM's address."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import logging
 import time
 from typing import TYPE_CHECKING
 
+from .addresses import Addresses
 from .config import Config
 from .hosts import Discovery
 from .model import Lease
@@ -29,6 +30,7 @@ class Maintenance(PeriodicWorker):
         discovery: Discovery,
         reconciler: Reconciler,
         volumes: Volumes,
+        addresses: Addresses,
         config: Config,
         cluster: Cluster | None = None,
     ) -> None:
@@ -42,6 +44,7 @@ class Maintenance(PeriodicWorker):
         self.discovery = discovery
         self.reconciler = reconciler
         self.volumes = volumes
+        self.addresses = addresses
         self.every = every
         self._due = time.monotonic() + every  # when discovery and reconciliation run next
 
@@ -63,3 +66,4 @@ class Maintenance(PeriodicWorker):
             self.discovery.discover_all()
             self.reconciler.reconcile()
             self.volumes.reconcile()
+            self.addresses.refresh()

@@ -162,6 +162,55 @@ class Lease(enum.StrEnum):
     DISCOVERY = "discovery"  # discovery, reconciliation, the orphan sweep, volumes
 
 
+class NetworkKind(enum.StrEnum):
+    """How a host connects its VMs (the pm file's ``network=``)."""
+
+    USER = "user"  # QEMU user networking: the guest reaches out, nothing reaches it
+    FORWARD = "forward"  # user networking with the guest's port 22 on the host's address
+    NETWORK = "network"  # a libvirt-managed network (network:NAME): DHCP by libvirt
+    BRIDGE = "bridge"  # a host bridge onto a LAN (bridge:NAME): the LAN's DHCP server
+
+
+@dataclass(frozen=True)
+class NetworkMode:
+    """A host's ``network=`` value, parsed: ``kind`` and, for network/bridge, ``name``."""
+
+    kind: NetworkKind
+    name: str | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> NetworkMode:
+        kind, _, name = text.partition(":")
+        return cls(NetworkKind(kind), name or None)
+
+    def __str__(self) -> str:
+        return f"{self.kind}:{self.name}" if self.name else str(self.kind)
+
+    @property
+    def on_lan(self) -> bool:
+        """Its VMs get an address of their own on a network (learned by the fabric)."""
+        return self.kind in (NetworkKind.NETWORK, NetworkKind.BRIDGE)
+
+    @property
+    def reachable(self) -> bool:
+        """Something outside the host can reach its VMs' SSH."""
+        return self.kind != NetworkKind.USER
+
+
+# When a host's pm-file line sets no ``network=``: libvirt's own ``default`` network
+# where the host has one (as virt-install does), else user networking.
+DEFAULT_NETWORK = "network:default"
+
+
+class AddressSource(enum.StrEnum):
+    """Who said what a VM's address is, most trusted first."""
+
+    FORWARD = "forward"  # network=forward: the host's address, a port forwarded
+    AGENT = "agent"  # the QEMU guest agent inside the guest
+    LEASE = "lease"  # the DHCP server's lease for the VM's MAC
+    ARP = "arp"  # the host's neighbour table for the VM's MAC
+
+
 def check_transition(
     table: dict[Any, frozenset[Any]], frm: Iterable[Any], to: Any, what: str
 ) -> None:
@@ -200,7 +249,7 @@ class HostSpec:
     ram: int | None = None  # MB
     disk: int | None = None  # GB
     arch: str | None = None
-    network: str = "user"  # "user", "forward", "network:NAME" or "bridge:NAME"
+    network: str | None = None  # user, forward, network:NAME, bridge:NAME; None: not set
     pool_path: str | None = None  # directory of the fabric's storage pool on the host
     source: Source | None = field(default=None, compare=False)
 

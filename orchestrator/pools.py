@@ -12,17 +12,24 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .clock import iso
 from .config import PoolConfig
 from .errors import FabricError, NotFound
 from .fabric import Fabric
 from .guests import Guests
-from .model import VmState
+from .model import NetworkMode, VmState
 from .registry import EventRow, Registry, VmRow
 
+if TYPE_CHECKING:
+    from .addresses import AddressWatcher
+
 log = logging.getLogger(__name__)
+
+
+def on_lan(vm: VmRow) -> bool:
+    return bool(vm.network) and NetworkMode.parse(vm.network or "").on_lan
 
 
 class PoolService:
@@ -33,12 +40,14 @@ class PoolService:
         registry: Registry,
         fabric: Fabric,
         guests: Guests,
+        watcher: AddressWatcher,
         pools: list[PoolConfig],
         max_vms: int | None = None,
     ) -> None:
         self.registry = registry
         self.fabric = fabric
         self.guests = guests
+        self.watcher = watcher  # says when a VM on a LAN has its address
         self.pools = {p.name: p for p in pools}
         self.max_vms = max_vms  # the fabric never runs more VMs than this in all
         self._lock = threading.Lock()
@@ -137,6 +146,12 @@ class PoolService:
             log.warning("pool %s: could not build a VM: %s", name, e)
             self.registry.events.record("pool.build_failed", detail={"pool": name, "error": str(e)})
             return None
+        if vm.ip is None and vm.state == VmState.BUILDING and on_lan(vm):
+            try:
+                vm = self.watcher.wait_for(vm.id)
+            except FabricError as e:  # the watcher gave up: the VM is failed (and retired)
+                log.warning("pool %s: vm %d: %s", name, vm.id, e)
+                return None
         return vm if self.make_ready(vm) else None
 
     def make_ready(self, vm: VmRow) -> bool:
@@ -162,7 +177,8 @@ class PoolService:
 
     def _checks_ssh(self, vm: VmRow) -> bool:
         p = self.pools.get(vm.pool or "")
-        return bool(vm.ip and vm.ssh_port and p is not None and p.ready_check == "ssh")
+        endpoint = vm.ssh_port is not None or on_lan(vm)
+        return bool(vm.ip and endpoint and p is not None and p.ready_check == "ssh")
 
     # -- cleanup -------------------------------------------------------------
 

@@ -10,10 +10,11 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any
 
+from .addresses import AddressWatcher
 from .errors import FabricError
 from .hosts import host_target
 from .hypervisor.driver import HostTarget, LibvirtDriver
-from .model import VM_OWNED, VM_RUNNING, HostStatus, VmState
+from .model import VM_OWNED, VM_RUNNING, HostStatus, NetworkMode, VmState
 from .registry import Registry, VmRow
 
 log = logging.getLogger(__name__)
@@ -41,10 +42,15 @@ class ReconcileReport:
 
 class Reconciler:
     def __init__(
-        self, registry: Registry, driver: LibvirtDriver, stopping: threading.Event
+        self,
+        registry: Registry,
+        driver: LibvirtDriver,
+        watcher: AddressWatcher,
+        stopping: threading.Event,
     ) -> None:
         self.registry = registry
         self.driver = driver
+        self.watcher = watcher
         self.stopping = stopping
         self.last: ReconcileReport | None = None
 
@@ -99,9 +105,7 @@ class Reconciler:
                     if self._finish_orphan(target, vm):
                         report.removed.append(vm.id)
                 elif vm.state == VmState.BUILDING:
-                    if self.registry.vms.transition(
-                        vm.id, VmState.ACTIVE, expect=[VmState.BUILDING], unowned=True
-                    ):
+                    if self._resume(vm):
                         report.resumed.append(vm.id)
                 elif dom is not None and not dom.active and vm.state in VM_RUNNING:
                     # Stopped behind our back (e.g. the host rebooted): it should run.
@@ -170,6 +174,19 @@ class Reconciler:
         self.registry.vms.forget(vm.id, event_kind="reconcile.removed")
         return True
 
+    def _resume(self, vm: VmRow) -> bool:
+        """A plain VM whose create got as far as a running domain: ``active`` now, or,
+        on a LAN with no address seen yet, this server takes it over and watches for its
+        address (then it is ``active``, or ``failed``)."""
+        if vm.ip is None and vm.network and NetworkMode.parse(vm.network).on_lan:
+            if not self.registry.vms.take(vm.id, [VmState.BUILDING]):
+                return False
+            self.watcher.watch(vm.id)
+            return True
+        return self.registry.vms.transition(
+            vm.id, VmState.ACTIVE, expect=[VmState.BUILDING], unowned=True
+        )
+
     def sweep_orphans(self) -> list[int]:
         """Finish the creates and destroys that servers died in the middle of. Cheap
         when there are none (one query), so it runs often."""
@@ -186,9 +203,7 @@ class Reconciler:
                 except FabricError:
                     continue  # the host is unreachable: next time
                 if dom is not None and dom.active:
-                    if self.registry.vms.transition(
-                        vm.id, VmState.ACTIVE, expect=[VmState.BUILDING], unowned=True
-                    ):
+                    if self._resume(vm):
                         self.registry.events.record("reconcile.resumed", vm_id=vm.id)
                     continue
             if self._finish_orphan(target, vm):

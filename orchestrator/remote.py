@@ -161,6 +161,28 @@ class Remote:
             finally:
                 sftp.close()
 
+    def write_file(self, path: str, data: bytes) -> None:
+        """Write a whole file (through a temporary name, so readers never see half)."""
+        with self.session() as client:
+            sftp = client.open_sftp()
+            try:
+                tmp = f"{path}.tmp"
+                with sftp.open(tmp, "wb") as fh:
+                    fh.write(data)
+                sftp.posix_rename(tmp, path)
+            finally:
+                sftp.close()
+
+    def remove_file(self, path: str) -> None:
+        """Remove a file; one that is not there is fine."""
+        with self.session() as client:
+            sftp = client.open_sftp()
+            try:
+                with contextlib.suppress(FileNotFoundError):
+                    sftp.remove(path)
+            finally:
+                sftp.close()
+
 
 @contextlib.contextmanager
 def open_local(path: str) -> Iterator[tuple[IO[bytes], int]]:

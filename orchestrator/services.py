@@ -7,6 +7,7 @@ another up later.
 
 from __future__ import annotations
 
+import getpass
 import logging
 import threading
 from collections.abc import Callable
@@ -14,6 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
+from .addresses import Addresses, AddressWatcher
 from .auth import AuthService
 from .cluster import Cluster
 from .config import Config, resolve_pools
@@ -58,6 +60,8 @@ class Services:
     discovery: Discovery
     reconciler: Reconciler
     fabric: Fabric
+    addresses: Addresses
+    watcher: AddressWatcher
     guests: Guests
     volumes: Volumes
     pools: PoolService
@@ -86,6 +90,7 @@ class Services:
         """The periodic work: maintenance, the pools' worker (when there are pools)
         and schedules. The cluster's heartbeat is started by the launcher, earlier."""
         self.maintenance.start()
+        self.watcher.start()
         if self.pools.configured:
             self.worker.start()
         self.schedules.start()
@@ -97,6 +102,7 @@ class Services:
         self.schedules.stop(timeout=10)
         self.worker.stop()
         self.maintenance.stop()
+        self.watcher.stop()
         self.driver.close()
         self.cluster.stop()
 
@@ -133,12 +139,13 @@ def build_services(
     hosts = HostCache(registry.hosts, config.cluster.host_cache)
     cluster = Cluster(registry.cluster, config.cluster)
     ssh = config.ssh
-    images = ImageStager(
-        registry.staging,
-        driver,
-        SshSettings(key=ssh.key, known_hosts=ssh.known_hosts, connect_timeout=ssh.connect_timeout),
-        config.guest.user,
+    # How the fabric reaches hosts, image stores and DHCP servers over SSH.
+    to_hosts = SshSettings(
+        key=ssh.key, known_hosts=ssh.known_hosts, connect_timeout=ssh.connect_timeout
     )
+    images = ImageStager(registry.staging, driver, to_hosts, config.guest.user)
+    addresses = Addresses(registry, driver, config.networks, to_hosts, getpass.getuser())
+    watcher = AddressWatcher(registry, addresses, config.guest.address_timeout)
     guests = Guests(
         registry.vms,
         config.guest,
@@ -148,13 +155,13 @@ def build_services(
             command_timeout=config.guest.command_timeout,
         ),
     )
-    fabric = Fabric(registry, driver, scheduler, hosts, images, config.create)
+    fabric = Fabric(registry, driver, scheduler, hosts, images, addresses, watcher, config.create)
     volumes = Volumes(
         registry, driver, scheduler, hosts, config.storage, config.create.max_attempts
     )
     discovery = Discovery(registry.hosts, driver, config.capacity, stopping)
-    reconciler = Reconciler(registry, driver, stopping)
-    pools = PoolService(registry, fabric, guests, pool_configs, config.max_vms)
+    reconciler = Reconciler(registry, driver, watcher, stopping)
+    pools = PoolService(registry, fabric, guests, watcher, pool_configs, config.max_vms)
     worker = Worker(registry, pools, config.workers, cluster)
     return Services(
         config=config,
@@ -166,6 +173,8 @@ def build_services(
         discovery=discovery,
         reconciler=reconciler,
         fabric=fabric,
+        addresses=addresses,
+        watcher=watcher,
         guests=guests,
         volumes=volumes,
         pools=pools,
@@ -181,6 +190,6 @@ def build_services(
             cluster=cluster,
         ),
         auth=AuthService(registry.auth, config.auth),
-        maintenance=Maintenance(discovery, reconciler, volumes, config, cluster),
+        maintenance=Maintenance(discovery, reconciler, volumes, addresses, config, cluster),
         stopping=stopping,
     )

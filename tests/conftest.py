@@ -100,6 +100,7 @@ class Rig:
         self.services.schedules.stop()
         self.services.worker.stop()
         self.services.maintenance.stop()
+        self.services.watcher.stop()
         self.driver.close()
         self.registry.close()
 

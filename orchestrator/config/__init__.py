@@ -8,6 +8,7 @@ section, problems reported all at once as ``file:line: key: problem``.
 """
 
 from .load import config_from_dict, load_config
+from .networks import NetworkSettings
 from .pools import PoolConfig, check_pools, resolve_pools
 from .schema import Config
 from .sections import (
@@ -36,6 +37,7 @@ __all__ = [
     "GuestConfig",
     "LibvirtConfig",
     "LimitsConfig",
+    "NetworkSettings",
     "PoolConfig",
     "PoolSettings",
     "RbdSettings",

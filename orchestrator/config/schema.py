@@ -19,7 +19,17 @@ from pydantic import (
 )
 
 from ..scheduler.policy import Policy
-from .base import Section, again, details, fail, none_is_empty_list, problem, show
+from .base import (
+    Section,
+    again,
+    details,
+    fail,
+    none_is_empty_dict,
+    none_is_empty_list,
+    problem,
+    show,
+)
+from .networks import NetworkSettings, network_key
 from .sections import (
     CapacityConfig,
     ClusterConfig,
@@ -62,6 +72,10 @@ class Config(Section):
     storage: Annotated[Storage, PlainValidator(build_storage)] = Field(default_factory=Storage)
     auth: AuthSettings = Field(default_factory=AuthSettings)
     schedules: SchedulesSettings = Field(default_factory=SchedulesSettings)
+    networks: Annotated[
+        dict[Annotated[str, PlainValidator(network_key)], NetworkSettings],
+        BeforeValidator(none_is_empty_dict),
+    ] = Field(default_factory=dict, description="the LANs VMs are on, by hosts' network=")
 
     # Where the file was read from, for messages about it after loading (.pools).
     _where: str = PrivateAttr("config")

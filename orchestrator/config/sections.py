@@ -81,6 +81,8 @@ class GuestConfig(Section):
     key: str | None = None  # default: ssh.key
     host_keys: str | None = None  # file of keys every guest may present; default: TOFU
     ready_timeout: float = Field(300.0, ge=0)  # seconds for a new or reset guest to answer SSH
+    # seconds a guest on a LAN has to take an address the fabric can see (else failed)
+    address_timeout: float = Field(120.0, gt=0)
     command_timeout: float = Field(60.0, ge=0)
 
 

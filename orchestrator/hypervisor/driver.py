@@ -18,6 +18,7 @@ import libvirt
 from ..errors import FabricError
 from .base import CHUNK, GIB, MIB, POOL_NAME
 from .domains import DomainsMixin
+from .networks import NetworkInfo, NetworksMixin
 from .records import DomainRecord, HostFacts, HostTarget, StagedImage, VmPlan, is_test_uri
 from .storage import Opener, StorageMixin
 
@@ -30,6 +31,7 @@ __all__ = [
     "HostFacts",
     "HostTarget",
     "LibvirtDriver",
+    "NetworkInfo",
     "Opener",
     "StagedImage",
     "VmPlan",
@@ -40,9 +42,9 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 
-class LibvirtDriver(DomainsMixin, StorageMixin):
-    """The one object the fabric holds: domains (domains.py) and storage (storage.py) on
-    the connections and pools of base.py."""
+class LibvirtDriver(DomainsMixin, StorageMixin, NetworksMixin):
+    """The one object the fabric holds: domains (domains.py), storage (storage.py) and
+    networks (networks.py) on the connections and pools of base.py."""
 
 
 @contextlib.contextmanager

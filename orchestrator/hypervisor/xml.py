@@ -144,6 +144,11 @@ def _add_network(dom: ET.Element, devices: ET.Element, spec: DomainSpec) -> None
         raise ValueError(f"unknown network mode {spec.network!r}")
     _sub(iface, "mac", address=spec.mac)
     _sub(iface, "model", type="virtio")
+    if mode in ("network", "bridge") and spec.domain_type in ("kvm", "qemu"):
+        # The QEMU guest agent's channel: a guest that runs the agent tells its
+        # address (one of the fabric's address sources); one that does not, nothing.
+        channel = _sub(devices, "channel", type="unix")
+        _sub(channel, "target", type="virtio", name="org.qemu.guest_agent.0")
 
 
 def pool_xml(name: str, path: str) -> str:

@@ -40,7 +40,7 @@ def _build_host(user: str | None, address: str | None, entry: Entry, path: str) 
         ram=entry.get("ram", checks.positive("ram")),
         disk=entry.get("disk", checks.positive("disk")),
         arch=entry.get("arch", checks.arch),
-        network=entry.get("network", checks.network) or "user",
+        network=entry.get("network", checks.network),
         pool_path=entry.get("pool", checks.abs_path("pool")),
         source=Source(path, entry.line),
     )

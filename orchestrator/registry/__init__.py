@@ -9,6 +9,7 @@ this package writes SQL; rows come back detached, with named fields.
     registry.vms           VMs: claims, state transitions, who works on one  vms.py
     registry.reservations  check-out, check-in, extension, expiry            reservations.py
     registry.volumes       volumes: claims, state transitions                volumes.py
+    registry.addresses     the address plans' allocations                   addresses.py
     registry.staging       images copied onto hosts                          staging.py
     registry.cluster       servers, leases, liveness of owners               cluster.py
     registry.schedules     schedules, their windows and VMs                  schedules.py
@@ -23,6 +24,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from . import tables_auth, tables_schedules  # noqa: F401 - their tables join Base
+from .addresses import AddressStore
 from .auth import AuthStore
 from .claims import Claims
 from .cluster import ClusterStore
@@ -60,8 +62,14 @@ class Registry:
         self.inventory = InventoryStore(self.db, self.hosts.changes)
         self.claims = Claims(self.db, self.hosts.changes)
         self.volumes = VolumeStore(self.db, self.cluster, self.claims, self.meta.installation_id)
+        self.addresses = AddressStore(self.db)
         self.vms = VmStore(
-            self.db, self.cluster, self.claims, self.volumes, self.meta.installation_id
+            self.db,
+            self.cluster,
+            self.claims,
+            self.volumes,
+            self.addresses,
+            self.meta.installation_id,
         )
         self.reservations = ReservationStore(self.db)
         self.staging = StagingStore(self.db)

@@ -101,8 +101,11 @@ class HostStore:
         phys: tuple[int, int, int] | None = None,
         totals: tuple[int, int, int] | None = None,
         arch: str | None = None,
+        network: str | None = None,
+        networks: list[dict] | None = None,
     ) -> None:
-        """What discovery found: up with its capacity, or down with the reason."""
+        """What discovery found: up with its capacity (the network its VMs get, the
+        libvirt networks it has), or down with the reason."""
         self.changes.mark(host_id)
         status = HostStatus.UP if up else HostStatus.DOWN
         with self.db.tx() as s:
@@ -120,6 +123,10 @@ class HostStore:
                 row.cpu_total, row.ram_total, row.disk_total = totals
             if arch and not row.arch:
                 row.arch = arch
+            if network is not None:
+                row.network = network
+            if networks is not None:
+                row.networks = networks
 
     def set_enabled(self, host_id: int, enabled: bool) -> None:
         self.changes.mark(host_id)

@@ -44,7 +44,9 @@ class InventoryStore:
                     uri=h.uri,
                     address=h.address,
                     domain_type=h.domain_type,
-                    network=h.network,
+                    network_setting=h.network,
+                    # a declared network is what VMs get; none: discovery decides
+                    **({"network": h.network} if h.network else {}),
                     pool_path=h.pool_path,
                     arch=h.arch,
                     cpu_override=h.cpu,

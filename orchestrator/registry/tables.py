@@ -55,7 +55,10 @@ class HostRow(Base):
     uri: Mapped[str] = mapped_column(String(512))
     address: Mapped[str | None] = mapped_column(String(256))
     domain_type: Mapped[str] = mapped_column(String(16), default="kvm")
+    # What the pm file says (None: nothing, decided at discovery), and what VMs get.
+    network_setting: Mapped[str | None] = mapped_column(String(128))
     network: Mapped[str] = mapped_column(String(128), default="user")
+    networks: Mapped[list | None] = mapped_column(JSON)  # libvirt networks discovered there
     pool_path: Mapped[str | None] = mapped_column(String(1024))
     arch: Mapped[str | None] = mapped_column(String(32))
     in_inventory: Mapped[bool] = mapped_column(Boolean, default=True)
@@ -121,7 +124,10 @@ class VmRow(Base):
     cpu: Mapped[int] = mapped_column(Integer)
     ram: Mapped[int] = mapped_column(Integer)
     disk: Mapped[int] = mapped_column(Integer)
+    network: Mapped[str | None] = mapped_column(String(128))  # its host's, when it was made
     ip: Mapped[str | None] = mapped_column(String(64))
+    ip_source: Mapped[str | None] = mapped_column(String(16))  # an AddressSource
+    ip_seen_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     ssh_port: Mapped[int | None] = mapped_column(Integer)
     disk_path: Mapped[str | None] = mapped_column(String(1024))
     console_path: Mapped[str | None] = mapped_column(String(1024))
@@ -178,6 +184,24 @@ class StagedImageRow(Base):
     path: Mapped[str] = mapped_column(String(1024))
     size: Mapped[int] = mapped_column(BigInteger, default=0)
     staged_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class AddressRow(Base):
+    """An address of a network's plan, given to one VM (freed with it). The unique
+    constraints make sure no address is given twice, whichever server gives it."""
+
+    __tablename__ = "addresses"
+    __table_args__ = (
+        UniqueConstraint("network", "address", name="uq_address"),
+        UniqueConstraint("vm_id", name="uq_address_vm"),
+        _NEVER_REUSE,
+    )
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    network: Mapped[str] = mapped_column(String(128))
+    address: Mapped[str] = mapped_column(String(64))
+    vm_id: Mapped[int] = mapped_column(Id)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
 class ClaimRow(Base):

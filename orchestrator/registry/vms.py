@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 from ..clock import utcnow
 from ..errors import Conflict, NotFound
 from ..model import VM_OWNED, VM_TRANSITIONS, VmState, check_transition
+from .addresses import AddressStore
 from .claims import Claims
 from .cluster import ClusterStore
 from .database import Database
@@ -39,12 +40,14 @@ class VmStore:
         cluster: ClusterStore,
         claims: Claims,
         volumes: VolumeStore,
+        addresses: AddressStore,
         installation: Callable[[], str],
     ) -> None:
         self.db = db
         self.cluster = cluster
         self.claims = claims
         self.volumes = volumes
+        self.addresses = addresses
         self._installation = installation
 
     # -- claims ------------------------------------------------------------------
@@ -62,6 +65,7 @@ class VmStore:
         ssh_ports: range | None = None,
         avoid_ports: set[int] | None = None,
         pool: str | None = None,
+        network: str | None = None,
     ) -> VmRow | None:
         """Atomically claim capacity on ``host_id`` and record a ``building`` VM there.
 
@@ -93,6 +97,7 @@ class VmStore:
                         disk=disk,
                         ssh_port=port,
                         pool=pool,
+                        network=network,
                         owner=self.cluster.server_id,
                     )
                     s.add(vm)
@@ -109,13 +114,15 @@ class VmStore:
 
     def forget(self, vm_id: int, *, event_kind: str, detail: dict | None = None) -> None:
         """Release the VM's claim and delete its row, in one transaction; its
-        volumes outlive it (detached, available, data kept)."""
+        volumes outlive it (detached, available, data kept); its planned address is
+        free again."""
         with self.db.tx() as s:
             vm = s.get(VmRow, vm_id)
             if vm is None:
                 return
             self.claims.release(s, vm_id=vm_id)
             self.volumes.release_vm(s, vm_id)
+            self.addresses.release(s, vm_id)
             s.add(EventRow(kind=event_kind, vm_id=vm_id, host_id=vm.host_id, detail=detail))
             s.delete(vm)
 
@@ -188,6 +195,17 @@ class VmStore:
             if moved and event is not None:
                 s.add(event)
             return moved
+
+    def record_address(self, vm_id: int, ip: str | None, source: str | None) -> str | None:
+        """The VM's address as ``source`` sees it now; returns the one it had."""
+        with self.db.tx() as s:
+            vm = s.get(VmRow, vm_id)
+            if vm is None:
+                return None
+            before = vm.ip
+            vm.ip, vm.ip_source = ip, source
+            vm.ip_seen_at = utcnow() if ip else None
+            return before
 
     def set_guest_host_key(self, vm_id: int, key: str) -> None:
         """Pin the key a guest showed the first time (trust on first use)."""

@@ -87,7 +87,7 @@ def test_hosts_original_format(tmp_path):
     first = hosts[0]
     assert (first.user, first.address, first.port) == ("root", "10.1.33.121", None)
     assert first.domain_type == "kvm"
-    assert first.network == "user"
+    assert first.network is None  # not set: discovery decides (network:default or user)
     assert (first.cpu, first.ram, first.disk, first.arch, first.pool_path) == (None,) * 5
     assert first.source == Source(str(path), 1)
     assert first.label == "root@10.1.33.121"
