@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import signal
@@ -11,7 +12,7 @@ import threading
 from pathlib import Path
 from types import FrameType
 
-from .config import Config, check_pools, load_config
+from .config import Config, check_pools, load_config, reach_warnings
 from .errors import ConfigError, FabricError
 
 log = logging.getLogger("orchestrator")
@@ -52,14 +53,18 @@ def default_db_url(config: Config) -> str:
 
 
 def cmd_validate(argv: list[str]) -> int:
-    from .inventory import load_images, load_types, validate_files
+    from .inventory import load_hosts, load_images, load_types, validate_files
     from .model import Inventory
 
     args = _validate_parser().parse_args(argv)
     problems = list(validate_files(args.pm_file, args.image_file, args.vm_types))
+    warnings: list[str] = []
     if args.config:
         try:
             config = load_config(args.config)
+            with contextlib.suppress(FabricError):  # a bad pm file is reported above
+                hosts = load_hosts(args.pm_file)
+                warnings = reach_warnings(config, ((h.label, h.network, h.uri) for h in hosts))
             if config.pools:
                 try:
                     images, types = load_images(args.image_file), load_types(args.vm_types)
@@ -69,11 +74,11 @@ def cmd_validate(argv: list[str]) -> int:
                     check_pools(config, Inventory(hosts=(), images=images, types=types))
         except ConfigError as e:
             problems.extend(str(e).splitlines())
-    for problem in problems:
-        print(problem, file=sys.stderr)
+    for line in [*problems, *warnings]:
+        print(line, file=sys.stderr)
     if problems:
         return 1
-    print("all files are valid")
+    print("all files are valid" + (f" ({len(warnings)} warning(s))" if warnings else ""))
     return 0
 
 

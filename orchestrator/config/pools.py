@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError
-from ..model import Inventory
+from ..model import Inventory, NetworkMode
 from .base import show
 from .schema import Config
 
@@ -121,3 +121,29 @@ def resolve_pools(config: Config, inventory: InventoryStore) -> list[PoolConfig]
         images={i.name: i.id for i in listed},
         image_ids={i.id for i in listed},
     )
+
+
+def reach_warnings(config: Config, hosts: Iterable[tuple[str, str | None, str]]) -> list[str]:
+    """Pools whose VMs the fabric could never reach (to check they are up, to empty
+    their /tmp): hosts on user networking. ``hosts``: (label, network, uri) each, the
+    network None when the pm file sets none (a session daemon then has user
+    networking; another host gets libvirt's default network if it has one)."""
+    unreachable = []
+    for label, network, uri in hosts:
+        if network is None:
+            network = "user" if uri.rstrip("/").endswith("/session") else None
+        if network is not None and not NetworkMode.parse(network).reachable:
+            unreachable.append(label)
+    if not unreachable:
+        return []
+    out = []
+    for i, p in enumerate(config.pools):
+        if p.ready_check != "ssh" and p.cleanup != "tmp":
+            continue  # it never logs into its guests
+        out.append(
+            f"{config.locate('pools', i)}: warning: pool {p.name}'s VMs on "
+            f"{', '.join(unreachable)} (network=user) can never be reached, so they fail "
+            "their readiness check or cleanup: set network= to bridge:NAME, network:NAME "
+            "or forward for those hosts"
+        )
+    return out
