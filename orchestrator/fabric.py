@@ -191,7 +191,7 @@ class Fabric:
             raise
         mode = NetworkMode.parse(vm.network or "user")
         found = {}
-        if mode.kind == NetworkKind.FORWARD:
+        if mode.kind == NetworkKind.FORWARD and host.address:
             found = {"ip": host.address, "ip_source": AddressSource.FORWARD, "ip_seen_at": utcnow()}
         if mode.on_lan:
             final = VmState.BUILDING  # until its address is seen
@@ -244,6 +244,10 @@ class Fabric:
                 f"vmid {vm_id} is checked out; check it in first (or destroy with force=1)"
             )
         allowed = list(VM_DESTROYABLE)
+        if vm.state == VmState.BUILDING and vm_id in self.watcher.watching():
+            # Its domain runs; this server only waits for its address: it may go.
+            allowed.append(VmState.BUILDING)
+            taken = True
         if not self.registry.vms.transition(
             vm_id, VmState.DELETING, expect=allowed, unowned=not taken, mine=taken
         ):

@@ -56,8 +56,11 @@ VM_OWNED = frozenset({VmState.BUILDING, VmState.DELETING})
 
 VM_TRANSITIONS: dict[VmState, frozenset[VmState]] = {
     # a plain VM ends active; a pool VM stays building (its address recorded)
-    # until its guest answers, then ready; a broken one fails
-    VmState.BUILDING: frozenset({VmState.BUILDING, VmState.ACTIVE, VmState.READY, VmState.FAILED}),
+    # until its guest answers, then ready; a broken one fails; one whose domain runs
+    # while the fabric waits for its address may be destroyed
+    VmState.BUILDING: frozenset(
+        {VmState.BUILDING, VmState.ACTIVE, VmState.READY, VmState.FAILED, VmState.DELETING}
+    ),
     VmState.ACTIVE: frozenset({VmState.DELETING, VmState.FAILED, VmState.VANISHED}),
     # checked out, or removed (destroyed, a schedule trimming its pool)
     VmState.READY: frozenset({VmState.IN_USE, VmState.DELETING, VmState.FAILED, VmState.VANISHED}),

@@ -35,9 +35,20 @@ NODE_XML = """<node>
   <pool type='dir'>
     <name>fabric</name>
     <target><path>/fabric-pool</path></target>
-  </pool>
+  </pool>{extra}
 </node>
 """
+
+# A libvirt network named default, as a system daemon usually has (for node XML).
+DEFAULT_NETWORK_XML = """
+  <network>
+    <name>default</name>
+    <bridge name='virbr0'/>
+    <forward mode='nat'/>
+    <ip address='192.168.122.1' netmask='255.255.255.0'>
+      <dhcp><range start='192.168.122.2' end='192.168.122.254'/></dhcp>
+    </ip>
+  </network>"""
 
 DEFAULT_TYPES = {
     "types": [
@@ -125,8 +136,8 @@ def pytest_sessionfinish(session, exitstatus) -> None:  # noqa: ANN001, ARG001
         _PG.pop().stop()
 
 
-def write_node(path: Path, cpus: int, ram_mb: int) -> Path:
-    path.write_text(NODE_XML.format(cpus=cpus, kib=ram_mb * 1024))
+def write_node(path: Path, cpus: int, ram_mb: int, extra: str = "") -> Path:
+    path.write_text(NODE_XML.format(cpus=cpus, kib=ram_mb * 1024, extra=extra))
     return path
 
 
@@ -138,10 +149,13 @@ def make_rig(
     images: list[str] | None = None,
     clock: Callable[[], datetime] = now_utc,
 ) -> Rig:
-    """``hosts``: dicts with ``cpus``, ``ram`` (node XML) and pm-file settings in ``extra``."""
+    """``hosts``: dicts with ``cpus``, ``ram``, ``node`` (more node XML) and pm-file
+    settings in ``extra``."""
     lines = []
     for i, h in enumerate(hosts, start=1):
-        node = write_node(tmp_path / f"node{i}.xml", h.get("cpus", 4), h.get("ram", 4096))
+        node = write_node(
+            tmp_path / f"node{i}.xml", h.get("cpus", 4), h.get("ram", 4096), h.get("node", "")
+        )
         extra = " ".join(f"{k}={v}" for k, v in h.get("extra", {}).items())
         target = f"{h['target']} " if "target" in h else ""
         lines.append(f"{target}uri=test://{node} {extra}".rstrip())
