@@ -194,13 +194,12 @@ def host_networks(
     for name in dict.fromkeys(names):  # each once, in that order
         parsed = mode(name)
         kind = parsed.kind if parsed is not None else None
-        libvirt = discovered.get(parsed.name) if kind == NetworkKind.NETWORK else None
-        bridge = (libvirt or {}).get("bridge")
-        if kind == NetworkKind.BRIDGE:
-            bridge = parsed.name
+        named = parsed.name if parsed is not None else None  # the bridge or libvirt network
+        libvirt = (discovered.get(named) or {}) if kind == NetworkKind.NETWORK else {}
+        bridge = named if kind == NetworkKind.BRIDGE else libvirt.get("bridge")
         conf = settings.get(name)
         plan = f"{conf.plan[0]}-{conf.plan[1]}" if conf and conf.plan else None
-        subnet = str(conf.subnet) if conf is not None else (libvirt or {}).get("subnet")
+        subnet = str(conf.subnet) if conf is not None else libvirt.get("subnet")
         out.append(
             {
                 "pmid": host.id,
@@ -208,7 +207,7 @@ def host_networks(
                 "name": name,
                 "kind": kind,
                 "bridge": bridge,
-                "network": parsed.name if kind == NetworkKind.NETWORK else None,
+                "network": named if kind == NetworkKind.NETWORK else None,
                 "subnet": subnet,
                 "gateway": str(conf.gateway) if conf and conf.gateway else None,
                 "plan": plan,
