@@ -12,6 +12,7 @@ from . import (
     hosts,
     images,
     meta,
+    networks,
     reservations,
     schedules,
     status,
@@ -28,6 +29,7 @@ def create_app(services: Services) -> Flask:
     for bp in (
         vms.bp,
         hosts.bp,
+        networks.bp,
         images.bp,
         reservations.bp,
         volumes.bp,

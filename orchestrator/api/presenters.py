@@ -7,14 +7,17 @@ a service or the registry.
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from ..clock import as_utc, iso
-from ..model import HostStatus, VmState, VolumeState
+from ..guests import ssh_port
+from ..model import HostStatus, NetworkKind, NetworkMode, VmState, VolumeState
 
 if TYPE_CHECKING:
+    from ..config import NetworkSettings
     from ..registry import HostRow, ImageRow, TypeRow, VmRow, VolumeRow
     from ..reservations import Checkout
     from ..schedules import ScheduleStatus
@@ -23,11 +26,37 @@ if TYPE_CHECKING:
 # -- the API's answers -------------------------------------------------------------
 
 
-def ssh(vm: VmRow, guest_user: str) -> dict[str, Any] | None:
-    """How to reach a VM's guest, once it has an address and a port."""
-    if vm.ip and vm.ssh_port:
-        return {"host": vm.ip, "port": vm.ssh_port, "user": guest_user}
+def mode(text: str | None) -> NetworkMode | None:
+    """A network mode as stored (a VM's or a host's), parsed; None if unknown."""
+    try:
+        return NetworkMode.parse(text) if text else None
+    except ValueError:
+        return None
+
+
+def reach_port(vm: VmRow) -> int | None:
+    """The port a VM's SSH answers on at its address: its forwarded port, else 22 for
+    a VM on a LAN (``network:``/``bridge:``); None when nothing reaches it (``user``)."""
+    on = mode(vm.network)
+    if vm.ssh_port or (on is not None and on.on_lan):
+        return ssh_port(vm)
     return None
+
+
+def ssh(vm: VmRow, guest_user: str) -> dict[str, Any] | None:
+    """How to reach a VM's guest, once it has an address and something reaches it."""
+    port = reach_port(vm)
+    if vm.ip and port:
+        return {"host": vm.ip, "port": port, "user": guest_user}
+    return None
+
+
+def ssh_command(reach: Mapping[str, Any] | None) -> str | None:
+    """An ``ssh`` block as people type it: ``ssh root@IP`` (``-p N`` when not 22)."""
+    if not reach:
+        return None
+    port = "" if reach["port"] == 22 else f"-p {reach['port']} "
+    return f"ssh {port}{reach['user']}@{reach['host']}"
 
 
 def vm(row: VmRow, guest_user: str) -> dict[str, Any]:
@@ -51,6 +80,9 @@ def vm(row: VmRow, guest_user: str) -> dict[str, Any]:
         out["expires_at"] = iso(row.expires_at)
     if row.error:
         out["error_detail"] = row.error
+    out["mac"] = row.mac
+    out["network"] = row.network
+    out["address_source"] = row.ip_source if row.ip else None
     return out
 
 
@@ -114,6 +146,8 @@ def checkout(c: Checkout, guest_user: str) -> dict[str, Any]:
     out["reservation_id"] = c.reservation_id
     out["expires_at"] = iso(c.vm.expires_at) if c.vm.expires_at else None
     out["pool"] = c.pool
+    out["mac"] = c.vm.mac
+    out["network"] = c.vm.network
     return out
 
 
@@ -124,9 +158,113 @@ def seed_checkout(c: Checkout, guest_user: str) -> dict[str, Any]:
         "LoginID": guest_user,
         "LoginPassword": "",  # guests take the operator's SSH key, not a password
         "ReservationID": c.reservation_id,
-        "Port": c.vm.ssh_port,
+        "Port": reach_port(c.vm),
         "VMID": c.vm.id,
     }
+
+
+# -- networks ------------------------------------------------------------------------
+
+
+def plan_range(settings: NetworkSettings | None) -> tuple[int, int] | None:
+    """A network's plan as integers (first, last), or None without one."""
+    if settings is None or settings.plan is None:
+        return None
+    lo, hi = settings.plan
+    return int(lo), int(hi)
+
+
+def host_networks(
+    host: HostRow,
+    vms: Iterable[VmRow],
+    settings: Mapping[str, NetworkSettings],
+    planned: Mapping[int, str],
+) -> list[dict[str, Any]]:
+    """``GET /networks``: a host's networks. First the mode its VMs get (``vms_use_it``),
+    then each libvirt network discovered there, then any other network its VMs are
+    still on (made before its mode changed). ``vms``: the VMs on this host;
+    ``settings``: the configuration's ``networks:``; ``planned``: VM id -> the address
+    its network's plan gave it."""
+    vms = list(vms)
+    discovered = {n.get("name"): n for n in host.networks or [] if isinstance(n, dict)}
+    names = [host.network]
+    names += [f"{NetworkKind.NETWORK}:{name}" for name in discovered if name]
+    names += [vm.network for vm in vms if vm.network]
+    out = []
+    for name in dict.fromkeys(names):  # each once, in that order
+        parsed = mode(name)
+        kind = parsed.kind if parsed is not None else None
+        named = parsed.name if parsed is not None else None  # the bridge or libvirt network
+        libvirt = (discovered.get(named) or {}) if kind == NetworkKind.NETWORK else {}
+        bridge = named if kind == NetworkKind.BRIDGE else libvirt.get("bridge")
+        conf = settings.get(name)
+        plan = f"{conf.plan[0]}-{conf.plan[1]}" if conf and conf.plan else None
+        subnet = str(conf.subnet) if conf is not None else libvirt.get("subnet")
+        out.append(
+            {
+                "pmid": host.id,
+                "host": host.label,
+                "name": name,
+                "kind": kind,
+                "bridge": bridge,
+                "network": named if kind == NetworkKind.NETWORK else None,
+                "subnet": subnet,
+                "gateway": str(conf.gateway) if conf and conf.gateway else None,
+                "plan": plan,
+                "vms_use_it": name == host.network,
+                "addresses": [
+                    {
+                        "vmid": vm.id,
+                        "mac": vm.mac,
+                        "ip": vm.ip,
+                        "source": vm.ip_source if vm.ip else None,
+                        "planned": planned.get(vm.id),
+                    }
+                    for vm in vms
+                    if vm.network == name
+                ],
+            }
+        )
+    return out
+
+
+def network_status(
+    hosts: Iterable[HostRow],
+    vms: Iterable[VmRow],
+    settings: Mapping[str, NetworkSettings],
+    in_use: Mapping[str, Mapping[str, int]],
+) -> dict[str, dict[str, Any]]:
+    """``/status``'s ``networks``: per network mode the hosts give their VMs, its kind,
+    those hosts, the VMs on it with an address, the VMs still waiting for theirs (on a
+    LAN, while building) and how much of its plan is free. ``in_use``: network ->
+    {address: VM id} of the plans' allocations."""
+    vms = list(vms)
+    labels: dict[str, list[str]] = {}
+    for h in hosts:
+        labels.setdefault(h.network, []).append(h.label)
+    out = {}
+    for name, on_hosts in labels.items():
+        parsed = mode(name)
+        on = [vm for vm in vms if vm.network == name]
+        waiting = 0
+        if parsed is not None and parsed.on_lan:
+            waiting = sum(1 for vm in on if vm.state == VmState.BUILDING and not vm.ip)
+        plan = None
+        bounds = plan_range(settings.get(name))
+        if bounds is not None:
+            lo, hi = bounds
+            given = sum(
+                1 for a in in_use.get(name, {}) if lo <= int(ipaddress.IPv4Address(a)) <= hi
+            )
+            plan = {"size": hi - lo + 1, "free": hi - lo + 1 - given}
+        out[name] = {
+            "kind": parsed.kind if parsed is not None else None,
+            "hosts": on_hosts,
+            "vms": sum(1 for vm in on if vm.ip),
+            "waiting": waiting,
+            "plan": plan,
+        }
+    return out
 
 
 # -- the dashboard's rows ------------------------------------------------------------
@@ -157,6 +295,7 @@ def host_card(row: HostRow, vms: int) -> dict[str, Any]:
             ("Disk", bar(cap["disk"] - free["disk"], cap["disk"]), "GB"),
         ],
         "last_seen": iso(row.last_seen) if row.last_seen else None,
+        "network": row.network,
     }
 
 
@@ -196,6 +335,9 @@ def vm_row(
     out["image_name"] = image_names.get(row.image_id, str(row.image_id))
     out["reserved_at"] = iso(row.reserved_at) if row.reserved_at else None
     out["expires_in"] = until(row.expires_at, now) if row.expires_at else None
+    source = f" ({row.ip_source})" if row.ip_source else ""
+    out["address"] = f"{row.ip}{source}" if row.ip else None
+    out["ssh_command"] = ssh_command(out.get("ssh"))
     return out
 
 

@@ -27,6 +27,7 @@ from ..clock import as_utc
 from ..errors import BadRequest
 from ..model import HostStatus
 from ..services import Services
+from . import presenters
 from .context import services
 from .params import Date, takes
 
@@ -58,13 +59,18 @@ def status() -> ResponseReturnValue:
     - ``hosts``: labels of hosts that are up; the others with the reason.
     - ``empty``: pools with no ready VM (pools of size 0 are never empty);
       ``ok`` is false, with a ``message`` naming them, when there is any.
+    - ``networks``: per network mode the hosts give their VMs: its ``kind``, those
+      ``hosts``, ``vms`` on it with an address, VMs ``waiting`` for theirs (building
+      on a LAN) and its ``plan``'s ``size`` and ``free`` addresses (null without one).
     """
     pools = _pools()
     current = sum(p["ready"] for p in pools.values())
     total = sum(p["size"] for p in pools.values())
     empty = [name for name, p in pools.items() if p["ready"] == 0 and p["size"] > 0]
     up, down = [], []
-    for h in services().registry.hosts.list():
+    registry = services().registry
+    hosts = registry.hosts.list()
+    for h in hosts:
         if h.status == HostStatus.UP:
             up.append(h.label)
         else:
@@ -85,6 +91,9 @@ def status() -> ResponseReturnValue:
         "alive": sum(1 for srv in info["servers"] if srv["alive"]),
         "this": info["server"],
     }
+    body["networks"] = presenters.network_status(
+        hosts, registry.vms.list(), services().config.networks, registry.addresses.in_use()
+    )
     return jsonify(body)
 
 

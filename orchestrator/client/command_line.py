@@ -16,6 +16,7 @@ from .commands import (
     cmd_extend,
     cmd_hosts,
     cmd_images,
+    cmd_networks,
     cmd_pools,
     cmd_query,
     cmd_schedules,
@@ -102,6 +103,8 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("reservation")
     c.add_argument("hours", type=_hours)
     add("pools", cmd_pools, "pools and their levels")
+    c = add("networks", cmd_networks, "the hosts' networks and the addresses in use")
+    c.add_argument("--pmid", type=_positive, help="one host only")
 
     v = add("volume", cmd_volume, "block storage volumes")
     vs = v.add_subparsers(dest="volume_action", metavar="ACTION", parser_class=_Parser)

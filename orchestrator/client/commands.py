@@ -84,7 +84,7 @@ def cmd_destroy(api: Api, out: Out, args: argparse.Namespace) -> None:
     out.show(got, lambda: f"destroyed vmid {args.vmid}")
 
 
-VM_COLUMNS = ["VMID", "NAME", "TYPE", "PMID", "STATUS", "IP", "POOL", "EXPIRES"]
+VM_COLUMNS = ["VMID", "NAME", "TYPE", "PMID", "STATUS", "IP", "MAC", "NETWORK", "POOL", "EXPIRES"]
 
 
 def _vm_row(v: dict[str, Any]) -> list[Any]:
@@ -95,6 +95,8 @@ def _vm_row(v: dict[str, Any]) -> list[Any]:
         v.get("pmid") or None,
         v.get("status"),
         v.get("ip"),
+        v.get("mac"),
+        v.get("network"),
         v.get("pool"),
         v.get("expires_at"),
     ]
@@ -105,13 +107,28 @@ def cmd_vms(api: Api, out: Out, args: argparse.Namespace) -> None:
     out.show({"vms": vms}, lambda: table(VM_COLUMNS, [_vm_row(v) for v in vms]))
 
 
-CHECKOUT_COLUMNS = ["VMID", "IP", "SSH", "POOL", "EXPIRES", "RESERVATION"]
+CHECKOUT_COLUMNS = ["VMID", "IP", "MAC", "NETWORK", "POOL", "EXPIRES", "RESERVATION", "SSH"]
+
+
+def ssh_command(ssh: dict[str, Any] | None) -> str | None:
+    """``ssh root@IP``, with ``-p PORT`` only when the port is not 22."""
+    if not ssh:
+        return None
+    port = "" if ssh.get("port") == 22 else f"-p {ssh['port']} "
+    return f"ssh {port}{ssh['user']}@{ssh['host']}"
 
 
 def _checkout_row(c: dict[str, Any]) -> list[Any]:
-    ssh = c.get("ssh")
-    where = f"{ssh['user']}@{ssh['host']}:{ssh['port']}" if ssh else None
-    return [c["vmid"], c.get("ip"), where, c.get("pool"), c.get("expires_at"), c["reservation_id"]]
+    return [
+        c["vmid"],
+        c.get("ip"),
+        c.get("mac"),
+        c.get("network"),
+        c.get("pool"),
+        c.get("expires_at"),
+        c["reservation_id"],
+        ssh_command(c.get("ssh")),
+    ]
 
 
 def cmd_checkout(api: Api, out: Out, args: argparse.Namespace) -> None:
@@ -141,6 +158,45 @@ def cmd_checkin(api: Api, out: Out, args: argparse.Namespace) -> None:
 def cmd_extend(api: Api, out: Out, args: argparse.Namespace) -> None:
     got = api.post("/vm/extend", vmid=args.vmid, reservation_id=args.reservation, hours=args.hours)
     out.show(got, lambda: f"vmid {args.vmid} is reserved until {got.get('expires_at')}")
+
+
+NETWORK_COLUMNS = ["HOST", "NETWORK", "KIND", "SUBNET", "PLAN", "NEW VMS", "ADDRESSES IN USE"]
+
+
+def _address(a: dict[str, Any]) -> str:
+    """One VM's address on a network: ``IP (vm N)``; the plan's, if not seen yet."""
+    if a.get("ip"):
+        return f"{a['ip']} (vm {a['vmid']})"
+    if a.get("planned"):
+        return f"{a['planned']} (vm {a['vmid']}, planned)"
+    return f"? (vm {a['vmid']})"
+
+
+def _network_row(n: dict[str, Any]) -> list[Any]:
+    used = ", ".join(_address(a) for a in n.get("addresses") or [])
+    return [
+        n.get("host"),
+        n.get("name"),
+        n.get("kind"),
+        n.get("subnet"),
+        n.get("plan"),
+        n.get("vms_use_it"),
+        used or None,
+    ]
+
+
+def cmd_networks(api: Api, out: Out, args: argparse.Namespace) -> None:
+    got = api.get("/networks", pmid=args.pmid)
+    rows = got["networks"]
+    out.show(
+        got,
+        lambda: (
+            table(NETWORK_COLUMNS, [_network_row(n) for n in rows])
+            + "\n(NEW VMS: the network the host gives the VMs it makes)"
+            if rows
+            else "no networks"
+        ),
+    )
 
 
 def cmd_pools(api: Api, out: Out, args: argparse.Namespace) -> None:

@@ -44,6 +44,7 @@ def build_spec(server_url: str | None = None) -> dict[str, Any]:
             for t in (
                 "vms",
                 "hosts",
+                "networks",
                 "images",
                 "volumes",
                 "reservations",

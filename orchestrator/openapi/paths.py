@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..api import auth, hosts, reservations, schedules, status, vms, volumes
+from ..api import auth, hosts, networks, reservations, schedules, status, vms, volumes
 from .operations import (
     BASIC,
     BASIC_OR_TOKEN,
@@ -85,6 +85,22 @@ def paths() -> dict[str, Any]:
         (400, 404),
         post=False,
     )
+    p["/networks"] = {
+        "get": op(
+            "Networks of the hosts and the addresses in use",
+            "networks",
+            responses(
+                obj({"networks": {"type": "array", "items": ref("Network")}}, ["networks"]),
+                "Error",
+                (400, 404),
+            ),
+            takes=networks.networks,
+            description="One entry per host and network: the mode the host gives its VMs "
+            "(`vms_use_it`), each libvirt network discovered there, and any other network "
+            "its VMs are still on. The subnet is the configuration's (`networks:`), else "
+            "libvirt's. `pmid` keeps one host (404 if unknown).",
+        )
+    }
     p["/healthz"] = {
         "get": op(
             "Liveness",

@@ -8,6 +8,7 @@ from typing import Any
 
 from ..api import schedules
 from ..api.params import RESERVATION_ID, Int
+from ..model import AddressSource, NetworkKind
 from .operations import fields, obj, ref
 
 ID = Int(name="id").type_schema()  # any id, as the parameters declare one
@@ -25,6 +26,23 @@ def zero(key: str, extra: dict[str, Any] | None = None) -> dict[str, Any]:
         description=f'`{{"{key}": 0, "error": "..."}}`',
     )
 
+
+ADDRESS_SOURCE = {"type": "string", "enum": [str(a) for a in AddressSource]}
+NETWORK_KIND = {"type": "string", "enum": [str(k) for k in NetworkKind]}
+# A VM's own network keys (/vm/query, check-out).
+VM_NETWORK = {
+    "mac": {**STR, "example": "52:54:00:12:34:56"},
+    "network": {
+        **NSTR,
+        "description": "its host's network mode when it was made: user, forward, "
+        "network:NAME or bridge:NAME",
+    },
+}
+SSH_DESCRIPTION = (
+    "how to reach the guest, once it has an address and something reaches it: its "
+    "forwarded port (forward), else port 22 at its own address (network:, bridge:); "
+    "absent with user networking"
+)
 
 RESOURCES = {"cpu": INT, "ram": {**INT, "description": "MB"}, "disk": {**INT, "description": "GB"}}
 
@@ -48,7 +66,11 @@ SCHEMAS: dict[str, Any] = {
     "VolumeidFailure": zero("volumeid"),
     "PoolFailure": zero("pool"),
     "Ok": obj({"status": {"type": "integer", "enum": [1]}}, ["status"]),
-    "Ssh": obj({"host": STR, "port": INT, "user": STR}, ["host", "port", "user"]),
+    "Ssh": obj(
+        {"host": STR, "port": INT, "user": STR},
+        ["host", "port", "user"],
+        description=SSH_DESCRIPTION,
+    ),
     "Vm": obj(
         {
             "vmid": ID,
@@ -63,6 +85,12 @@ SCHEMAS: dict[str, Any] = {
             "pool": STR,
             "expires_at": TIME,
             "error_detail": STR,
+            **VM_NETWORK,
+            "address_source": {
+                **ADDRESS_SOURCE,
+                "nullable": True,
+                "description": "who said what its address is (null while unknown)",
+            },
         },
         ["vmid", "name", "instance_type", "pmid"],
     ),
@@ -111,6 +139,7 @@ SCHEMAS: dict[str, Any] = {
             "reservation_id": RESERVATION_ID.schema(),
             "expires_at": {**TIME, "nullable": True},
             "pool": STR,
+            **VM_NETWORK,
         },
         ["vmid", "ip", "reservation_id", "expires_at"],
     ),
@@ -160,7 +189,11 @@ SCHEMAS: dict[str, Any] = {
             "LoginID": STR,
             "LoginPassword": STR,
             "ReservationID": STR,
-            "Port": {"type": "integer", "nullable": True},
+            "Port": {
+                "type": "integer",
+                "nullable": True,
+                "description": "the forwarded port, 22 on a LAN, null with user networking",
+            },
             "VMID": INT,
         },
         ["IP", "LoginID", "LoginPassword", "ReservationID"],
@@ -221,8 +254,32 @@ SCHEMAS: dict[str, Any] = {
                 },
                 ["alive", "this"],
             ),
+            "networks": {
+                "type": "object",
+                "description": "per network mode the hosts give their VMs",
+                "additionalProperties": obj(
+                    {
+                        "kind": NETWORK_KIND,
+                        "hosts": {"type": "array", "items": STR, "description": "labels"},
+                        "vms": {**INT, "description": "VMs on it with an address"},
+                        "waiting": {
+                            **INT,
+                            "description": "VMs building on a LAN, their address not seen yet",
+                        },
+                        "plan": {
+                            "nullable": True,
+                            **obj(
+                                {"size": INT, "free": INT},
+                                ["size", "free"],
+                                description="the addresses the fabric gives (null: no plan)",
+                            ),
+                        },
+                    },
+                    ["kind", "hosts", "vms", "waiting", "plan"],
+                ),
+            },
         },
-        ["ok", "capacity", "queue", "hosts", "empty", "servers"],
+        ["ok", "capacity", "queue", "hosts", "empty", "servers", "networks"],
         description="the fabric at a glance (vmpooler's /status is the model)",
     ),
     "Cluster": obj(
@@ -334,4 +391,53 @@ SCHEMAS: dict[str, Any] = {
         ["id", "name", "count", "state"],
     ),
     "IdFailure": zero("id"),
+    "Network": obj(
+        {
+            "pmid": ID,
+            "host": {**STR, "description": "the host's label"},
+            "name": {**STR, "example": "bridge:br0", "description": "the network mode"},
+            "kind": NETWORK_KIND,
+            "bridge": {**NSTR, "description": "the host bridge its VMs are plugged into"},
+            "network": {**NSTR, "description": "the libvirt network's name"},
+            "subnet": {**NSTR, "example": "10.251.1.0/24"},
+            "gateway": NSTR,
+            "plan": {**NSTR, "example": "10.251.1.20-10.251.1.99"},
+            "vms_use_it": {
+                "type": "boolean",
+                "description": "the mode the host gives its new VMs",
+            },
+            "addresses": {
+                "type": "array",
+                "items": obj(
+                    {
+                        "vmid": ID,
+                        "mac": STR,
+                        "ip": NSTR,
+                        "source": {**ADDRESS_SOURCE, "nullable": True},
+                        "planned": {
+                            **NSTR,
+                            "description": "the address the plan gave it",
+                        },
+                    },
+                    ["vmid", "mac", "ip", "source", "planned"],
+                ),
+                "description": "the host's VMs on this network",
+            },
+        },
+        [
+            "pmid",
+            "host",
+            "name",
+            "kind",
+            "bridge",
+            "network",
+            "subnet",
+            "gateway",
+            "plan",
+            "vms_use_it",
+            "addresses",
+        ],
+        description="a network of a host: the mode it gives its VMs, a libvirt network "
+        "discovered there, or one its VMs are still on",
+    ),
 }

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from orchestrator import client
 from tests.conftest import make_pool_rig, make_rig, serve, wait_for
+from tests.lan import BRIDGE, FORWARD_HOST, LAN, LAN_HOST, make_lan_pool_rig
 from tests.launch import ServedApp
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -206,8 +207,11 @@ def test_checkout_checkin_extend_pools(tmp_path, capsys):
         code, out, _ = run(capsys, url, "checkout", "--type", "1")
         assert code == 0
         table = rows(out)
-        assert table[0] == ["VMID", "IP", "SSH", "POOL", "EXPIRES", "RESERVATION"]
-        assert table[1][3] == "small" and len(table[1][5]) == 43
+        assert table[0] == [
+            "VMID", "IP", "MAC", "NETWORK", "POOL", "EXPIRES", "RESERVATION", "SSH",
+        ]  # fmt: skip
+        assert table[1][3:5] == ["user", "small"] and len(table[1][6]) == 43
+        assert table[1][7] == "-"  # user networking: nothing reaches the guest
         assert "shown once" in out
 
         code, _, err = run(capsys, url, "checkout", "--pool", "small")
@@ -226,6 +230,87 @@ def test_checkout_checkin_extend_pools(tmp_path, capsys):
         assert code == 1 and "not checked out" in err
     finally:
         pr.stop()
+
+
+def columns(out: str) -> list[list[str]]:
+    """A table's lines split into cells (two spaces or more apart: a cell may hold one)."""
+    return [re.split(r"\s{2,}", line) for line in out.strip().splitlines()]
+
+
+def test_checkout_on_a_lan_shows_ssh_root_at_its_address(tmp_path, capsys):
+    pr = make_lan_pool_rig(tmp_path)
+    try:
+        code, out, err = run(capsys, pr.served.url, "checkout", "--pool", "lan")
+        assert code == 0, err
+        assert_aligned(out)
+        header, row = columns(out)[:2]
+        got = dict(zip(header, row, strict=True))
+        vm = pr.rig.registry.vms.get(int(got["VMID"]))
+        assert got["IP"] == vm.ip and vm.ip.startswith("10.251.1.")
+        assert (got["MAC"], got["NETWORK"]) == (vm.mac, BRIDGE)
+        assert got["SSH"] == f"ssh root@{vm.ip}"  # port 22: no -p
+    finally:
+        pr.stop()
+
+
+def test_vms_query_and_networks_show_addresses_macs_and_networks(tmp_path, capsys):
+    rig = make_rig(tmp_path, [LAN_HOST, FORWARD_HOST], config={"networks": LAN})
+    served = serve(rig.services)
+    try:
+        url = served.url
+        assert run(capsys, url, "create", "onlan", "1", "1")[0] == 0  # the bigger host
+        rig.registry.vms.record_address(1, "10.251.1.23", "lease")
+        lan_vm = rig.registry.vms.get(1)
+        code, out, _ = run(capsys, url, "query", "1")
+        assert code == 0
+        fields = dict(line.split(None, 1) for line in out.strip().splitlines())
+        assert fields["ip"] == "10.251.1.23" and fields["address_source"] == "lease"
+        assert fields["mac"] == lan_vm.mac and fields["network"] == BRIDGE
+        assert fields["ssh.port"] == "22"
+
+        code, out, _ = run(capsys, url, "vms")
+        assert_aligned(out)
+        table = rows(out)
+        assert table[0] == [
+            "VMID", "NAME", "TYPE", "PMID", "STATUS", "IP", "MAC", "NETWORK", "POOL", "EXPIRES",
+        ]  # fmt: skip
+        assert table[1][5:8] == ["10.251.1.23", lan_vm.mac, BRIDGE]
+
+        code, out, _ = run(capsys, url, "networks")
+        assert code == 0
+        assert_aligned(out)
+        table = columns(out)
+        assert table[0] == [
+            "HOST",
+            "NETWORK",
+            "KIND",
+            "SUBNET",
+            "PLAN",
+            "NEW VMS",
+            "ADDRESSES IN USE",
+        ]
+        labels = [h.label for h in rig.registry.hosts.list()]
+        assert table[1] == [
+            labels[0],
+            BRIDGE,
+            "bridge",
+            "10.251.1.0/24",
+            "10.251.1.20-10.251.1.29",
+            "yes",
+            "10.251.1.23 (vm 1)",
+        ]
+        assert table[2] == [labels[1], "forward", "forward", "-", "-", "yes", "-"]
+        assert out.rstrip().endswith("(NEW VMS: the network the host gives the VMs it makes)")
+
+        code, out, _ = run(capsys, url, "networks", "--pmid", "2")
+        assert [r[:2] for r in columns(out)[1:-1]] == [[labels[1], "forward"]]
+        code, out, _ = run(capsys, url, "--json", "networks", "--pmid", "1")
+        assert [n["name"] for n in json.loads(out)["networks"]] == [BRIDGE]
+        code, out, err = run(capsys, url, "networks", "--pmid", "9")
+        assert (code, out, err.strip()) == (1, "", "error: pmid 9 does not exist")
+    finally:
+        served.stop()
+        rig.stop()
 
 
 def test_token_create_show_revoke(tmp_path, capsys, monkeypatch):

@@ -13,7 +13,8 @@ from orchestrator.auth import AuthService, hash_password
 from orchestrator.config import AuthSettings
 from orchestrator.errors import Forbidden, NotFound, Unauthorized
 from orchestrator.model import VmState
-from tests.conftest import make_pool_rig, wait_for
+from tests.conftest import make_pool_rig, make_rig, wait_for
+from tests.lan import BRIDGE, FORWARD_HOST, LAN, LAN_HOST, make_lan_pool_rig
 
 CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
 FLASH = re.compile(r'<div class="flash flash-(ok|error)"[^>]*>([^<]*)</div>')
@@ -158,6 +159,53 @@ def test_create_and_destroy_a_vm_with_the_forms(page, rig):
     assert page.ok() == "Destroyed VM web1 (vmid 1)."
     assert page.vm_rows() == {}
     assert rig.registry.vms.list() == []
+
+
+def row_cells(html_text: str, table: str, vmid: int) -> list[str]:
+    """The text of each cell of a VM's row in one of the page's tables."""
+    body = html_text.split(f'id="{table}"')[1].split("</table>")[0]
+    row = re.search(rf'<tr data-vmid="{vmid}"[^>]*>(.*?)</tr>', body, re.S)
+    assert row is not None, (table, vmid)
+    cells = re.findall(r"<td[^>]*>(.*?)</td>", row.group(1), re.S)
+    return [html.unescape(re.sub(r"<[^>]+>", "", c)).strip() for c in cells]
+
+
+def test_vms_show_their_address_with_its_source_mac_and_network(tmp_path):
+    rig = make_rig(tmp_path, [LAN_HOST, FORWARD_HOST], config={"networks": LAN})
+    try:
+        page = Page(create_app(rig.services))
+        page.post("/ui/vm/create", name="onlan", instance_type=1, image_id=1)
+        lan_vm = rig.registry.vms.get(1)
+        assert lan_vm.network == BRIDGE
+        header = page.html.split('id="vm-table"')[1].split("</thead>")[0]
+        assert "<th>Address</th><th>MAC</th><th>Network</th>" in header
+        cells = row_cells(page.html, "vm-table", 1)
+        assert cells[6:9] == ["-", lan_vm.mac, BRIDGE]  # building: its address not seen yet
+
+        rig.registry.vms.record_address(1, "10.251.1.23", "lease")
+        rig.registry.hosts.set_enabled(1, False)  # the next one on the forwarding host
+        page.post("/ui/vm/create", name="fwd", instance_type=1, image_id=1)
+        fwd = rig.registry.vms.get(2)
+        page.get()
+        assert row_cells(page.html, "vm-table", 1)[6:9] == [
+            "10.251.1.23 (lease)",
+            lan_vm.mac,
+            BRIDGE,
+        ]
+        assert 'title="ssh root@10.251.1.23"' in page.html
+        assert row_cells(page.html, "vm-table", 2)[6:9] == [
+            f"127.0.0.5 (forward) port {fwd.ssh_port}",
+            fwd.mac,
+            "forward",
+        ]
+        # the host cards say what network each gives its VMs
+        cards = re.findall(
+            r'<article class="host[^"]*" data-pmid="(\d+)">(.*?)</article>', page.html, re.S
+        )
+        shown = {int(pmid): card for pmid, card in cards}
+        assert "network bridge:br0" in shown[1] and "network forward" in shown[2]
+    finally:
+        rig.stop()
 
 
 def test_vm_names_are_escaped(page):
@@ -351,6 +399,22 @@ def test_checkout_shows_the_reservation_id_once_and_checkin_takes_it(pool_page):
     p.post("/ui/vm/checkin", vmid=vmid, reservation_id=token)
     assert p.ok().startswith(f"Checked in vmid {vmid}")
     assert pr.rig.registry.vms.get(vmid).state in (VmState.CLEANING, VmState.READY)
+
+
+def test_a_lan_vm_checked_out_shows_the_address_to_ssh_to(tmp_path):
+    pr = make_lan_pool_rig(tmp_path)
+    try:
+        p = Page(create_app(pr.rig.services))
+        p.post("/ui/vm/checkout", pool="lan", back="reservations")
+        msg = p.ok()
+        vmid = int(re.search(r"vmid (\d+)", msg).group(1))
+        ip = pr.rig.registry.vms.get(vmid).ip
+        assert ip and ip.startswith("10.251.1.")
+        assert f"; ssh root@{ip}." in msg  # port 22: no -p
+        cells = row_cells(p.html, "reservation-table", vmid)
+        assert cells[4] == f"ssh root@{ip}"
+    finally:
+        pr.stop()
 
 
 def test_destroying_a_checked_out_vm_needs_force(pool_page):

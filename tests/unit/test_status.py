@@ -24,6 +24,10 @@ def test_status_without_pools(rig, client):
         "empty": [],
         # an app made in-process has not joined a cluster: no server is alive
         "servers": {"alive": 0, "this": rig.registry.cluster.server_id},
+        # test:// hosts have no libvirt network: without network= they give user networking
+        "networks": {
+            "user": {"kind": "user", "hosts": labels, "vms": 0, "waiting": 0, "plan": None}
+        },
     }
 
 
@@ -70,7 +74,7 @@ def test_status_with_pools_and_an_empty_one(pr):
         "web": {"building": 0, "ready": 2, "in_use": 0, "cleaning": 0},
         "spare": {"building": 0, "ready": 0, "in_use": 0, "cleaning": 0},
     }
-    assert list(body) == ["ok", "capacity", "queue", "hosts", "empty", "servers"]
+    assert list(body) == ["ok", "capacity", "queue", "hosts", "empty", "servers", "networks"]
     one = c.post("/vm/checkout", json={"pool": "web"})
     assert one.status_code == 200
     body = c.get("/status").get_json()

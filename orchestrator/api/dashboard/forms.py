@@ -110,8 +110,8 @@ def vm_checkout() -> str:
         raise BadRequest("pool must be a pool name")
     c = res.checkout(pool=pool)[0]
     d = presenters.checkout(c, services().config.guest.user)
-    ssh = d.get("ssh")
-    reach = f"; ssh -p {ssh['port']} {ssh['user']}@{ssh['host']}" if ssh else ""
+    command = presenters.ssh_command(d.get("ssh"))
+    reach = f"; {command}" if command else ""
     flash(c.reservation_id, "secret")
     return (
         f"Checked out vmid {c.vm.id} from pool {c.pool} until {d['expires_at']}{reach}. "
