@@ -12,11 +12,14 @@ import time
 import pytest
 
 from tests.integration.conftest import (
+    HOSTS,
     RIG,
     ROOT,
+    hold_port_on_host,
     host_domains,
     host_pool_files,
     on_host,
+    release_port,
 )
 
 pytestmark = pytest.mark.integration
@@ -28,7 +31,7 @@ def test_vms_boot_on_three_hosts_where_spread_puts_them(fabric):
     assert [vm["pmid"] for vm in vms] == [1, 2, 3]
     for vm in vms:
         assert vm["status"] == "active"
-        assert vm["ssh"]["host"] == {1: "127.0.0.2", 2: "127.0.0.3", 3: "127.0.0.4"}[vm["pmid"]]
+        assert vm["ssh"]["host"] == HOSTS[vm["pmid"]][1]  # forwarded on its host's address
         pm = fabric.get("/pm/query", pmid=vm["pmid"]).json()
         assert pm["vms"] == 1 and pm["free"]["ram"] == 384 - 128
     for vm in vms:
@@ -115,7 +118,7 @@ def test_a_create_that_fails_leaves_nothing_on_hosts_or_registry(fabric):
     before_vms = fabric.get("/vm/list").json()["vmids"]
     before = {p: (set(host_domains(p)), host_pool_files(p)) for p in (1, 2, 3)}
     # image 2 is listed in the images file but missing on the image host
-    r = fabric.get("/vm/create", name="broken", instance_type=1, image_id=2)
+    r = fabric.get("/vm/create", name="broken", instance_type=1, image_id=fabric.missing_image_id)
     assert r.status_code == 502
     assert r.json()["vmid"] == 0 and "missing.qcow2 does not exist" in r.json()["error"]
     assert fabric.get("/vm/list").json()["vmids"] == before_vms
@@ -165,16 +168,10 @@ def test_a_forwarded_port_held_by_something_else_is_skipped(fabric):
     """Another program (say a second fabric) listens on the first forwarded port of
     every host: QEMU cannot bind it, and the fabric retries on the next port of the
     same host instead of giving up on the host."""
-    import socket
-
     squatters = []
     try:
-        for ip in ("127.0.0.2", "127.0.0.3", "127.0.0.4"):
-            s = socket.socket()
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            s.bind((ip, 23000))
-            s.listen()
-            squatters.append(s)
+        for pmid in (1, 2, 3):
+            squatters.append(hold_port_on_host(pmid, 23000))
         vm = fabric.create("port-taken")
         assert vm["status"] == "active"
         assert vm["pmid"] == 1 and vm["ssh"]["port"] == 23001
@@ -184,4 +181,4 @@ def test_a_forwarded_port_held_by_something_else_is_skipped(fabric):
         assert fabric.get("/vm/destroy", vmid=vm["vmid"]).json() == {"status": 1}
     finally:
         for s in squatters:
-            s.close()
+            release_port(s)
