@@ -247,10 +247,14 @@ class Addresses:
         if remote is not None:
             remote.write_file(path, data)
             return
-        tmp = Path(f"{path}.tmp")
+        # A dot-file first (a DHCP server reading the directory skips those), readable
+        # by all (dnsmasq reads reservations as nobody), then renamed into place.
+        target = Path(path)
+        tmp = target.with_name(f".{target.name}.tmp")
         try:
             tmp.write_bytes(data)
-            tmp.replace(path)
+            tmp.chmod(0o644)
+            tmp.replace(target)
         except OSError as e:
             raise FabricError(f"cannot write {path}: {e.strerror}") from None
 

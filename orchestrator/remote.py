@@ -166,9 +166,11 @@ class Remote:
         with self.session() as client:
             sftp = client.open_sftp()
             try:
-                tmp = f"{path}.tmp"
+                head, _, name = path.rpartition("/")
+                tmp = f"{head}/.{name}.tmp"  # a dot-file, renamed into place when whole
                 with sftp.open(tmp, "wb") as fh:
                     fh.write(data)
+                sftp.chmod(tmp, 0o644)
                 sftp.posix_rename(tmp, path)
             finally:
                 sftp.close()
