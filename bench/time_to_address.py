@@ -15,6 +15,7 @@ one at a time.
 from __future__ import annotations
 
 import argparse
+import logging
 import signal
 import socket
 import statistics
@@ -113,6 +114,7 @@ def main() -> int:
     ap.add_argument("--vms", type=int, default=3, help="VMs per mode, one at a time")
     ap.add_argument("--rig", default="/var/lib/fabric-demo")
     args = ap.parse_args()
+    logging.getLogger("paramiko").setLevel(logging.CRITICAL)  # a guest still booting
     rig = Path(args.rig)
     if not (rig / "physical_machines-forward").exists():
         raise SystemExit(f"no local datacenter in {rig}: run bin/local-datacenter up")

@@ -24,13 +24,23 @@ from tests.launch import launch
 
 ROOT = Path(__file__).resolve().parents[2]
 RIG = Path(os.environ.get("FABRIC_RIG_DIR", "/var/lib/fabric-demo"))
-# For now the suite runs the fabric on the rig's forward files: network=forward (guests'
-# SSH forwarded on their host's address) and no `networks:` section, which today's code
-# does not read. They move to physical_machines and fabric.yaml (guests on the LAN) once
-# the fabric learns its guests' addresses.
+# The rig's two sets of files: guests on the LAN (bridge:br0; their addresses from
+# its DHCP server, see test_lan_rig.py), and guests reached through a port forwarded
+# on their host's address (network=forward: the session-only labs' way, which most of
+# this suite uses).
 PM_FILE = "physical_machines-forward"
 CONFIG_FILE = "fabric-forward.yaml"
-NEEDED = [PM_FILE, "images", "vm_types", CONFIG_FILE, "keys/id_ed25519"]
+LAN_PM_FILE = "physical_machines"
+LAN_CONFIG_FILE = "fabric.yaml"
+NEEDED = [
+    PM_FILE,
+    "images",
+    "vm_types",
+    CONFIG_FILE,
+    LAN_PM_FILE,
+    LAN_CONFIG_FILE,
+    "keys/id_ed25519",
+]
 BOOT_MARKER = "FABRIC-GUEST-READY"
 
 
@@ -148,7 +158,8 @@ def host_pool_files(pmid: int) -> set[str]:
 
 
 class Guest:
-    """SSH into a guest through its forwarded port, its host key checked."""
+    """SSH into a guest (at its address, or through its forwarded port), its host key
+    checked."""
 
     def __init__(self, tmp: Path, ip: str, port: int) -> None:
         key = (RIG / "guest" / "guest-host-key.pub").read_text().split()
@@ -169,11 +180,11 @@ class Guest:
 class FabricProcess:
     """`./script` on the rig's files, as a separate process we can SIGTERM or SIGKILL."""
 
-    def __init__(self, tmp: Path, extra_config: str = "") -> None:
+    def __init__(self, tmp: Path, extra_config: str = "", *, lan: bool = False) -> None:
         self.tmp = tmp
         tmp.mkdir(parents=True, exist_ok=True)
         # Equal, small hosts, so `spread` has one obvious answer for each create.
-        pm = (RIG / PM_FILE).read_text()
+        pm = (RIG / (LAN_PM_FILE if lan else PM_FILE)).read_text()
         self.pm = tmp / "physical_machines"
         for key, value in (("cpu", 2), ("ram", 384), ("disk", 6)):
             pm = re.sub(rf"\b{key}=\d+", f"{key}={value}", pm)
@@ -190,7 +201,7 @@ class FabricProcess:
         self.types = RIG / "vm_types"
         self.config = tmp / "fabric.yaml"
         self.config.write_text(
-            (RIG / CONFIG_FILE).read_text()
+            (RIG / (LAN_CONFIG_FILE if lan else CONFIG_FILE)).read_text()
             + f"\nstate_dir: {tmp / 'state'}\n"
             + "discovery: {interval: 3}\n"
             + "libvirt: {connect_timeout: 10, call_timeout: 30}\n"

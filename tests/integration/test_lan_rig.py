@@ -1,0 +1,159 @@
+"""Real guests on the local datacenter's LAN (bridge:br0, one DHCP server): the fabric
+learns each VM's address, SSH works at that address, check-out hands it out, a
+returned VM is cleaned there and serves again; a restart keeps the addresses, a
+changed address is noticed; a guest that never takes an address fails and is never
+handed out."""
+
+from __future__ import annotations
+
+import ipaddress
+import sqlite3
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from tests.integration.conftest import RIG, FabricProcess, Guest, _require_rig
+
+pytestmark = pytest.mark.integration
+
+LAN = ipaddress.IPv4Network("10.251.1.0/24")
+CONFIG = """
+pools:
+  - {name: lan, instance_type: 1, image: guest, size: 1, max: 1, cleanup: tmp}
+workers: {interval: 1}
+guest: {address_timeout: 90}
+"""
+
+
+@pytest.fixture(scope="module")
+def lan(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FabricProcess]:
+    _require_rig()
+    fp = FabricProcess(tmp_path_factory.mktemp("rig-lan"), lan=True)
+    fp.set_config(CONFIG)
+    fp.start()
+    yield fp
+    fp.stop()
+    fp.set_config("")
+    fp.start()
+    for vmid in fp.get("/vm/list").json()["vmids"]:
+        fp.get("/vm/destroy", vmid=vmid, force=1)
+    fp.stop()
+
+
+def wait_vm(fp: FabricProcess, vmid: int, status: str, timeout: float = 150) -> dict:
+    deadline = time.monotonic() + timeout
+    vm: dict = {}
+    while time.monotonic() < deadline:
+        vm = fp.get("/vm/query", vmid=vmid).json()
+        if vm.get("status") == status:
+            return vm
+        time.sleep(1)
+    raise AssertionError(f"vmid {vmid} is not {status}: {vm}\n{fp.log()[-3000:]}")
+
+
+def guest_at(fp: FabricProcess, ip: str) -> Guest:
+    return fp.ssh({"ssh": {"host": ip, "port": 22}})
+
+
+def test_a_vm_on_the_lan_is_active_with_its_address_and_answers_ssh_there(lan):
+    vmid = lan.get("/vm/create", name="lan1", instance_type=1, image_id=1).json()["vmid"]
+    assert lan.get("/vm/query", vmid=vmid).json()["status"] == "building"  # not yet seen
+    vm = wait_vm(lan, vmid, "active")
+    ip = vm["ip"]
+    assert ipaddress.IPv4Address(ip) in LAN
+    assert vm["ssh"] == {"host": ip, "port": 22, "user": "root"}
+    assert (vm["network"], vm["address_source"]) == ("bridge:br0", "lease")
+    # the guest itself has that address: SSH to it, from the fabric's machine
+    assert f"inet {ip}/24" in guest_at(lan, ip).run(["ip", "-4", "addr", "show", "eth0"])
+    hosts = lan.get("/networks", pmid=vm["pmid"]).json()["networks"]
+    [entry] = [n for n in hosts if n["name"] == "bridge:br0"]
+    assert {"vmid": vmid, "mac": vm["mac"], "ip": ip} in [
+        {k: a[k] for k in ("vmid", "mac", "ip")} for a in entry["addresses"]
+    ]
+    assert lan.get("/vm/destroy", vmid=vmid).json() == {"status": 1}
+
+
+def test_check_out_three_times_the_same_vm_cleaned_at_its_address(lan):
+    lan.wait_pool("lan", 1)
+    first = None
+    for cycle in range(3):
+        r = lan.post("/vm/checkout", pool="lan")
+        assert r.status_code == 200, r.text
+        got = r.json()
+        ip = got["ip"]
+        assert ipaddress.IPv4Address(ip) in LAN and got["ssh"]["port"] == 22
+        first = first or got["vmid"]
+        assert got["vmid"] == first  # the same VM every time: cleaned, not rebuilt
+        guest = guest_at(lan, ip)
+        assert guest.run(["ls", "-A", "/tmp"]).split() == []  # clean when handed out
+        guest.run(["sh", "-c", f"echo {cycle} > /tmp/hello && mkdir /tmp/.dir"])
+        r = lan.post("/vm/checkin", vmid=got["vmid"], reservation_id=got["reservation_id"])
+        assert r.json() == {"status": 1}
+        lan.wait_pool("lan", 1)
+    assert guest_at(lan, ip).run(["ls", "-A", "/tmp"]).split() == []
+    st = lan.get("/pool/query", pool="lan").json()
+    assert (st["total"], st["failed"], st["recent_failures"]) == (1, 0, [])
+
+
+def test_a_restart_keeps_addresses_and_a_changed_address_is_noticed(lan):
+    vmid = lan.get("/vm/create", name="mover", instance_type=1, image_id=1).json()["vmid"]
+    vm = wait_vm(lan, vmid, "active")
+    old = vm["ip"]
+    lan.stop()
+    lan.start()
+    assert lan.get("/vm/query", vmid=vmid).json()["ip"] == old  # kept, not looked for again
+    # The LAN's DHCP server now gives this MAC another address (its reservation changed
+    # behind the fabric's back), and the guest renews its lease.
+    hosts_d = RIG / "lan" / "hosts.d"
+    [mine] = [f for f in hosts_d.iterdir() if f.read_text().startswith(vm["mac"])]
+    mine.unlink()
+    time.sleep(2)  # the rig's janitor releases the old lease and dnsmasq forgets it
+    new = "10.251.1.98"
+    (hosts_d / "test-mover").write_text(f"{vm['mac']},{new}\n")
+    (hosts_d / "test-mover").chmod(0o644)
+    try:
+        guest_at(lan, old).run(["sh", "-c", "kill -USR1 $(pidof udhcpc)"])
+        deadline = time.monotonic() + 90
+        while lan.get("/vm/query", vmid=vmid).json()["ip"] != new:
+            assert time.monotonic() < deadline, lan.log()[-3000:]
+            time.sleep(1)
+        assert guest_at(lan, new).run(["hostname"]).strip() == "fabric-guest"
+        db = sqlite3.connect(lan.db.removeprefix("sqlite:///"))
+        detail = db.execute(
+            "SELECT detail FROM events WHERE kind = 'vm.address_changed' AND vm_id = ?", (vmid,)
+        ).fetchone()
+        db.close()
+        assert detail is not None and old in detail[0] and new in detail[0]
+    finally:
+        (hosts_d / "test-mover").unlink(missing_ok=True)
+        lan.get("/vm/destroy", vmid=vmid)
+
+
+def test_a_guest_that_never_takes_an_address_fails_and_is_never_handed_out(tmp_path):
+    _require_rig()
+    fp = FabricProcess(tmp_path / "dark", lan=True)
+    fp.set_config(
+        "pools:\n  - {name: dark, instance_type: 1, image: guest-nodhcp, size: 1, max: 1}\n"
+        "workers: {interval: 1}\nguest: {address_timeout: 25}\n"
+    )
+    fp.start()
+    try:
+        vmid = fp.get("/vm/create", name="silent", instance_type=1, image_id=2).json()["vmid"]
+        vm = wait_vm(fp, vmid, "failed", timeout=120)
+        assert vm["ip"] is None and "no address seen" in vm["error_detail"]
+        deadline = time.monotonic() + 150
+        while not (st := fp.get("/pool/query", pool="dark").json())["recent_failures"]:
+            assert time.monotonic() < deadline, st
+            r = fp.post("/vm/checkout", pool="dark")
+            assert r.status_code == 503, r.text  # never handed out
+            time.sleep(2)
+        assert "no address seen" in st["recent_failures"][0]["reason"]
+        assert fp.post("/vm/checkout", pool="dark").status_code == 503
+    finally:
+        fp.stop()
+        fp.set_config("")
+        fp.start()
+        for v in fp.get("/vm/list").json()["vmids"]:
+            fp.get("/vm/destroy", vmid=v, force=1)
+        fp.stop()
