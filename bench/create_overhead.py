@@ -2,7 +2,8 @@
 """Create-and-start overhead of the fabric against plain libvirt, on the local datacenter.
 
 For each round: create N VMs through the fabric's API (`./script` as its own
-process; each call returns once the domain runs), destroy them; then make the
+process; each call returns once the domain runs), destroy them, on the rig's
+forward files (both paths then make the same domains, with a forwarded port); then make the
 same domains directly with libvirt-python on the same hosts (overlay volume,
 define, start), destroy them. Images are staged before timing, so both paths
 do the same work on the host. Prints per-VM medians and the ratio
@@ -45,12 +46,12 @@ def free_port() -> int:
 
 
 def start_fabric(rig: Path, tmp: Path) -> tuple[subprocess.Popen, str]:
-    pm = (rig / "physical_machines").read_text()
+    pm = (rig / "physical_machines-forward").read_text()
     for key, value in (("cpu", 4), ("ram", 2048), ("disk", 8)):
         pm = re.sub(rf"\b{key}=\d+", f"{key}={value}", pm)
     (tmp / "pm").write_text(pm)
     cfg = tmp / "fabric.yaml"
-    cfg.write_text((rig / "fabric.yaml").read_text() + f"\nstate_dir: {tmp / 'state'}\n")
+    cfg.write_text((rig / "fabric-forward.yaml").read_text() + f"\nstate_dir: {tmp / 'state'}\n")
     port = free_port()
     proc = subprocess.Popen(
         [
@@ -137,7 +138,7 @@ def main() -> int:
     rig = Path(args.rig)
     import yaml
 
-    ssh = yaml.safe_load((rig / "fabric.yaml").read_text())["ssh"]
+    ssh = yaml.safe_load((rig / "fabric-forward.yaml").read_text())["ssh"]
     with tempfile.TemporaryDirectory() as td:
         tmp = Path(td)
         proc, url = start_fabric(rig, tmp)

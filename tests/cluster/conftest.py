@@ -63,8 +63,13 @@ class Cluster:
     def __post_init__(self) -> None:
         cpu, ram, disk = self.host_capacity
         self.pm = self.dir / "physical_machines"
+        # network=user: libvirt's test daemons have a default network, but no DHCP
+        # server to tell an address (this test is about servers, not addresses).
         self.pm.write_text(
-            "".join(f"uri={uri} cpu={cpu} ram={ram} disk={disk}\n" for uri in self.hosts.uris)
+            "".join(
+                f"uri={uri} cpu={cpu} ram={ram} disk={disk} network=user\n"
+                for uri in self.hosts.uris
+            )
         )
         image = self.dir / "base.qcow2"
         image.write_bytes(b"QFI\xfb" + b"\0" * 60)

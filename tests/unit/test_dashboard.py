@@ -401,6 +401,20 @@ def test_checkout_shows_the_reservation_id_once_and_checkin_takes_it(pool_page):
     assert pr.rig.registry.vms.get(vmid).state in (VmState.CLEANING, VmState.READY)
 
 
+def test_a_failed_vm_shows_why_in_its_row(tmp_path):
+    rig = make_rig(tmp_path, [LAN_HOST], config={"networks": LAN})
+    try:
+        page = Page(create_app(rig.services))
+        page.post("/ui/vm/create", name="silent", instance_type=1, image_id=1)
+        reason = "no address seen for MAC 52:54:00:00:00:01 on bridge:br0 within 120 s"
+        rig.registry.vms.transition(1, VmState.FAILED, expect=[VmState.BUILDING], error=reason)
+        page.get()
+        row = page.html.split('data-vmid="1"')[1].split("</tr>")[0]
+        assert f'<div class="muted vm-error">{reason}</div>' in row
+    finally:
+        rig.stop()
+
+
 def test_a_lan_vm_checked_out_shows_the_address_to_ssh_to(tmp_path):
     pr = make_lan_pool_rig(tmp_path)
     try:
