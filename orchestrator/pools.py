@@ -53,6 +53,7 @@ class PoolService:
         self._lock = threading.Lock()
         self._building: dict[str, int] = {}  # builds submitted but not yet recorded
         self._busy: set[int] = set()  # VMs being cleaned or retired in this process
+        self._finishing = 0  # builds past create_vm, not yet ready or failed
         self.extra: dict[str, int] = {}  # scheduled extra VMs per pool (see set_extra)
 
     def pool(self, name: str) -> PoolConfig:
@@ -68,7 +69,7 @@ class PoolService:
     def idle(self) -> bool:
         """Nothing is being built, cleaned or retired by this process."""
         with self._lock:
-            return not self._busy and not any(self._building.values())
+            return not self._busy and not any(self._building.values()) and not self._finishing
 
     def max_of(self, name: str) -> int:
         """A pool's ``max`` now, scheduled extra capacity included."""
@@ -136,23 +137,29 @@ class PoolService:
     def build(self, name: str) -> VmRow | None:
         """Build one VM for pool ``name`` and make it ready. Returns it, or None."""
         p = self.pools[name]
+        with self._lock:
+            self._finishing += 1  # until it is ready or failed: not idle
         try:
             try:
                 vm = self.fabric.create_vm(f"{name}-vm", p.tid, p.image_id, pool=name)
             finally:
+                # Its row (building) counts it from now on, for builds_wanted.
                 with self._lock:
                     self._building[name] = max(0, self._building.get(name, 0) - 1)
+            if vm.ip is None and vm.state == VmState.BUILDING and on_lan(vm):
+                try:
+                    vm = self.watcher.wait_for(vm.id)
+                except FabricError as e:  # the watcher gave up: the VM is failed (and retired)
+                    log.warning("pool %s: vm %d: %s", name, vm.id, e)
+                    return None
+            return vm if self.make_ready(vm) else None
         except FabricError as e:
             log.warning("pool %s: could not build a VM: %s", name, e)
             self.registry.events.record("pool.build_failed", detail={"pool": name, "error": str(e)})
             return None
-        if vm.ip is None and vm.state == VmState.BUILDING and on_lan(vm):
-            try:
-                vm = self.watcher.wait_for(vm.id)
-            except FabricError as e:  # the watcher gave up: the VM is failed (and retired)
-                log.warning("pool %s: vm %d: %s", name, vm.id, e)
-                return None
-        return vm if self.make_ready(vm) else None
+        finally:
+            with self._lock:
+                self._finishing -= 1
 
     def make_ready(self, vm: VmRow) -> bool:
         """building -> ready once the guest answers SSH (at once if it has no endpoint)."""

@@ -396,3 +396,39 @@ def test_the_global_vm_limit_caps_every_pool(tmp_path):
         assert ready(p, "a") == 3 and ready(p, "b") == 1
     finally:
         p.stop()
+
+
+def test_the_worker_is_busy_until_a_new_vm_is_ready(tmp_path):
+    """drain() (and stop) wait for a build to finish, not just for its domain: a VM
+    recorded as building but not yet ready still counts as work in flight."""
+    import threading
+
+    p = make_pool_rig(
+        tmp_path,
+        HOSTS,
+        [{"name": "small", "instance_type": 1, "image": "debian-12", "ready_check": "none",
+          "size": 1, "cleanup": "reset"}],  # fmt: skip
+        start_worker=False,
+    )
+    try:
+        pools = p.pools
+        entered, go_on = threading.Event(), threading.Event()
+        real = pools.make_ready
+
+        def held_make_ready(vm):
+            entered.set()
+            assert go_on.wait(30)
+            return real(vm)
+
+        pools.make_ready = held_make_ready
+        p.worker.run_once()
+        assert entered.wait(30)
+        # its domain exists and its row says building; it is not ready yet
+        assert [vm.state for vm in p.rig.registry.vms.list()] == [VmState.BUILDING]
+        assert not pools.idle()
+        go_on.set()
+        p.worker.drain()
+        assert pools.idle()
+        assert [vm.state for vm in p.rig.registry.vms.list()] == [VmState.READY]
+    finally:
+        p.stop()
