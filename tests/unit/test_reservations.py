@@ -406,8 +406,16 @@ def test_the_worker_is_busy_until_a_new_vm_is_ready(tmp_path):
     p = make_pool_rig(
         tmp_path,
         HOSTS,
-        [{"name": "small", "instance_type": 1, "image": "debian-12", "ready_check": "none",
-          "size": 1, "cleanup": "reset"}],  # fmt: skip
+        [
+            {
+                "name": "small",
+                "instance_type": 1,
+                "image": "debian-12",
+                "ready_check": "none",
+                "size": 1,
+                "cleanup": "reset",
+            }
+        ],  # fmt: skip
         start_worker=False,
     )
     try:
