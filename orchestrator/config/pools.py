@@ -29,6 +29,7 @@ class PoolConfig:
     lifetime_max: float  # hours a checkout may last in all, extensions included
     cleanup: str  # "tmp": empty /tmp over SSH; "reset": the disk back to the image
     ready_check: str = "ssh"  # "ssh": ready once the guest answers SSH; "none": at once
+    users: tuple[str, ...] | None = None  # who may check out (and admins); None: anyone
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -41,6 +42,7 @@ class PoolConfig:
             "lifetime_max": self.lifetime_max,
             "cleanup": self.cleanup,
             "ready_check": self.ready_check,
+            "users": list(self.users) if self.users is not None else None,
         }
 
 
@@ -91,6 +93,7 @@ def _resolve(
                 p.lifetime_max,
                 p.cleanup,
                 p.ready_check,
+                tuple(p.users) if p.users is not None else None,
             )
         )
     if problems:

@@ -8,6 +8,7 @@ from dataclasses import replace
 
 import pytest
 
+from orchestrator.access import Principal, Role
 from orchestrator.api import create_app
 from orchestrator.auth import AuthService, hash_password
 from orchestrator.config import AuthSettings
@@ -489,6 +490,9 @@ class FakeAuth:
     def revoke(self, token):
         self.tokens.pop(token, None)
         self.revoked.append(token)
+
+    def principal(self, user):
+        return Principal(user, Role.ADMIN) if user else Principal(None, Role.READER, False)
 
 
 @pytest.fixture
