@@ -18,7 +18,7 @@ from pathlib import Path
 from .addresses import Addresses, AddressWatcher
 from .auth import AuthService
 from .cluster import Cluster
-from .config import Config, reach_warnings, resolve_pools
+from .config import Config, reach_warnings, resolve_pools, sharing_warnings
 from .fabric import Fabric
 from .guests import Guests
 from .hostcache import HostCache
@@ -89,7 +89,8 @@ class Services:
         if report.volumes["missing"]:
             log.warning("volumes whose storage is gone: %s", report.volumes["missing"])
         hosts = self.registry.hosts.list()
-        for warning in reach_warnings(self.config, ((h.label, h.network, h.uri) for h in hosts)):
+        reach = reach_warnings(self.config, ((h.label, h.network, h.uri) for h in hosts))
+        for warning in [*reach, *sharing_warnings(self.config)]:
             log.warning("%s", warning)
         return report
 

@@ -150,3 +150,29 @@ def reach_warnings(config: Config, hosts: Iterable[tuple[str, str | None, str]])
             "or forward for those hosts"
         )
     return out
+
+
+def sharing_warnings(config: Config) -> list[str]:
+    """Pools whose guests pass from one user to another with only ``/tmp`` emptied: a
+    borrower is root on the guest (``guest.user``), and ``cleanup: tmp`` undoes
+    nothing else they did but the keys the fabric gave them; ``reset`` gives every
+    borrower the image afresh. And ``users:`` that mean nothing with auth off."""
+    out = []
+    for i, p in enumerate(config.pools):
+        if not config.auth.enabled:
+            if p.users is not None:
+                out.append(
+                    f"{config.locate('pools', i, 'users')}: warning: pool {p.name}'s users "
+                    "have no effect while authentication is off (auth.enabled)"
+                )
+            continue
+        shared = p.users is None or len(p.users) > 1
+        if shared and p.cleanup == "tmp":
+            who = "every user" if p.users is None else f"{len(p.users)} users"
+            out.append(
+                f"{config.locate('pools', i, 'cleanup')}: warning: pool {p.name} serves {who} "
+                f"with cleanup tmp: a borrower is {config.guest.user} on its guests, and "
+                "emptying /tmp (and removing their keys) does not undo what else they "
+                "changed; set cleanup: reset to give each borrower the image afresh"
+            )
+    return out

@@ -380,3 +380,31 @@ def test_pool_users_must_be_configured_users():
                 "pools": [{**POOL, "users": ["zed"]}],
             }
         )
+
+
+def test_validate_warns_of_pools_shared_with_tmp_cleanup(rig, tmp_path, capsys):
+    from orchestrator import cli
+
+    files = [str(rig.pm_file), str(rig.image_file), str(rig.types_file)]
+    h = hash_password("x")
+    conf = tmp_path / "fabric.yaml"
+    conf.write_text(
+        "auth:\n"
+        f"  enabled: true\n  users: {{alice: '{h}', bob: '{h}'}}\n"
+        "pools:\n"
+        "  - {name: shared, instance_type: 1, image: alpine, cleanup: tmp}\n"
+        "  - {name: solo, instance_type: 1, image: alpine, cleanup: tmp, users: [alice]}\n"
+        "  - {name: fresh, instance_type: 1, image: alpine, cleanup: reset}\n"
+    )
+    assert cli.main(["validate", *files, "--config", str(conf)]) == 0
+    err = capsys.readouterr()
+    assert err.err.splitlines() == [
+        f"{conf}:5: pools[0].cleanup: warning: pool shared serves every user with cleanup tmp: "
+        "a borrower is root on its guests, and emptying /tmp (and removing their keys) does "
+        "not undo what else they changed; set cleanup: reset to give each borrower the "
+        "image afresh"
+    ]
+    assert "(1 warning(s))" in err.out
+    conf.write_text("pools:\n  - {name: p, instance_type: 1, image: alpine, users: [alice]}\n")
+    assert cli.main(["validate", *files, "--config", str(conf)]) == 0
+    assert "users have no effect while authentication is off" in capsys.readouterr().err
