@@ -114,6 +114,8 @@ def create_vm(f: Fleet, method: str) -> None:
         vmid = r.json()["vmid"]
         q = f.ok("eve", "GET", "/vm/query", vmid=vmid)  # readers read
         assert q["created_by"] == who
+        claims = f.pr.rig.registry.events.list(kind="vm.claim", limit=500)
+        assert [e.detail for e in claims if e.vm_id == vmid] == [{"user": who}]
 
 
 def destroy_vm(f: Fleet, method: str) -> None:
@@ -408,3 +410,19 @@ def test_validate_warns_of_pools_shared_with_tmp_cleanup(rig, tmp_path, capsys):
     conf.write_text("pools:\n  - {name: p, instance_type: 1, image: alpine, users: [alice]}\n")
     assert cli.main(["validate", *files, "--config", str(conf)]) == 0
     assert "users have no effect while authentication is off" in capsys.readouterr().err
+
+
+def test_the_server_warns_at_start_of_a_pool_shared_with_tmp_cleanup(tmp_path, caplog):
+    import logging
+
+    from tests.conftest import make_rig
+
+    caplog.set_level(logging.WARNING)
+    pool = {**POOL, "cleanup": "tmp", "size": 0}
+    rig = make_rig(
+        tmp_path,
+        HOSTS,
+        config={"auth": {"enabled": True, "users": users_config()}, "pools": [pool]},
+    )
+    rig.stop()
+    assert "pool small serves every user with cleanup tmp" in caplog.text
