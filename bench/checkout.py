@@ -154,7 +154,7 @@ def time_to_vm(tmp: Path, rig: Path) -> None:
     from orchestrator.remote import Remote, SshSettings
 
     key = (rig / "guest" / "guest-host-key.pub").read_text().split()
-    settings = SshSettings(key=str(rig / "keys/id_ed25519"), connect_timeout=5)
+    settings = SshSettings(key=str(rig / "keys/guest_ed25519"), connect_timeout=5)
 
     def ssh_ready(vm: dict, deadline: float) -> None:
         remote = Remote(

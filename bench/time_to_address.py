@@ -118,7 +118,7 @@ def main() -> int:
         raise SystemExit(f"no local datacenter in {rig}: run bin/local-datacenter up")
     kt = (rig / "guest" / "guest-host-key.pub").read_text().split()
     host_key = f"{kt[0]} {kt[1]}"
-    settings = SshSettings(key=str(rig / "keys/id_ed25519"), connect_timeout=5)
+    settings = SshSettings(key=str(rig / "keys/guest_ed25519"), connect_timeout=5)
     results: dict[str, list[tuple[float, float]]] = {}
     with tempfile.TemporaryDirectory() as td:
         tmp = Path(td)

@@ -31,6 +31,7 @@ from datetime import timedelta
 from functools import cached_property
 from typing import Any
 
+from .access import ANONYMOUS, Principal, Role
 from .clock import as_utc as _aware
 from .clock import iso as _iso
 from .clock import utcnow as _now
@@ -117,7 +118,8 @@ class AuthService:
         cfg = settings or AuthSettings()
         self.enabled: bool = cfg.enabled
         self.open_reads: bool = cfg.open_reads
-        self.users: dict[str, str] = dict(cfg.users)
+        self.settings = cfg
+        self.users: dict[str, str] = {name: u.password for name, u in cfg.users.items()}
         self.token_ttl = timedelta(hours=cfg.token_ttl_hours)
         self.max_failures: int = cfg.max_failures
         self.lockout = timedelta(seconds=cfg.lockout_seconds)
@@ -192,6 +194,20 @@ class AuthService:
         if last is None or now - last > _TOUCH_EVERY:
             self.store.touch(row.id, now)
         return row.user
+
+    # -- who --------------------------------------------------------------------
+
+    def principal(self, user: str | None) -> Principal:
+        """Who a checked user is (their role); with auth off, the anonymous admin.
+        ``user`` None with auth on: a caller without a token (reads only)."""
+        if not self.enabled:
+            return ANONYMOUS
+        if user is None:
+            return Principal(name=None, role=Role.READER, authenticated=False)
+        role = self.settings.role_of(user)
+        if role is None:
+            raise Forbidden("the token's user no longer exists")
+        return Principal(name=user, role=role)
 
     def info(self, token: str) -> dict[str, Any]:
         """``{"user", "created", "expires", "last_used"}``; NotFound if unknown or revoked."""

@@ -12,7 +12,7 @@ import threading
 from pathlib import Path
 from types import FrameType
 
-from .config import Config, check_pools, load_config, reach_warnings
+from .config import Config, check_pools, load_config, reach_warnings, sharing_warnings
 from .errors import ConfigError, FabricError
 
 log = logging.getLogger("orchestrator")
@@ -62,9 +62,10 @@ def cmd_validate(argv: list[str]) -> int:
     if args.config:
         try:
             config = load_config(args.config)
+            warnings.extend(sharing_warnings(config))
             with contextlib.suppress(FabricError):  # a bad pm file is reported above
                 hosts = load_hosts(args.pm_file)
-                warnings = reach_warnings(config, ((h.label, h.network, h.uri) for h in hosts))
+                warnings += reach_warnings(config, ((h.label, h.network, h.uri) for h in hosts))
             if config.pools:
                 try:
                     images, types = load_images(args.image_file), load_types(args.vm_types)

@@ -75,6 +75,12 @@ class HostTimeout(HostUnreachable):
     status = 504
 
 
+class GuestError(FabricError):
+    """A guest did not do what the fabric asked of it over SSH."""
+
+    status = 502
+
+
 class HypervisorError(FabricError):
     """libvirt on a host refused an operation (the host itself answered)."""
 

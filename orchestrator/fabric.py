@@ -31,6 +31,8 @@ from .images import ImageStager
 
 if TYPE_CHECKING:
     from .addresses import Addresses, AddressWatcher
+    from .quotas import Quotas
+from .access import SYSTEM, Principal
 from .clock import utcnow
 from .model import (
     VM_DESTROYABLE,
@@ -62,6 +64,7 @@ class Fabric:
         addresses: Addresses,
         watcher: AddressWatcher,
         config: CreateConfig,
+        quotas: Quotas | None = None,
     ) -> None:
         self.registry = registry
         self.driver = driver
@@ -71,6 +74,7 @@ class Fabric:
         self.addresses = addresses
         self.watcher = watcher  # learns the address of a VM on a LAN once it has booted
         self.config = config
+        self.quotas = quotas  # None: no user has a quota (tests of the mechanics)
         self._inv_lock = threading.Lock()
         # Forwarded ports found taken on a host by something else (until restart).
         self._foreign_ports: dict[int, set[int]] = {}
@@ -78,14 +82,27 @@ class Fabric:
         self._types: dict[int, TypeRow] = {}
         self._images: dict[int, ImageSpec] = {}
 
-    def create_vm(self, name: str, tid: int, image_id: int, pool: str | None = None) -> VmRow:
-        """Place, claim and build one VM; undoes itself on failure.
+    def create_vm(
+        self,
+        name: str,
+        tid: int,
+        image_id: int,
+        pool: str | None = None,
+        *,
+        by: Principal = SYSTEM,
+    ) -> VmRow:
+        """Place, claim and build one VM for ``by`` (within their quota); undoes itself
+        on failure.
 
         A plain VM comes back ``active``, unless it is on a LAN (``bridge:`` or
         ``network:``): then it stays ``building``, its domain running, until the fabric
         sees its address (then ``active``) or gives up (``failed``). A pool VM comes
         back ``building``; the pool makes it ``ready`` once its guest answers.
         """
+        by.require_writer("create VMs")
+        if pool is not None:
+            by.require_admin("build pool VMs")
+        quota = self.quotas.of(by) if self.quotas is not None else None
         started = time.monotonic()
         vt, spec = self._type_and_image(tid, image_id)
         req = PlacementRequest(
@@ -118,6 +135,8 @@ class Fabric:
                     avoid_ports=set(self._foreign_ports.get(cand.id, ())),
                     pool=pool,
                     network=self.hosts.network(cand.id),
+                    created_by=by.name,
+                    quota=quota,
                 )
                 if vm is not None:
                     self.hosts.claimed(cand.id, vt.cpu, vt.ram, vt.disk)
@@ -230,14 +249,18 @@ class Fabric:
         staged = self.images.stage(host, vm.image_id, spec)
         self.driver.reset(host_target(host), self._plan(vm, host, spec), staged)
 
-    def destroy_vm(self, vm_id: int, force: bool = False, *, taken: bool = False) -> None:
+    def destroy_vm(
+        self, vm_id: int, force: bool = False, *, taken: bool = False, by: Principal = SYSTEM
+    ) -> None:
         """Remove the domain, its definition and disk, then the VM and its claim.
 
-        A checked-out VM is only destroyed with ``force`` (its reservation ends). A VM
-        some server is working on (being cleaned, say) is refused with a Conflict,
-        unless ``taken``: the caller is that work, on this server.
+        Only its creator or an admin may (a pool VM was made by no user: admins
+        only). A checked-out VM is only destroyed with ``force`` (its reservation
+        ends). A VM some server is working on (being cleaned, say) is refused with a
+        Conflict, unless ``taken``: the caller is that work, on this server.
         """
         vm = self.registry.vms.get(vm_id)
+        by.require_owner(vm.created_by, f"destroy vmid {vm_id}")
         previous = vm.state
         if vm.state == VmState.IN_USE and not force:
             raise Conflict(

@@ -14,11 +14,25 @@ from .errors import Conflict, FabricError
 from .registry import VmRow
 from .registry.vms import VmStore
 from .remote import Remote, SshSettings
+from .sshkeys import MARKER, PublicKey
 
 GUEST_TMP = "/tmp"  # noqa: S108 - the guest's /tmp, emptied on check-in (seed 000)
 # A constant command (nothing from input in it): every entry of /tmp, dot-files too.
 # Works with busybox, whose find may lack -delete.
 EMPTY_TMP = "rm -rf -- /tmp/* /tmp/.[!.]* /tmp/..?*"
+# Borrowers' keys: appended to the guest user's authorized_keys, each line ending in
+# the marker; the lines themselves are arguments ("$@"), never part of the script.
+ADD_KEYS = (
+    'umask 077 && mkdir -p "$HOME/.ssh" && f="$HOME/.ssh/authorized_keys" && '
+    '{ [ ! -s "$f" ] || [ -z "$(tail -c 1 "$f")" ] || echo >> "$f"; } && '
+    'for k in "$@"; do printf "%s\\n" "$k" >> "$f"; done'
+)
+# Every marked line goes (the file is rewritten whole), then none may be left.
+REMOVE_KEYS = (
+    f'umask 077; f="$HOME/.ssh/authorized_keys"; [ -f "$f" ] || exit 0; '
+    f'grep -v " {MARKER}$" "$f" > "$f.fabric-$$"; '
+    f'mv -f "$f.fabric-$$" "$f" && ! grep -q " {MARKER}$" "$f"'
+)
 
 
 def ssh_port(vm: VmRow) -> int:
@@ -76,3 +90,23 @@ class Guests:
         left = guest.run(["find", GUEST_TMP, "-mindepth", "1"])
         if left.stdout.strip():
             raise FabricError(f"{GUEST_TMP} still holds: {left.stdout.split()[:5]}")
+
+    def add_keys(self, vm: VmRow, keys: list[PublicKey]) -> None:
+        """Let ``keys`` log into the guest (as ``guest.user``) until remove_keys."""
+        if not keys:
+            return
+        res = self.remote(vm).run(["sh", "-c", ADD_KEYS, "sh", *(k.guest_line for k in keys)])
+        if res.status != 0:
+            raise FabricError(
+                f"adding the borrower's keys to vmid {vm.id} exited {res.status}: "
+                f"{res.stderr.strip()[:200]}"
+            )
+
+    def remove_keys(self, vm: VmRow) -> None:
+        """Take every borrower key out of the guest, and check that none is left."""
+        res = self.remote(vm).run(["sh", "-c", REMOVE_KEYS])
+        if res.status != 0:
+            raise FabricError(
+                f"removing the borrower's keys from vmid {vm.id} exited {res.status}: "
+                f"{res.stderr.strip()[:200]}"
+            )

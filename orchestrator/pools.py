@@ -224,6 +224,7 @@ class PoolService:
                         self.guests.wait_until_up(vm.id)
                 else:
                     self.guests.empty_tmp(vm)
+                    self.guests.remove_keys(vm)  # a borrower's, if the check-in could not
             except FabricError as e:
                 self._fail(vm, VmState.CLEANING, f"cleanup ({p.cleanup}) failed: {e}")
                 return False

@@ -8,19 +8,29 @@ check the VM in or extend it.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import logging
 import re
 import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from .errors import BadRequest, NotFound, Unavailable
+from .access import SYSTEM, Principal
+from .errors import BadRequest, FabricError, Forbidden, GuestError, NotFound, Unavailable
+from .model import VmState
 from .pools import PoolConfig, PoolService
 from .registry import Registry, VmRow
+from .sshkeys import PublicKey, parse_key
 
 if TYPE_CHECKING:
+    from .guests import Guests
+    from .quotas import Quotas
+    from .sshkeys import Keys
     from .worker import Worker
+
+log = logging.getLogger(__name__)
 
 TOKEN_RE = re.compile(r"[A-Za-z0-9_-]{43}")
 
@@ -51,26 +61,43 @@ class Checkout:
     vm: VmRow
     reservation_id: str
     pool: str
+    keys: tuple[str, ...] = ()  # fingerprints of the SSH keys put into its guest
 
 
 class Reservations:
     def __init__(
-        self, registry: Registry, pools: PoolService, worker: Worker, retry_after: int = 5
+        self,
+        registry: Registry,
+        pools: PoolService,
+        worker: Worker,
+        retry_after: int = 5,
+        *,
+        guests: Guests | None = None,
+        keys: Keys | None = None,
+        quotas: Quotas | None = None,
     ) -> None:
         self.registry = registry
         self.pools = pools
         self.worker = worker  # woken when a pool runs dry; cleans a returned VM at once
         self.retry_after = retry_after  # seconds a caller is told to wait when nothing is ready
+        self.guests = guests  # puts borrowers' keys into guests (None: keys refused)
+        self.keys = keys  # the keys users registered
+        self.quotas = quotas  # None: no user has a quota (tests of the mechanics)
 
     def _candidates(
-        self, pool: str | None, tid: int | None, image_id: int | None
+        self, pool: str | None, tid: int | None, image_id: int | None, by: Principal
     ) -> list[PoolConfig]:
         if pool is not None:
-            return [self.pools.pool(pool)]
+            p = self.pools.pool(pool)
+            if not _may_use(p, by):
+                raise Forbidden(f"pool {pool} is not open to {by.label}")
+            return [p]
         matches = [
             p
             for p in self.pools.pools.values()
-            if (tid is None or p.tid == tid) and (image_id is None or p.image_id == image_id)
+            if (tid is None or p.tid == tid)
+            and (image_id is None or p.image_id == image_id)
+            and _may_use(p, by)
         ]
         if not matches:
             if not self.pools.pools:
@@ -91,8 +118,15 @@ class Reservations:
         image_id: int | None = None,
         count: int = 1,
         hours: float | None = None,
+        by: Principal = SYSTEM,
+        ssh_key: str | None = None,
     ) -> list[Checkout]:
-        candidates = self._candidates(pool, tid, image_id)
+        """Hand ``count`` ready VMs of one pool to ``by`` (within their quota), all or
+        nothing. Their registered SSH keys and ``ssh_key`` are put into each guest
+        (a 502 if that fails: the VMs go back to be cleaned)."""
+        by.require_writer("check VMs out")
+        keys = self._keys_for(by, ssh_key)
+        candidates = self._candidates(pool, tid, image_id, by)
         if hours is not None:
             too_long = [p.name for p in candidates if hours > p.lifetime_max]
             if len(too_long) == len(candidates):
@@ -107,14 +141,20 @@ class Reservations:
         tokens = [new_token() for _ in range(count)]
         now = datetime.now(UTC)
         seen: dict[str, int] = {}
+        quota = self.quotas.of(by) if self.quotas is not None else None
         for p in candidates:
             expires = now + timedelta(hours=hours if hours is not None else p.lifetime)
             got = self.registry.reservations.checkout(
-                [p.name], [digest(t) for t in tokens], expires, seen
+                [p.name], [digest(t) for t in tokens], expires, seen, holder=by.name, quota=quota
             )
             if got is not None:
                 name, vms = got
-                return [Checkout(vm, tok, name) for vm, tok in zip(vms, tokens, strict=True)]
+                if keys:
+                    self._give_keys(vms, tokens, keys)
+                prints = tuple(k.fingerprint for k in keys)
+                return [
+                    Checkout(vm, tok, name, prints) for vm, tok in zip(vms, tokens, strict=True)
+                ]
         self.worker.wake()  # a pool ran dry: refill soon
         if count == 1:
             err = PoolEmpty("No VM is available right now, retry later")
@@ -125,17 +165,70 @@ class Reservations:
         err.ready_seen = seen
         raise err
 
-    def checkin(self, *, vm_id: int | None, ip: str | None, token: str) -> VmRow:
+    def _keys_for(self, by: Principal, ssh_key: str | None) -> list[PublicKey]:
+        keys = self.keys.for_user(by.name) if self.keys is not None else []
+        if ssh_key is not None:
+            given = parse_key(ssh_key)
+            if given not in keys:
+                keys.append(given)
+        if keys and self.guests is None:
+            raise BadRequest("this fabric cannot put SSH keys into guests")
+        return keys
+
+    def _give_keys(self, vms: list[VmRow], tokens: list[str], keys: list[PublicKey]) -> None:
+        """Put the borrower's keys into each guest; on failure, give every VM back."""
+        assert self.guests is not None
+        try:
+            for vm in vms:
+                self.guests.add_keys(vm, keys)
+        except FabricError as e:
+            for vm, tok in zip(vms, tokens, strict=True):
+                with contextlib.suppress(FabricError):
+                    self.registry.reservations.end(vm.id, digest(tok), event_kind="vm.checkin")
+                self.worker.clean_now(vm.id)
+            raise GuestError(
+                f"could not put your SSH keys into vmid {', '.join(str(v.id) for v in vms)} "
+                f"({e.message}); they go back to their pool: retry"
+            ) from None
+        self.registry.reservations.keys_given([vm.id for vm in vms], len(keys))
+
+    def checkin(
+        self, *, vm_id: int | None, ip: str | None, token: str, by: Principal = SYSTEM
+    ) -> VmRow:
+        """End a reservation: its secret, from its holder (or an admin). The borrower's
+        keys leave the guest now; the pool's cleanup follows."""
         d = check_token(token)
-        if vm_id is None:
-            vm_id = self.registry.reservations.by_ip(ip, d).id
-        done = self.registry.reservations.end(vm_id, d, event_kind="vm.checkin")
+        vm = self.registry.vms.get(vm_id) if vm_id is not None else None
+        if vm is None:
+            vm = self.registry.reservations.by_ip(ip, d)
+        _require_holder(by, vm, "check in")
+        done = self.registry.reservations.end(vm.id, d, event_kind="vm.checkin")
+        if vm.borrower_keys and self.guests is not None:
+            try:
+                self.guests.remove_keys(done)
+            except FabricError as e:  # the cleanup tries again, or rebuilds the VM
+                log.warning("vmid %d: the borrower's keys stay until cleanup: %s", vm.id, e)
         self.worker.clean_now(done.id)  # a VM came back: clean it now
         return done
 
-    def extend(self, vm_id: int, token: str, hours: float) -> datetime:
+    def extend(self, vm_id: int, token: str, hours: float, *, by: Principal = SYSTEM) -> datetime:
         d = check_token(token)
         vm = self.registry.vms.get(vm_id)
+        _require_holder(by, vm, "extend")
         pool = self.pools.pools.get(vm.pool or "")
         cap = pool.lifetime_max if pool else 0.0
         return self.registry.reservations.extend(vm_id, d, hours, cap)
+
+
+def _may_use(pool: PoolConfig, by: Principal) -> bool:
+    """A pool with ``users`` is open to those users (and admins) only."""
+    return pool.users is None or by.admin or (by.name is not None and by.name in pool.users)
+
+
+def _require_holder(by: Principal, vm: VmRow, what: str) -> None:
+    by.require_writer(f"{what} VMs")
+    if vm.state != VmState.IN_USE:
+        return  # not checked out: the registry says so (409)
+    if by.admin or (by.name is not None and vm.held_by == by.name):
+        return
+    raise Forbidden(f"{by.label} may not {what} vmid {vm.id}: another user holds it")

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+from .access import SYSTEM, Principal
 from .clock import as_utc as _aware
 from .clock import iso
 from .cron import Cron
@@ -108,9 +109,11 @@ class ScheduleService(PeriodicWorker):
 
     # -- API ---------------------------------------------------------------
 
-    def create(self, data: Mapping[str, Any]) -> ScheduleStatus:
-        """Validate and store a schedule; its window starts on the next pass."""
+    def create(self, data: Mapping[str, Any], *, by: Principal = SYSTEM) -> ScheduleStatus:
+        """Validate and store a schedule (admins only); its window starts on the next pass."""
+        by.require_admin("create schedules")
         values = parse_schedule(data, self.registry.inventory, self.pools, self.clock())
+        values["created_by"] = by.name
         sid = self.store.add(values)
         log.info("schedule %d (%s) created", sid, values["name"])
         self.wake()
@@ -125,9 +128,11 @@ class ScheduleService(PeriodicWorker):
             raise NotFound(f"schedule {sid} does not exist")
         return self._status(*found[0])
 
-    def delete(self, sid: int, force: bool = False) -> None:
-        """Delete a schedule. An active one (window open, extra VMs present) only with
-        ``force``: its VMs are destroyed (or its pool lowered back) first."""
+    def delete(self, sid: int, force: bool = False, *, by: Principal = SYSTEM) -> None:
+        """Delete a schedule (admins only). An active one (window open, extra VMs
+        present) only with ``force``: its VMs are destroyed (or its pool lowered back)
+        first."""
+        by.require_admin("delete schedules")
         row = self.store.get(sid)
         if self.store.open_run(sid) is not None and not force:
             raise self._active_conflict(row)

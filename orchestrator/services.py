@@ -18,7 +18,7 @@ from pathlib import Path
 from .addresses import Addresses, AddressWatcher
 from .auth import AuthService
 from .cluster import Cluster
-from .config import Config, reach_warnings, resolve_pools
+from .config import Config, reach_warnings, resolve_pools, sharing_warnings
 from .fabric import Fabric
 from .guests import Guests
 from .hostcache import HostCache
@@ -29,12 +29,14 @@ from .images import ImageStager
 from .maintenance import Maintenance
 from .model import Inventory
 from .pools import PoolService
+from .quotas import Quotas
 from .reconcile import Reconciler, ReconcileReport
 from .registry import Registry
 from .remote import SshSettings
 from .reservations import Reservations
 from .scheduler import Scheduler
 from .schedules import ScheduleService, now_utc
+from .sshkeys import Keys
 from .volumes import Volumes
 from .worker import Worker
 
@@ -69,6 +71,8 @@ class Services:
     reservations: Reservations
     schedules: ScheduleService
     auth: AuthService
+    quotas: Quotas
+    keys: Keys
     maintenance: Maintenance
     stopping: threading.Event
 
@@ -85,7 +89,8 @@ class Services:
         if report.volumes["missing"]:
             log.warning("volumes whose storage is gone: %s", report.volumes["missing"])
         hosts = self.registry.hosts.list()
-        for warning in reach_warnings(self.config, ((h.label, h.network, h.uri) for h in hosts)):
+        reach = reach_warnings(self.config, ((h.label, h.network, h.uri) for h in hosts))
+        for warning in [*reach, *sharing_warnings(self.config)]:
             log.warning("%s", warning)
         return report
 
@@ -158,9 +163,13 @@ def build_services(
             command_timeout=config.guest.command_timeout,
         ),
     )
-    fabric = Fabric(registry, driver, scheduler, hosts, images, addresses, watcher, config.create)
+    quotas = Quotas(registry.quotas, config.auth)
+    keys = Keys(registry.keys)
+    fabric = Fabric(
+        registry, driver, scheduler, hosts, images, addresses, watcher, config.create, quotas
+    )
     volumes = Volumes(
-        registry, driver, scheduler, hosts, config.storage, config.create.max_attempts
+        registry, driver, scheduler, hosts, config.storage, config.create.max_attempts, quotas
     )
     discovery = Discovery(registry.hosts, driver, config.capacity, stopping)
     reconciler = Reconciler(registry, driver, watcher, stopping)
@@ -182,7 +191,15 @@ def build_services(
         volumes=volumes,
         pools=pools,
         worker=worker,
-        reservations=Reservations(registry, pools, worker, config.workers.retry_after),
+        reservations=Reservations(
+            registry,
+            pools,
+            worker,
+            config.workers.retry_after,
+            guests=guests,
+            keys=keys,
+            quotas=quotas,
+        ),
         schedules=ScheduleService(
             registry,
             fabric,
@@ -193,6 +210,8 @@ def build_services(
             cluster=cluster,
         ),
         auth=AuthService(registry.auth, config.auth),
+        quotas=quotas,
+        keys=keys,
         maintenance=Maintenance(discovery, reconciler, volumes, addresses, config, cluster),
         stopping=stopping,
     )

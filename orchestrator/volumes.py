@@ -13,8 +13,9 @@ from __future__ import annotations
 import contextlib
 import logging
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from .access import SYSTEM, Principal
 from .config import Storage
 from .errors import BadRequest, Conflict, FabricError, NotFound, NoValidHost
 from .hostcache import HostCache
@@ -22,8 +23,11 @@ from .hosts import host_target
 from .hypervisor.driver import LibvirtDriver
 from .hypervisor.xml import RbdBackend
 from .model import NAME_RULE, VM_ATTACHABLE, VOLUME_BUSY, HostStatus, VolumeState, is_name
-from .registry import Registry, VolumeRow
+from .registry import Registry, VmRow, VolumeRow
 from .scheduler import PlacementRequest, Scheduler
+
+if TYPE_CHECKING:
+    from .quotas import Quotas
 
 log = logging.getLogger(__name__)
 
@@ -39,12 +43,14 @@ class Volumes:
         hosts: HostCache,
         storage: Storage | None = None,
         max_attempts: int = 3,
+        quotas: Quotas | None = None,
     ) -> None:
         self.registry = registry
         self.driver = driver
         self.scheduler = scheduler
         self.hosts = hosts
         self.max_attempts = max_attempts
+        self.quotas = quotas  # None: no user has a quota (tests of the mechanics)
         storage = storage or Storage()
         self.rbd: dict[str, RbdBackend] = dict(storage.backends)
         self.host_backend: dict[str, str] = dict(storage.hosts)
@@ -72,8 +78,13 @@ class Volumes:
 
     # -- create / destroy ----------------------------------------------------
 
-    def create(self, name: str, size: int, *, host_id: int | None = None) -> VolumeRow:
-        """Make a volume of ``size`` GB on the host the scheduler picks (or ``host_id``)."""
+    def create(
+        self, name: str, size: int, *, host_id: int | None = None, by: Principal = SYSTEM
+    ) -> VolumeRow:
+        """Make a volume of ``size`` GB for ``by`` (within their quota) on the host the
+        scheduler picks (or ``host_id``)."""
+        by.require_writer("create volumes")
+        quota = self.quotas.of(by) if self.quotas is not None else None
         self.check_name(name)
         if size > MAX_SIZE_GB:
             raise BadRequest(f"size must be at most {MAX_SIZE_GB} GB")
@@ -87,7 +98,9 @@ class Volumes:
             placement = self.scheduler.select(states, replace(req, exclude=frozenset(tried)))
             vol = host = None
             for cand in placement.hosts:
-                vol = self.registry.volumes.claim(cand.id, name=name, size=size)
+                vol = self.registry.volumes.claim(
+                    cand.id, name=name, size=size, created_by=by.name, quota=quota
+                )
                 if vol is not None:
                     host = self.registry.hosts.get(cand.id)
                     break
@@ -111,8 +124,9 @@ class Volumes:
             return self.registry.volumes.get(vol.id)
         raise FabricError(f"could not create the volume: {'; '.join(failures)}")
 
-    def destroy(self, volume_id: int) -> None:
+    def destroy(self, volume_id: int, *, by: Principal = SYSTEM) -> None:
         vol = self.registry.volumes.get(volume_id)
+        by.require_owner(vol.created_by, f"destroy volumeid {volume_id}")
         if vol.status == VolumeState.ATTACHED:
             raise Conflict(f"volumeid {volume_id} is attached to vmid {vol.vm_id}; detach it first")
         if not self.registry.volumes.transition(
@@ -137,9 +151,11 @@ class Volumes:
 
     # -- attach / detach -----------------------------------------------------
 
-    def attach(self, vm_id: int, volume_id: int) -> str:
+    def attach(self, vm_id: int, volume_id: int, *, by: Principal = SYSTEM) -> str:
         vm = self.registry.vms.get(vm_id)
         vol = self.registry.volumes.get(volume_id)
+        by.require_owner(vol.created_by, f"attach volumeid {volume_id}")
+        _require_vm(by, vm, f"attach volumes to vmid {vm_id}")
         if vol.status == VolumeState.ATTACHED:
             raise Conflict(f"volumeid {volume_id} is already attached to vmid {vol.vm_id}")
         if vol.status != VolumeState.AVAILABLE:
@@ -214,8 +230,16 @@ class Volumes:
         )
         return self.registry.volumes.get(vol.id)
 
-    def detach(self, volume_id: int) -> None:
+    def detach(self, volume_id: int, *, by: Principal = SYSTEM) -> None:
         vol = self.registry.volumes.get(volume_id)
+        if not by.owns(vol.created_by):
+            # the VM's user may free its device of someone else's volume
+            vm = self.registry.vms.get(vol.vm_id) if vol.vm_id is not None else None
+            if vm is None:
+                by.require_owner(vol.created_by, f"detach volumeid {volume_id}")
+            else:
+                _require_vm(by, vm, f"detach volumeid {volume_id}")
+        by.require_writer(f"detach volumeid {volume_id}")
         if vol.status != VolumeState.ATTACHED or vol.vm_id is None:
             raise Conflict(f"volumeid {volume_id} is not attached (it is {vol.status})")
         if not self.registry.volumes.transition(
@@ -340,3 +364,11 @@ class Volumes:
                 if source and source.rsplit("/", 1)[-1] == vol.vol_name:
                     return dev
         return None
+
+
+def _require_vm(by: Principal, vm: VmRow, what: str) -> None:
+    """The VM's creator, its holder (checked out) or an admin."""
+    by.require_writer(what)
+    if by.owns(vm.created_by) or (by.name is not None and vm.held_by == by.name):
+        return
+    by.require_owner(vm.created_by, what)

@@ -6,6 +6,7 @@ from flask import Flask
 
 from ..services import Services
 from . import (
+    access,
     auth,
     dashboard,
     errors,
@@ -34,6 +35,7 @@ def create_app(services: Services) -> Flask:
         reservations.bp,
         volumes.bp,
         auth.bp,
+        access.bp,
         status.bp,
         schedules.bp,
         meta.bp,

@@ -5,9 +5,13 @@ state needs a valid token in the ``X-Auth-Token`` header or in the
 ``fabric_token`` cookie (the dashboard's): without one it gets 401, with a bad,
 expired or revoked one 403. State-changing means any method but GET, HEAD and
 OPTIONS, plus the original API's GETs that act (``LEGACY_WRITES``). With
-``open_reads: false`` every other call needs a token too. Paths in
+``open_reads: false`` every other call needs a token too, and reads about the
+caller (``CALLER_READS``: their quota, their keys) always do. Paths in
 ``EXEMPT_PATHS``/``EXEMPT_PREFIXES`` never need one: they either change nothing
 secret or check credentials themselves (``/token``, the dashboard's login page).
+
+Who may do what once the caller is known is the services' business (see
+orchestrator/access.py).
 """
 
 from __future__ import annotations
@@ -20,13 +24,12 @@ from flask.typing import ResponseReturnValue
 
 from ..auth import AuthService
 from ..errors import FabricError, Forbidden, NotFound, Unauthorized
+from .context import request_token
 from .errors import error_response
 from .params import PATH, Text, takes
 
 bp = Blueprint("auth", __name__)
 
-TOKEN_HEADER = "X-Auth-Token"  # noqa: S105 - a header name
-TOKEN_COOKIE = "fabric_token"  # noqa: S105 - a cookie name
 REALM = 'realm="fabric"'
 TOKEN = Text(name="token", where=PATH)
 
@@ -43,6 +46,8 @@ LEGACY_WRITES = frozenset(
         "/vms/api/v1.0/checkout",
     }
 )
+# Reads about the caller themselves (their quota, their keys): always a token.
+CALLER_READS = frozenset({"/quota", "/keys"})
 # Never behind the token rule, whatever the method: liveness, the API description,
 # metrics for scrapers, views that take credentials themselves, and the dashboard's
 # log-out (it only forgets the cookie's own token, so a stale cookie can leave).
@@ -68,22 +73,11 @@ def needs_token(method: str, path: str, open_reads: bool = True) -> bool:
     """Whether the rule asks for a token (when auth is enabled)."""
     if is_exempt(path):
         return False
-    return changes_state(method, path) or not open_reads
+    return changes_state(method, path) or not open_reads or path in CALLER_READS
 
 
 def auth_service() -> AuthService:
     return current_app.config["SERVICES"].auth
-
-
-def request_token() -> tuple[str | None, bool]:
-    """The request's token and whether it came from the cookie (header first)."""
-    header = request.headers.get(TOKEN_HEADER)
-    if header:
-        return header.strip(), False
-    cookie = request.cookies.get(TOKEN_COOKIE)
-    if cookie:
-        return cookie, True
-    return None, False
 
 
 def _same_origin() -> bool:
@@ -115,7 +109,7 @@ def enforce() -> ResponseReturnValue | None:
     if is_exempt(path) or is_exempt(rule):
         return None
     writes = changes_state(request.method, rule) or changes_state(request.method, path)
-    if not writes and auth.open_reads:
+    if not writes and auth.open_reads and rule not in CALLER_READS:
         return None
     token, from_cookie = request_token()
     try:

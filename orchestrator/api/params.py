@@ -320,6 +320,13 @@ INSTANCE_TYPE = Int(name="instance_type")
 IMAGE_ID = Int(name="image_id")
 VM_NAME = Name(name="name")
 FORCE = Flag(name="force")
+SSH_KEY = Text(
+    name="ssh_key",
+    required=False,
+    max_length=16384,
+    description="an OpenSSH public key (TYPE BASE64 [COMMENT]) to put into the guest for "
+    "this reservation, besides the keys the caller registered (POST /keys)",
+)
 RESERVATION_ID = Text(
     name="reservation_id",
     min_length=1,

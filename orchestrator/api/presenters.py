@@ -83,6 +83,9 @@ def vm(row: VmRow, guest_user: str) -> dict[str, Any]:
     out["mac"] = row.mac
     out["network"] = row.network
     out["address_source"] = row.ip_source if row.ip else None
+    out["created_by"] = row.created_by
+    if row.held_by:
+        out["held_by"] = row.held_by
     return out
 
 
@@ -134,6 +137,7 @@ def volume(row: VolumeRow) -> dict[str, Any]:
         out["device"] = f"/dev/{row.target}"
     if row.error:
         out["error_detail"] = row.error
+    out["created_by"] = row.created_by
     return out
 
 
@@ -148,6 +152,7 @@ def checkout(c: Checkout, guest_user: str) -> dict[str, Any]:
     out["pool"] = c.pool
     out["mac"] = c.vm.mac
     out["network"] = c.vm.network
+    out["ssh_keys"] = list(c.keys)
     return out
 
 
@@ -156,7 +161,7 @@ def seed_checkout(c: Checkout, guest_user: str) -> dict[str, Any]:
     return {
         "IP": c.vm.ip,
         "LoginID": guest_user,
-        "LoginPassword": "",  # guests take the operator's SSH key, not a password
+        "LoginPassword": "",  # guests take the borrower's SSH keys, not a password
         "ReservationID": c.reservation_id,
         "Port": reach_port(c.vm),
         "VMID": c.vm.id,
@@ -398,6 +403,7 @@ def schedule(st: ScheduleStatus) -> dict[str, Any]:
         if not row.pool:
             progress["vmids"] = st.vmids
     out["progress"] = progress
+    out["created_by"] = row.created_by
     return out
 
 

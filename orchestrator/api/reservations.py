@@ -11,9 +11,20 @@ from ..clock import iso
 from ..errors import BadRequest, FabricError, Unavailable
 from ..reservations import Reservations
 from . import presenters
-from .context import services
+from .context import principal, services
 from .errors import error_response, legacy
-from .params import IMAGE_ID, INSTANCE_TYPE, RESERVATION_ID, VMID, Hours, Int, Ipv4, Name, takes
+from .params import (
+    IMAGE_ID,
+    INSTANCE_TYPE,
+    RESERVATION_ID,
+    SSH_KEY,
+    VMID,
+    Hours,
+    Int,
+    Ipv4,
+    Name,
+    takes,
+)
 
 bp = Blueprint("reservations", __name__)
 
@@ -62,7 +73,7 @@ def _unavailable(e: Unavailable, zero: dict) -> ResponseReturnValue:
 
 @bp.route("/vm/checkout", methods=["POST"])
 @legacy({"vmid": 0})
-@takes(WANTED_POOL, WANTED_TYPE, WANTED_IMAGE, COUNT, LIFETIME)
+@takes(WANTED_POOL, WANTED_TYPE, WANTED_IMAGE, COUNT, LIFETIME, SSH_KEY)
 def checkout() -> ResponseReturnValue:
     count = COUNT.value() or 1
     try:
@@ -72,6 +83,8 @@ def checkout() -> ResponseReturnValue:
             image_id=WANTED_IMAGE.value(),
             count=count,
             hours=LIFETIME.value(),
+            by=principal(),
+            ssh_key=SSH_KEY.value(),
         )
     except Unavailable as e:
         return _unavailable(e, {"vmid": 0})
@@ -92,7 +105,7 @@ def checkin() -> ResponseReturnValue:
         if ip is None:
             raise BadRequest("vmid (or ip) is required")
     token = RESERVATION_ID.value()
-    reservations().checkin(vm_id=vm_id, ip=ip, token=token)
+    reservations().checkin(vm_id=vm_id, ip=ip, token=token, by=principal())
     return jsonify({"status": 1})
 
 
@@ -103,7 +116,7 @@ def extend() -> ResponseReturnValue:
     vm_id = VMID.value()
     token = RESERVATION_ID.value()
     hours = HOURS.value()
-    expires = reservations().extend(vm_id, token, hours)
+    expires = reservations().extend(vm_id, token, hours, by=principal())
     return jsonify({"status": 1, "expires_at": iso(expires)})
 
 
@@ -132,7 +145,7 @@ SEED_EMPTY = "No VM is currently available for checkout Please retry after some 
 @bp.route("/vms/api/v1.0/checkout", methods=["GET"])
 def seed_checkout() -> ResponseReturnValue:
     try:
-        got = reservations().checkout()
+        got = reservations().checkout(by=principal())
     except Unavailable as e:
         return error_response(404, {"error": SEED_EMPTY}, e.retry_after)
     except FabricError as e:
@@ -146,7 +159,7 @@ def seed_checkin() -> ResponseReturnValue:
     try:
         ip = SEED_IP.value()
         token = SEED_RESERVATION_ID.value()
-        reservations().checkin(vm_id=None, ip=ip, token=token)
+        reservations().checkin(vm_id=None, ip=ip, token=token, by=principal())
     except FabricError as e:
         return error_response(e.status, {"error": e.message})
     return jsonify({"status": "VM successfully released back to free pool"})

@@ -11,7 +11,7 @@ from ..errors import BadRequest
 from ..schedule_input import MAX_COUNT, MAX_CRON, MAX_DURATION
 from ..schedules import ScheduleService
 from . import presenters
-from .context import services
+from .context import principal, services
 from .errors import legacy
 from .params import FORCE, IMAGE_ID, INSTANCE_TYPE, Int, Name, PathId, Text, takes
 
@@ -77,7 +77,7 @@ def list_schedules() -> ResponseReturnValue:
 @legacy({"id": 0})
 @takes(*FIELDS)
 def create_schedule() -> ResponseReturnValue:
-    out = presenters.schedule(service().create(_fields()))
+    out = presenters.schedule(service().create(_fields(), by=principal()))
     return jsonify(out), 201
 
 
@@ -93,5 +93,5 @@ def get_schedule() -> ResponseReturnValue:
 @takes(SCHEDULE_ID, FORCE)
 def delete_schedule() -> ResponseReturnValue:
     number = SCHEDULE_ID.value()
-    service().delete(number, force=FORCE.value())
+    service().delete(number, force=FORCE.value(), by=principal())
     return jsonify({"status": 1})

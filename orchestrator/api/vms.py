@@ -5,7 +5,7 @@ from __future__ import annotations
 from flask import Blueprint, jsonify
 
 from . import presenters
-from .context import services
+from .context import principal, services
 from .errors import legacy
 from .params import FORCE, IMAGE_ID, INSTANCE_TYPE, VM_NAME, VMID, takes
 
@@ -19,7 +19,7 @@ def create():
     name = VM_NAME.value()
     tid = INSTANCE_TYPE.value()
     image_id = IMAGE_ID.value()
-    vm = services().fabric.create_vm(name, tid, image_id)
+    vm = services().fabric.create_vm(name, tid, image_id, by=principal())
     return jsonify({"vmid": vm.id})
 
 
@@ -37,7 +37,7 @@ def query():
 @takes(VMID, FORCE)
 def destroy():
     vm_id = VMID.value()
-    services().fabric.destroy_vm(vm_id, force=FORCE.value())
+    services().fabric.destroy_vm(vm_id, force=FORCE.value(), by=principal())
     return jsonify({"status": 1})
 
 

@@ -8,7 +8,7 @@ from flask.typing import ResponseReturnValue
 from ..errors import FabricError, NotFound
 from ..volumes import MAX_SIZE_GB, Volumes
 from . import presenters
-from .context import services
+from .context import principal, services
 from .errors import error_response, legacy
 from .params import VMID, VOLUMEID, Int, Name, takes
 
@@ -28,7 +28,7 @@ def volumes() -> Volumes:
 def create() -> ResponseReturnValue:
     name = NAME.value()
     size = SIZE.value()
-    vol = volumes().create(name, size)
+    vol = volumes().create(name, size, by=principal())
     return jsonify({"volumeid": vol.id})
 
 
@@ -48,7 +48,7 @@ def query() -> ResponseReturnValue:
 @legacy({"status": 0})
 @takes(VOLUMEID)
 def destroy() -> ResponseReturnValue:
-    volumes().destroy(VOLUMEID.value())
+    volumes().destroy(VOLUMEID.value(), by=principal())
     return jsonify({"status": 1})
 
 
@@ -58,7 +58,7 @@ def destroy() -> ResponseReturnValue:
 def attach() -> ResponseReturnValue:
     vm_id = VMID.value()
     vol_id = VOLUMEID.value()
-    volumes().attach(vm_id, vol_id)
+    volumes().attach(vm_id, vol_id, by=principal())
     return jsonify({"status": 1})
 
 
@@ -66,7 +66,7 @@ def attach() -> ResponseReturnValue:
 @legacy({"status": 0})
 @takes(VOLUMEID)
 def detach() -> ResponseReturnValue:
-    volumes().detach(VOLUMEID.value())
+    volumes().detach(VOLUMEID.value(), by=principal())
     return jsonify({"status": 1})
 
 

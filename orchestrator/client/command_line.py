@@ -16,9 +16,11 @@ from .commands import (
     cmd_extend,
     cmd_hosts,
     cmd_images,
+    cmd_keys,
     cmd_networks,
     cmd_pools,
     cmd_query,
+    cmd_quota,
     cmd_schedules,
     cmd_token,
     cmd_types,
@@ -95,6 +97,12 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--image", type=_positive, help="image id")
     c.add_argument("--count", type=_positive, help="how many (all or nothing)")
     c.add_argument("--hours", type=_hours, help="how long (the pool's lifetime by default)")
+    c.add_argument(
+        "--ssh-key",
+        metavar="FILE",
+        help="a public key file (e.g. ~/.ssh/id_ed25519.pub) to log into the guest with, "
+        "besides your registered keys",
+    )
     c = add("checkin", cmd_checkin, "give a checked-out VM back")
     c.add_argument("vmid", type=_positive)
     c.add_argument("reservation")
@@ -147,6 +155,17 @@ def parser() -> argparse.ArgumentParser:
     c = ss.add_parser("delete", help="delete a schedule")
     c.add_argument("id", type=_positive)
     c.add_argument("--force", action="store_true", help="even while it is active")
+
+    c = add("quota", cmd_quota, "your limits and what you use of them")
+    c.add_argument("--user", help="another user's (admins)")
+    k = add("keys", cmd_keys, "your SSH public keys, put into every guest you check out")
+    ks = k.add_subparsers(dest="keys_action", metavar="ACTION", parser_class=_Parser)
+    ks.required = True
+    ks.add_parser("list", help="your keys")
+    c = ks.add_parser("add", help="register a public key")
+    c.add_argument("file", help="a public key file, e.g. ~/.ssh/id_ed25519.pub")
+    c.add_argument("--name", help="a label for it")
+    ks.add_parser("remove", help="remove a key").add_argument("id", type=_positive)
 
     t = add("token", cmd_token, "API tokens")
     ts = t.add_subparsers(dest="token_action", metavar="ACTION", parser_class=_Parser)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import getpass
+from pathlib import Path
 from typing import Any
 
 from .api import Api, ClientError
@@ -139,6 +140,7 @@ def cmd_checkout(api: Api, out: Out, args: argparse.Namespace) -> None:
         image_id=args.image,
         count=args.count,
         lifetime=args.hours,
+        ssh_key=_read_key(args.ssh_key) if args.ssh_key else None,
     )
     rows = got["vms"] if "vms" in got else [got]
     out.show(
@@ -310,6 +312,46 @@ def cmd_schedules(api: Api, out: Out, args: argparse.Namespace) -> None:
                 else "no schedules"
             ),
         )
+
+
+def _read_key(path: str) -> str:
+    try:
+        return Path(path).expanduser().read_text()
+    except (OSError, UnicodeDecodeError) as e:
+        raise ClientError(f"cannot read the key file {path}: {e}", 1) from None
+
+
+QUOTA_COLUMNS = ["LIMIT", "IN USE", "OF"]
+
+
+def cmd_quota(api: Api, out: Out, args: argparse.Namespace) -> None:
+    got = api.get("/quota", user=args.user)
+    usage, limits = got.get("usage") or {}, got.get("limits") or {}
+
+    def render() -> str:
+        if got.get("user") is None:
+            return "authentication is off: no one has a quota"
+        rows = [[k, usage.get(k), "no limit" if v is None else v] for k, v in limits.items()]
+        return f"{got['user']} ({got['role']})\n" + table(QUOTA_COLUMNS, rows)
+
+    out.show(got, render)
+
+
+KEY_COLUMNS = ["ID", "NAME", "FINGERPRINT", "ADDED"]
+
+
+def cmd_keys(api: Api, out: Out, args: argparse.Namespace) -> None:
+    action = args.keys_action
+    if action == "add":
+        got = api.post("/keys", key=_read_key(args.file), name=args.name)
+        out.show(got, lambda: f"added key {got['id']} ({got['fingerprint']})")
+    elif action == "remove":
+        got = api.call("DELETE", f"/keys/{args.id}")
+        out.show(got, lambda: f"removed key {args.id}")
+    else:  # list
+        got = api.get("/keys")
+        rows = [[k["id"], k["name"], k["fingerprint"], k.get("created")] for k in got["keys"]]
+        out.show(got, lambda: table(KEY_COLUMNS, rows) if rows else "no keys")
 
 
 def cmd_token(api: Api, out: Out, args: argparse.Namespace) -> None:

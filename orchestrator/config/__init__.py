@@ -9,7 +9,7 @@ section, problems reported all at once as ``file:line: key: problem``.
 
 from .load import config_from_dict, load_config
 from .networks import NetworkSettings
-from .pools import PoolConfig, check_pools, reach_warnings, resolve_pools
+from .pools import PoolConfig, check_pools, reach_warnings, resolve_pools, sharing_warnings
 from .schema import Config
 from .sections import (
     CapacityConfig,
@@ -52,5 +52,6 @@ __all__ = [
     "effective_capacity",
     "load_config",
     "reach_warnings",
+    "sharing_warnings",
     "resolve_pools",
 ]

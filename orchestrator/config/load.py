@@ -199,5 +199,6 @@ def _describe(ann: Any, metadata: list[Any]) -> str | None:
         for attr, sign in (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<")):
             limit = getattr(m, attr, None)
             if limit is not None:
-                bounds.append(f"{sign} {limit:g}")
+                shown = limit if isinstance(limit, int) else f"{limit:g}"
+                bounds.append(f"{sign} {shown}")
     return f"{base} {' and '.join(bounds)}" if bounds else base

@@ -29,6 +29,7 @@ class PoolConfig:
     lifetime_max: float  # hours a checkout may last in all, extensions included
     cleanup: str  # "tmp": empty /tmp over SSH; "reset": the disk back to the image
     ready_check: str = "ssh"  # "ssh": ready once the guest answers SSH; "none": at once
+    users: tuple[str, ...] | None = None  # who may check out (and admins); None: anyone
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -41,6 +42,7 @@ class PoolConfig:
             "lifetime_max": self.lifetime_max,
             "cleanup": self.cleanup,
             "ready_check": self.ready_check,
+            "users": list(self.users) if self.users is not None else None,
         }
 
 
@@ -91,6 +93,7 @@ def _resolve(
                 p.lifetime_max,
                 p.cleanup,
                 p.ready_check,
+                tuple(p.users) if p.users is not None else None,
             )
         )
     if problems:
@@ -146,4 +149,30 @@ def reach_warnings(config: Config, hosts: Iterable[tuple[str, str | None, str]])
             "their readiness check or cleanup: set network= to bridge:NAME, network:NAME "
             "or forward for those hosts"
         )
+    return out
+
+
+def sharing_warnings(config: Config) -> list[str]:
+    """Pools whose guests pass from one user to another with only ``/tmp`` emptied: a
+    borrower is root on the guest (``guest.user``), and ``cleanup: tmp`` undoes
+    nothing else they did but the keys the fabric gave them; ``reset`` gives every
+    borrower the image afresh. And ``users:`` that mean nothing with auth off."""
+    out = []
+    for i, p in enumerate(config.pools):
+        if not config.auth.enabled:
+            if p.users is not None:
+                out.append(
+                    f"{config.locate('pools', i, 'users')}: warning: pool {p.name}'s users "
+                    "have no effect while authentication is off (auth.enabled)"
+                )
+            continue
+        shared = p.users is None or len(p.users) > 1
+        if shared and p.cleanup == "tmp":
+            who = "every user" if p.users is None else f"{len(p.users)} users"
+            out.append(
+                f"{config.locate('pools', i, 'cleanup')}: warning: pool {p.name} serves {who} "
+                f"with cleanup tmp: a borrower is {config.guest.user} on its guests, and "
+                "emptying /tmp (and removing their keys) does not undo what else they "
+                "changed; set cleanup: reset to give each borrower the image afresh"
+            )
     return out

@@ -16,6 +16,7 @@ from pydantic import (
     ValidationError,
     ValidatorFunctionWrapHandler,
     field_validator,
+    model_validator,
 )
 
 from ..scheduler.policy import Policy
@@ -111,6 +112,20 @@ class Config(Section):
         if twice:
             raise fail(*twice)
         return pools
+
+    @model_validator(mode="after")
+    def _pool_users_known(self) -> Config:
+        if not self.auth.enabled:
+            return self  # nobody logs in: a pool's users never matter (validate warns)
+        unknown = [
+            ((i, "users", j), f"{show(u)} is not a user of auth.users", u)
+            for i, p in enumerate(self.pools)
+            for j, u in enumerate(p.users or [])
+            if u not in self.auth.users
+        ]
+        if unknown:
+            raise fail(*[(("pools", *loc), msg, v) for loc, msg, v in unknown])
+        return self
 
     @property
     def max_vms(self) -> int | None:

@@ -19,6 +19,7 @@ from pydantic import (
     model_validator,
 )
 
+from ..access import Role
 from ..hypervisor.xml import RbdBackend
 from ..model import NAME, NAME_RULE
 from .base import Name, Section, fail, names_of, none_is_empty_dict, problem, show
@@ -35,6 +36,12 @@ def _image(value: Any) -> str | int:
     raise problem(f"must be an image name or id from the images file, got {show(value)}")
 
 
+def _pool_user(value: Any) -> str:
+    if not isinstance(value, str) or not value or ":" in value or len(value) > 128:
+        raise problem(f"must be a user name of auth.users, got {show(str(value)[:40])}")
+    return value
+
+
 class PoolSettings(Section):
     """One ``pools:`` entry as written; ``.pools.resolve_pools`` makes it a PoolConfig."""
 
@@ -49,6 +56,8 @@ class PoolSettings(Section):
     lifetime_max: float = Field(24.0, gt=0, description="a positive number of hours")
     cleanup: Literal["tmp", "reset"] = "tmp"
     ready_check: Literal["ssh", "none"] = "ssh"
+    # who may check VMs out of it (with auth on); absent: every user
+    users: list[Annotated[str, PlainValidator(_pool_user)]] | None = None
 
     @model_validator(mode="after")
     def _bounds(self) -> PoolSettings:
@@ -229,6 +238,58 @@ def _password_hash(value: Any) -> str:
     return value
 
 
+# The largest count or size a quota may name (well inside the registry's integers).
+_QUOTA_MAX = 2**31 - 1
+
+
+class QuotaSettings(Section):
+    """Limits on what one user may hold at once; a limit left out is no limit."""
+
+    vms: int | None = Field(None, ge=0, le=_QUOTA_MAX)  # VMs they created (/vm/create)
+    checked_out: int | None = Field(None, ge=0, le=_QUOTA_MAX)  # pool VMs they hold
+    vcpu: int | None = Field(None, ge=0, le=_QUOTA_MAX)  # of both together
+    ram: int | None = Field(None, ge=0, le=_QUOTA_MAX)  # MB, of both together
+    disk: int | None = Field(None, ge=0, le=_QUOTA_MAX)  # GB: VM disks and volumes
+    volumes: int | None = Field(None, ge=0, le=_QUOTA_MAX)  # volumes they created
+
+    def over(self, base: QuotaSettings) -> QuotaSettings:
+        """These limits, each one not given here taken from ``base``."""
+        given = {k: getattr(self, k) for k in self.model_fields_set}
+        return base.model_copy(update=given)
+
+    def limits(self) -> dict[str, int | None]:
+        return {k: getattr(self, k) for k in QuotaSettings.model_fields}
+
+
+def _role(value: Any) -> Role:
+    try:
+        return Role(value)
+    except ValueError:
+        raise problem(
+            f"must be one of {', '.join(r.value for r in Role)}, got {show(str(value)[:40])}"
+        ) from None
+
+
+def _user_entry(value: Any) -> Any:
+    # A bare hash is a user with the role ``user`` (the form before roles existed).
+    if isinstance(value, dict):
+        return value
+    if isinstance(value, str):
+        return {"password": _password_hash(value)}
+    raise problem(
+        "not a password hash (make one with `./script hash-password`) nor a mapping "
+        "{password: HASH, role: ROLE, quota: {...}}"
+    )
+
+
+class UserSettings(Section):
+    """One ``auth.users`` entry: a hash, or ``{password: HASH, role: ROLE, quota: {...}}``."""
+
+    password: Annotated[str, PlainValidator(_password_hash)]
+    role: Annotated[Role, PlainValidator(_role)] = Role.USER
+    quota: QuotaSettings = Field(default_factory=QuotaSettings)
+
+
 class AuthSettings(Section):
     """``auth:`` (orchestrator.auth): off by default, then every call is allowed."""
 
@@ -236,10 +297,16 @@ class AuthSettings(Section):
     users: Annotated[
         dict[
             Annotated[str, PlainValidator(_user_name)],
-            Annotated[str, PlainValidator(_password_hash)],
+            Annotated[UserSettings, BeforeValidator(_user_entry)],
         ],
         BeforeValidator(none_is_empty_dict),
-    ] = Field(default_factory=dict, description="a mapping of user name to password hash")
+    ] = Field(
+        default_factory=dict,
+        description="a mapping of user name to a password hash or {password, role, quota}",
+    )
+    # Every ``user``'s limits, unless their own entry says otherwise (admins have none
+    # but their own).
+    quota: QuotaSettings = Field(default_factory=QuotaSettings)
     open_reads: bool = True  # GETs that change nothing need no token
     token_ttl_hours: float = Field(
         24.0, gt=0, le=24 * 3660, description="a positive number of hours (at most 87840)"
@@ -252,3 +319,20 @@ class AuthSettings(Section):
         if self.enabled and not self.users:
             raise fail((("users",), "auth is enabled but no user is configured", None))
         return self
+
+    def role_of(self, user: str) -> Role | None:
+        entry = self.users.get(user)
+        return entry.role if entry is not None else None
+
+    def quota_of(self, user: str) -> QuotaSettings:
+        """A user's limits: their own over the default (admins: their own only)."""
+        entry = self.users.get(user)
+        if entry is None:
+            return QuotaSettings()
+        if entry.role == Role.ADMIN:
+            return entry.quota
+        return entry.quota.over(self.quota)
+
+    @property
+    def admins(self) -> list[str]:
+        return [name for name, u in self.users.items() if u.role == Role.ADMIN]

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..api import auth, hosts, networks, reservations, schedules, status, vms, volumes
+from ..api import access, auth, hosts, networks, reservations, schedules, status, vms, volumes
 from .operations import (
     BASIC,
     BASIC_OR_TOKEN,
@@ -280,6 +280,45 @@ def paths() -> dict[str, Any]:
             security=BASIC_OR_TOKEN,
             description="Takes effect at once. " + not_found_why,
         ),
+    }
+    # Who owns what
+    p["/quota"] = {
+        "get": op(
+            "Your quota: limits and use",
+            "auth",
+            responses("Quota", "Error", (400, 401, 403, 404)),
+            takes=access.quota,
+            description="An admin may ask for any `user`'s. With authentication off no one "
+            "has a quota: every limit is null.",
+        )
+    }
+    p["/keys"] = {
+        "get": op(
+            "Your SSH public keys",
+            "auth",
+            responses(
+                obj({"keys": {"type": "array", "items": ref("SshKey")}}, ["keys"]), "Error", (401,)
+            ),
+        ),
+        "post": op(
+            "Register an SSH public key",
+            "auth",
+            {
+                "201": json_body(ref("SshKey"), "registered"),
+                **{str(c): json_body(ref("Error"), WHY[c]) for c in (400, 401, 403, 409)},
+            },
+            takes=access.add_key,
+            body=True,
+            description="It is put into every guest you check out, and taken out at check-in.",
+        ),
+    }
+    p["/keys/{id}"] = {
+        "delete": op(
+            "Remove an SSH public key",
+            "auth",
+            responses("Ok", "Error", (400, 401, 403, 404)),
+            takes=access.remove_key,
+        )
     }
     # Status and metrics
     p["/status"] = {"get": op("Fabric status", "status", responses("Status", codes=()))}

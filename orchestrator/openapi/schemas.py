@@ -9,6 +9,7 @@ from typing import Any
 from ..api import schedules
 from ..api.params import RESERVATION_ID, Int
 from ..model import AddressSource, NetworkKind
+from ..registry.quotas import Usage
 from .operations import fields, obj, ref
 
 ID = Int(name="id").type_schema()  # any id, as the parameters declare one
@@ -43,6 +44,8 @@ SSH_DESCRIPTION = (
     "forwarded port (forward), else port 22 at its own address (network:, bridge:); "
     "absent with user networking"
 )
+
+QUOTA_KEYS = tuple(Usage().as_dict())
 
 RESOURCES = {"cpu": INT, "ram": {**INT, "description": "MB"}, "disk": {**INT, "description": "GB"}}
 
@@ -91,6 +94,12 @@ SCHEMAS: dict[str, Any] = {
                 "nullable": True,
                 "description": "who said what its address is (null while unknown)",
             },
+            "created_by": {
+                **NSTR,
+                "description": "its creator (null: the fabric, or anyone "
+                "while authentication was off)",
+            },
+            "held_by": {**STR, "description": "who has it checked out"},
         },
         ["vmid", "name", "instance_type", "pmid"],
     ),
@@ -128,6 +137,7 @@ SCHEMAS: dict[str, Any] = {
             "pmid": {"type": "integer", "nullable": True},
             "device": {"type": "string", "example": "/dev/vdb"},
             "error_detail": STR,
+            "created_by": NSTR,
         },
         ["volumeid", "name", "size", "status"],
     ),
@@ -140,6 +150,11 @@ SCHEMAS: dict[str, Any] = {
             "expires_at": {**TIME, "nullable": True},
             "pool": STR,
             **VM_NETWORK,
+            "ssh_keys": {
+                "type": "array",
+                "items": STR,
+                "description": "fingerprints of the keys put into the guest for you",
+            },
         },
         ["vmid", "ip", "reservation_id", "expires_at"],
     ),
@@ -159,6 +174,12 @@ SCHEMAS: dict[str, Any] = {
             "lifetime_max": {"type": "number"},
             "cleanup": {"type": "string", "enum": ["tmp", "reset"]},
             "ready_check": {"type": "string", "enum": ["ssh", "none"]},
+            "users": {
+                "type": "array",
+                "items": STR,
+                "nullable": True,
+                "description": "who may check out (and admins); null: every user",
+            },
             "ready": INT,
             "in_use": INT,
             "cleaning": INT,
@@ -387,10 +408,41 @@ SCHEMAS: dict[str, Any] = {
                     }
                 ),
             },
+            "created_by": NSTR,
         },
         ["id", "name", "count", "state"],
     ),
     "IdFailure": zero("id"),
+    "Quota": obj(
+        {
+            "user": {**NSTR, "description": "null when authentication is off"},
+            "role": {"type": "string", "enum": ["admin", "user", "reader"]},
+            "limits": obj(
+                {k: {"type": "integer", "nullable": True} for k in QUOTA_KEYS},
+                list(QUOTA_KEYS),
+                description="null: no limit",
+            ),
+            "usage": {
+                "nullable": True,
+                **obj({k: INT for k in QUOTA_KEYS}, list(QUOTA_KEYS)),
+                "description": "null when authentication is off (no one has a quota)",
+            },
+            "units": obj({"ram": STR, "disk": STR}),
+        },
+        ["user", "role", "limits", "usage"],
+        description="vms: VMs you created; checked_out: pool VMs you hold; vcpu, ram and "
+        "disk: of both together, disk with your volumes; volumes: volumes you created",
+    ),
+    "SshKey": obj(
+        {
+            "id": ID,
+            "name": STR,
+            "fingerprint": {**STR, "example": "SHA256:..."},
+            "key": {**STR, "description": "TYPE BASE64, as put into guests"},
+            "created": TIME,
+        },
+        ["id", "name", "fingerprint", "key"],
+    ),
     "Network": obj(
         {
             "pmid": ID,

@@ -14,6 +14,8 @@ this package writes SQL; rows come back detached, with named fields.
     registry.cluster       servers, leases, liveness of owners               cluster.py
     registry.schedules     schedules, their windows and VMs                  schedules.py
     registry.auth          tokens and failed logins                          auth.py
+    registry.quotas        each user's use, checked against their limits     quotas.py
+    registry.keys          users' SSH public keys                           keys.py
     registry.events        what happened                                     events.py
     registry.meta          schema and installation id                        meta.py
 """
@@ -23,7 +25,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from . import tables_auth, tables_schedules  # noqa: F401 - their tables join Base
+from . import tables_access, tables_auth, tables_schedules  # noqa: F401 - tables join Base
 from .addresses import AddressStore
 from .auth import AuthStore
 from .claims import Claims
@@ -32,7 +34,9 @@ from .database import Database, make_engine
 from .events import EventStore
 from .hosts import HostStore
 from .inventory import InventoryStore, image_spec_from_row, image_spec_to_dict
+from .keys import KeyStore
 from .meta import MetaStore
+from .quotas import QuotaStore
 from .reservations import ReservationStore
 from .schedules import ScheduleStore
 from .staging import StagingStore
@@ -61,7 +65,10 @@ class Registry:
         self.hosts = HostStore(self.db)
         self.inventory = InventoryStore(self.db, self.hosts.changes)
         self.claims = Claims(self.db, self.hosts.changes)
-        self.volumes = VolumeStore(self.db, self.cluster, self.claims, self.meta.installation_id)
+        self.quotas = QuotaStore(self.db)
+        self.volumes = VolumeStore(
+            self.db, self.cluster, self.claims, self.quotas, self.meta.installation_id
+        )
         self.addresses = AddressStore(self.db)
         self.vms = VmStore(
             self.db,
@@ -69,9 +76,11 @@ class Registry:
             self.claims,
             self.volumes,
             self.addresses,
+            self.quotas,
             self.meta.installation_id,
         )
-        self.reservations = ReservationStore(self.db)
+        self.reservations = ReservationStore(self.db, self.quotas)
+        self.keys = KeyStore(self.db)
         self.staging = StagingStore(self.db)
         self.schedules = ScheduleStore(self.db)
         self.auth = AuthStore(self.db)

@@ -16,12 +16,15 @@ from ..clock import as_utc, utcnow
 from ..errors import Conflict, Forbidden, NotFound
 from ..model import HostStatus, VmState
 from .database import Database
+from .quotas import Quota, QuotaStore, Usage
 from .tables import EventRow, HostRow, VmRow
 
 # A VM whose reservation ended (checked in or expired): to be cleaned, held by no one.
 _RETURNED = {
     "state": VmState.CLEANING,
     "owner": None,
+    "held_by": None,
+    "borrower_keys": 0,
     "reservation_hash": None,
     "reserved_at": None,
     "expires_at": None,
@@ -33,8 +36,9 @@ class _LostRace(Exception):
 
 
 class ReservationStore:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, quotas: QuotaStore) -> None:
         self.db = db
+        self.quotas = quotas
 
     def checkout(
         self,
@@ -42,6 +46,9 @@ class ReservationStore:
         hashes: list[str],
         expires_at: datetime,
         seen: dict[str, int] | None = None,
+        *,
+        holder: str | None = None,
+        quota: Quota | None = None,
     ) -> tuple[str, list[VmRow]] | None:
         """Atomically hand out ``len(hashes)`` ready VMs of one pool (the first that has
         enough, in the given order), each under its own reservation hash.
@@ -49,15 +56,24 @@ class ReservationStore:
         All or nothing: returns (pool, VMs) or None. A VM on a host that is down is
         not ready. ``FOR UPDATE SKIP LOCKED`` lets concurrent checkouts on PostgreSQL
         take different rows; on SQLite the transaction holds the write lock.
-        ``seen`` gets the ready VMs found per pool, in that very transaction.
+        ``seen`` gets the ready VMs found per pool, in that very transaction. The VMs
+        are held by ``holder``, within ``quota`` (QuotaExceeded if they do not fit).
         """
         try:
-            return self._checkout(pools, hashes, expires_at, {} if seen is None else seen)
+            return self._checkout(
+                pools, hashes, expires_at, {} if seen is None else seen, holder, quota
+            )
         except _LostRace:
             return None
 
     def _checkout(
-        self, pools: list[str], hashes: list[str], expires_at: datetime, seen: dict[str, int]
+        self,
+        pools: list[str],
+        hashes: list[str],
+        expires_at: datetime,
+        seen: dict[str, int],
+        holder: str | None,
+        quota: Quota | None,
     ) -> tuple[str, list[VmRow]] | None:
         count = len(hashes)
         now = utcnow()
@@ -82,6 +98,14 @@ class ReservationStore:
                 seen[pool] = len(ids)
                 if len(ids) < count:
                     continue
+                if quota is not None and quota.limited:
+                    cpu, ram, disk = s.execute(
+                        select(
+                            func.sum(VmRow.cpu), func.sum(VmRow.ram), func.sum(VmRow.disk)
+                        ).where(VmRow.id.in_(ids))
+                    ).one()
+                    want = Usage(checked_out=count, vcpu=cpu or 0, ram=ram or 0, disk=disk or 0)
+                    self.quotas.check(s, quota, want)
                 for vm_id, digest in zip(ids, hashes, strict=True):
                     res = s.execute(
                         update(VmRow)
@@ -89,6 +113,7 @@ class ReservationStore:
                         .values(
                             state=VmState.IN_USE,
                             reservation_hash=digest,
+                            held_by=holder,
                             reserved_at=now,
                             expires_at=expires_at,
                             updated_at=now,
@@ -98,8 +123,11 @@ class ReservationStore:
                     if res.rowcount != 1:  # taken under us: undo the whole batch
                         raise _LostRace
                 rows = list(s.scalars(select(VmRow).where(VmRow.id.in_(ids))))
+                detail = {"user": holder} if holder else None
                 for vm in rows:
-                    s.add(EventRow(kind="vm.checkout", vm_id=vm.id, host_id=vm.host_id))
+                    s.add(
+                        EventRow(kind="vm.checkout", vm_id=vm.id, host_id=vm.host_id, detail=detail)
+                    )
                 return pool, sorted(rows, key=lambda v: ids.index(v.id))
         return None
 
@@ -160,6 +188,16 @@ class ReservationStore:
             vm.updated_at = utcnow()
             s.add(EventRow(kind="vm.extend", vm_id=vm_id, detail={"hours": hours}))
             return wanted
+
+    def keys_given(self, vm_ids: list[int], n: int) -> None:
+        """Record that ``n`` borrower keys are in these checked-out VMs' guests."""
+        with self.db.tx() as s:
+            s.execute(
+                update(VmRow)
+                .where(VmRow.id.in_(vm_ids), VmRow.state == VmState.IN_USE)
+                .values(borrower_keys=n)
+                .execution_options(synchronize_session=False)
+            )
 
     def expire(self, now: datetime | None = None) -> list[int]:
         """Reservations past ``expires_at`` end: their VMs go to cleaning."""

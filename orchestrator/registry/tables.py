@@ -138,6 +138,11 @@ class VmRow(Base):
     reserved_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), index=True)
     guest_host_key: Mapped[str | None] = mapped_column(Text)  # trusted on first use
+    # Who made it (/vm/create; None: the fabric, for a pool, or anyone with auth off)
+    # and who holds it checked out.
+    created_by: Mapped[str | None] = mapped_column(String(128), index=True)
+    held_by: Mapped[str | None] = mapped_column(String(128), index=True)
+    borrower_keys: Mapped[int] = mapped_column(Integer, default=0)  # put into its guest
     # The server working on it now (building, deleting, cleaning, retiring); None when
     # no one is. Work whose owner is no longer alive is taken over (see servers).
     owner: Mapped[str | None] = mapped_column(String(32), index=True)
@@ -165,6 +170,7 @@ class VolumeRow(Base):
     target: Mapped[str | None] = mapped_column(String(16))  # vdb, vdc, ... when attached
     error: Mapped[str | None] = mapped_column(Text)
     # The server creating, attaching, detaching or deleting it now (see VmRow.owner).
+    created_by: Mapped[str | None] = mapped_column(String(128), index=True)
     owner: Mapped[str | None] = mapped_column(String(32), index=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(

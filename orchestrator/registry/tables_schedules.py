@@ -42,6 +42,7 @@ class ScheduleRow(Base):
     # Deleted with force while its teardown could not finish: no new window starts,
     # later ticks finish the teardown and then delete the rows.
     cancelled: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_by: Mapped[str | None] = mapped_column(String(128))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 

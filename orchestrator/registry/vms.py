@@ -23,6 +23,7 @@ from .addresses import AddressStore
 from .claims import Claims
 from .cluster import ClusterStore
 from .database import Database
+from .quotas import Quota, QuotaStore, Usage
 from .tables import EventRow, VmRow
 from .volumes import VolumeStore
 
@@ -41,6 +42,7 @@ class VmStore:
         claims: Claims,
         volumes: VolumeStore,
         addresses: AddressStore,
+        quotas: QuotaStore,
         installation: Callable[[], str],
     ) -> None:
         self.db = db
@@ -48,6 +50,7 @@ class VmStore:
         self.claims = claims
         self.volumes = volumes
         self.addresses = addresses
+        self.quotas = quotas
         self._installation = installation
 
     # -- claims ------------------------------------------------------------------
@@ -66,8 +69,11 @@ class VmStore:
         avoid_ports: set[int] | None = None,
         pool: str | None = None,
         network: str | None = None,
+        created_by: str | None = None,
+        quota: Quota | None = None,
     ) -> VmRow | None:
-        """Atomically claim capacity on ``host_id`` and record a ``building`` VM there.
+        """Atomically claim capacity on ``host_id`` and record a ``building`` VM there,
+        within ``quota`` (QuotaExceeded if not).
 
         Returns None when the host no longer fits (a lost race): the caller moves
         on to its next candidate. Nothing is written in that case.
@@ -75,6 +81,7 @@ class VmStore:
         for _attempt in range(8):
             try:
                 with self.db.tx() as s:
+                    self.quotas.check(s, quota, Usage(vms=1, vcpu=cpu, ram=ram, disk=disk))
                     if not self.claims.take(s, host_id, cpu=cpu, ram=ram, disk=disk):
                         return None
                     port = (
@@ -98,6 +105,7 @@ class VmStore:
                         ssh_port=port,
                         pool=pool,
                         network=network,
+                        created_by=created_by,
                         owner=self.cluster.server_id,
                     )
                     s.add(vm)
@@ -105,7 +113,8 @@ class VmStore:
                     # The domain name carries the stable id, which is only known now.
                     vm.domain_name = f"fabric-{self._installation()}-vm-{vm.id}"
                     self.claims.record(s, host_id, vm_id=vm.id, cpu=cpu, ram=ram, disk=disk)
-                    s.add(EventRow(kind="vm.claim", vm_id=vm.id, host_id=host_id))
+                    detail = {"user": created_by} if created_by else None
+                    s.add(EventRow(kind="vm.claim", vm_id=vm.id, host_id=host_id, detail=detail))
                     return vm
             except IntegrityError:
                 # A MAC, uuid or port collided with a concurrent claim: try again.

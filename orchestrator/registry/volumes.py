@@ -20,6 +20,7 @@ from ..model import VOLUME_BUSY, VOLUME_TRANSITIONS, VolumeState, check_transiti
 from .claims import Claims
 from .cluster import ClusterStore
 from .database import Database
+from .quotas import Quota, QuotaStore, Usage
 from .tables import EventRow, VolumeRow
 
 
@@ -29,17 +30,29 @@ class VolumeStore:
         db: Database,
         cluster: ClusterStore,
         claims: Claims,
+        quotas: QuotaStore,
         installation: Callable[[], str],
     ) -> None:
         self.db = db
         self.cluster = cluster
         self.claims = claims
+        self.quotas = quotas
         self._installation = installation
 
-    def claim(self, host_id: int, *, name: str, size: int) -> VolumeRow | None:
-        """Claim ``size`` GB on the host and record a ``creating`` volume there; None
-        when the host no longer has the room (the caller tries its next candidate)."""
+    def claim(
+        self,
+        host_id: int,
+        *,
+        name: str,
+        size: int,
+        created_by: str | None = None,
+        quota: Quota | None = None,
+    ) -> VolumeRow | None:
+        """Claim ``size`` GB on the host and record a ``creating`` volume there, within
+        ``quota`` (QuotaExceeded if not); None when the host no longer has the room
+        (the caller tries its next candidate)."""
         with self.db.tx() as s:
+            self.quotas.check(s, quota, Usage(volumes=1, disk=size))
             self.claims.changes.mark(host_id)
             if not self.claims.take(s, host_id, disk=size, listed_only=False):
                 return None
@@ -49,6 +62,7 @@ class VolumeStore:
                 host_id=host_id,
                 status=VolumeState.CREATING,
                 vol_name=f"volume-{secrets.token_hex(8)}",
+                created_by=created_by,
                 owner=self.cluster.server_id,
             )
             s.add(vol)

@@ -18,6 +18,7 @@ from typing import Any
 import paramiko
 import pytest
 import requests
+import yaml
 
 from orchestrator.remote import Remote, SshSettings
 from tests.launch import launch
@@ -40,7 +41,10 @@ NEEDED = [
     LAN_PM_FILE,
     LAN_CONFIG_FILE,
     "keys/id_ed25519",
+    "keys/guest_ed25519",
 ]
+HOST_KEY = "keys/id_ed25519"  # the fabric's key for the hosts
+GUEST_KEY = "keys/guest_ed25519"  # the fabric's key for the guests
 BOOT_MARKER = "FABRIC-GUEST-READY"
 
 
@@ -88,7 +92,7 @@ def host_shell(pmid: int) -> Remote:
         user,
         addr,
         2222,
-        SshSettings(key=str(RIG / "keys/id_ed25519"), known_hosts=str(RIG / "known_hosts")),
+        SshSettings(key=str(RIG / HOST_KEY), known_hosts=str(RIG / "known_hosts")),
     )
 
 
@@ -161,13 +165,13 @@ class Guest:
     """SSH into a guest (at its address, or through its forwarded port), its host key
     checked."""
 
-    def __init__(self, tmp: Path, ip: str, port: int) -> None:
+    def __init__(self, tmp: Path, ip: str, port: int, key_file: Path | None = None) -> None:
         key = (RIG / "guest" / "guest-host-key.pub").read_text().split()
         self.remote = Remote(
             "root",
             ip,
             port,
-            SshSettings(key=str(RIG / "keys/id_ed25519")),
+            SshSettings(key=str(key_file or RIG / GUEST_KEY)),
             pinned_keys=[f"{key[0]} {key[1]}"],  # the image's host key, and no other
         )
 
@@ -175,6 +179,16 @@ class Guest:
         res = self.remote.run(command, timeout=30)
         assert res.status == 0, res.stderr
         return res.stdout
+
+
+def _merged(base: dict, extra: dict) -> dict:
+    out = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merged(out[key], value)
+        else:
+            out[key] = value
+    return out
 
 
 class FabricProcess:
@@ -200,15 +214,15 @@ class FabricProcess:
         )
         self.types = RIG / "vm_types"
         self.config = tmp / "fabric.yaml"
-        self.config.write_text(
+        self._base = yaml.safe_load(
             (RIG / (LAN_CONFIG_FILE if lan else CONFIG_FILE)).read_text()
             + f"\nstate_dir: {tmp / 'state'}\n"
             + "discovery: {interval: 3}\n"
             + "libvirt: {connect_timeout: 10, call_timeout: 30}\n"
             # not the default range, which a demo fabric on the same hosts may use
             + "create: {forward_ports: 23000-23999}\n"
-            + extra_config
         )
+        self.set_config(extra_config)
         self.db = f"sqlite:///{tmp / 'registry.db'}"
         self.proc: subprocess.Popen | None = None
         self.url = ""
@@ -243,8 +257,10 @@ class FabricProcess:
         return requests.post(self.url + path, json=data, timeout=timeout)
 
     def set_config(self, extra_config: str) -> None:
-        base = self.config.read_text().split("# --- test ---\n")[0]
-        self.config.write_text(base + "# --- test ---\n" + extra_config)
+        """The rig's configuration with ``extra_config`` (YAML) merged in, section by
+        section (``guest: {address_timeout: 9}`` keeps the rig's guest key)."""
+        extra = yaml.safe_load(extra_config) or {}
+        self.config.write_text(yaml.safe_dump(_merged(self._base, extra), sort_keys=False))
 
     def wait_pool(self, pool: str, ready: int, timeout: float = 240) -> dict:
         deadline = time.monotonic() + timeout

@@ -413,3 +413,42 @@ def test_script_client_runs_the_client(served):
     )
     assert got.returncode == 0, got.stderr
     assert json.loads(got.stdout)["types"][0]["tid"] == 1
+
+
+def test_quota_and_keys(tmp_path, capsys):
+    from orchestrator.auth import hash_password
+    from tests.unit.test_ownership import KEY
+
+    users = {"alice": {"password": hash_password("s3cret"), "quota": {"vms": 2}}}
+    config = {"auth": {"enabled": True, "users": users}}
+    rig = make_rig(tmp_path, [{"cpus": 2, "ram": 2048}], config=config)
+    s = serve(rig.services)
+    try:
+        token = rig.services.auth.login("alice", "s3cret")
+        code, out, err = run(capsys, s.url, "--token", token, "create", "web", "1", "1")
+        assert code == 0, err
+        code, out, err = run(capsys, s.url, "--token", token, "quota")
+        assert code == 0, err
+        assert_aligned(out.split("\n", 1)[1])
+        assert out.splitlines()[0] == "alice (user)"
+        assert ["vms", "1", "2"] in rows(out) and ["vcpu", "1", "no", "limit"] in rows(out)
+        pub = tmp_path / "k.pub"
+        pub.write_text(KEY + "\n")
+        code, out, err = run(
+            capsys, s.url, "--token", token, "keys", "add", str(pub), "--name", "lap"
+        )
+        assert code == 0 and out.startswith("added key 1 (SHA256:"), err
+        code, out, _ = run(capsys, s.url, "--token", token, "keys", "list")
+        assert rows(out)[0] == ["ID", "NAME", "FINGERPRINT", "ADDED"] and rows(out)[1][:2] == [
+            "1",
+            "lap",
+        ]
+        code, out, _ = run(capsys, s.url, "--token", token, "keys", "remove", "1")
+        assert (code, out.strip()) == (0, "removed key 1")
+        code, out, err = run(
+            capsys, s.url, "--token", token, "checkout", "--ssh-key", str(tmp_path / "nope")
+        )
+        assert code == 1 and "cannot read the key file" in err
+    finally:
+        s.stop()
+        rig.stop()

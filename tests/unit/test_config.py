@@ -76,7 +76,8 @@ def test_full_file(tmp_path):
     assert (pool.lifetime, pool.lifetime_max, pool.cleanup, pool.ready_check) == (
         2.0, 24.0, "tmp", "ssh"
     )  # fmt: skip
-    assert cfg.auth.enabled and cfg.auth.users == {"alice": h} and cfg.auth.token_ttl_hours == 2
+    assert cfg.auth.enabled and cfg.auth.token_ttl_hours == 2
+    assert {n: (u.password, u.role) for n, u in cfg.auth.users.items()} == {"alice": (h, "user")}
     assert cfg.schedules.interval == 5.0
     assert cfg.guest.user == "root"
     assert not hasattr(cfg, "raw")
@@ -214,10 +215,14 @@ def test_a_password_in_place_of_its_hash_is_never_echoed(tmp_path):
     )
     assert problems(p) == [
         f"{p}:4: auth.users.alice: not a password hash (make one with `./script hash-password`)",
-        f"{p}:5: auth.users.bob: not a password hash (make one with `./script hash-password`)",
+        f"{p}:5: auth.users.bob: not a password hash (make one with `./script hash-password`) "
+        "nor a mapping {password: HASH, role: ROLE, quota: {...}}",
     ]
     p = write(tmp_path, "auth: {users: [hunter2-secret]}\n")
-    assert problems(p) == [f"{p}:1: auth.users: must be a mapping of user name to password hash"]
+    assert problems(p) == [
+        f"{p}:1: auth.users: must be a mapping of user name to a password hash or "
+        "{password, role, quota}"
+    ]
 
 
 # -- scheduler -------------------------------------------------------------------
@@ -338,7 +343,7 @@ POOL = {"name": "web", "instance_type": 1, "image": "debian"}
             {"colour": "red"},
             [
                 "pools[0].colour: unknown setting (valid: name, instance_type, image, size, max, "
-                "lifetime, lifetime_max, cleanup, ready_check)"
+                "lifetime, lifetime_max, cleanup, ready_check, users)"
             ],
         ),
     ],

@@ -8,12 +8,13 @@ from dataclasses import replace
 
 import pytest
 
+from orchestrator.access import Principal, Role
 from orchestrator.api import create_app
 from orchestrator.auth import AuthService, hash_password
 from orchestrator.config import AuthSettings
 from orchestrator.errors import Forbidden, NotFound, Unauthorized
 from orchestrator.model import VmState
-from tests.conftest import make_pool_rig, make_rig, wait_for
+from tests.conftest import THREE_HOSTS, make_pool_rig, make_rig, wait_for
 from tests.lan import BRIDGE, FORWARD_HOST, LAN, LAN_HOST, make_lan_pool_rig
 
 CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
@@ -490,6 +491,9 @@ class FakeAuth:
         self.tokens.pop(token, None)
         self.revoked.append(token)
 
+    def principal(self, user):
+        return Principal(user, Role.ADMIN) if user else Principal(None, Role.READER, False)
+
 
 @pytest.fixture
 def auth_page(rig):
@@ -566,6 +570,31 @@ def test_with_the_real_auth_service(rig):
     assert p.vm_rows() == {1: "web1"}
     p.post("/ui/logout", follow=False)
     p.get("/", status=302)
+
+
+def test_the_dashboard_acts_as_the_signed_in_user(tmp_path):
+    """The forms go through the same ownership rules as the API: bob cannot destroy
+    alice's VM from the dashboard; the owner is shown."""
+    users = {"alice": hash_password("a"), "bob": hash_password("b")}
+    rig = make_rig(tmp_path, THREE_HOSTS, config={"auth": {"enabled": True, "users": users}})
+    try:
+        app = create_app(rig.services)
+        alice, bob = Page(app), Page(app)
+        for p, (user, pw) in ((alice, ("alice", "a")), (bob, ("bob", "b"))):
+            p.get("/ui/login")
+            assert p.post("/ui/login", follow=False, user=user, password=pw).status_code == 302
+            p.get("/")  # a new session: its CSRF token
+        alice.post("/ui/vm/create", name="hers", instance_type=1, image_id=1)
+        assert alice.ok().startswith("Created VM hers")
+        bob.get("/")
+        assert row_cells(bob.html, "vm-table", 1)[10] == "alice"
+        bob.post("/ui/vm/destroy", vmid=1)
+        assert bob.error() == "bob may not destroy vmid 1: it is alice's"
+        assert [vm.id for vm in rig.registry.vms.list()] == [1]
+        alice.post("/ui/vm/destroy", vmid=1)
+        assert alice.ok().startswith("Destroyed VM hers")
+    finally:
+        rig.stop()
 
 
 def test_with_closed_reads_the_api_rule_sends_people_to_the_login_page(rig):

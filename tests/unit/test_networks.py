@@ -16,7 +16,7 @@ from tests.conftest import make_rig
 from tests.lan import BRIDGE, FORWARD_HOST, LAN, LAN_HOST, USER_HOST, make_lan_pool_rig
 
 VM_KEYS = ["vmid", "name", "instance_type", "pmid", "status", "image_id", "ip", "domain"]
-NEW_KEYS = ["mac", "network", "address_source"]
+NEW_KEYS = ["mac", "network", "address_source", "created_by"]
 LIBVIRT_DEFAULT = {
     "name": "default",
     "bridge": "virbr0",
@@ -135,6 +135,7 @@ def test_checkout_shapes_give_mac_network_and_the_port_to_ssh_to(lan, api):
         "pool": "lan",
         "mac": vm.mac,
         "network": BRIDGE,
+        "ssh_keys": [],
     }
     assert seed == {
         "IP": "10.251.1.23",

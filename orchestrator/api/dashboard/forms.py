@@ -20,7 +20,7 @@ from ...model import is_name
 from ...reservations import Reservations
 from ...volumes import MAX_SIZE_GB, Volumes
 from .. import presenters
-from ..context import services
+from ..context import principal, services
 from ..params import FORCE, IMAGE_ID, INSTANCE_TYPE, VM_NAME, VMID, VOLUMEID, Int, takes
 from .blueprint import bp, fabric, reservations, schedules, volumes
 from .login import guard
@@ -76,7 +76,7 @@ def vm_create() -> str:
     tid = VM_TYPE.value()
     image_id = IMAGE.value()
     fab = fabric()
-    vm = fab.create_vm(name, tid, image_id)
+    vm = fab.create_vm(name, tid, image_id, by=principal())
     where = f" on {fab.registry.hosts.get_any(vm.host_id).label}" if vm.host_id else ""
     return f"Created VM {vm.name} (vmid {vm.id}){where}."
 
@@ -88,7 +88,7 @@ def vm_destroy() -> str:
     vm_id = VMID.value()
     fab = fabric()
     name = fab.registry.vms.get(vm_id).name
-    fab.destroy_vm(vm_id, force=FORCE.value())
+    fab.destroy_vm(vm_id, force=FORCE.value(), by=principal())
     return f"Destroyed VM {name} (vmid {vm_id})."
 
 
@@ -108,7 +108,7 @@ def vm_checkout() -> str:
         raise BadRequest("choose a pool")
     if not is_name(pool):
         raise BadRequest("pool must be a pool name")
-    c = res.checkout(pool=pool)[0]
+    c = res.checkout(pool=pool, by=principal())[0]
     d = presenters.checkout(c, services().config.guest.user)
     command = presenters.ssh_command(d.get("ssh"))
     reach = f"; {command}" if command else ""
@@ -128,7 +128,7 @@ def vm_checkin() -> str:
     token = request.form.get("reservation_id", "").strip()
     if not token:
         raise BadRequest("the reservation id is required")
-    res.checkin(vm_id=vm_id, ip=None, token=token)
+    res.checkin(vm_id=vm_id, ip=None, token=token, by=principal())
     return f"Checked in vmid {vm_id}; it is being cleaned for the next user."
 
 
@@ -144,7 +144,7 @@ def volume_create() -> str:
         raise BadRequest("the volume needs a name")
     Volumes.check_name(name)
     size = SIZE.value()
-    vol = volumes().create(name, size)
+    vol = volumes().create(name, size, by=principal())
     return f"Created volume {vol.name} (volumeid {vol.id}, {vol.size} GB)."
 
 
@@ -154,7 +154,7 @@ def volume_create() -> str:
 def volume_attach() -> str:
     vol_id = VOLUMEID.value()
     vm_id = ATTACH_TO.value()
-    dev = volumes().attach(vm_id, vol_id)
+    dev = volumes().attach(vm_id, vol_id, by=principal())
     return f"Attached volumeid {vol_id} to vmid {vm_id} as /dev/{dev}."
 
 
@@ -163,7 +163,7 @@ def volume_attach() -> str:
 @takes(VOLUMEID)
 def volume_detach() -> str:
     vol_id = VOLUMEID.value()
-    volumes().detach(vol_id)
+    volumes().detach(vol_id, by=principal())
     return f"Detached volumeid {vol_id}; its data is kept."
 
 
@@ -172,7 +172,7 @@ def volume_detach() -> str:
 @takes(VOLUMEID)
 def volume_destroy() -> str:
     vol_id = VOLUMEID.value()
-    volumes().destroy(vol_id)
+    volumes().destroy(vol_id, by=principal())
     return f"Destroyed volumeid {vol_id}."
 
 
@@ -197,7 +197,7 @@ def schedule_create() -> str:
         fields.update(given("cron", "duration_minutes"))
     else:
         fields.update(given("start", "end"))
-    created = svc.create(fields)  # the service validates and says what is wrong
+    created = svc.create(fields, by=principal())  # the service validates and says what is wrong
     return f"Created schedule {created.row.id}."
 
 
@@ -207,5 +207,5 @@ def schedule_create() -> str:
 def schedule_delete() -> str:
     svc = schedules()
     sid = SCHEDULE_ID.value()
-    svc.delete(sid, force=FORCE.value())
+    svc.delete(sid, force=FORCE.value(), by=principal())
     return f"Deleted schedule {sid}."

@@ -17,7 +17,7 @@ from flask.typing import ResponseReturnValue
 from werkzeug.wrappers import Response
 
 from ...errors import FabricError
-from ..auth import TOKEN_COOKIE
+from ..context import TOKEN_COOKIE
 from .blueprint import auth, auth_on, bp, no_store
 
 log = logging.getLogger(__name__)
