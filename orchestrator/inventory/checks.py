@@ -28,10 +28,19 @@ _NET_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}")
 _URI = re.compile(r"(?P<driver>[a-z][a-z0-9]*)(?:\+(?P<transport>[a-z][a-z0-9]*))?://(?P<rest>.*)")
 
 
-def positive(key: str) -> Callable[[Any], int]:
+# The registry keeps capacities (a host's cpu, ram, disk; a type's) in 32-bit columns
+# (registry/tables.py); a type's tid is an id, which the API takes up to 2**53
+# (api/params.py MAX_ID: JSON clients lose precision past it; the column is 64-bit).
+MAX_SIZE = 2**31 - 1
+MAX_TID = 2**53
+
+
+def positive(key: str, maximum: int = MAX_SIZE) -> Callable[[Any], int]:
     def check(value: Any) -> int:
         if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
             raise Problem(f"{key} must be a positive integer, not {show(value)}")
+        if value > maximum:
+            raise Problem(f"{key} must be at most {maximum}, not {value}")
         return value
 
     return check

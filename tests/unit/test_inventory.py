@@ -939,3 +939,115 @@ def test_types_unclosed_braceless_file_points_inside_the_file(tmp_path):
 def test_hosts_yaml_address_must_be_string(tmp_path):
     path = write(tmp_path, "hosts:\n  - address: 10\n")
     assert error_of(load_hosts, path) == f"{path}:2: address must be a non-empty string, not 10"
+
+
+# ------------------------------------------------------------------ bounded input
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "line"),
+    [
+        # the JSON form (its decoder recursed until Python's limit: a RecursionError)
+        ("types", '{"types": [\n' + "[" * 50_000, 2),
+        ("types", '{"types": [\n' + "[" * 33 + "]" * 33 + "]}", 2),
+        # the YAML forms, flow and block
+        ("types", "[" * 50_000, 1),
+        ("types", "types:\n  - " + "[" * 50_000, 2),
+        ("pm", "hosts:\n  - " + "{a: " * 50_000, 2),
+        ("images", "- " + "[" * 40 + "]" * 40 + "\n", 1),
+        ("images", "x:\n" + "".join(" " * i + "x:\n" for i in range(1, 60)), 33),
+    ],
+    ids=["json", "json-33", "yaml-flow", "yaml-list", "yaml-mappings", "yaml-40", "yaml-block"],
+)
+def test_nesting_past_the_limit_is_one_problem_with_its_line(tmp_path, name, text, line):
+    path = write(tmp_path, text, name)
+    load = {"types": load_types, "pm": load_hosts, "images": load_images}[name]
+    message = error_of(load, path)
+    assert message == f"{path}:{line}: nested deeper than 32 levels (lists and mappings)"
+    assert validate_files(
+        path if name == "pm" else write(tmp_path, "root@10.0.0.1\n", "pm.ok"),
+        path if name == "images" else write(tmp_path, "/i.img\n", "images.ok"),
+        path if name == "types" else write(tmp_path, ASSIGNMENT_TYPES_JSON, "types.ok"),
+    ) == [message]
+
+
+def test_json_nested_32_deep_is_still_read_as_json(tmp_path):
+    # the nesting check comes first, but a file within the limit gets the usual messages
+    path = write(tmp_path, '{"types": [' + "[" * 30 + "]" * 30 + "]}", "types")
+    assert "each type must be an object" in error_of(load_types, path)
+
+
+def test_yaml_aliases_that_expand_past_the_limit_are_refused(tmp_path):
+    # eight lines that stand for 10**8 values; the fifth is past the limit
+    lines = ["- &a [x, x, x, x, x, x, x, x, x, x]"]
+    lines += [f"- &{c} [{', '.join([f'*{p}'] * 10)}]" for p, c in zip("abcdefg", "bcdefgh")]
+    path = write(tmp_path, "\n".join(lines) + "\n", "pm")
+    message = error_of(load_hosts, path)
+    assert message == f"{path}:5: its aliases expand to more than 100000 values"
+    path = write(tmp_path, "hosts:\n  - &a {user: [*a]}\n", "pm2")
+    assert error_of(load_hosts, path) == f"{path}:2: an alias refers to a node that holds it"
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "problem"),
+    [
+        # past the registry's 32-bit capacity columns (an OverflowError at start-up)
+        ("pm", "root@10.0.0.1 ram=9223372036854775808\n", "ram must be at most 2147483647"),
+        ("pm", "root@10.0.0.1 cpu=2147483648\n", "cpu must be at most 2147483647"),
+        ("pm", "hosts:\n  - {address: 10.0.0.1, disk: 2147483648}\n", "disk must be at most"),
+        (
+            "types",
+            '{"types": [{"tid": 1, "cpu": 99999999999999999999999, "ram": 1, "disk": 1}]}',
+            "cpu must be at most 2147483647, not 99999999999999999999999",
+        ),
+        ("types", "types:\n  - {cpu: 1, ram: 4294967296, disk: 1}\n", "ram must be at most"),
+        # a tid past what the API takes (and past the registry's 64-bit ids)
+        (
+            "types",
+            '{"types": [{"tid": 9223372036854775808, "cpu": 1, "ram": 1, "disk": 1}]}',
+            "tid must be at most 9007199254740992, not 9223372036854775808",
+        ),
+        # more digits than Python converts (a ValueError at start-up)
+        ("pm", "root@10.0.0.1 cpu=1" + "0" * 5000 + "\n", "cpu: a number of 5001 digits"),
+        ("pm", "- {address: 10.0.0.1, cpu: 1" + "0" * 5000 + "}\n", "a number of 5001 digits"),
+        (
+            "types",
+            '{"types": [{"cpu": 1, "ram": 1' + "0" * 5000 + ', "disk": 1}]}',
+            "a number of 5001 digits is too long (at most 64)",
+        ),
+        ("types", "- {cpu: 1, ram: 1" + "0" * 5000 + ", disk: 1}\n", "a number of 5001"),
+    ],
+    ids=[
+        "pm-ram-2**63",
+        "pm-cpu-2**31",
+        "pm-yaml-disk",
+        "types-cpu-10**23",
+        "types-yaml-ram",
+        "types-tid-2**63",
+        "pm-5001-digits",
+        "pm-yaml-5001-digits",
+        "types-5001-digits",
+        "types-yaml-5001-digits",
+    ],  # fmt: skip
+)
+def test_numbers_past_the_registrys_range_are_refused(tmp_path, name, text, problem):
+    path = write(tmp_path, text, name)
+    message = error_of(load_types if name == "types" else load_hosts, path)
+    assert message.startswith(f"{path}:"), message
+    assert problem in message
+    assert len(message) < 200
+
+
+def test_the_largest_numbers_are_accepted(tmp_path):
+    pm = write(tmp_path, "root@10.0.0.1 cpu=2147483647 ram=2147483647 disk=2147483647\n")
+    (host,) = load_hosts(pm)
+    assert (host.cpu, host.ram, host.disk) == (2**31 - 1,) * 3
+    types = write(tmp_path, '[{"tid": 9007199254740992, "cpu": 1, "ram": 1, "disk": 1}]', "t")
+    assert load_types(types)[0].tid == 2**53
+
+
+def test_the_tid_bound_is_the_apis():
+    from orchestrator.api.params import MAX_ID
+    from orchestrator.inventory.checks import MAX_TID
+
+    assert MAX_TID == MAX_ID
