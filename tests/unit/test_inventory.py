@@ -294,6 +294,40 @@ def test_hosts_bad_lines(tmp_path, line, problem):
     assert problem in message
 
 
+@pytest.mark.parametrize(
+    ("uri", "problem"),
+    [
+        # libvirt runs the command in place of the fabric's ssh wrapper
+        ("qemu+ssh://root@h1/system?command=/bin/ssh-anyway", "?command= replaces the fabric"),
+        ("qemu+ssh://root@h1/system?no_tty=1&COMMAND=ssh", "?COMMAND= replaces the fabric's"),
+        ("qemu+ssh://root@h1/system?no_verify=1", "?no_verify=1 turns host-key checking off"),
+        ("qemu+tls://h1/system?no_verify=yes", "?no_verify=yes turns host-key checking off"),
+        ("qemu+ext:///system?command=/opt/tunnel", "transport 'ext' runs a command of its own"),
+        ("qemu+libssh://root@h1/system", "transport 'libssh' uses libvirt's own SSH client"),
+        ("qemu+libssh2://root@h1/system?known_hosts_verify=ignore", "transport 'libssh2'"),
+    ],
+)
+def test_hosts_uris_that_skip_the_host_key_check_are_refused(tmp_path, uri, problem):
+    path = write(tmp_path, f"root@10.0.0.1\nuri={uri}\n", "pm")
+    message = error_of(load_hosts, path)
+    assert message.startswith(f"{path}:2: uri {uri!r}: "), message
+    assert problem in message
+    yaml_form = write(tmp_path, f"hosts:\n  - address: h1\n    uri: '{uri}'\n", "pm.yaml")
+    assert error_of(load_hosts, yaml_form).startswith(f"{yaml_form}:3: uri ")
+
+
+@pytest.mark.parametrize(
+    "uri",
+    [
+        "qemu+ssh://root@h1/system?keyfile=/etc/fabric/id_ed25519",
+        "qemu+ssh://root@h1/system?no_verify=0&no_tty=1",
+        "qemu+ssh://root@h1/session?socket=/run/user/1000/libvirt/virtqemud-sock",
+    ],
+)
+def test_hosts_uri_parameters_that_keep_the_check_are_accepted(tmp_path, uri):
+    assert load_hosts(write(tmp_path, f"uri={uri}\n"))[0].uri == uri
+
+
 def test_hosts_unsupported_scheme_lists_choices(tmp_path):
     path = write(tmp_path, "uri=http://x/\n")
     message = error_of(load_hosts, path)
@@ -582,6 +616,19 @@ def test_images_bad_lines(tmp_path, line, problem):
     message = error_of(load_images, path)
     assert message.startswith(f"{path}:3: "), message
     assert problem in message
+
+
+def test_images_a_local_directory_is_no_image(tmp_path):
+    (tmp_path / "images.d").mkdir()
+    path = write(tmp_path, f"/i.img\n{tmp_path / 'images.d'}\n", "images")
+    assert error_of(load_images, path) == (
+        f"{path}:2: image path '{tmp_path / 'images.d'}' names a directory, not an image file"
+    )
+    yaml_form = write(tmp_path, f"images:\n  - path: {tmp_path}\n    name: x\n", "images.yaml")
+    assert error_of(load_images, yaml_form).startswith(f"{yaml_form}:2: image path ")
+    # a remote path is on another machine: this one's directories say nothing about it
+    (remote,) = load_images(write(tmp_path, f"root@10.0.0.1:{tmp_path} name=r\n", "remote"))
+    assert remote.path == str(tmp_path)
 
 
 def test_images_same_file_twice_under_two_names_is_duplicate(tmp_path):
