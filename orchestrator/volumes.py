@@ -16,7 +16,7 @@ from dataclasses import replace
 from typing import Any
 
 from .config import Storage
-from .errors import BadRequest, Conflict, FabricError, NotFound, NoValidHost
+from .errors import BadRequest, Conflict, FabricError, HypervisorError, NotFound, NoValidHost
 from .hostcache import HostCache
 from .hosts import host_target
 from .hypervisor.driver import LibvirtDriver
@@ -109,7 +109,7 @@ class Volumes:
             )
             self.registry.events.record("volume.create", host_id=host.id, detail={"volume": vol.id})
             return self.registry.volumes.get(vol.id)
-        raise FabricError(f"could not create the volume: {'; '.join(failures)}")
+        raise HypervisorError(f"could not create the volume: {'; '.join(failures)}")  # 502
 
     def destroy(self, volume_id: int) -> None:
         vol = self.registry.volumes.get(volume_id)

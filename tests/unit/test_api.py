@@ -133,6 +133,21 @@ def test_a_failed_create_answers_502_and_leaves_nothing(client, rig, tmp_path):
     assert rig.registry.vms.list() == []
 
 
+def test_every_host_failing_a_create_is_a_502_with_each_reason(client, rig, monkeypatch):
+    from orchestrator.errors import HypervisorError
+
+    def refuse(host, plan, image):  # noqa: ANN001, ANN202, ARG001
+        raise HypervisorError(f"host {host.label}: cannot open directory '/p': No such file")
+
+    monkeypatch.setattr(rig.driver, "create", refuse)
+    r = client.get("/vm/create?name=a&instance_type=1&image_id=1")
+    assert r.status_code == 502, r.get_json()  # the hosts' fault, not the fabric's (was 500)
+    body = r.get_json()
+    assert body["vmid"] == 0 and body["error"].startswith("could not create the VM: ")
+    assert body["error"].count("cannot open directory '/p'") == 3  # create.max_attempts
+    assert rig.registry.vms.list() == []
+
+
 # -- bounded input ------------------------------------------------------------------
 
 
@@ -154,8 +169,8 @@ def test_a_body_over_a_megabyte_is_413_with_a_json_error(client, method, url):
 
 
 def test_a_body_of_almost_a_megabyte_is_read(client):
-    r = client.post("/vm/create", json={"name": "ok", "instance_type": 1, "image_id": 1,
-                                        "pad": "x" * (2**20 - 100)})  # fmt: skip
+    body = {"name": "ok", "instance_type": 1, "image_id": 1, "pad": "x" * (2**20 - 100)}
+    r = client.post("/vm/create", json=body)
     assert r.status_code == 200, r.get_json()
 
 

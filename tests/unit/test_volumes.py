@@ -330,3 +330,15 @@ def test_the_25th_volume_is_the_last_and_the_26th_a_409(client, rig):
         f"vmid {vm['vmid']} has no free disk name left: vdb..vdz (25 volumes) are all in use"
     )
     assert client.get(f"/volume/query?volumeid={extra}").get_json()["status"] == "available"
+
+
+def test_every_host_failing_a_volume_create_is_a_502(client, rig, monkeypatch):
+    from orchestrator.errors import HypervisorError
+
+    def refuse(host, name, size, rbd):  # noqa: ANN001, ANN202, ARG001
+        raise HypervisorError(f"host {host.label}: cannot open directory '/p'")
+
+    monkeypatch.setattr(rig.driver, "create_volume", refuse)
+    r = client.get("/volume/create?name=v&size=1")
+    assert r.status_code == 502, r.get_json()
+    assert r.get_json()["error"].startswith("could not create the volume: ")
