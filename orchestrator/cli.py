@@ -19,7 +19,7 @@ from .errors import ConfigError, FabricError
 log = logging.getLogger("orchestrator")
 
 # The largest request body waitress spools (to memory, then disk) before the app sees
-# it; the app itself answers 413 past api.MAX_BODY.
+# it; the app itself answers 413 with JSON past api/params.py MAX_BODY (1 MB).
 MAX_SPOOLED = 16 * 2**20
 
 USAGE = """\
@@ -331,7 +331,7 @@ def cmd_serve(argv: list[str]) -> int:
         sockets=[sock],
         threads=args.threads,
         # waitress's own refusal of a body this large is plain text; up to here the
-        # app answers 413 with JSON (api.MAX_BODY), and the spool to disk stays small
+        # app answers 413 with JSON (params.MAX_BODY), and the spool to disk stays small
         max_request_body_size=MAX_SPOOLED,
     )
     stopping = threading.Event()
