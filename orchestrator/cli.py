@@ -7,6 +7,7 @@ import contextlib
 import logging
 import os
 import signal
+import socket
 import sys
 import threading
 from pathlib import Path
@@ -16,6 +17,10 @@ from .config import Config, check_pools, load_config, reach_warnings, sharing_wa
 from .errors import ConfigError, FabricError
 
 log = logging.getLogger("orchestrator")
+
+# The largest request body waitress spools (to memory, then disk) before the app sees
+# it; the app itself answers 413 with JSON past api/params.py MAX_BODY (1 MB).
+MAX_SPOOLED = 16 * 2**20
 
 USAGE = """\
 ./script PM_FILE IMAGE_FILE VM_TYPES [--config FILE] [--db URL] [--host ADDR] [--port N]
@@ -52,6 +57,89 @@ def default_db_url(config: Config) -> str:
     return f"sqlite:///{Path(config.state_dir) / 'registry.db'}"
 
 
+DB_EXAMPLES = "e.g. sqlite:////var/lib/fabric/registry.db or postgresql+psycopg://user@host/db"
+
+
+def check_db_url(url: str, flag: str = "--db") -> None:
+    """Refuse (ConfigError, one line) a registry URL SQLAlchemy cannot use, before
+    anything is built: unparsable, an unknown database or a driver not installed, a
+    SQLite database in memory (each connection would get its own), or a SQLite file
+    whose directory is missing. Passwords are never shown."""
+    from sqlalchemy import make_url
+    from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+
+    from .registry.database import sqlite_file
+
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise ConfigError(f"{flag} {url[:80]!r}: not a SQLAlchemy URL ({DB_EXAMPLES})") from None
+    shown = f"{flag} {parsed.render_as_string(hide_password=True)!r}"
+    try:
+        dialect = parsed.get_dialect()
+    except NoSuchModuleError:
+        raise ConfigError(
+            f"{shown}: SQLAlchemy knows no database {parsed.drivername!r} ({DB_EXAMPLES})"
+        ) from None
+    try:
+        dialect.import_dbapi()
+    except ImportError as e:
+        raise ConfigError(f"{shown}: its driver is not installed ({e})") from None
+    if parsed.get_backend_name() == "sqlite":
+        path = sqlite_file(url)
+        if path is None:
+            raise ConfigError(
+                f"{shown}: the registry needs a file (sqlite:////abs/path.db), not memory"
+            )
+        if path.is_dir():
+            raise ConfigError(f"{shown}: {path} is a directory")
+        if not path.parent.is_dir():
+            raise ConfigError(f"{shown}: directory {path.parent} does not exist")
+
+
+def prepare_state_dir(config: Config) -> None:
+    """Create ``state_dir`` if it is missing and check that files can be written in it
+    (ConfigError, one line, naming the config's key)."""
+    import tempfile
+
+    path = Path(config.state_dir)
+    where = config.locate("state_dir")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise ConfigError(f"{where}: {path} exists and is not a directory") from None
+    except OSError as e:
+        raise ConfigError(f"{where}: {path} cannot be created ({e.strerror})") from None
+    try:
+        fd, probe = tempfile.mkstemp(dir=path, prefix=".fabric-write-test-")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise ConfigError(f"{where}: cannot write in {path} ({e.strerror})") from None
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """A socket bound to ``host:port`` (waitress listens on it): a port in use or an
+    address not of this machine is refused (ConfigError) before anything is built."""
+    where = f"--host {host} --port {port}"
+    if not 0 <= port <= 65535:
+        raise ConfigError(f"--port {port}: must be 0..65535 (0: any free port)")
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+    except (socket.gaierror, UnicodeError) as e:
+        raise ConfigError(f"--host {host[:80]!r}: not an address of this machine ({e})") from None
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+    except OSError as e:
+        sock.close()
+        raise ConfigError(f"{where}: cannot listen there ({e.strerror})") from None
+    return sock
+
+
 def cmd_validate(argv: list[str]) -> int:
     from .inventory import load_hosts, load_images, load_types, validate_files
     from .model import Inventory
@@ -83,6 +171,12 @@ def cmd_validate(argv: list[str]) -> int:
     return 0
 
 
+def _first_line(e: Exception) -> str:
+    """The first line of a database error, without SQLAlchemy's statement and link."""
+    text = str(getattr(e, "orig", None) or e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
+
+
 def _refuse(e: FabricError) -> int:
     """Print every line of ``e`` (a config error may name several problems); exit 2."""
     for line in str(e).splitlines():
@@ -90,17 +184,39 @@ def _refuse(e: FabricError) -> int:
     return 2
 
 
-def cmd_hash_password() -> int:
-    """Print a password hash for the config's ``auth.users`` (the password is read twice)."""
+def _read_password(prompt: str) -> str:
+    """A password from the terminal (not echoed), or one line of standard input when
+    it is not a terminal (a script's pipe). EOFError when the input has ended."""
     import getpass
 
+    if sys.stdin.isatty():
+        return getpass.getpass(prompt)
+    line = sys.stdin.readline()
+    if not line:
+        raise EOFError
+    return line.removesuffix("\n").removesuffix("\r")
+
+
+def cmd_hash_password(argv: list[str]) -> int:
+    """Print a password hash for the config's ``auth.users`` (the password is read twice)."""
+    argparse.ArgumentParser(
+        prog="script hash-password",
+        description="Print a password hash for the config's auth.users. The password is "
+        "read twice: from the terminal, not echoed, or as two lines of standard input "
+        "when it is not a terminal.",
+    ).parse_args(argv)
     from .auth import hash_password
 
-    first = getpass.getpass("password: ")
-    if len(first) < 8:
-        print("error: use at least 8 characters", file=sys.stderr)
+    try:
+        first = _read_password("password: ")
+        if len(first) < 8:
+            print("error: use at least 8 characters", file=sys.stderr)
+            return 2
+        again = _read_password("again: ")
+    except (EOFError, KeyboardInterrupt):
+        print("error: no password given (the input ended)", file=sys.stderr)
         return 2
-    if getpass.getpass("again: ") != first:
+    if again != first:
         print("error: the two passwords differ", file=sys.stderr)
         return 2
     print(hash_password(first))
@@ -121,9 +237,18 @@ def cmd_db(argv: list[str]) -> int:
     except FabricError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    from sqlalchemy.exc import SQLAlchemyError
+
     url = args.db or default_db_url(config)
-    if url.startswith("sqlite:///"):
-        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    try:
+        if url.startswith("sqlite:///"):
+            Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        check_db_url(url)
+    except OSError as e:
+        print(f"error: {url}: its directory cannot be created ({e.strerror})", file=sys.stderr)
+        return 2
+    except FabricError as e:
+        return _refuse(e)
     engine = make_engine(url)
     try:
         if args.action == "upgrade":
@@ -131,6 +256,9 @@ def cmd_db(argv: list[str]) -> int:
         have, want = migrate.current(engine), migrate.head(engine)
         print(f"schema revision: {have or 'none'} (this fabric needs {want})")
         return 0 if have == want else 1
+    except SQLAlchemyError as e:
+        print(f"error: the registry cannot be opened: {_first_line(e)}", file=sys.stderr)
+        return 2
     finally:
         engine.dispose()
 
@@ -144,6 +272,8 @@ def cmd_serve(argv: list[str]) -> int:
     # paramiko logs a guest still booting as an ERROR with a traceback; our own
     # messages say what failed and why.
     logging.getLogger("paramiko").setLevel(logging.CRITICAL)
+    from sqlalchemy import make_url
+    from sqlalchemy.exc import SQLAlchemyError
     from waitress import create_server, wasyncore
 
     from .api import create_app
@@ -152,18 +282,36 @@ def cmd_serve(argv: list[str]) -> int:
     from .registry import Registry
     from .services import build_services
 
+    # Every setting is checked before anything is built: no state dir, registry
+    # file, thread or heartbeat for a setting that cannot work.
     try:
+        if not 1 <= args.threads <= 1024:
+            raise ConfigError(f"--threads {args.threads}: must be 1..1024")
         config = load_config(args.config)
         inventory = load_inventory(args.pm_file, args.image_file, args.vm_types)
         check_pools(config, inventory)
+        if args.db:
+            check_db_url(args.db)
+        sock = listen(args.host, args.port)
     except FabricError as e:
         return _refuse(e)
-    Path(config.state_dir).mkdir(parents=True, exist_ok=True)
-    registry = Registry(args.db or default_db_url(config), dead_after=config.cluster.dead_after)
     try:
-        services = build_services(config, registry, inventory)
+        prepare_state_dir(config)
     except FabricError as e:
-        registry.close()
+        sock.close()
+        return _refuse(e)
+    url = args.db or default_db_url(config)
+    registry: Registry | None = None
+    try:
+        registry = Registry(url, dead_after=config.cluster.dead_after)
+        services = build_services(config, registry, inventory)
+    except (FabricError, SQLAlchemyError) as e:
+        sock.close()
+        if registry is not None:
+            registry.close()
+        if isinstance(e, SQLAlchemyError):  # e.g. a database server that is down
+            shown = make_url(url).render_as_string(hide_password=True)
+            e = ConfigError(f"the registry {shown} cannot be opened: {_first_line(e)}")
         return _refuse(e)
     cluster = services.cluster
     cluster.join()
@@ -178,7 +326,15 @@ def cmd_serve(argv: list[str]) -> int:
 
     app = create_app(services)
     sockets: dict = {}  # waitress's socket map: the loop below polls it
-    server = create_server(app, map=sockets, host=args.host, port=args.port, threads=args.threads)
+    server = create_server(
+        app,
+        map=sockets,
+        sockets=[sock],
+        threads=args.threads,
+        # waitress's own refusal of a body this large is plain text; up to here the
+        # app answers 413 with JSON (params.MAX_BODY), and the spool to disk stays small
+        max_request_body_size=MAX_SPOOLED,
+    )
     stopping = threading.Event()
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
@@ -217,7 +373,7 @@ def main(argv: list[str] | None = None) -> int:
     if argv[0] == "db":
         return cmd_db(argv[1:])
     if argv[0] == "hash-password":
-        return cmd_hash_password()
+        return cmd_hash_password(argv[1:])
     if argv[0] == "client":
         from .client import main as client_main
 

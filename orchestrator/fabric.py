@@ -163,7 +163,8 @@ class Fabric:
                 excluded.add(host.id)
                 if isinstance(e, HostUnreachable):
                     self.registry.hosts.record_discovery(host.id, up=False, reason=e.reason)
-        raise FabricError(f"could not create the VM: {'; '.join(failures)}")
+        # every host tried failed: theirs is the fault (a 502 with each reason), not ours
+        raise HypervisorError(f"could not create the VM: {'; '.join(failures)}")
 
     def _type_and_image(self, tid: int, image_id: int) -> tuple[TypeRow, ImageSpec]:
         """A VM type and an image, read once per sync of the files (they change

@@ -17,11 +17,11 @@ from typing import TYPE_CHECKING, Any
 
 from .access import SYSTEM, Principal
 from .config import Storage
-from .errors import BadRequest, Conflict, FabricError, NotFound, NoValidHost
+from .errors import BadRequest, Conflict, FabricError, HypervisorError, NotFound, NoValidHost
 from .hostcache import HostCache
 from .hosts import host_target
 from .hypervisor.driver import LibvirtDriver
-from .hypervisor.xml import RbdBackend
+from .hypervisor.xml import NO_TARGET_LEFT, VOLUME_TARGETS, RbdBackend
 from .model import NAME_RULE, VM_ATTACHABLE, VOLUME_BUSY, HostStatus, VolumeState, is_name
 from .registry import Registry, VmRow, VolumeRow
 from .scheduler import PlacementRequest, Scheduler
@@ -122,7 +122,7 @@ class Volumes:
             )
             self.registry.events.record("volume.create", host_id=host.id, detail={"volume": vol.id})
             return self.registry.volumes.get(vol.id)
-        raise FabricError(f"could not create the volume: {'; '.join(failures)}")
+        raise HypervisorError(f"could not create the volume: {'; '.join(failures)}")  # 502
 
     def destroy(self, volume_id: int, *, by: Principal = SYSTEM) -> None:
         vol = self.registry.volumes.get(volume_id)
@@ -162,6 +162,9 @@ class Volumes:
             raise Conflict(f"volumeid {volume_id} is {vol.status}; it cannot be attached now")
         if vm.state not in VM_ATTACHABLE or vm.host_id is None:
             raise Conflict(f"vmid {vm_id} is {vm.state}; volumes attach to running VMs")
+        if len(self.registry.volumes.list(vm_id=vm_id)) >= len(VOLUME_TARGETS):
+            # before a volume is moved to the VM's host for nothing (the driver checks too)
+            raise Conflict(f"vmid {vm_id} has {NO_TARGET_LEFT}")
         if not self.registry.volumes.transition(
             volume_id, VolumeState.ATTACHING, expect=[VolumeState.AVAILABLE], vm_id=vm_id
         ):

@@ -14,6 +14,7 @@ from . import (
     images,
     meta,
     networks,
+    params,
     reservations,
     schedules,
     status,
@@ -25,6 +26,7 @@ from . import (
 def create_app(services: Services) -> Flask:
     app = Flask("orchestrator")
     app.config["SERVICES"] = services
+    params.bound(app)  # bodies of at most 1 MB; JSON nested at most 32 deep
     app.json.sort_keys = False  # keep the contract's key order
     errors.install(app)
     for bp in (

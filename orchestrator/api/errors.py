@@ -7,7 +7,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from flask import Flask, Response, jsonify
+from flask import Flask, Response, current_app, jsonify
 from werkzeug.exceptions import HTTPException
 
 from ..errors import FabricError
@@ -58,6 +58,9 @@ def install(app: Flask) -> None:
             msg = "no such endpoint; see /vm/types, /pm/list, /image/list"
         elif code == 405:
             msg = "method not allowed for this endpoint"
+        elif code == 413:
+            limit = current_app.config.get("MAX_CONTENT_LENGTH")
+            msg = "the request body is too large" + (f" (at most {limit} bytes)" if limit else "")
         else:
             msg = e.description or e.name
         return error_response(code, {"error": msg})

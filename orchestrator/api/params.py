@@ -30,12 +30,16 @@ from dataclasses import dataclass, replace
 from datetime import date
 from typing import Any, TypeVar
 
-from flask import current_app, request
+from flask import Flask, current_app, request
+from flask.json.provider import DefaultJSONProvider
+from werkzeug.exceptions import RequestEntityTooLarge
 
+from ..bounded import TooDeep, json_loads
 from ..errors import BadRequest
 from ..model import NAME_PATTERN, NAME_RULE, is_name
 
 MAX_ID = 2**53  # ids beyond this are not ours (and JSON clients lose precision)
+MAX_BODY = 2**20  # bytes in a request body: every call of the API takes a few hundred
 IPV4_PATTERN = (
     r"(?:(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\.){3}"
     r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
@@ -48,6 +52,31 @@ REQUEST, QUERY, PATH = "request", "query", "path"
 
 
 # -- reading the request ---------------------------------------------------------
+
+
+class BoundedJSON(DefaultJSONProvider):
+    """The app's JSON: every body read as JSON (``request.get_json``, by this module or
+    a view) goes through one bounded parse. Nested past ``bounded.MAX_DEPTH`` it is a
+    400 that says so, whatever ``silent`` says (Python's recursion limit used to
+    make it a 500)."""
+
+    def loads(self, s: str | bytes, **kwargs: Any) -> Any:
+        try:
+            return json_loads(s)
+        except TooDeep as e:
+            raise BadRequest(f"the JSON body is {e}") from None
+
+
+def bound(app: Flask) -> None:
+    """Bounded input on ``app``: bodies up to ``MAX_BODY`` bytes (413 past it, before
+    the view runs, whether it reads the body or not) and JSON through BoundedJSON."""
+    app.json = BoundedJSON(app)
+    app.config["MAX_CONTENT_LENGTH"] = MAX_BODY
+
+    @app.before_request
+    def _body_size() -> None:
+        if (request.content_length or 0) > MAX_BODY:
+            raise RequestEntityTooLarge()
 
 
 def _body() -> dict[str, Any]:

@@ -145,6 +145,8 @@ def summary() -> ResponseReturnValue:
         start = end
     if start > end:
         raise BadRequest(f"from ({start}) is after to ({end})")
+    if end == date.max:  # the range ends the day after: past what a date can hold
+        raise BadRequest(f"the range must end before {date.max}")
     days = (end - start).days + 1
     if days > MAX_SUMMARY_DAYS:
         raise BadRequest(f"the range is {days} days; at most {MAX_SUMMARY_DAYS}")

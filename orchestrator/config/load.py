@@ -12,6 +12,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 from pydantic.fields import FieldInfo
 
+from ..bounded import LimitExceeded
 from ..errors import ConfigError
 from .base import show
 from .schema import SHAPES, Config
@@ -33,6 +34,8 @@ def load_config(path: str | Path | None) -> Config:
         text = p.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError(f"{p}: no such file") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{p}: is a directory, not a file") from None
     except UnicodeDecodeError:
         raise ConfigError(f"{p}: not UTF-8 text") from None
     except OSError as e:
@@ -43,7 +46,9 @@ def load_config(path: str | Path | None) -> Config:
         mark = getattr(e, "problem_mark", None)
         line = f":{mark.line + 1}" if mark is not None else ""
         problem = getattr(e, "problem", None) or str(e)
-        raise ConfigError(f"{p}{line}: not valid YAML: {problem}") from None
+        if not isinstance(e, LimitExceeded):
+            problem = f"not valid YAML: {problem}"
+        raise ConfigError(f"{p}{line}: {problem}") from None
     return _check(data, str(p), node)
 
 

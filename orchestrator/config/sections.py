@@ -15,6 +15,10 @@ from .base import Section, fail, names_of, none_is_empty_dict, problem, show
 
 # -- the plain sections -----------------------------------------------------------
 
+# The longest timeout, interval or wait: a week. Past it a setting is a mistake, and far
+# past it the clock's own types overflow (a traceback, not a message).
+A_WEEK = 7 * 24 * 3600
+
 
 class CapacityConfig(Section):
     """How much of a host VMs may claim: ``physical * ratio - reserved``."""
@@ -27,26 +31,37 @@ class CapacityConfig(Section):
     reserved_host_disk: int = Field(0, ge=0)  # GB
 
 
+MAX_CAPACITY = 2**31 - 1  # the registry's capacity columns are 32-bit
+
+
 def effective_capacity(phys: tuple[int, int, int], cap: CapacityConfig) -> tuple[int, int, int]:
-    """What VMs may claim on a host with ``phys`` = (cpus, ram MB, disk GB)."""
+    """What VMs may claim on a host with ``phys`` = (cpus, ram MB, disk GB), at most
+    ``MAX_CAPACITY`` of each (a large ratio must not overflow the registry)."""
     cpu, ram, disk = phys
+
+    def fit(value: float, reserved: int) -> int:
+        if value >= MAX_CAPACITY + reserved:  # also a product past float's range (inf)
+            return MAX_CAPACITY
+        return max(0, int(value) - reserved)
+
     return (
-        max(0, int(cpu * cap.cpu_allocation_ratio) - cap.reserved_host_cpus),
-        max(0, int(ram * cap.ram_allocation_ratio) - cap.reserved_host_ram),
-        max(0, int(disk * cap.disk_allocation_ratio) - cap.reserved_host_disk),
+        fit(cpu * cap.cpu_allocation_ratio, cap.reserved_host_cpus),
+        fit(ram * cap.ram_allocation_ratio, cap.reserved_host_ram),
+        fit(disk * cap.disk_allocation_ratio, cap.reserved_host_disk),
     )
 
 
 class SshConfig(Section):
     key: str | None = None
     known_hosts: str | None = None
-    connect_timeout: int = Field(5, ge=0)
+    connect_timeout: int = Field(5, gt=0, le=A_WEEK)
 
 
 class LibvirtConfig(Section):
-    connect_timeout: float = Field(10.0, ge=0)
-    call_timeout: float = Field(60.0, ge=0)
-    upload_timeout: float = Field(900.0, ge=0)
+    # 0 would fail every call at once: there is no "no timeout"
+    connect_timeout: float = Field(10.0, gt=0, le=A_WEEK)
+    call_timeout: float = Field(60.0, gt=0, le=A_WEEK)
+    upload_timeout: float = Field(900.0, gt=0, le=A_WEEK)
 
 
 _PORTS = re.compile(r"([0-9]{1,5})-([0-9]{1,5})")
@@ -80,32 +95,34 @@ class GuestConfig(Section):
     user: str = "root"
     key: str | None = None  # default: ssh.key
     host_keys: str | None = None  # file of keys every guest may present; default: TOFU
-    ready_timeout: float = Field(300.0, ge=0)  # seconds for a new or reset guest to answer SSH
+    ready_timeout: float = Field(300.0, gt=0, le=A_WEEK)  # for a guest to answer SSH
     # seconds a guest on a LAN has to take an address the fabric can see (else failed)
-    address_timeout: float = Field(120.0, gt=0)
-    command_timeout: float = Field(60.0, ge=0)
+    address_timeout: float = Field(120.0, gt=0, le=A_WEEK)
+    command_timeout: float = Field(60.0, gt=0, le=A_WEEK)
 
 
 class WorkerConfig(Section):
     """Background work: pool refill, cleanup, the lifetime reaper."""
 
-    interval: float = Field(2.0, gt=0)  # seconds between passes
+    interval: float = Field(2.0, gt=0, le=A_WEEK)  # seconds between passes
     build_workers: int = Field(2, ge=1)  # pool VMs built at once
     cleanup_workers: int = Field(4, ge=1)  # returned VMs cleaned at once
-    retry_after: int = Field(5, ge=0)  # seconds a caller is told to wait when a pool is empty
+    retry_after: int = Field(
+        5, ge=0, le=A_WEEK
+    )  # seconds a caller is told to wait when a pool is empty
 
 
 class DiscoveryConfig(Section):
-    interval: float = Field(60.0, gt=0)  # seconds between re-reads of every host
+    interval: float = Field(60.0, gt=0, le=A_WEEK)  # seconds between re-reads of every host
 
 
 class ClusterConfig(Section):
     """Several fabric servers on one registry (PostgreSQL): each heartbeats, and
     background work runs on whichever server holds its lease."""
 
-    heartbeat: float = Field(2.0, gt=0)  # seconds between heartbeats and lease renewals
-    dead_after: float = Field(10.0, ge=0)  # a server silent this long is dead; its work moves
-    host_cache: float = Field(2.0, ge=0)  # seconds the scheduler's host state may be old
+    heartbeat: float = Field(2.0, gt=0, le=A_WEEK)  # seconds between heartbeats and renewals
+    dead_after: float = Field(10.0, ge=0, le=A_WEEK)  # a server silent this long is dead
+    host_cache: float = Field(2.0, ge=0, le=A_WEEK)  # seconds the host state may be old (0: none)
 
     @model_validator(mode="after")
     def _twice_the_heartbeat(self) -> ClusterConfig:
@@ -128,7 +145,9 @@ class LimitsConfig(Section):
 class SchedulesSettings(Section):
     """Scheduled capacity (orchestrator.schedules)."""
 
-    interval: float = Field(30.0, gt=0, description="a positive number of seconds")
+    interval: float = Field(
+        30.0, gt=0, le=A_WEEK, description=f"a positive number of seconds (at most {A_WEEK})"
+    )
 
 
 # -- scheduler: builds the Policy -------------------------------------------------

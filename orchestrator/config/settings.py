@@ -23,6 +23,7 @@ from ..access import Role
 from ..hypervisor.xml import RbdBackend
 from ..model import NAME, NAME_RULE
 from .base import Name, Section, fail, names_of, none_is_empty_dict, problem, show
+from .sections import A_WEEK
 from .yamlmap import Loc
 
 # -- pools: their shape -----------------------------------------------------------
@@ -42,6 +43,10 @@ def _pool_user(value: Any) -> str:
     return value
 
 
+MAX_HOURS = 24 * 3660  # ten years: a reservation's or a token's longest life
+_HOURS = f"a positive number of hours (at most {MAX_HOURS})"
+
+
 class PoolSettings(Section):
     """One ``pools:`` entry as written; ``.pools.resolve_pools`` makes it a PoolConfig."""
 
@@ -52,8 +57,8 @@ class PoolSettings(Section):
     )
     size: int = Field(1, ge=0)  # ready VMs to keep
     max: int | None = Field(None, ge=0)  # VMs in all (any state); default: size
-    lifetime: float = Field(2.0, gt=0, description="a positive number of hours")
-    lifetime_max: float = Field(24.0, gt=0, description="a positive number of hours")
+    lifetime: float = Field(2.0, gt=0, le=MAX_HOURS, description=_HOURS)
+    lifetime_max: float = Field(24.0, gt=0, le=MAX_HOURS, description=_HOURS)
     cleanup: Literal["tmp", "reset"] = "tmp"
     ready_check: Literal["ssh", "none"] = "ssh"
     # who may check VMs out of it (with auth on); absent: every user
@@ -308,11 +313,9 @@ class AuthSettings(Section):
     # but their own).
     quota: QuotaSettings = Field(default_factory=QuotaSettings)
     open_reads: bool = True  # GETs that change nothing need no token
-    token_ttl_hours: float = Field(
-        24.0, gt=0, le=24 * 3660, description="a positive number of hours (at most 87840)"
-    )
+    token_ttl_hours: float = Field(24.0, gt=0, le=MAX_HOURS, description=_HOURS)
     max_failures: int = Field(5, ge=1)  # failed logins per user and address ...
-    lockout_seconds: int = Field(60, ge=0)  # ... before they are refused for this long
+    lockout_seconds: int = Field(60, ge=0, le=A_WEEK)  # ... before they are refused for this long
 
     @model_validator(mode="after")
     def _someone_can_log_in(self) -> AuthSettings:

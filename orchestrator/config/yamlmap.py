@@ -7,6 +7,8 @@ from collections.abc import Iterator, Sequence
 
 import yaml
 
+from ..bounded import BoundedSafeLoader
+
 Loc = tuple[str | int, ...]
 KEY = "[key]"  # pydantic's marker for an error in a mapping's key rather than its value
 
@@ -25,8 +27,9 @@ def dotted(loc: Sequence[str | int]) -> str:
 
 
 def compose(text: str) -> tuple[object, yaml.Node | None]:
-    """The document's data (as ``yaml.safe_load`` gives it) and its node tree."""
-    loader = yaml.SafeLoader(text)
+    """The document's data (as ``yaml.safe_load`` gives it) and its node tree; too
+    deep a document raises ``bounded.LimitExceeded`` (a YAMLError)."""
+    loader = BoundedSafeLoader(text)
     try:
         node = loader.get_single_node()
         data = loader.construct_document(node) if node is not None else None

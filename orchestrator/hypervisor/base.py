@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import getpass
 import threading
 from collections.abc import Callable
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import libvirt
 
@@ -18,6 +20,31 @@ POOL_NAME = "fabric"
 GIB = 1024**3
 MIB = 1024**2
 CHUNK = 1024 * 1024
+
+
+SYSTEM_POOL_DIR = "/var/lib/libvirt/images/fabric"
+
+
+def default_pool_path(uri: str) -> str:
+    """The fabric pool's directory on a host whose pm line has no ``pool=``.
+
+    A system daemon: ``/var/lib/libvirt/images/fabric``, beside libvirt's own images.
+    A session daemon runs as a user and can write only what that user can: the
+    ``fabric`` directory in libvirt's per-user images directory of that user's home,
+    ``~/.local/share/libvirt/images`` (what virt-manager uses for a session). The home
+    is this process's for a local URI (``qemu:///session``: the daemon is ours);
+    over SSH it is ``/home/USER`` (``/root`` for root), USER being the URI's user or,
+    as for ssh, ours. libvirt makes the directory, parents included, the first time.
+    """
+    parts = urlsplit(uri)
+    if not parts.path.rstrip("/").endswith("/session"):
+        return SYSTEM_POOL_DIR
+    if not parts.hostname:
+        home = str(Path.home())
+    else:
+        user = parts.username or getpass.getuser()
+        home = "/root" if user == "root" else f"/home/{user}"
+    return f"{home.rstrip('/')}/.local/share/libvirt/images/fabric"
 
 
 def ignore_missing(fn: Callable[[], object], *codes: int) -> None:
@@ -37,18 +64,45 @@ def drop_volume(pool: libvirt.virStoragePool, name: str) -> None:
     )
 
 
-def active_pool(
-    conn: libvirt.virConnect, name: str, define: Callable[[], libvirt.virStoragePool]
-) -> libvirt.virStoragePool:
-    """The storage pool ``name``, defined by ``define()`` if libvirt has none, and started."""
+def _lookup_pool(conn: libvirt.virConnect, name: str) -> libvirt.virStoragePool | None:
     try:
-        pool = conn.storagePoolLookupByName(name)
+        return conn.storagePoolLookupByName(name)
     except libvirt.libvirtError as e:
         if e.get_error_code() != libvirt.VIR_ERR_NO_STORAGE_POOL:
             raise
-        pool = define()
+        return None
+
+
+def active_pool(
+    conn: libvirt.virConnect,
+    name: str,
+    define: Callable[[], libvirt.virStoragePool],
+    *,
+    build: bool = False,
+) -> libvirt.virStoragePool:
+    """The storage pool ``name``, defined by ``define()`` if libvirt has none, and started.
+
+    ``build``: a pool that is not running is built first (a dir pool's directory made,
+    as ``virsh pool-start --build``; harmless when it exists), whether it was defined
+    now or earlier (a directory removed since). A pool another server defines or
+    starts at the same moment is taken as it is; a build that fails says why.
+    """
+    pool = _lookup_pool(conn, name)
+    if pool is None:
+        try:
+            pool = define()
+        except libvirt.libvirtError:
+            pool = _lookup_pool(conn, name)  # defined meanwhile (another server)
+            if pool is None:
+                raise
     if not pool.isActive():
-        pool.create(0)
+        try:
+            if build:
+                pool.build(0)
+            pool.create(0)
+        except libvirt.libvirtError:
+            if not pool.isActive():  # else: started meanwhile, which is all we want
+                raise
     return pool
 
 
@@ -71,6 +125,7 @@ class DriverBase:
         self._conns: dict[int, HostConnection] = {}
         self._conns_lock = threading.Lock()
         self._stage_locks: dict[tuple[int, str], threading.Lock] = {}
+        self._pool_locks: dict[int, threading.Lock] = {}
 
     # -- connections ---------------------------------------------------------
 
@@ -101,19 +156,32 @@ class DriverBase:
             return host.pool_path
         if host.is_test:
             return "/fabric-pool"
-        if host.uri.rstrip("/").split("?")[0].endswith("/session"):
-            raise HypervisorError(
-                f"host {host.label}: a session URI needs pool=/abs/dir in the pm file"
-            )
-        return "/var/lib/libvirt/images/fabric"
+        return default_pool_path(host.uri)
 
     def _ensure_pool(self, conn: libvirt.virConnect, host: HostTarget) -> libvirt.virStoragePool:
+        """The fabric's pool on ``host``, running, its directory made the first time.
+        Calls on one host take turns: discovery and a create at once must not both
+        define it, nor one start it while the other has not built it yet."""
+
         def define() -> libvirt.virStoragePool:
             pool = conn.storagePoolDefineXML(pool_xml(POOL_NAME, self._pool_path(host)), 0)
-            with contextlib.suppress(libvirt.libvirtError):
-                pool.build(0)
             with contextlib.suppress(libvirt.libvirtError):
                 pool.setAutostart(1)
             return pool
 
-        return active_pool(conn, POOL_NAME, define)
+        with self._conns_lock:
+            lock = self._pool_locks.setdefault(host.id, threading.Lock())
+        with lock:
+            try:
+                return active_pool(conn, POOL_NAME, define, build=True)
+            except libvirt.libvirtError as e:
+                if e.get_error_domain() != libvirt.VIR_FROM_STORAGE:
+                    raise  # e.g. the link: the connection sorts those out
+                # The host's answer (a directory it cannot make or open), not a broken
+                # link, though libvirt reports both as system errors.
+                reason = " ".join((e.get_error_message() or str(e)).split())[:300]
+                hint = "" if host.pool_path else "; set pool=/abs/dir in the pm file"
+                raise HypervisorError(
+                    f"host {host.label}: the fabric's storage pool in "
+                    f"{self._pool_path(host)} cannot be started: {reason}{hint}"
+                ) from None

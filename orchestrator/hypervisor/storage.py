@@ -14,6 +14,7 @@ from ..errors import Conflict, FabricError, HypervisorError
 from .base import CHUNK, GIB, DriverBase, active_pool, drop_volume
 from .records import HostTarget, StagedImage
 from .xml import (
+    NO_TARGET_LEFT,
     RbdBackend,
     ceph_secret_xml,
     disk_targets,
@@ -243,6 +244,8 @@ class StorageMixin(DriverBase):
                 if source == want:
                     return dev  # already there (a retried attach)
             target = next_free_target(set(live) | set(persistent))
+            if target is None:
+                raise Conflict(f"the VM has {NO_TARGET_LEFT}")
             xml = disk_xml(target, path=path, rbd=rbd, rbd_image=rbd_image)
             flags = libvirt.VIR_DOMAIN_AFFECT_LIVE | libvirt.VIR_DOMAIN_AFFECT_CONFIG
             try:

@@ -277,9 +277,11 @@ def disk_targets(domain_xml_text: str) -> dict[str, str | None]:
     return out
 
 
-def next_free_target(used: set[str]) -> str:
-    for letter in "bcdefghijklmnopqrstuvwxyz":
-        dev = f"vd{letter}"
-        if dev not in used:
-            return dev
-    raise ValueError("no free virtio disk name left (vdb..vdz are taken)")
+# The names volumes attach as: vda is the root disk, so a VM takes at most 25 volumes.
+VOLUME_TARGETS = tuple(f"vd{letter}" for letter in "bcdefghijklmnopqrstuvwxyz")
+NO_TARGET_LEFT = f"no free disk name left: vdb..vdz ({len(VOLUME_TARGETS)} volumes) are all in use"
+
+
+def next_free_target(used: set[str]) -> str | None:
+    """The first of VOLUME_TARGETS not in ``used``; None when all are."""
+    return next((dev for dev in VOLUME_TARGETS if dev not in used), None)

@@ -7,7 +7,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 from .reading import DIGITS, Problem, show
 
@@ -17,6 +17,13 @@ URI_DRIVERS = frozenset(
     "bhyve ch openvz vz parallels hyperv uml phyp".split()
 )
 URI_TRANSPORTS = frozenset("ssh libssh libssh2 tcp tls unix ext".split())
+# Transports that reach a host without the fabric's ssh (connection.SshOptions: host
+# keys checked against ssh.known_hosts, ssh.key, batch mode): refused.
+UNCHECKED_TRANSPORTS = {
+    "ext": "runs a command of its own in place of ssh",
+    "libssh": "uses libvirt's own SSH client, not the fabric's ssh",
+    "libssh2": "uses libvirt's own SSH client, not the fabric's ssh",
+}
 QEMU_URI_PATHS = ("/system", "/session", "/embed")
 URI_EXAMPLES = "e.g. qemu+ssh://user@host/system, qemu:///system or test:///abs/path/node.xml"
 
@@ -28,10 +35,19 @@ _NET_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}")
 _URI = re.compile(r"(?P<driver>[a-z][a-z0-9]*)(?:\+(?P<transport>[a-z][a-z0-9]*))?://(?P<rest>.*)")
 
 
-def positive(key: str) -> Callable[[Any], int]:
+# The registry keeps capacities (a host's cpu, ram, disk; a type's) in 32-bit columns
+# (registry/tables.py); a type's tid is an id, which the API takes up to 2**53
+# (api/params.py MAX_ID: JSON clients lose precision past it; the column is 64-bit).
+MAX_SIZE = 2**31 - 1
+MAX_TID = 2**53
+
+
+def positive(key: str, maximum: int = MAX_SIZE) -> Callable[[Any], int]:
     def check(value: Any) -> int:
         if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
             raise Problem(f"{key} must be a positive integer, not {show(value)}")
+        if value > maximum:
+            raise Problem(f"{key} must be at most {maximum}, not {value}")
         return value
 
     return check
@@ -168,7 +184,14 @@ def uri(value: Any) -> Uri:
             f"with driver one of {', '.join(sorted(URI_DRIVERS))} and transport one of "
             f"{', '.join(sorted(URI_TRANSPORTS))} ({URI_EXAMPLES})"
         )
+    if transport in UNCHECKED_TRANSPORTS:
+        raise Problem(
+            f"uri {value!r}: transport {transport!r} {UNCHECKED_TRANSPORTS[transport]}, "
+            "so the host key is not checked against ssh.known_hosts "
+            f"(write {driver}+ssh://)"
+        )
     parts = urlsplit(value)
+    _check_query(value, parts.query)
     try:
         number = parts.port
     except ValueError:
@@ -188,3 +211,17 @@ def uri(value: Any) -> Uri:
     if driver == "qemu" and parts.path not in QEMU_URI_PATHS:
         raise Problem(f"{where} must end in {' or '.join(QEMU_URI_PATHS)}")
     return Uri(value, user, address, number)
+
+
+def _check_query(value: str, query: str) -> None:
+    """Refuse URI parameters that take host-key checking away from the fabric's ssh
+    (libvirt reads parameter names in any case; ``no_verify`` is on unless 0)."""
+    for key, setting in parse_qsl(query, keep_blank_values=True):
+        name = key.lower()
+        if name == "command":
+            raise Problem(
+                f"uri {value!r}: ?{key}= replaces the fabric's ssh, which checks host keys "
+                "(set ssh.key and ssh.known_hosts in the config instead)"
+            )
+        if name == "no_verify" and setting.strip() != "0":
+            raise Problem(f"uri {value!r}: ?{key}={setting} turns host-key checking off")

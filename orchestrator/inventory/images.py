@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import posixpath
 import re
 from collections.abc import Callable
@@ -45,7 +46,8 @@ def _image_location(value: Any) -> tuple[str | None, str | None, str]:
 
 def _build_image(location: Any, entry: Entry, path: str, yaml_form: bool) -> ImageSpec:
     user, host, image_path = _image_location(location)
-    if image_path.endswith("/"):
+    if image_path.endswith("/") or (host is None and os.path.isdir(image_path)):
+        # a local path is on this machine: a directory there is no image either
         raise Problem(f"image path {image_path!r} names a directory, not an image file")
     name = entry.get("name", checks.name)
     if name is None:

@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 
 import yaml
 
+from orchestrator.bounded import MAX_DIGITS, BoundedSafeLoader, LimitExceeded, too_long
 from orchestrator.errors import InventoryError
 
 T = TypeVar("T")
@@ -127,7 +128,10 @@ def text_entry(
             raise Problem(f"{key}= is given twice")
         if not value:
             raise Problem(f"{key}= has no value")
-        fields[key] = (int(value) if key in int_keys and DIGITS.fullmatch(value) else value, line)
+        number = key in int_keys and DIGITS.fullmatch(value)
+        if number and len(value) > MAX_DIGITS:
+            raise Problem(f"{key}: {too_long(len(value))}")
+        fields[key] = (int(value) if number else value, line)
     return Entry(line, fields)
 
 
@@ -138,13 +142,15 @@ def _yaml_problem(e: yaml.YAMLError) -> Problem:
     mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
     problem = getattr(e, "problem", None) or str(e)
     context = getattr(e, "context", None)
+    if isinstance(e, LimitExceeded):
+        return Problem(problem, mark.line + 1 if mark else None)
     text = f"invalid YAML: {problem}" + (f" ({context})" if context else "")
     return Problem(text, mark.line + 1 if mark else None)
 
 
 def _yaml_value(node: yaml.Node) -> Any:
     try:
-        return yaml.SafeLoader("").construct_object(node, deep=True)
+        return BoundedSafeLoader("").construct_object(node, deep=True)
     except yaml.YAMLError as e:
         raise _yaml_problem(e) from None
 
@@ -152,7 +158,7 @@ def _yaml_value(node: yaml.Node) -> Any:
 def yaml_entries(text: str, key: str) -> list[Entry | Problem]:
     """The items of the file's ``key:`` list (or of a top-level list), with their lines."""
     try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        root = yaml.compose(text, Loader=BoundedSafeLoader)
     except yaml.YAMLError as e:
         raise _yaml_problem(e) from None
     if root is None:

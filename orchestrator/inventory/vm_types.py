@@ -9,6 +9,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
+from orchestrator.bounded import MAX_DIGITS, json_depth_offset, json_too_deep, too_deep, too_long
 from orchestrator.errors import InventoryError
 from orchestrator.model import Source, VmType
 
@@ -76,9 +77,19 @@ def _relax_json(text: str) -> str:
     return scan(text, trailing_comma)
 
 
+class _TooLong(Exception):
+    pass
+
+
+def _bounded_int(text: str) -> int:
+    if len(text.lstrip("-")) > MAX_DIGITS:
+        raise _TooLong(text)
+    return int(text)
+
+
 def _json_decode(text: str) -> Any:
     """json.loads that records each object's and array's offsets (python scanner needed)."""
-    decoder = json.JSONDecoder(object_pairs_hook=list)
+    decoder = json.JSONDecoder(object_pairs_hook=list, parse_int=_bounded_int)
 
     def parse_object(s_and_end: tuple[str, int], *args: Any) -> tuple[_JsonObject, int]:
         pairs, end = json.decoder.JSONObject(s_and_end, *args)
@@ -100,6 +111,14 @@ def _json_decode(text: str) -> Any:
     return decoder.decode(text)
 
 
+def _offset_of_number(text: str, number: str) -> int:
+    """Where ``number`` first stands outside a string in ``text`` (0 if nowhere)."""
+    for m in re.finditer(r'"[^"\\]*(?:\\.[^"\\]*)*"|-?[0-9]+', text, re.S):
+        if m.group() == number:
+            return m.start()
+    return 0
+
+
 def _json_key_line(text: str, obj: _JsonObject, key: str) -> int:
     m = re.compile(rf'"{re.escape(key)}"\s*:').search(text, obj.start, obj.end)
     return line_at(text, m.start() if m else obj.start)
@@ -107,8 +126,13 @@ def _json_key_line(text: str, obj: _JsonObject, key: str) -> int:
 
 def _json_entries(text: str) -> list[Entry | Problem]:
     relaxed = _relax_json(text)
+    if json_too_deep(relaxed):  # the decoder recurses per level
+        raise Problem(too_deep(), line_at(relaxed, json_depth_offset(relaxed)))
     try:
         root = _json_decode(relaxed)
+    except _TooLong as e:
+        digits, offset = len(str(e).lstrip("-")), _offset_of_number(relaxed, str(e))
+        raise Problem(too_long(digits), line_at(relaxed, offset)) from None
     except json.JSONDecodeError as e:
         # the added braces shift line 1 by a column and may add a last line
         wrapped = relaxed.startswith("{") and not text.lstrip().startswith("{")
@@ -179,7 +203,7 @@ def parse_types(path: str) -> tuple[tuple[VmType, ...], Errors]:
                 if not entry.has(key):
                     raise Problem(f"type has no {key!r}")
                 sizes.append(entry.get(key, checks.positive(key)))
-            tid = entry.get("tid", checks.positive("tid"))
+            tid = entry.get("tid", checks.positive("tid", checks.MAX_TID))
             name = entry.get("name", checks.name)
             if tid is not None and tid in tids:
                 raise Problem(

@@ -8,13 +8,15 @@ inside one.
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, func, select, text
+from sqlalchemy import Engine, create_engine, event, func, make_url, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from ..clock import as_utc, utcnow
@@ -22,9 +24,33 @@ from ..clock import as_utc, utcnow
 _STARTUP_LOCK = 0x66616272  # "fabr": the advisory lock key for start-up
 
 
+def sqlite_file(url: str) -> Path | None:
+    """The file of a SQLite URL (None: another database, or SQLite in memory)."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite":
+        return None
+    name = parsed.database
+    if not name or name == ":memory:" or name.startswith("file:"):
+        return None
+    return Path(name)
+
+
+def _create_private(path: Path) -> None:
+    """Create the database file readable by its owner only (0600), if it is missing:
+    SQLite creates its -wal and -shm files with the database file's mode."""
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except OSError:
+        pass  # it exists (its mode is the operator's), or SQLite will say why not
+
+
 def make_engine(url: str) -> Engine:
-    """An engine for ``url``; SQLite gets WAL, a busy timeout and write-locking transactions."""
+    """An engine for ``url``; SQLite gets WAL, a busy timeout and write-locking
+    transactions, and a new database file is created 0600."""
     if url.startswith("sqlite"):
+        path = sqlite_file(url)
+        if path is not None:
+            _create_private(path)
         engine = create_engine(
             url,
             connect_args={"check_same_thread": False, "timeout": 60},

@@ -131,3 +131,82 @@ def test_a_failed_create_answers_502_and_leaves_nothing(client, rig, tmp_path):
     assert r.status_code == 502
     assert r.get_json()["vmid"] == 0 and "does not exist" in r.get_json()["error"]
     assert rig.registry.vms.list() == []
+
+
+def test_every_host_failing_a_create_is_a_502_with_each_reason(client, rig, monkeypatch):
+    from orchestrator.errors import HypervisorError
+
+    def refuse(host, plan, image):  # noqa: ANN001, ANN202, ARG001
+        raise HypervisorError(f"host {host.label}: cannot open directory '/p': No such file")
+
+    monkeypatch.setattr(rig.driver, "create", refuse)
+    r = client.get("/vm/create?name=a&instance_type=1&image_id=1")
+    assert r.status_code == 502, r.get_json()  # the hosts' fault, not the fabric's (was 500)
+    body = r.get_json()
+    assert body["vmid"] == 0 and body["error"].startswith("could not create the VM: ")
+    assert body["error"].count("cannot open directory '/p'") == 3  # create.max_attempts
+    assert rig.registry.vms.list() == []
+
+
+# -- bounded input ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("method", "url"),
+    [
+        ("post", "/vm/create"),  # reads the body
+        ("post", "/schedules"),  # reads it with get_json of its own
+        ("get", "/vm/types"),  # never reads it
+    ],
+)
+def test_a_body_over_a_megabyte_is_413_with_a_json_error(client, method, url):
+    big = {"name": "x" * 2**20, "instance_type": 1, "image_id": 1}
+    r = getattr(client, method)(url, json=big)
+    assert r.status_code == 413 and r.is_json, r.data[:200]
+    assert r.get_json() == {"error": "the request body is too large (at most 1048576 bytes)"}
+    r = getattr(client, method)(url, data={"name": "x" * 2**20})
+    assert r.status_code == 413 and r.is_json
+
+
+def test_a_body_of_almost_a_megabyte_is_read(client):
+    body = {"name": "ok", "instance_type": 1, "image_id": 1, "pad": "x" * (2**20 - 100)}
+    r = client.post("/vm/create", json=body)
+    assert r.status_code == 200, r.get_json()
+
+
+@pytest.mark.parametrize(
+    "body",
+    ["[" * 100_000, '{"a":' * 50_000, "[" * 33 + "]" * 33, '{"name": ' + "[" * 40 + "]" * 40 + "}"],
+    ids=["brackets", "objects", "33-deep", "a-deep-value"],
+)
+@pytest.mark.parametrize("url", ["/vm/create", "/schedules", "/volume/create"])
+def test_json_nested_too_deep_is_a_400_that_says_so(client, body, url):
+    r = client.post(url, data=body, content_type="application/json")
+    assert r.status_code == 400 and r.is_json, r.data[:200]
+    assert "the JSON body is nested deeper than 32 levels" in r.get_json()["error"]
+
+
+def test_json_within_the_nesting_limit_is_read_as_before(client):
+    body = '{"name": ' + "[" * 31 + "]" * 31 + ', "instance_type": 1, "image_id": 1}'
+    r = client.post("/vm/create", data=body, content_type="application/json")
+    assert r.status_code == 400 and "name must be" in r.get_json()["error"]
+
+
+def test_the_limits_hold_on_the_production_server(rig):
+    import requests
+
+    from tests.conftest import serve
+
+    served = serve(rig.services, threads=4)
+    try:
+        r = requests.post(f"{served.url}/vm/create", data="x" * (2 * 2**20), timeout=30)
+        assert r.status_code == 413 and "too large" in r.json()["error"]
+        r = requests.post(
+            f"{served.url}/vm/create",
+            data="[" * 100_000,
+            headers={"Content-Type": "application/json"},
+            timeout=30,
+        )
+        assert r.status_code == 400 and "nested deeper" in r.json()["error"]
+    finally:
+        served.stop()

@@ -112,15 +112,21 @@ def test_full_file(tmp_path):
         ("limits: {max_vms: many}\n", ":1: limits.max_vms: must be an integer >= 0, got 'many'"),
         ("limits: {vms: 3}\n", ":1: limits.vms: unknown setting (valid: max_vms)"),
         ("workers: {build_workers: 0}\n", ":1: workers.build_workers: must be an integer >= 1"),
-        ("workers: {interval: 0}\n", ":1: workers.interval: must be a number > 0, got 0"),
+        (
+            "workers: {interval: 0}\n",
+            ":1: workers.interval: must be a number > 0 and <= 604800, got 0",
+        ),
         ("discovery: {interval: -1}\n", ":1: discovery.interval: must be a number > 0"),
-        ("libvirt: {call_timeout: -1}\n", ":1: libvirt.call_timeout: must be a number >= 0"),
+        ("libvirt: {call_timeout: -1}\n", ":1: libvirt.call_timeout: must be a number > 0"),
         ("guest: {user: [root]}\n", ":1: guest.user: must be a string"),
         (
             "cluster: {heartbeat: 5, dead_after: 6}\n",
             ":1: cluster.dead_after: must be at least twice cluster.heartbeat (10), got 6",
         ),
-        ("cluster: {heartbeat: 0}\n", ":1: cluster.heartbeat: must be a number > 0, got 0"),
+        (
+            "cluster: {heartbeat: 0}\n",
+            ":1: cluster.heartbeat: must be a number > 0 and <= 604800, got 0",
+        ),
         ("schedules: {interval: 0}\n", ":1: schedules.interval: must be a positive number"),
         ("schedules: [1]\n", ":1: schedules: must be a mapping"),
         ("storage: {lvm: {}}\n", ":1: storage.lvm: unknown setting (valid: rbd, hosts)"),
@@ -171,7 +177,7 @@ def test_every_problem_is_reported_each_on_its_line(tmp_path):
 def test_a_key_given_twice_is_the_last_one_and_is_located_there(tmp_path):
     # YAML keeps the last (a file may be extended by appending overrides)
     p = write(tmp_path, "workers: {interval: 1}\ncapacity: {}\nworkers: {interval: 0}\n")
-    assert problems(p) == [f"{p}:3: workers.interval: must be a number > 0, got 0"]
+    assert problems(p) == [f"{p}:3: workers.interval: must be a number > 0 and <= 604800, got 0"]
     p.write_text("workers: {interval: 0}\nworkers: {interval: 1}\n")
     assert load_config(p).workers.interval == 1.0
 
@@ -203,6 +209,76 @@ def test_effective_capacity_applies_ratios_and_reserves():
     )
     assert effective_capacity((4, 4096, 100), cap) == (7, 5632, 90)
     assert effective_capacity((0, 100, 5), cap) == (0, 0, 0)
+
+
+def test_effective_capacity_never_passes_the_registrys_32_bit_columns():
+    cap = CapacityConfig(cpu_allocation_ratio=1e308, ram_allocation_ratio=4.0)
+    assert effective_capacity((8, 2**31 - 1, 5), cap) == (2**31 - 1, 2**31 - 1, 5)
+
+
+# -- every bad setting refused before start --------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [
+        # a 0 timeout fails every call at once (a paramiko or libvirt call given 0 s)
+        ("ssh: {connect_timeout: 0}\n", ":1: ssh.connect_timeout: must be an integer > 0 and"),
+        ("libvirt: {connect_timeout: 0}\n", ":1: libvirt.connect_timeout: must be a number > 0"),
+        ("libvirt: {call_timeout: 0}\n", ":1: libvirt.call_timeout: must be a number > 0"),
+        ("libvirt: {upload_timeout: 0}\n", ":1: libvirt.upload_timeout: must be a number > 0"),
+        # a 0 ready_timeout never lets a guest be ready
+        ("guest: {ready_timeout: 0}\n", ":1: guest.ready_timeout: must be a number > 0"),
+        ("guest: {command_timeout: 0.0}\n", ":1: guest.command_timeout: must be a number > 0"),
+        # past the clock's range: an OverflowError in a thread, or at start-up
+        ("libvirt: {call_timeout: 1.0e+300}\n", ":1: libvirt.call_timeout: must be a number >"),
+        ("workers: {interval: 1.0e+30}\n", ":1: workers.interval: must be a number > 0 and <="),
+        ("auth: {lockout_seconds: 10000000000000}\n", ":1: auth.lockout_seconds: must be an"),
+        ("schedules: {interval: 1.0e+30}\n", ":1: schedules.interval: must be a positive"),
+        ("cluster: {host_cache: 1.0e+30}\n", ":1: cluster.host_cache: must be a number >= 0"),
+        (
+            "pools: [{name: a, instance_type: 1, image: 1, lifetime_max: 1.0e+300}]\n",
+            ":1: pools[0].lifetime_max: must be a positive number of hours (at most 87840)",
+        ),
+        # what the schema refused already
+        ("workers: {build_workers: 0}\n", ":1: workers.build_workers: must be an integer >= 1"),
+        ("create: {forward_ports: 0-99999999}\n", ":1: create.forward_ports: must look like"),
+        ("auth: {enabled: true}\n", ":1: auth.users: auth is enabled but no user is configured"),
+        ("auth: {users: {bob: x}}\n", ":1: auth.users.bob: not a password hash (make one"),
+        # past what Python reads as an integer (a ValueError)
+        ("workers: {build_workers: 1" + "0" * 5000 + "}\n", ":1: a number of 5001 digits"),
+        # nested past any parser's patience (a RecursionError)
+        ("a: " + "[" * 50_000 + "\n", ":1: nested deeper than 32 levels"),
+        ("a:\n" + "".join(" " * i + "a:\n" for i in range(1, 50)), ":33: nested deeper than"),
+        ("a: &a [*a]\n", ":1: an alias refers to a node that holds it"),
+    ],
+)
+def test_settings_that_would_fail_after_start_are_refused(tmp_path, text, words):
+    p = write(tmp_path, text)
+    (line,) = problems(p)
+    assert line.startswith(f"{p}{words}"), line
+    assert len(line) < 300
+
+
+def test_every_timeout_and_interval_keeps_its_default_and_takes_a_week(tmp_path):
+    week = 7 * 24 * 3600
+    p = write(
+        tmp_path,
+        f"libvirt: {{connect_timeout: {week}, call_timeout: 0.5, upload_timeout: {week}}}\n"
+        f"guest: {{ready_timeout: {week}, command_timeout: 1}}\n"
+        f"cluster: {{host_cache: 0, heartbeat: 1, dead_after: {week}}}\n"
+        "auth: {lockout_seconds: 0}\nworkers: {retry_after: 0}\n",
+    )
+    cfg = load_config(p)
+    assert cfg.libvirt.call_timeout == 0.5 and cfg.guest.ready_timeout == week
+    assert cfg.cluster.host_cache == 0 and cfg.auth.lockout_seconds == 0
+
+
+def test_a_directory_or_non_utf8_config_is_one_line(tmp_path):
+    assert problems(tmp_path) == [f"{tmp_path}: is a directory, not a file"]
+    p = tmp_path / "latin1.yaml"
+    p.write_bytes(b"state_dir: /var/lib/f\xe9\n")
+    assert problems(p) == [f"{p}: not UTF-8 text"]
 
 
 # -- auth: secrets are never echoed ----------------------------------------------
@@ -321,7 +397,10 @@ POOL = {"name": "web", "instance_type": 1, "image": "debian"}
         ({"size": "2"}, ["pools[0].size: must be an integer >= 0, got '2'"]),
         ({"size": 3, "max": 2}, ["pools[0].max: must be an integer >= size (3), got 2"]),
         ({"max": -1}, ["pools[0].max: must be an integer >= 0, got -1"]),
-        ({"lifetime": 0}, ["pools[0].lifetime: must be a positive number of hours, got 0"]),
+        (
+            {"lifetime": 0},
+            ["pools[0].lifetime: must be a positive number of hours (at most 87840), got 0"],
+        ),
         ({"lifetime_max": True}, ["pools[0].lifetime_max: must be a positive number of hours"]),
         ({"lifetime": 30}, ["pools[0].lifetime: 30 h exceeds lifetime_max (24 h)"]),
         (
@@ -469,7 +548,7 @@ def test_serve_refuses_a_bad_config_before_anything_starts(rig, tmp_path, capsys
     bad = write(tmp_path, f"state_dir: {state}\nworkers: {{interval: 0}}\nsize: 1\n")
     assert cli.main([*files, "--config", str(bad), "--port", "1"]) == 2
     assert capsys.readouterr().err.splitlines() == [
-        f"error: {bad}:2: workers.interval: must be a number > 0, got 0",
+        f"error: {bad}:2: workers.interval: must be a number > 0 and <= 604800, got 0",
         f"error: {bad}:3: size: unknown section (valid: scheduler, capacity, ssh, libvirt, "
         "create, guest, discovery, workers, cluster, limits, state_dir, pools, storage, auth, "
         "schedules, networks)",

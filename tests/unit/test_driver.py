@@ -252,3 +252,136 @@ def test_stream_pump_skips_would_block_and_refuses_a_stream_that_takes_nothing()
     refusing.send = lambda _data: -1
     with pytest.raises(HypervisorError, match="volume copy stream refused data"):
         _pump(lambda: b"x", refusing, "volume copy")
+
+
+# -- the fabric's storage pool ---------------------------------------------------------
+
+NODE_WITHOUT_POOL = """<node><cpu><mhz>2000</mhz><model>x86_64</model><active>4</active>
+<nodes>1</nodes><sockets>1</sockets><cores>4</cores><threads>1</threads></cpu>
+<memory>4194304</memory></node>"""
+
+
+def test_discovery_and_a_create_at_once_make_the_pool_once(tmp_path):
+    # Two calls defining the pool at once: the second failed ("pool 'fabric' already
+    # exists"), or started it before the first had built its directory ("cannot open
+    # directory"): the first /vm/create on a new host failed where the second worked.
+    node = tmp_path / "nopool.xml"
+    node.write_text(NODE_WITHOUT_POOL)
+    for _ in range(30):
+        driver = LibvirtDriver()
+        host = HostTarget(id=1, label="h1", uri=f"test://{node}", pool_path="/new/pool")
+        errors: list[BaseException] = []
+        barrier = threading.Barrier(8)
+
+        def discover() -> None:
+            barrier.wait()
+            try:
+                driver.discover(host)  # noqa: B023
+            except Exception as e:  # noqa: BLE001
+                errors.append(e)  # noqa: B023
+
+        threads = [threading.Thread(target=discover) for _ in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        pools = driver.connection(host).call(lambda c: c.listStoragePools())
+        driver.close()
+        assert errors == [] and pools == ["fabric"]
+
+
+class FakePool:
+    """Records what is asked of it; ``fail`` maps a method to the error it raises."""
+
+    def __init__(self, calls: list[str], active: bool = False, **fail: Exception) -> None:
+        self.calls, self.active, self.fail = calls, active, fail
+
+    def _do(self, what: str) -> None:
+        self.calls.append(what)
+        if what in self.fail:
+            raise self.fail[what]
+
+    def isActive(self) -> bool:  # noqa: N802
+        return self.active
+
+    def build(self, flags: int) -> None:
+        self._do("build")
+
+    def create(self, flags: int) -> None:
+        self._do("create")
+        self.active = True
+
+    def setAutostart(self, on: int) -> None:  # noqa: N802
+        self._do("autostart")
+
+
+class FakeConn:
+    def __init__(self, pool: FakePool | None) -> None:
+        self.pool = pool
+        self.calls = pool.calls if pool else []
+
+    def storagePoolLookupByName(self, name: str) -> FakePool:  # noqa: N802
+        if self.pool is None:
+            err = libvirt.libvirtError("no pool")
+            err.err = (libvirt.VIR_ERR_NO_STORAGE_POOL, libvirt.VIR_FROM_STORAGE, "no pool")
+            raise err
+        return self.pool
+
+    def storagePoolDefineXML(self, xml: str, flags: int) -> FakePool:  # noqa: N802
+        self.calls.append("define")
+        self.pool = FakePool(self.calls)
+        return self.pool
+
+
+def storage_error(message: str) -> libvirt.libvirtError:
+    err = libvirt.libvirtError(message)
+    err.err = (libvirt.VIR_ERR_SYSTEM_ERROR, libvirt.VIR_FROM_STORAGE, message)
+    return err
+
+
+def test_a_pool_not_running_is_built_before_it_is_started():
+    # new: defined, built (its directory made), started
+    conn = FakeConn(None)
+    LibvirtDriver()._ensure_pool(conn, HostTarget(id=1, label="h", uri="qemu:///system"))
+    assert conn.calls == ["define", "autostart", "build", "create"]
+    # defined earlier, its directory removed since: built again before it starts
+    calls: list[str] = []
+    conn = FakeConn(FakePool(calls))
+    LibvirtDriver()._ensure_pool(conn, HostTarget(id=1, label="h", uri="qemu:///system"))
+    assert calls == ["build", "create"]
+    # running: left alone
+    calls = []
+    LibvirtDriver()._ensure_pool(FakeConn(FakePool(calls, active=True)), HostTarget(1, "h", "x"))
+    assert calls == []
+
+
+def test_a_pool_the_host_cannot_make_is_a_502_with_the_reason():
+    reason = "cannot create path '/home/pm1': Permission denied"
+    pool = FakePool([], build=storage_error(reason))
+    host = HostTarget(id=1, label="pm1", uri="qemu+ssh://pm1@10.0.0.1/session")
+    with pytest.raises(HypervisorError) as info:
+        LibvirtDriver()._ensure_pool(FakeConn(pool), host)
+    assert info.value.status == 502
+    assert info.value.message == (
+        "host pm1: the fabric's storage pool in /home/pm1/.local/share/libvirt/images/fabric "
+        f"cannot be started: {reason}; set pool=/abs/dir in the pm file"
+    )
+    # a pool= of the operator's: no hint to set it
+    pool = FakePool([], create=storage_error("cannot open directory '/srv/p'"))
+    with pytest.raises(HypervisorError, match=r"in /srv/p cannot be started: cannot open [^;]*$"):
+        LibvirtDriver()._ensure_pool(FakeConn(pool), HostTarget(1, "h", "x", pool_path="/srv/p"))
+
+
+@pytest.mark.parametrize(
+    ("uri", "path"),
+    [
+        ("qemu+ssh://root@10.0.0.1/system", "/var/lib/libvirt/images/fabric"),
+        ("qemu:///system", "/var/lib/libvirt/images/fabric"),
+        ("qemu+ssh://pm1@10.0.0.1:2222/session", "/home/pm1/.local/share/libvirt/images/fabric"),
+        ("qemu+ssh://root@10.0.0.1/session", "/root/.local/share/libvirt/images/fabric"),
+        ("qemu:///session", f"{Path.home()}/.local/share/libvirt/images/fabric"),
+    ],
+)
+def test_a_session_host_without_pool_gets_one_in_its_users_home(uri, path):
+    # it used to be marked down: "a session URI needs pool=/abs/dir in the pm file"
+    assert LibvirtDriver()._pool_path(HostTarget(id=1, label="h", uri=uri)) == path

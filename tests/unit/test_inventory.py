@@ -294,6 +294,40 @@ def test_hosts_bad_lines(tmp_path, line, problem):
     assert problem in message
 
 
+@pytest.mark.parametrize(
+    ("uri", "problem"),
+    [
+        # libvirt runs the command in place of the fabric's ssh wrapper
+        ("qemu+ssh://root@h1/system?command=/bin/ssh-anyway", "?command= replaces the fabric"),
+        ("qemu+ssh://root@h1/system?no_tty=1&COMMAND=ssh", "?COMMAND= replaces the fabric's"),
+        ("qemu+ssh://root@h1/system?no_verify=1", "?no_verify=1 turns host-key checking off"),
+        ("qemu+tls://h1/system?no_verify=yes", "?no_verify=yes turns host-key checking off"),
+        ("qemu+ext:///system?command=/opt/tunnel", "transport 'ext' runs a command of its own"),
+        ("qemu+libssh://root@h1/system", "transport 'libssh' uses libvirt's own SSH client"),
+        ("qemu+libssh2://root@h1/system?known_hosts_verify=ignore", "transport 'libssh2'"),
+    ],
+)
+def test_hosts_uris_that_skip_the_host_key_check_are_refused(tmp_path, uri, problem):
+    path = write(tmp_path, f"root@10.0.0.1\nuri={uri}\n", "pm")
+    message = error_of(load_hosts, path)
+    assert message.startswith(f"{path}:2: uri {uri!r}: "), message
+    assert problem in message
+    yaml_form = write(tmp_path, f"hosts:\n  - address: h1\n    uri: '{uri}'\n", "pm.yaml")
+    assert error_of(load_hosts, yaml_form).startswith(f"{yaml_form}:3: uri ")
+
+
+@pytest.mark.parametrize(
+    "uri",
+    [
+        "qemu+ssh://root@h1/system?keyfile=/etc/fabric/id_ed25519",
+        "qemu+ssh://root@h1/system?no_verify=0&no_tty=1",
+        "qemu+ssh://root@h1/session?socket=/run/user/1000/libvirt/virtqemud-sock",
+    ],
+)
+def test_hosts_uri_parameters_that_keep_the_check_are_accepted(tmp_path, uri):
+    assert load_hosts(write(tmp_path, f"uri={uri}\n"))[0].uri == uri
+
+
 def test_hosts_unsupported_scheme_lists_choices(tmp_path):
     path = write(tmp_path, "uri=http://x/\n")
     message = error_of(load_hosts, path)
@@ -582,6 +616,19 @@ def test_images_bad_lines(tmp_path, line, problem):
     message = error_of(load_images, path)
     assert message.startswith(f"{path}:3: "), message
     assert problem in message
+
+
+def test_images_a_local_directory_is_no_image(tmp_path):
+    (tmp_path / "images.d").mkdir()
+    path = write(tmp_path, f"/i.img\n{tmp_path / 'images.d'}\n", "images")
+    assert error_of(load_images, path) == (
+        f"{path}:2: image path '{tmp_path / 'images.d'}' names a directory, not an image file"
+    )
+    yaml_form = write(tmp_path, f"images:\n  - path: {tmp_path}\n    name: x\n", "images.yaml")
+    assert error_of(load_images, yaml_form).startswith(f"{yaml_form}:2: image path ")
+    # a remote path is on another machine: this one's directories say nothing about it
+    (remote,) = load_images(write(tmp_path, f"root@10.0.0.1:{tmp_path} name=r\n", "remote"))
+    assert remote.path == str(tmp_path)
 
 
 def test_images_same_file_twice_under_two_names_is_duplicate(tmp_path):
@@ -939,3 +986,115 @@ def test_types_unclosed_braceless_file_points_inside_the_file(tmp_path):
 def test_hosts_yaml_address_must_be_string(tmp_path):
     path = write(tmp_path, "hosts:\n  - address: 10\n")
     assert error_of(load_hosts, path) == f"{path}:2: address must be a non-empty string, not 10"
+
+
+# ------------------------------------------------------------------ bounded input
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "line"),
+    [
+        # the JSON form (its decoder recursed until Python's limit: a RecursionError)
+        ("types", '{"types": [\n' + "[" * 50_000, 2),
+        ("types", '{"types": [\n' + "[" * 33 + "]" * 33 + "]}", 2),
+        # the YAML forms, flow and block
+        ("types", "[" * 50_000, 1),
+        ("types", "types:\n  - " + "[" * 50_000, 2),
+        ("pm", "hosts:\n  - " + "{a: " * 50_000, 2),
+        ("images", "- " + "[" * 40 + "]" * 40 + "\n", 1),
+        ("images", "x:\n" + "".join(" " * i + "x:\n" for i in range(1, 60)), 33),
+    ],
+    ids=["json", "json-33", "yaml-flow", "yaml-list", "yaml-mappings", "yaml-40", "yaml-block"],
+)
+def test_nesting_past_the_limit_is_one_problem_with_its_line(tmp_path, name, text, line):
+    path = write(tmp_path, text, name)
+    load = {"types": load_types, "pm": load_hosts, "images": load_images}[name]
+    message = error_of(load, path)
+    assert message == f"{path}:{line}: nested deeper than 32 levels (lists and mappings)"
+    assert validate_files(
+        path if name == "pm" else write(tmp_path, "root@10.0.0.1\n", "pm.ok"),
+        path if name == "images" else write(tmp_path, "/i.img\n", "images.ok"),
+        path if name == "types" else write(tmp_path, ASSIGNMENT_TYPES_JSON, "types.ok"),
+    ) == [message]
+
+
+def test_json_nested_32_deep_is_still_read_as_json(tmp_path):
+    # the nesting check comes first, but a file within the limit gets the usual messages
+    path = write(tmp_path, '{"types": [' + "[" * 30 + "]" * 30 + "]}", "types")
+    assert "each type must be an object" in error_of(load_types, path)
+
+
+def test_yaml_aliases_that_expand_past_the_limit_are_refused(tmp_path):
+    # eight lines that stand for 10**8 values; the fifth is past the limit
+    lines = ["- &a [x, x, x, x, x, x, x, x, x, x]"]
+    lines += [f"- &{c} [{', '.join([f'*{p}'] * 10)}]" for p, c in zip("abcdefg", "bcdefgh")]
+    path = write(tmp_path, "\n".join(lines) + "\n", "pm")
+    message = error_of(load_hosts, path)
+    assert message == f"{path}:5: its aliases expand to more than 100000 values"
+    path = write(tmp_path, "hosts:\n  - &a {user: [*a]}\n", "pm2")
+    assert error_of(load_hosts, path) == f"{path}:2: an alias refers to a node that holds it"
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "problem"),
+    [
+        # past the registry's 32-bit capacity columns (an OverflowError at start-up)
+        ("pm", "root@10.0.0.1 ram=9223372036854775808\n", "ram must be at most 2147483647"),
+        ("pm", "root@10.0.0.1 cpu=2147483648\n", "cpu must be at most 2147483647"),
+        ("pm", "hosts:\n  - {address: 10.0.0.1, disk: 2147483648}\n", "disk must be at most"),
+        (
+            "types",
+            '{"types": [{"tid": 1, "cpu": 99999999999999999999999, "ram": 1, "disk": 1}]}',
+            "cpu must be at most 2147483647, not 99999999999999999999999",
+        ),
+        ("types", "types:\n  - {cpu: 1, ram: 4294967296, disk: 1}\n", "ram must be at most"),
+        # a tid past what the API takes (and past the registry's 64-bit ids)
+        (
+            "types",
+            '{"types": [{"tid": 9223372036854775808, "cpu": 1, "ram": 1, "disk": 1}]}',
+            "tid must be at most 9007199254740992, not 9223372036854775808",
+        ),
+        # more digits than Python converts (a ValueError at start-up)
+        ("pm", "root@10.0.0.1 cpu=1" + "0" * 5000 + "\n", "cpu: a number of 5001 digits"),
+        ("pm", "- {address: 10.0.0.1, cpu: 1" + "0" * 5000 + "}\n", "a number of 5001 digits"),
+        (
+            "types",
+            '{"types": [{"cpu": 1, "ram": 1' + "0" * 5000 + ', "disk": 1}]}',
+            "a number of 5001 digits is too long (at most 64)",
+        ),
+        ("types", "- {cpu: 1, ram: 1" + "0" * 5000 + ", disk: 1}\n", "a number of 5001"),
+    ],
+    ids=[
+        "pm-ram-2**63",
+        "pm-cpu-2**31",
+        "pm-yaml-disk",
+        "types-cpu-10**23",
+        "types-yaml-ram",
+        "types-tid-2**63",
+        "pm-5001-digits",
+        "pm-yaml-5001-digits",
+        "types-5001-digits",
+        "types-yaml-5001-digits",
+    ],  # fmt: skip
+)
+def test_numbers_past_the_registrys_range_are_refused(tmp_path, name, text, problem):
+    path = write(tmp_path, text, name)
+    message = error_of(load_types if name == "types" else load_hosts, path)
+    assert message.startswith(f"{path}:"), message
+    assert problem in message
+    assert len(message) < 200
+
+
+def test_the_largest_numbers_are_accepted(tmp_path):
+    pm = write(tmp_path, "root@10.0.0.1 cpu=2147483647 ram=2147483647 disk=2147483647\n")
+    (host,) = load_hosts(pm)
+    assert (host.cpu, host.ram, host.disk) == (2**31 - 1,) * 3
+    types = write(tmp_path, '[{"tid": 9007199254740992, "cpu": 1, "ram": 1, "disk": 1}]', "t")
+    assert load_types(types)[0].tid == 2**53
+
+
+def test_the_tid_bound_is_the_apis():
+    from orchestrator.api.params import MAX_ID
+    from orchestrator.inventory.checks import MAX_TID
+
+    assert MAX_TID == MAX_ID

@@ -160,6 +160,21 @@ def test_summary_bad_dates_are_400(client, query):
     assert set(r.get_json()) == {"error"}
 
 
+@pytest.mark.parametrize(
+    "query", ["from=9999-12-31", "to=9999-12-31", "from=9999-12-30&to=9999-12-31"]
+)
+def test_summary_at_the_end_of_the_calendar_is_400_not_500(client, query):
+    # the range's end (the day after 'to') is past what a date can hold
+    r = client.get(f"/summary?{query}")
+    assert r.status_code == 400, r.get_json()
+    assert r.get_json() == {"error": "the range must end before 9999-12-31"}
+
+
+def test_summary_on_the_last_day_it_can_count(client):
+    r = client.get("/summary?from=9999-12-29&to=9999-12-30")
+    assert r.status_code == 200 and r.get_json()["to"] == "9999-12-30"
+
+
 # -- /metrics ------------------------------------------------------------------
 
 

@@ -255,6 +255,20 @@ def storage_config(storage):  # noqa: ANN001, ANN201
 def test_next_free_target():
     assert next_free_target({"vda"}) == "vdb"
     assert next_free_target({"vda", "vdb", "vdd"}) == "vdc"
+    assert next_free_target({f"vd{c}" for c in "abcdefghijklmnopqrstuvwxyz"}) is None
+
+
+def test_a_domain_without_a_free_disk_name_is_a_409_from_the_driver(client, rig):
+    # disks the registry does not know of (attached by hand): the driver's own check
+    from orchestrator.errors import Conflict
+
+    vm = new_vm(client)
+    host = rig.registry.hosts.get(vm["pmid"])
+    uuid = rig.registry.vms.get(vm["vmid"]).uuid
+    for i in range(25):
+        rig.driver.attach_volume(host_target(host), uuid, path=f"/fabric-pool/by-hand-{i}")
+    with pytest.raises(Conflict, match=r"^the VM has no free disk name left: vdb\.\.vdz"):
+        rig.driver.attach_volume(host_target(host), uuid, path="/fabric-pool/one-more")
 
 
 def test_a_dead_servers_half_done_volume_work_is_finished_from_what_libvirt_shows(client, rig):
@@ -297,3 +311,34 @@ def test_a_dead_servers_half_done_volume_work_is_finished_from_what_libvirt_show
     assert rig.registry.hosts.get(1).disk_used == used - 2
     b = rig.registry.volumes.get(busy)
     assert (b.status, b.owner) == ("attaching", live.cluster.server_id)
+
+
+def test_the_25th_volume_is_the_last_and_the_26th_a_409(client, rig):
+    # vda is the root disk; vdb..vdz are 25 names
+    vm = new_vm(client)
+    devices = []
+    for i in range(25):
+        vid = new_volume(client, 1, f"d{i}")
+        r = client.get(f"/volume/attach?vmid={vm['vmid']}&volumeid={vid}")
+        assert r.get_json() == {"status": 1}, (i, r.get_json())
+        devices.append(client.get(f"/volume/query?volumeid={vid}").get_json()["device"])
+    assert devices[0] == "/dev/vdb" and devices[-1] == "/dev/vdz"
+    extra = new_volume(client, 1, "one-too-many")
+    r = client.get(f"/volume/attach?vmid={vm['vmid']}&volumeid={extra}")
+    assert r.status_code == 409, r.get_json()
+    assert r.get_json()["error"] == (
+        f"vmid {vm['vmid']} has no free disk name left: vdb..vdz (25 volumes) are all in use"
+    )
+    assert client.get(f"/volume/query?volumeid={extra}").get_json()["status"] == "available"
+
+
+def test_every_host_failing_a_volume_create_is_a_502(client, rig, monkeypatch):
+    from orchestrator.errors import HypervisorError
+
+    def refuse(host, name, size, rbd):  # noqa: ANN001, ANN202, ARG001
+        raise HypervisorError(f"host {host.label}: cannot open directory '/p'")
+
+    monkeypatch.setattr(rig.driver, "create_volume", refuse)
+    r = client.get("/volume/create?name=v&size=1")
+    assert r.status_code == 502, r.get_json()
+    assert r.get_json()["error"].startswith("could not create the volume: ")
