@@ -12,6 +12,7 @@ import contextlib
 import logging
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
@@ -23,6 +24,7 @@ from .errors import (
     HypervisorError,
     ImageUnavailable,
     NoValidHost,
+    Unavailable,
 )
 from .hostcache import HostCache
 from .hosts import host_target
@@ -77,6 +79,23 @@ class Fabric:
         self._inv_gen = -1
         self._types: dict[int, TypeRow] = {}
         self._images: dict[int, ImageSpec] = {}
+        self._admission = threading.BoundedSemaphore(config.concurrent)
+
+    @contextlib.contextmanager
+    def admitted(self) -> Iterator[None]:
+        """A place among the creates that requests run at once (``create.concurrent``),
+        or Unavailable (503, Retry-After) at once when every place is taken: creates
+        that wait on a slow host or image store never hold all of the server's
+        request threads, so reads and health checks are still answered."""
+        if not self._admission.acquire(blocking=False):
+            raise Unavailable(
+                f"{self.config.concurrent} creates are in progress, the most this server "
+                "runs at once; try again shortly"
+            )
+        try:
+            yield
+        finally:
+            self._admission.release()
 
     def create_vm(self, name: str, tid: int, image_id: int, pool: str | None = None) -> VmRow:
         """Place, claim and build one VM; undoes itself on failure.
@@ -129,8 +148,8 @@ class Fabric:
             try:
                 final = VmState.BUILDING if pool else VmState.ACTIVE
                 return self._build(vm, host, spec, started, final)
-            except ImageUnavailable:
-                raise
+            except (ImageUnavailable, Unavailable):
+                raise  # not the host's fault: another host would not do better
             except FabricError as e:
                 failures.append(f"{host.label}: {e.message}")
                 if vm.ssh_port is not None and PORT_TAKEN in e.message:

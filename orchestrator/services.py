@@ -146,7 +146,14 @@ def build_services(
     to_hosts = SshSettings(
         key=ssh.key, known_hosts=ssh.known_hosts, connect_timeout=ssh.connect_timeout
     )
-    images = ImageStager(registry.staging, driver, to_hosts, config.guest.user)
+    images = ImageStager(
+        registry.staging,
+        driver,
+        to_hosts,
+        config.guest.user,
+        stage_wait=config.create.stage_wait,
+        store_retry=config.create.image_store_retry,
+    )
     addresses = Addresses(registry, driver, config.networks, to_hosts, getpass.getuser())
     watcher = AddressWatcher(registry, addresses, config.guest.address_timeout)
     guests = Guests(
