@@ -28,7 +28,7 @@ from .errors import (
 )
 from .hostcache import HostCache
 from .hosts import host_target
-from .hypervisor.driver import LibvirtDriver, VmPlan
+from .hypervisor.driver import Fence, LibvirtDriver, VmPlan
 from .images import ImageStager
 
 if TYPE_CHECKING:
@@ -192,12 +192,16 @@ class Fabric:
         self, vm: VmRow, host: HostRow, spec: ImageSpec, started: float, final: str
     ) -> VmRow:
         target = host_target(host)
+        fence = Fence(f"the create of vm {vm.id}")  # abandoned once this create gives up
         try:
             self.addresses.plan(vm, host)  # an address of its own, if its network has a plan
             staged = self.images.stage(host, vm.image_id, spec)
-            console = self.driver.create(target, self._plan(vm, host, spec), staged)
+            console = self.driver.create(target, self._plan(vm, host, spec), staged, fence)
         except BaseException as e:
-            # The driver removed what it made; give the claim back and forget the VM.
+            # A driver call still running (it timed out) removes what it makes from now
+            # on; what the driver made so far is removed here. The claim goes back and
+            # the VM is forgotten.
+            fence.abandon()
             with contextlib.suppress(FabricError):
                 self.driver.destroy(target, vm.uuid, vm.id)
             self.addresses.unplan(vm, host)
