@@ -170,7 +170,14 @@ def build_services(
         registry, driver, scheduler, hosts, config.storage, config.create.max_attempts
     )
     discovery = Discovery(registry.hosts, driver, config.capacity, stopping)
-    reconciler = Reconciler(registry, driver, watcher, stopping)
+    reconciler = Reconciler(
+        registry,
+        driver,
+        watcher,
+        stopping,
+        remove_unknown=config.reconcile.remove_unknown,
+        grace=config.reconcile.grace,
+    )
     pools = PoolService(registry, fabric, guests, watcher, pool_configs, config.max_vms)
     worker = Worker(registry, pools, config.workers, cluster)
     return Services(

@@ -107,6 +107,15 @@ class DiscoveryConfig(Section):
     interval: float = Field(60.0, gt=0)  # seconds between re-reads of every host
 
 
+class ReconcileConfig(Section):
+    """What reconciliation does with domains carrying this installation's metadata
+    that the registry does not know."""
+
+    remove_unknown: bool = True  # remove them (else only report them)
+    # seconds between the first pass that saw one unknown and the pass that removes it
+    grace: float = Field(300.0, ge=0)
+
+
 class ClusterConfig(Section):
     """Several fabric servers on one registry (PostgreSQL): each heartbeats, and
     background work runs on whichever server holds its lease."""
