@@ -229,8 +229,10 @@ class Remote:
     def _failure(self, watchdog: _Watchdog, e: BaseException) -> HostUnreachable:
         if watchdog.expired:
             return HostTimeout(self.label, watchdog.expired)
-        if isinstance(e, TimeoutError):
-            return HostTimeout(self.label, "SSH operation timed out")
+        if isinstance(e, TimeoutError):  # a read or request that waited command_timeout
+            return HostTimeout(
+                self.label, f"SSH: no answer within {self.settings.command_timeout:g}s"
+            )
         return HostUnreachable(self.label, f"SSH: {e}")
 
     def run(

@@ -105,17 +105,50 @@ class _Server(paramiko.ServerInterface):
         return True
 
     def check_channel_subsystem_request(self, channel: paramiko.Channel, name: str) -> bool:
+        if self.owner.mode == "sftp-read-hang":
+            return super().check_channel_subsystem_request(channel, name)
         # The subsystem is granted and then nothing more is said on the channel.
         self.owner.stalled.set()
         return True
+
+
+class _StalledHandle(paramiko.SFTPHandle):
+    def __init__(self, owner: FakeSshServer) -> None:
+        super().__init__()
+        self.owner = owner
+
+    def read(self, offset: int, length: int) -> bytes:
+        self.owner.stalled.set()
+        self.owner.gate.wait()
+        return b""
+
+
+class _StallingSftp(paramiko.SFTPServerInterface):
+    """Any file exists, is 1 MiB long, and its reads are never answered."""
+
+    def __init__(self, server: _Server, *args: object, **kwargs: object) -> None:
+        super().__init__(server)
+        self.owner = server.owner
+
+    def stat(self, path: str) -> paramiko.SFTPAttributes:
+        attrs = paramiko.SFTPAttributes()
+        attrs.st_size = 1024 * 1024
+        attrs.st_mode = 0o100644
+        return attrs
+
+    lstat = stat
+
+    def open(self, path: str, flags: int, attr: paramiko.SFTPAttributes) -> paramiko.SFTPHandle:
+        return _StalledHandle(self.owner)
 
 
 class FakeSshServer:
     """An SSH server on 127.0.0.1 that lets any key in.
 
     ``mode``: "output" (a command writes ``stdout_bytes`` and ``stderr_bytes``, then
-    exits ``status``), "exec-hang" (a command request is never answered) or
-    "sftp-hang" (the SFTP subsystem is granted and never speaks). ``stalled`` is set
+    exits ``status``), "exec-hang" (a command request is never answered),
+    "sftp-hang" (the SFTP subsystem is granted and never speaks) or "sftp-read-hang"
+    (SFTP opens any file, and never answers a read). ``stalled`` is set
     when a request is being left unanswered; ``sent`` when a command's output has all
     gone out and its exit status was sent."""
 
@@ -158,6 +191,7 @@ class FakeSshServer:
                 return
             t = paramiko.Transport(conn)
             t.add_server_key(self.host_key)
+            t.set_subsystem_handler("sftp", paramiko.SFTPServer, _StallingSftp)
             self.transports.append(t)
             t.start_server(server=_Server(self))
 

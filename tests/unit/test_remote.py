@@ -80,6 +80,25 @@ def test_an_sftp_subsystem_that_never_answers_is_cut_off(tmp_path):
         server.close()
 
 
+def test_an_sftp_read_never_answered_is_cut_off(tmp_path):
+    server = fake(tmp_path, mode="sftp-read-hang")
+    try:
+        remote = remote_to(server, command_timeout=0.5)
+
+        def read() -> bytes:
+            with remote.open_file("/x.qcow2") as (fh, size):
+                assert size == 1024 * 1024
+                return fh.read(65536)
+
+        out = finish(read)
+        assert server.stalled.is_set()
+        e = out.get("error")
+        assert isinstance(e, HostTimeout), e
+        assert e.reason == "SSH: no answer within 0.5s"
+    finally:
+        server.close()
+
+
 def test_a_command_request_never_answered_is_cut_off(tmp_path):
     server = fake(tmp_path, mode="exec-hang")
     try:
