@@ -196,6 +196,12 @@ class FakeSshServer:
             t.start_server(server=_Server(self))
 
     def spew(self, channel: paramiko.Channel) -> None:
+        # As sshd, answer the exec request before the command's output goes out: wait
+        # for the client's end of input (sent once it has the answer), or a second.
+        channel.settimeout(1.0)
+        with contextlib.suppress(TimeoutError):
+            channel.recv(1)
+        channel.settimeout(None)
         block = b"x" * 8192
         for size, send in ((self.stdout_bytes, channel.sendall), (self.stderr_bytes, None)):
             send = send or channel.sendall_stderr

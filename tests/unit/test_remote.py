@@ -11,6 +11,7 @@ from orchestrator.errors import HostTimeout
 from orchestrator.remote import Remote, SshSettings
 from tests.fake_ssh import FakeSshServer, SilentListener
 
+CAP = 64 * 1024  # bytes of each of a command's streams kept
 WAIT = 60  # seconds a test waits for a call it expects to end long before; never reached
 
 
@@ -113,16 +114,14 @@ def test_a_command_request_never_answered_is_cut_off(tmp_path):
 
 
 def test_run_keeps_at_most_the_cap_of_each_stream_and_the_command_still_ends(tmp_path):
-    from orchestrator.remote import OUTPUT_CAP
-
     server = fake(tmp_path, stdout_bytes=1024 * 1024, stderr_bytes=300 * 1024, status=3)
     try:
         out = finish(lambda: remote_to(server).run(["find", "/tmp"]))
         assert "error" not in out, out
         res = out["value"]
         assert res.status == 3
-        assert len(res.stdout) == OUTPUT_CAP
-        assert len(res.stderr) == OUTPUT_CAP
+        assert len(res.stdout) == CAP
+        assert len(res.stderr) == CAP
         assert res.truncated
         assert server.sent.is_set()  # all of it was read: the command was never stalled
     finally:
@@ -132,7 +131,9 @@ def test_run_keeps_at_most_the_cap_of_each_stream_and_the_command_still_ends(tmp
 def test_run_keeps_small_output_whole(tmp_path):
     server = fake(tmp_path, stdout_bytes=100, stderr_bytes=7, status=0)
     try:
-        res = finish(lambda: remote_to(server).run(["true"]))["value"]
+        out = finish(lambda: remote_to(server).run(["true"]))
+        assert "error" not in out, out
+        res = out["value"]
         assert (res.status, len(res.stdout), len(res.stderr)) == (0, 100, 7)
         assert not res.truncated
     finally:
