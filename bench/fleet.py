@@ -98,7 +98,10 @@ def write_config(rig: Rig, name: str) -> Path:
     """A config of its own per server (its own state_dir); background discovery
     is pushed out of the run (start-up discovery is what is timed)."""
     cfg = rig.dir / f"{name}.yaml"
-    cfg.write_text(f"state_dir: {rig.dir / name}\ndiscovery:\n  interval: 86400\n")
+    # Every client creates at once: admission (create.concurrent) is not what is measured.
+    cfg.write_text(
+        f"state_dir: {rig.dir / name}\ndiscovery:\n  interval: 86400\ncreate:\n  concurrent: 256\n"
+    )
     return cfg
 
 

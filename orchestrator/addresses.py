@@ -210,7 +210,8 @@ class Addresses:
         remote = Remote(
             parts.username or self.default_user, parts.hostname, parts.port or 22, self.ssh
         )
-        res = remote.run(["ip", "-j", "-4", "neigh", "show"], timeout=10)
+        # A big LAN's table is larger than a command's usual output cap.
+        res = remote.run(["ip", "-j", "-4", "neigh", "show"], timeout=10, max_output=4 << 20)
         if res.status != 0:
             return {}
         try:

@@ -12,6 +12,7 @@ import contextlib
 import logging
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
@@ -23,10 +24,11 @@ from .errors import (
     HypervisorError,
     ImageUnavailable,
     NoValidHost,
+    Unavailable,
 )
 from .hostcache import HostCache
 from .hosts import host_target
-from .hypervisor.driver import LibvirtDriver, VmPlan
+from .hypervisor.driver import Fence, LibvirtDriver, VmPlan
 from .images import ImageStager
 
 if TYPE_CHECKING:
@@ -81,6 +83,23 @@ class Fabric:
         self._inv_gen = -1
         self._types: dict[int, TypeRow] = {}
         self._images: dict[int, ImageSpec] = {}
+        self._admission = threading.BoundedSemaphore(config.concurrent)
+
+    @contextlib.contextmanager
+    def admitted(self) -> Iterator[None]:
+        """A place among the creates that requests run at once (``create.concurrent``),
+        or Unavailable (503, Retry-After) at once when every place is taken: creates
+        that wait on a slow host or image store never hold all of the server's
+        request threads, so reads and health checks are still answered."""
+        if not self._admission.acquire(blocking=False):
+            raise Unavailable(
+                f"{self.config.concurrent} creates are in progress, the most this server "
+                "runs at once; try again shortly"
+            )
+        try:
+            yield
+        finally:
+            self._admission.release()
 
     def create_vm(
         self,
@@ -148,8 +167,8 @@ class Fabric:
             try:
                 final = VmState.BUILDING if pool else VmState.ACTIVE
                 return self._build(vm, host, spec, started, final)
-            except ImageUnavailable:
-                raise
+            except (ImageUnavailable, Unavailable):
+                raise  # not the host's fault: another host would not do better
             except FabricError as e:
                 failures.append(f"{host.label}: {e.message}")
                 if vm.ssh_port is not None and PORT_TAKEN in e.message:
@@ -193,12 +212,16 @@ class Fabric:
         self, vm: VmRow, host: HostRow, spec: ImageSpec, started: float, final: str
     ) -> VmRow:
         target = host_target(host)
+        fence = Fence(f"the create of vm {vm.id}")  # abandoned once this create gives up
         try:
             self.addresses.plan(vm, host)  # an address of its own, if its network has a plan
             staged = self.images.stage(host, vm.image_id, spec)
-            console = self.driver.create(target, self._plan(vm, host, spec), staged)
+            console = self.driver.create(target, self._plan(vm, host, spec), staged, fence)
         except BaseException as e:
-            # The driver removed what it made; give the claim back and forget the VM.
+            # A driver call still running (it timed out) removes what it makes from now
+            # on; what the driver made so far is removed here. The claim goes back and
+            # the VM is forgotten.
+            fence.abandon()
             with contextlib.suppress(FabricError):
                 self.driver.destroy(target, vm.uuid, vm.id)
             self.addresses.unplan(vm, host)

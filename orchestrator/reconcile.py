@@ -7,13 +7,15 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from .addresses import AddressWatcher
 from .errors import FabricError
 from .hosts import host_target
-from .hypervisor.driver import HostTarget, LibvirtDriver
+from .hypervisor.driver import DomainRecord, HostTarget, LibvirtDriver
 from .model import VM_OWNED, VM_RUNNING, HostStatus, NetworkMode, VmState
 from .registry import Registry, VmRow
 
@@ -28,6 +30,7 @@ class ReconcileReport:
     unknown_domains: list[dict]
     skipped_hosts: list[str]
     restarted: list[int] = field(default_factory=list)
+    removed_unknown: list[dict] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -37,6 +40,7 @@ class ReconcileReport:
             "unknown_domains": self.unknown_domains,
             "skipped_hosts": self.skipped_hosts,
             "restarted": self.restarted,
+            "removed_unknown": self.removed_unknown,
         }
 
 
@@ -47,12 +51,21 @@ class Reconciler:
         driver: LibvirtDriver,
         watcher: AddressWatcher,
         stopping: threading.Event,
+        *,
+        remove_unknown: bool = True,
+        grace: float = 300.0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.registry = registry
         self.driver = driver
         self.watcher = watcher
         self.stopping = stopping
+        self.remove_unknown = remove_unknown
+        self.grace = grace  # seconds a domain is seen unknown before it is removed
+        self.clock = clock
         self.last: ReconcileReport | None = None
+        # (host id, domain UUID) -> when a pass first saw it unknown (this server)
+        self._unknown_since: dict[tuple[int, str], float] = {}
 
     def reconcile(self) -> ReconcileReport:
         """Compare the registry with what each reachable host really runs, and resume.
@@ -61,7 +74,10 @@ class Reconciler:
         - building, domain present: finished if it runs, removed if not.
         - deleting: the destroy is finished.
         - a live VM whose domain is gone: marked ``vanished`` (kept, so it is seen).
-        - a domain with our metadata that the registry does not know: reported.
+        - a domain with our metadata that the registry does not know: reported; one
+          with this installation's id, seen so in passes ``grace`` seconds apart, is
+          removed (domain and disk), with an event ``reconcile.removed_unknown``.
+          Domains of other installations, or without our metadata, are never touched.
 
         A VM that a live server (this one included) is working on is left alone:
         its work is in flight, not half-done. Safe to run while serving.
@@ -122,6 +138,7 @@ class Reconciler:
                         error=f"domain {vm.domain_name} is no longer on {host.label}",
                     ):
                         report.vanished.append(vm.id)
+            unknown = []
             for vm_id, dom in ours.items():
                 if vm_id in known or self.registry.vms.exists(vm_id):
                     continue
@@ -131,6 +148,9 @@ class Reconciler:
                 report.unknown_domains.append(
                     {"pmid": host.id, "domain": dom.name, "vmid": vm_id, "active": dom.active}
                 )
+                if dom.installation == mine:  # not a domain of an older, unmarked fabric
+                    unknown.append(dom)
+            self._remove_unknown(target, host.id, unknown, report)
         for kind, ids in (
             ("reconcile.vanished", report.vanished),
             ("reconcile.resumed", report.resumed),
@@ -143,6 +163,37 @@ class Reconciler:
             self.registry.events.record("reconcile.unknown_domain", host_id=d["pmid"], detail=d)
         self.last = report
         return report
+
+    def _remove_unknown(
+        self, target: HostTarget, host_id: int, unknown: list[DomainRecord], report: ReconcileReport
+    ) -> None:
+        """Remove the domains of this installation that the registry does not know once
+        an earlier pass, ``grace`` seconds ago or more, saw them unknown too (e.g. what a
+        create's late call left, or a VM forgotten while its host was away)."""
+        now = self.clock()
+        seen = {(host_id, d.uuid) for d in unknown}
+        for key in [k for k in self._unknown_since if k[0] == host_id and k not in seen]:
+            self._unknown_since.pop(key, None)  # gone, or known again: its time starts anew
+        for dom in unknown:
+            since = self._unknown_since.get((host_id, dom.uuid))
+            if since is None:
+                self._unknown_since[(host_id, dom.uuid)] = now  # first seen: it gets its grace
+                continue
+            if not self.remove_unknown or now - since < self.grace:
+                continue
+            if dom.vm_id is None or self.registry.vms.exists(dom.vm_id):
+                continue
+            try:
+                self.driver.destroy(target, dom.uuid, dom.vm_id)
+            except FabricError as e:
+                log.warning("could not remove unknown domain %s yet: %s", dom.name, e)
+                continue
+            self._unknown_since.pop((host_id, dom.uuid), None)
+            entry = {"pmid": host_id, "domain": dom.name, "vmid": dom.vm_id, "active": dom.active}
+            entry["unknown_for"] = round(now - since, 1)
+            report.removed_unknown.append(entry)
+            log.warning("removed a domain unknown to the registry: %s", entry)
+            self.registry.events.record("reconcile.removed_unknown", host_id=host_id, detail=entry)
 
     def _restart(self, target: HostTarget, vm: VmRow) -> bool:
         if not self.registry.vms.take(vm.id, [vm.state]):

@@ -151,7 +151,14 @@ def build_services(
     to_hosts = SshSettings(
         key=ssh.key, known_hosts=ssh.known_hosts, connect_timeout=ssh.connect_timeout
     )
-    images = ImageStager(registry.staging, driver, to_hosts, config.guest.user)
+    images = ImageStager(
+        registry.staging,
+        driver,
+        to_hosts,
+        config.guest.user,
+        stage_wait=config.create.stage_wait,
+        store_retry=config.create.image_store_retry,
+    )
     addresses = Addresses(registry, driver, config.networks, to_hosts, getpass.getuser())
     watcher = AddressWatcher(registry, addresses, config.guest.address_timeout)
     guests = Guests(
@@ -172,7 +179,14 @@ def build_services(
         registry, driver, scheduler, hosts, config.storage, config.create.max_attempts, quotas
     )
     discovery = Discovery(registry.hosts, driver, config.capacity, stopping)
-    reconciler = Reconciler(registry, driver, watcher, stopping)
+    reconciler = Reconciler(
+        registry,
+        driver,
+        watcher,
+        stopping,
+        remove_unknown=config.reconcile.remove_unknown,
+        grace=config.reconcile.grace,
+    )
     pools = PoolService(registry, fabric, guests, watcher, pool_configs, config.max_vms)
     worker = Worker(registry, pools, config.workers, cluster)
     return Services(

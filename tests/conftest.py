@@ -148,9 +148,10 @@ def make_rig(
     types: dict | None = None,
     images: list[str] | None = None,
     clock: Callable[[], datetime] = now_utc,
+    driver: LibvirtDriver | None = None,
 ) -> Rig:
     """``hosts``: dicts with ``cpus``, ``ram``, ``node`` (more node XML) and pm-file
-    settings in ``extra``."""
+    settings in ``extra``; ``driver``: the driver to use (default: a plain one)."""
     lines = []
     for i, h in enumerate(hosts, start=1):
         node = write_node(
@@ -174,7 +175,7 @@ def make_rig(
     db_url = fresh_db_url(tmp_path)
     registry = Registry(db_url)
     cfg = config_from_dict({"state_dir": str(tmp_path / "state"), **(config or {})})
-    driver = LibvirtDriver(connect_timeout=5, call_timeout=20)
+    driver = driver or LibvirtDriver(connect_timeout=5, call_timeout=20)
     inventory = load_inventory(pm, image_file, types_file)
     services = build_services(cfg, registry, inventory, driver=driver, clock=clock)
     report = services.start_up()

@@ -19,7 +19,9 @@ def create():
     name = VM_NAME.value()
     tid = INSTANCE_TYPE.value()
     image_id = IMAGE_ID.value()
-    vm = services().fabric.create_vm(name, tid, image_id, by=principal())
+    fabric = services().fabric
+    with fabric.admitted():
+        vm = fabric.create_vm(name, tid, image_id, by=principal())
     return jsonify({"vmid": vm.id})
 
 

@@ -39,6 +39,7 @@ from .sections import (
     GuestConfig,
     LibvirtConfig,
     LimitsConfig,
+    ReconcileConfig,
     SchedulerSettings,
     SchedulesSettings,
     SshConfig,
@@ -63,6 +64,7 @@ class Config(Section):
     create: CreateConfig = Field(default_factory=CreateConfig)
     guest: GuestConfig = Field(default_factory=GuestConfig)
     discovery: DiscoveryConfig = Field(default_factory=DiscoveryConfig)
+    reconcile: ReconcileConfig = Field(default_factory=ReconcileConfig)
     workers: WorkerConfig = Field(default_factory=WorkerConfig)
     cluster: ClusterConfig = Field(default_factory=ClusterConfig)
     limits: LimitsConfig = Field(default_factory=LimitsConfig)

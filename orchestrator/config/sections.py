@@ -69,6 +69,14 @@ _PORTS = re.compile(r"([0-9]{1,5})-([0-9]{1,5})")
 
 class CreateConfig(Section):
     max_attempts: int = Field(3, ge=1)  # hosts tried before a create gives up
+    # creates the API runs at once; more are refused (503, Retry-After). Keep it below
+    # the server's request threads (serve --threads, 16) so reads always find one.
+    concurrent: int = Field(8, ge=1)
+    # seconds a create waits while another copies the same image to the same host
+    stage_wait: float = Field(60.0, ge=0)
+    # seconds an image store that could not be reached is remembered: creates that
+    # need it fail at once with the same reason until then (0: always try again)
+    image_store_retry: float = Field(30.0, ge=0)
     # per-host range for network=forward guests
     forward_ports: str = Field("22000-22999", description="a port range like 22000-22999")
 
@@ -114,6 +122,15 @@ class WorkerConfig(Section):
 
 class DiscoveryConfig(Section):
     interval: float = Field(60.0, gt=0, le=A_WEEK)  # seconds between re-reads of every host
+
+
+class ReconcileConfig(Section):
+    """What reconciliation does with domains carrying this installation's metadata
+    that the registry does not know."""
+
+    remove_unknown: bool = True  # remove them (else only report them)
+    # seconds between the first pass that saw one unknown and the pass that removes it
+    grace: float = Field(300.0, ge=0)
 
 
 class ClusterConfig(Section):

@@ -1,4 +1,10 @@
-"""One reused libvirt connection per host, reopened when it breaks, every call time-limited."""
+"""One reused libvirt connection per host, reopened when it breaks, every call time-limited.
+
+A call that runs out of time goes on in its thread (libvirt cannot be interrupted).
+Work that must not finish after its caller gave up carries a ``Fence``: the
+connection abandons it when the caller stops waiting, and the work checks it
+between its steps and undoes what it made (see the driver's ``create``).
+"""
 
 from __future__ import annotations
 
@@ -7,8 +13,9 @@ import logging
 import shlex
 import stat
 import threading
+import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,6 +61,31 @@ def _start_event_loop() -> None:
 
 # Silence libvirt's default handler, which prints every error to stderr.
 libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
+
+
+class Abandoned(HypervisorError):
+    """The work's caller gave up on it (e.g. its call timed out): it must not go on."""
+
+
+class Fence:
+    """Whether work handed to a host is still wanted. The caller ``abandon()``s it when
+    it gives up; the work ``check()``s it before each step that makes something, and
+    once abandoned raises ``Abandoned`` and undoes what it made."""
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+        self._abandoned = threading.Event()
+
+    def abandon(self) -> None:
+        self._abandoned.set()
+
+    @property
+    def abandoned(self) -> bool:
+        return self._abandoned.is_set()
+
+    def check(self, step: str) -> None:
+        if self._abandoned.is_set():
+            raise Abandoned(f"{self.what} was given up before {step}")
 
 
 @dataclass(frozen=True)
@@ -119,7 +151,9 @@ class HostConnection:
 
     ``call(fn)`` runs ``fn(conn)`` on a worker thread and waits at most
     ``timeout`` seconds: a dead host yields HostTimeout, never a hung request.
-    A broken link is dropped and reopened on the next call.
+    A broken link is dropped and reopened on the next call. Calls that find
+    another one connecting wait for it at most ``connect_timeout``; if that
+    attempt fails they fail with its reason instead of trying again one by one.
     """
 
     def __init__(
@@ -139,6 +173,7 @@ class HostConnection:
         self.call_timeout = call_timeout
         self._conn: libvirt.virConnect | None = None
         self._lock = threading.Lock()
+        self._failed: tuple[HostUnreachable, float] | None = None  # last open's failure, when
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=f"lv-{label}")
 
     @property
@@ -146,7 +181,13 @@ class HostConnection:
         return self.uri.startswith("test:")
 
     def _open(self) -> libvirt.virConnect:
-        with self._lock:
+        asked = time.monotonic()
+        if not self._lock.acquire(timeout=self.connect_timeout):
+            raise HostTimeout(
+                self.label,
+                f"no connection within {self.connect_timeout:g}s (another call is connecting)",
+            )
+        try:
             conn = self._conn
             if conn is not None:
                 try:
@@ -156,24 +197,41 @@ class HostConnection:
                     pass
                 self._conn = None
                 _close_quietly(conn)
-            if not self.is_test:
-                _start_event_loop()
-            fut = self._pool.submit(libvirt.open, self.open_uri)
+            if self._failed is not None and self._failed[1] >= asked:
+                # The attempt this call waited for failed just now: its reason, at once.
+                e = self._failed[0]
+                raise type(e)(e.host, e.reason)
             try:
-                conn = fut.result(timeout=self.connect_timeout)
-            except FutureTimeout:
-                raise HostTimeout(
-                    self.label, f"no answer within {self.connect_timeout:g}s while connecting"
-                ) from None
-            except libvirt.libvirtError as e:
-                raise HostUnreachable(self.label, _short(e)) from None
-            if not self.is_test:
-                try:
-                    conn.setKeepAlive(5, 3)
-                except libvirt.libvirtError:
-                    pass  # local drivers have no keepalive; that is fine
+                conn = self._connect()
+            except HostUnreachable as e:
+                self._failed = (e, time.monotonic())
+                raise
+            self._failed = None
             self._conn = conn
             return conn
+        finally:
+            self._lock.release()
+
+    def _connect(self) -> libvirt.virConnect:
+        if not self.is_test:
+            _start_event_loop()
+        fut = self._pool.submit(libvirt.open, self.open_uri)
+        try:
+            conn = fut.result(timeout=self.connect_timeout)
+        except FutureTimeout:
+            if not fut.cancel():
+                fut.add_done_callback(_close_late)  # a connection made too late is closed
+            raise HostTimeout(
+                self.label, f"no answer within {self.connect_timeout:g}s while connecting"
+            ) from None
+        except libvirt.libvirtError as e:
+            raise HostUnreachable(self.label, _short(e)) from None
+        if not self.is_test:
+            try:
+                conn.setKeepAlive(5, 3)
+            except libvirt.libvirtError:
+                pass  # local drivers have no keepalive; that is fine
+        return conn
 
     def drop(self) -> None:
         """Forget the current connection (it will be reopened on the next call)."""
@@ -182,13 +240,25 @@ class HostConnection:
         if conn is not None:
             self._pool.submit(_close_quietly, conn)
 
-    def call(self, fn: Callable[[libvirt.virConnect], T], timeout: float | None = None) -> T:
+    def call(
+        self,
+        fn: Callable[[libvirt.virConnect], T],
+        timeout: float | None = None,
+        fence: Fence | None = None,
+    ) -> T:
+        """``fn(conn)`` on a worker thread, waited for at most ``timeout`` seconds. When
+        the wait runs out, ``fn`` is not started if it has not yet, and ``fence`` (the
+        work's own) is abandoned before HostTimeout is raised, so that the caller's
+        rollback comes after it."""
         conn = self._open()
         fut = self._pool.submit(fn, conn)
         limit = timeout if timeout is not None else self.call_timeout
         try:
             return fut.result(timeout=limit)
         except FutureTimeout:
+            fut.cancel()
+            if fence is not None:
+                fence.abandon()
             self.drop()
             raise HostTimeout(self.label, f"no answer within {limit:g}s") from None
         except libvirt.libvirtError as e:
@@ -200,6 +270,11 @@ class HostConnection:
     def close(self) -> None:
         self.drop()
         self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _close_late(fut: Future) -> None:
+    if not fut.cancelled() and fut.exception() is None:
+        _close_quietly(fut.result())
 
 
 def _close_quietly(conn: libvirt.virConnect) -> None:

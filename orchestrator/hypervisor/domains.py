@@ -9,6 +9,7 @@ from collections.abc import Callable
 import libvirt
 
 from .base import GIB, DriverBase, drop_volume, ignore_missing
+from .connection import Fence
 from .records import DomainRecord, HostFacts, HostTarget, StagedImage, VmPlan
 from .xml import METADATA_NS, DomainSpec, domain_xml, read_metadata, safe_fromstring, volume_xml
 
@@ -34,11 +35,18 @@ class DomainsMixin(DriverBase):
 
         return self.connection(host).call(fn)
 
-    def create(self, host: HostTarget, plan: VmPlan, image: StagedImage) -> str | None:
+    def create(
+        self, host: HostTarget, plan: VmPlan, image: StagedImage, fence: Fence | None = None
+    ) -> str | None:
         """Make the VM's disk (a copy-on-write overlay), define and start its domain.
 
         Returns the console log path. On any failure, removes what it made, then raises.
+        ``fence`` says whether the VM is still wanted: it is abandoned when this call
+        times out (or by the caller, when it gives up). Work that goes on after that
+        checks it before each step (disk, definition, start) and after the last, and
+        removes what it made instead of leaving a domain nobody knows.
         """
+        fence = fence or Fence(f"the create of vm {plan.vm_id}")
 
         def fn(conn: libvirt.virConnect) -> str | None:
             pool = self._ensure_pool(conn, host)
@@ -47,6 +55,7 @@ class DomainsMixin(DriverBase):
             capacity = max(plan.disk_gb * GIB, image.capacity)
             made: list[Callable[[], None]] = []
             try:
+                fence.check("making its disk")
                 ignore_missing(
                     lambda: pool.storageVolLookupByName(disk_name).delete(0),
                     libvirt.VIR_ERR_NO_STORAGE_VOL,
@@ -80,12 +89,22 @@ class DomainsMixin(DriverBase):
                     cmdline=plan.cmdline,
                     installation=plan.installation,
                 )
+                fence.check("defining its domain")
                 dom = conn.defineXML(domain_xml(spec))
                 made.append(lambda: _undefine(dom))
+                fence.check("starting its domain")
                 dom.create()
                 made.append(lambda: ignore_missing(dom.destroy, libvirt.VIR_ERR_OPERATION_INVALID))
+                fence.check("it was done")  # given up while starting: it goes
                 return console
             except BaseException:
+                if fence.abandoned:
+                    log.warning(
+                        "%s: vm %d was given up on while being created; removing what the "
+                        "late call made",
+                        host.label,
+                        plan.vm_id,
+                    )
                 for undo in reversed(made):
                     try:
                         undo()
@@ -93,7 +112,7 @@ class DomainsMixin(DriverBase):
                         log.warning("rollback step failed on %s: %s", host.label, e)
                 raise
 
-        return self.connection(host).call(fn)
+        return self.connection(host).call(fn, fence=fence)
 
     def destroy(self, host: HostTarget, uuid: str, vm_id: int) -> None:
         """Stop and undefine the domain and delete its disk and console log. Absent is fine.

@@ -17,6 +17,7 @@ import libvirt
 
 from ..errors import FabricError
 from .base import CHUNK, GIB, MIB, POOL_NAME
+from .connection import Fence
 from .domains import DomainsMixin
 from .networks import NetworkInfo, NetworksMixin
 from .records import DomainRecord, HostFacts, HostTarget, StagedImage, VmPlan, is_test_uri
@@ -28,6 +29,7 @@ __all__ = [
     "MIB",
     "POOL_NAME",
     "DomainRecord",
+    "Fence",
     "HostFacts",
     "HostTarget",
     "LibvirtDriver",

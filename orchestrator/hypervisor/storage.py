@@ -10,7 +10,7 @@ from typing import IO, Any
 
 import libvirt
 
-from ..errors import Conflict, FabricError, HypervisorError
+from ..errors import Conflict, FabricError, HypervisorError, Unavailable
 from .base import CHUNK, GIB, DriverBase, active_pool, drop_volume
 from .records import HostTarget, StagedImage
 from .xml import (
@@ -40,16 +40,24 @@ class StorageMixin(DriverBase):
         sources: dict[str, str],
         opener: Opener,
         reuse: bool,
+        wait: float | None = None,
     ) -> StagedImage:
         """Copy an image (and its kernel/initrd, if any) into the host's pool once.
 
         ``sources`` maps "disk"/"kernel"/"initrd" to source paths, read with
         ``opener``. With ``reuse`` and the volume present, nothing is copied.
         The copy goes through libvirt's storage streams, so it works on any host
-        libvirt reaches. A failed copy deletes the partial volume.
+        libvirt reaches. A failed copy deletes the partial volume. One copy of an
+        image to a host at a time: a second waits for the first at most ``wait``
+        seconds (None: as long as it takes), then is refused with Unavailable.
         """
         lock = self._stage_locks.setdefault((host.id, image_key), threading.Lock())
-        with lock:
+        if not lock.acquire(timeout=-1 if wait is None else wait):
+            raise Unavailable(
+                f"image {image_key} is still being copied to {host.label} for another "
+                f"create (waited {wait:g}s); try again shortly"
+            )
+        try:
             paths: dict[str, str] = {}
             capacity = 0
             for role, src in sources.items():
@@ -66,6 +74,8 @@ class StorageMixin(DriverBase):
                 kernel=paths.get("kernel"),
                 initrd=paths.get("initrd"),
             )
+        finally:
+            lock.release()
 
     def _stage_one(
         self, host: HostTarget, vol_name: str, src: str, opener: Opener, reuse: bool

@@ -106,6 +106,11 @@ def test_full_file(tmp_path):
         ("create: {forward_ports: 23000-22000}\n", ":1: create.forward_ports: must look like"),
         ("create: {forward_ports: 1-70000}\n", ":1: create.forward_ports: must look like"),
         ("create: {max_attempts: 0}\n", ":1: create.max_attempts: must be an integer >= 1"),
+        ("create: {concurrent: 0}\n", ":1: create.concurrent: must be an integer >= 1, got 0"),
+        ("create: {stage_wait: -1}\n", ":1: create.stage_wait: must be a number >= 0, got -1"),
+        ("create: {image_store_retry: x}\n", ":1: create.image_store_retry: must be a number"),
+        ("reconcile: {grace: -5}\n", ":1: reconcile.grace: must be a number >= 0, got -5"),
+        ("reconcile: {remove_unknown: 1}\n", ":1: reconcile.remove_unknown: must be"),
         ("scheduler: {policy: pack\n", ":2: not valid YAML"),
         ("state_dir: relative\n", ":1: state_dir: must be an absolute path, got 'relative'"),
         ("limits: {max_vms: -1}\n", ":1: limits.max_vms: must be an integer >= 0, got -1"),
@@ -550,8 +555,8 @@ def test_serve_refuses_a_bad_config_before_anything_starts(rig, tmp_path, capsys
     assert capsys.readouterr().err.splitlines() == [
         f"error: {bad}:2: workers.interval: must be a number > 0 and <= 604800, got 0",
         f"error: {bad}:3: size: unknown section (valid: scheduler, capacity, ssh, libvirt, "
-        "create, guest, discovery, workers, cluster, limits, state_dir, pools, storage, auth, "
-        "schedules, networks)",
+        "create, guest, discovery, reconcile, workers, cluster, limits, state_dir, pools, "
+        "storage, auth, schedules, networks)",
     ]
     bad.write_text(f"state_dir: {state}\npools: [{{name: a, instance_type: 1, image: nope}}]\n")
     assert cli.main([*files, "--config", str(bad), "--port", "1"]) == 2

@@ -63,8 +63,13 @@ class Server:
 
 
 def test_parallel_creates_never_overcommit(tmp_path):
-    # 3 hosts x 2048 MB; type 1 needs 512 MB -> exactly 12 VMs fit. 48 clients ask for 60.
-    srv = Server(tmp_path, [(16, 2048), (16, 2048), (16, 2048)], "scheduler: {policy: spread}\n")
+    # 3 hosts x 2048 MB; type 1 needs 512 MB -> exactly 12 VMs fit. 48 clients ask for 60,
+    # all let in at once (create.concurrent) so that they race for the claims.
+    srv = Server(
+        tmp_path,
+        [(16, 2048), (16, 2048), (16, 2048)],
+        "scheduler: {policy: spread}\ncreate: {concurrent: 64}\n",
+    )
     srv.start()
     try:
         barrier = threading.Barrier(48)

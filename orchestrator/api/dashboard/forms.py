@@ -76,7 +76,8 @@ def vm_create() -> str:
     tid = VM_TYPE.value()
     image_id = IMAGE.value()
     fab = fabric()
-    vm = fab.create_vm(name, tid, image_id, by=principal())
+    with fab.admitted():
+        vm = fab.create_vm(name, tid, image_id, by=principal())
     where = f" on {fab.registry.hosts.get_any(vm.host_id).label}" if vm.host_id else ""
     return f"Created VM {vm.name} (vmid {vm.id}){where}."
 
