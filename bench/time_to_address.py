@@ -78,9 +78,7 @@ class Fabric:
 
 
 def ssh_ready(vm: dict, settings: SshSettings, host_key: str, deadline: float) -> None:
-    remote = Remote(
-        "root", vm["ssh"]["host"], vm["ssh"]["port"], settings, pinned_keys=[host_key]
-    )
+    remote = Remote("root", vm["ssh"]["host"], vm["ssh"]["port"], settings, pinned_keys=[host_key])
     while time.monotonic() < deadline:
         try:
             if remote.run(["true"], timeout=10).status == 0:

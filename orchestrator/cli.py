@@ -12,14 +12,14 @@ import threading
 from pathlib import Path
 from types import FrameType
 
-from .config import Config, check_pools, load_config, reach_warnings
+from .config import Config, check_pools, exposure_warnings, load_config, reach_warnings
 from .errors import ConfigError, FabricError
 
 log = logging.getLogger("orchestrator")
 
 USAGE = """\
 ./script PM_FILE IMAGE_FILE VM_TYPES [--config FILE] [--db URL] [--host ADDR] [--port N]
-./script validate PM_FILE IMAGE_FILE VM_TYPES [--config FILE]
+./script validate PM_FILE IMAGE_FILE VM_TYPES [--config FILE] [--host ADDR]
 ./script client [--url URL] [--json] COMMAND ...   (./script client --help)
 ./script hash-password                             (a hash for auth.users)
 ./script db upgrade|current [--db URL]             (the registry's schema)"""
@@ -45,6 +45,9 @@ def _validate_parser() -> argparse.ArgumentParser:
     p.add_argument("image_file")
     p.add_argument("vm_types")
     p.add_argument("--config")
+    p.add_argument(
+        "--host", default="127.0.0.1", help="the address the server will listen on (warnings)"
+    )
     return p
 
 
@@ -59,12 +62,15 @@ def cmd_validate(argv: list[str]) -> int:
     args = _validate_parser().parse_args(argv)
     problems = list(validate_files(args.pm_file, args.image_file, args.vm_types))
     warnings: list[str] = []
+    if args.config is None:
+        warnings = exposure_warnings(False, args.host)
     if args.config:
         try:
             config = load_config(args.config)
+            warnings = exposure_warnings(config.auth.enabled, args.host)
             with contextlib.suppress(FabricError):  # a bad pm file is reported above
                 hosts = load_hosts(args.pm_file)
-                warnings = reach_warnings(config, ((h.label, h.network, h.uri) for h in hosts))
+                warnings += reach_warnings(config, ((h.label, h.network, h.uri) for h in hosts))
             if config.pools:
                 try:
                     images, types = load_images(args.image_file), load_types(args.vm_types)
@@ -157,6 +163,8 @@ def cmd_serve(argv: list[str]) -> int:
         check_pools(config, inventory)
     except FabricError as e:
         return _refuse(e)
+    for warning in exposure_warnings(config.auth.enabled, args.host):
+        log.warning("%s", warning)
     Path(config.state_dir).mkdir(parents=True, exist_ok=True)
     registry = Registry(args.db or default_db_url(config), dead_after=config.cluster.dead_after)
     try:
@@ -175,9 +183,12 @@ def cmd_serve(argv: list[str]) -> int:
         log.info("pmid %d %s: %s %s", h.id, h.label, h.status, h.reason or "")
     services.start_background()
 
-    app = create_app(services)
+    from .api import origin
+
+    app = create_app(services, listen=(args.host, args.port or None))
     sockets: dict = {}  # waitress's socket map: the loop below polls it
     server = create_server(app, map=sockets, host=args.host, port=args.port, threads=args.threads)
+    origin.listening(app, args.host, int(server.effective_port))  # the names it answers to
     stopping = threading.Event()
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:

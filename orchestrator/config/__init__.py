@@ -25,6 +25,7 @@ from .sections import (
     WorkerConfig,
     effective_capacity,
 )
+from .server import ServerSettings, exposure_warnings
 from .settings import AuthSettings, PoolSettings, RbdSettings, Storage, StorageSettings
 
 __all__ = [
@@ -43,6 +44,7 @@ __all__ = [
     "RbdSettings",
     "SchedulerSettings",
     "SchedulesSettings",
+    "ServerSettings",
     "SshConfig",
     "Storage",
     "StorageSettings",
@@ -50,6 +52,7 @@ __all__ = [
     "check_pools",
     "config_from_dict",
     "effective_capacity",
+    "exposure_warnings",
     "load_config",
     "reach_warnings",
     "resolve_pools",
