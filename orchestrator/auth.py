@@ -7,15 +7,29 @@ The ``auth:`` section of the configuration (checked by orchestrator.config)::
       users: {alice: "scrypt$16384$8$1$<salt>$<hash>"}   # from hash_password()
       open_reads: true         # GETs that change nothing need no token
       token_ttl_hours: 24
-      max_failures: 5          # failed logins per user and address ...
-      lockout_seconds: 60      # ... before they are refused (429) for this long
+      max_failures: 5          # failed logins of one account before attempts wait ...
+      lockout_seconds: 30      # ... 1 s, 2, 4, ... at most this long (429, Retry-After)
+      login_rate: 5            # password checks per second on one server, all users
 
 A token is 256 random bits shown once; the registry keeps its SHA-256 only.
-Failed password checks are counted per user and remote address in the registry
-(so every server process sees them); the ``max_failures``-th failure within
-``lockout_seconds`` of the previous one locks that pair out for
-``lockout_seconds``, even for the right password. Neither passwords nor tokens
-are ever logged.
+
+Password guessing is slowed in two ways, and neither can lock the right password
+out for long:
+
+- per account: failed checks are counted per user name (known or not) in the
+  registry, whatever address or server they come from; after ``max_failures``
+  the account's next attempt must wait 1 s, then 2, 4, ... at most
+  ``lockout_seconds`` (429 with Retry-After meanwhile; the attempt is not
+  counted). A success clears the count; tokens already issued keep working.
+- per server: at most ``login_rate`` password checks a second (a burst of twice
+  that), all users together, answered 429 beyond. scrypt's cost is paid by the
+  CPU of the process that runs it, so each process limits its own (no registry
+  round trip on the path a flood takes); N servers admit N times as many, as
+  their N machines can bear. An unknown user name is checked against a dummy
+  hash (as long as a known one, so names cannot be told apart by time), and the
+  same limit bounds what those checks cost.
+
+Neither passwords nor tokens are ever logged.
 """
 
 from __future__ import annotations
@@ -27,6 +41,9 @@ import hmac
 import logging
 import math
 import secrets
+import threading
+import time
+from collections.abc import Callable
 from datetime import timedelta
 from functools import cached_property
 from typing import Any
@@ -110,6 +127,45 @@ def token_digest(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8")).hexdigest()
 
 
+class RateLimit:
+    """A token bucket, in this process: ``rate`` a second on average, ``burst`` at once."""
+
+    def __init__(
+        self, rate: float, burst: float | None = None, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.rate = rate
+        self.burst = max(1.0, burst if burst is not None else 2 * rate)
+        self._clock = clock
+        self._tokens = self.burst
+        self._at = clock()
+        self._lock = threading.Lock()
+
+    def _refill(self) -> None:
+        now = self._clock()
+        self._tokens = min(self.burst, self._tokens + (now - self._at) * self.rate)
+        self._at = now
+
+    def take(self) -> float:
+        """Take one: 0 if taken, else the seconds until one is there (none taken)."""
+        with self._lock:
+            self._refill()
+            if self._tokens >= 1:
+                self._tokens -= 1
+                return 0.0
+            return (1 - self._tokens) / self.rate
+
+    def give_back(self) -> None:
+        """Return one taken for work that was not done."""
+        with self._lock:
+            self._tokens = min(self.burst, self._tokens + 1)
+
+
+def _too_many(message: str, seconds: float) -> TooManyRequests:
+    e = TooManyRequests(message)
+    e.retry_after = max(1, math.ceil(seconds))
+    return e
+
+
 class AuthService:
     """``enabled`` False (the default): every call is allowed."""
 
@@ -122,7 +178,8 @@ class AuthService:
         self.users: dict[str, str] = {name: u.password for name, u in cfg.users.items()}
         self.token_ttl = timedelta(hours=cfg.token_ttl_hours)
         self.max_failures: int = cfg.max_failures
-        self.lockout = timedelta(seconds=cfg.lockout_seconds)
+        self.lockout = timedelta(seconds=cfg.lockout_seconds)  # the longest wait
+        self.limit = RateLimit(cfg.login_rate)
 
     @cached_property
     def _dummy_hash(self) -> str:
@@ -134,21 +191,29 @@ class AuthService:
     def authenticate(self, user: str, password: str, remote: str | None = None) -> str:
         """Check a user's password; return the user. Raises Unauthorized, TooManyRequests.
 
-        The attempt is counted before the (slow) check, so parallel guesses cannot
-        slip past the limit; a success clears the count.
+        ``remote`` is the client's address, for the log. The attempt is counted
+        before the (slow) check, so parallel guesses cannot slip past the count; a
+        success clears it.
         """
         if not self.enabled:
             raise NotFound("authentication is not enabled on this fabric")
         user = (user or "")[:128]
         remote = (remote or "-")[:64]
-        locked = self.store.count_attempt(
-            user, remote, max_failures=self.max_failures, lockout=self.lockout
-        )
-        if locked is not None:
-            wait = max(1, math.ceil((locked - _now()).total_seconds()))
-            e = TooManyRequests(f"too many failed logins for {user!r}; retry in {wait} seconds")
-            e.retry_after = wait
-            raise e
+        wait = self.limit.take()
+        if wait:
+            raise _too_many(
+                f"too many login attempts on this server; retry in {math.ceil(wait)} seconds",
+                wait,
+            )
+        until = self.store.count_attempt(user, free=self.max_failures, longest=self.lockout)
+        if until is not None:
+            self.limit.give_back()  # no password was checked
+            seconds = (until - _now()).total_seconds()
+            raise _too_many(
+                f"too many failed logins for {user!r}; retry in "
+                f"{max(1, math.ceil(seconds))} seconds",
+                seconds,
+            )
         known = self.users.get(user)
         ok = verify_password(password or "", known or self._dummy_hash) and known is not None
         if not ok:
@@ -157,7 +222,7 @@ class AuthService:
                 "failed login for %s from %s", repr(user) if known else "an unknown user", remote
             )
             raise Unauthorized("wrong user name or password")
-        self.store.clear_failures(user, remote)
+        self.store.clear_failures(user)
         return user
 
     # -- tokens --------------------------------------------------------------

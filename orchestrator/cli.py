@@ -13,7 +13,14 @@ import threading
 from pathlib import Path
 from types import FrameType
 
-from .config import Config, check_pools, load_config, reach_warnings, sharing_warnings
+from .config import (
+    Config,
+    check_pools,
+    exposure_warnings,
+    load_config,
+    reach_warnings,
+    sharing_warnings,
+)
 from .errors import ConfigError, FabricError
 
 log = logging.getLogger("orchestrator")
@@ -24,7 +31,7 @@ MAX_SPOOLED = 16 * 2**20
 
 USAGE = """\
 ./script PM_FILE IMAGE_FILE VM_TYPES [--config FILE] [--db URL] [--host ADDR] [--port N]
-./script validate PM_FILE IMAGE_FILE VM_TYPES [--config FILE]
+./script validate PM_FILE IMAGE_FILE VM_TYPES [--config FILE] [--host ADDR]
 ./script client [--url URL] [--json] COMMAND ...   (./script client --help)
 ./script hash-password                             (a hash for auth.users)
 ./script db upgrade|current [--db URL]             (the registry's schema)"""
@@ -50,6 +57,9 @@ def _validate_parser() -> argparse.ArgumentParser:
     p.add_argument("image_file")
     p.add_argument("vm_types")
     p.add_argument("--config")
+    p.add_argument(
+        "--host", default="127.0.0.1", help="the address the server will listen on (warnings)"
+    )
     return p
 
 
@@ -147,9 +157,12 @@ def cmd_validate(argv: list[str]) -> int:
     args = _validate_parser().parse_args(argv)
     problems = list(validate_files(args.pm_file, args.image_file, args.vm_types))
     warnings: list[str] = []
+    if args.config is None:
+        warnings = exposure_warnings(False, args.host)
     if args.config:
         try:
             config = load_config(args.config)
+            warnings.extend(exposure_warnings(config.auth.enabled, args.host))
             warnings.extend(sharing_warnings(config))
             with contextlib.suppress(FabricError):  # a bad pm file is reported above
                 hosts = load_hosts(args.pm_file)
@@ -295,6 +308,8 @@ def cmd_serve(argv: list[str]) -> int:
         sock = listen(args.host, args.port)
     except FabricError as e:
         return _refuse(e)
+    for warning in exposure_warnings(config.auth.enabled, args.host):
+        log.warning("%s", warning)
     try:
         prepare_state_dir(config)
     except FabricError as e:
@@ -324,7 +339,9 @@ def cmd_serve(argv: list[str]) -> int:
         log.info("pmid %d %s: %s %s", h.id, h.label, h.status, h.reason or "")
     services.start_background()
 
-    app = create_app(services)
+    from .api import origin
+
+    app = create_app(services, listen=(args.host, args.port or None))
     sockets: dict = {}  # waitress's socket map: the loop below polls it
     server = create_server(
         app,
@@ -335,6 +352,7 @@ def cmd_serve(argv: list[str]) -> int:
         # app answers 413 with JSON (params.MAX_BODY), and the spool to disk stays small
         max_request_body_size=MAX_SPOOLED,
     )
+    origin.listening(app, args.host, int(sock.getsockname()[1]))  # the names it answers to
     stopping = threading.Event()
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:

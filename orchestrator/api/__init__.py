@@ -14,21 +14,32 @@ from . import (
     images,
     meta,
     networks,
+    origin,
     params,
+    proxies,
     reservations,
     schedules,
+    session,
     status,
     vms,
     volumes,
 )
 
 
-def create_app(services: Services) -> Flask:
+def create_app(services: Services, listen: tuple[str, int | None] | None = None) -> Flask:
+    """The fabric's WSGI app over ``services``. ``listen``: the address and port the
+    server listens on (the names it answers to; ``origin.listening`` can tell it
+    later), None when the app does not know (then any port of its default names)."""
     app = Flask("orchestrator")
     app.config["SERVICES"] = services
     params.bound(app)  # bodies of at most 1 MB; JSON nested at most 32 deep
     app.json.sort_keys = False  # keep the contract's key order
     errors.install(app)
+    server = services.config.server
+    origin.install(app, server.names, listen)  # before every other check
+    session.install(app, services)
+    if server.trusted_proxies:
+        app.wsgi_app = proxies.TrustedProxies(app.wsgi_app, server.proxy_networks)
     for bp in (
         vms.bp,
         hosts.bp,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from flask import Blueprint, jsonify
+from flask import Blueprint, Response, jsonify
 from flask.typing import ResponseReturnValue
 
 from ..clock import iso
@@ -63,6 +63,12 @@ def _guest_user() -> str:
     return services().config.guest.user
 
 
+def _secret(resp: Response) -> Response:
+    """An answer that carries a reservation id: no cache (nor proxy) may keep it."""
+    resp.headers["Cache-Control"] = "no-store"
+    return resp
+
+
 def _unavailable(e: Unavailable, zero: dict) -> ResponseReturnValue:
     body = {**zero, "error": e.message}
     seen = getattr(e, "ready_seen", None)
@@ -90,8 +96,8 @@ def checkout() -> ResponseReturnValue:
         return _unavailable(e, {"vmid": 0})
     described = [presenters.checkout(c, _guest_user()) for c in got]
     if count == 1:
-        return jsonify(described[0])
-    return jsonify({"vms": described})
+        return _secret(jsonify(described[0]))
+    return _secret(jsonify({"vms": described}))
 
 
 @bp.route("/vm/checkin", methods=["POST"])
@@ -150,7 +156,7 @@ def seed_checkout() -> ResponseReturnValue:
         return error_response(404, {"error": SEED_EMPTY}, e.retry_after)
     except FabricError as e:
         return error_response(e.status, {"error": e.message})
-    return jsonify(presenters.seed_checkout(got[0], _guest_user()))
+    return _secret(jsonify(presenters.seed_checkout(got[0], _guest_user())))
 
 
 @bp.route("/vms/api/v1.0/checkin", methods=["POST"])

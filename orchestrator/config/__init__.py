@@ -26,6 +26,7 @@ from .sections import (
     WorkerConfig,
     effective_capacity,
 )
+from .server import ServerSettings, exposure_warnings
 from .settings import AuthSettings, PoolSettings, RbdSettings, Storage, StorageSettings
 
 __all__ = [
@@ -45,6 +46,7 @@ __all__ = [
     "ReconcileConfig",
     "SchedulerSettings",
     "SchedulesSettings",
+    "ServerSettings",
     "SshConfig",
     "Storage",
     "StorageSettings",
@@ -52,6 +54,7 @@ __all__ = [
     "check_pools",
     "config_from_dict",
     "effective_capacity",
+    "exposure_warnings",
     "load_config",
     "reach_warnings",
     "sharing_warnings",

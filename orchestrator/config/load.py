@@ -18,8 +18,8 @@ from .base import show
 from .schema import SHAPES, Config
 from .yamlmap import KEY, Loc, compose, dotted, line_of
 
-# Values at or under these keys are never quoted back: they may be passwords.
-_SECRET = ("auth", "users")
+# Values at or under these keys are never quoted back: they may be passwords or keys.
+_SECRETS = (("auth", "users"), ("server", "secret_key"))
 
 
 def load_config(path: str | Path | None) -> Config:
@@ -109,7 +109,7 @@ def _problem(kind: str, loc: Loc, value: Any, msg: str) -> str:
 
 
 def _got(loc: Loc, value: Any) -> str:
-    if loc[:2] == _SECRET or loc == _SECRET[:1]:
+    if any(loc[:2] == secret or loc == secret[:1] for secret in _SECRETS):
         return ""
     if value is None or isinstance(value, bool | int | float | str):
         return f", got {show(value)}"

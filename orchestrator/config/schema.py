@@ -46,6 +46,7 @@ from .sections import (
     WorkerConfig,
     build_policy,
 )
+from .server import ServerSettings
 from .settings import AuthSettings, PoolSettings, Storage, StorageSettings, build_storage
 from .yamlmap import Loc, dotted, line_of
 
@@ -79,6 +80,7 @@ class Config(Section):
         dict[Annotated[str, PlainValidator(network_key)], NetworkSettings],
         BeforeValidator(none_is_empty_dict),
     ] = Field(default_factory=dict, description="the LANs VMs are on, by hosts' network=")
+    server: ServerSettings = Field(default_factory=ServerSettings)
 
     # Where the file was read from, for messages about it after loading (.pools).
     _where: str = PrivateAttr("config")

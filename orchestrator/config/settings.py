@@ -23,7 +23,6 @@ from ..access import Role
 from ..hypervisor.xml import RbdBackend
 from ..model import NAME, NAME_RULE
 from .base import Name, Section, fail, names_of, none_is_empty_dict, problem, show
-from .sections import A_WEEK
 from .yamlmap import Loc
 
 # -- pools: their shape -----------------------------------------------------------
@@ -314,8 +313,12 @@ class AuthSettings(Section):
     quota: QuotaSettings = Field(default_factory=QuotaSettings)
     open_reads: bool = True  # GETs that change nothing need no token
     token_ttl_hours: float = Field(24.0, gt=0, le=MAX_HOURS, description=_HOURS)
-    max_failures: int = Field(5, ge=1)  # failed logins per user and address ...
-    lockout_seconds: int = Field(60, ge=0, le=A_WEEK)  # ... before they are refused for this long
+    # Failed logins of one account (from anywhere) before each further attempt waits:
+    # 1 s, then 2, 4, ... up to lockout_seconds (a short wait, never a long lockout).
+    max_failures: int = Field(5, ge=1)
+    lockout_seconds: int = Field(30, ge=0, le=300)
+    # Password checks (scrypt) one server runs per second, all users together.
+    login_rate: float = Field(5.0, gt=0, le=1000)
 
     @model_validator(mode="after")
     def _someone_can_log_in(self) -> AuthSettings:

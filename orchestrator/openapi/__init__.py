@@ -37,7 +37,11 @@ def build_spec(server_url: str | None = None) -> dict[str, Any]:
             "version": "1.0",
             "description": "The fabric's HTTP contract (../shared/API.md): the original "
             "API's URLs and JSON keys kept to the letter, plus reservations, volumes, "
-            "tokens, status and schedules. Every answer is JSON, errors too.",
+            "tokens, status and schedules. Every answer is JSON, errors too. A call "
+            "that changes state is refused (403) when a browser sends it from another "
+            "site, or to a Host that is not one of the server's names (server.names); "
+            "clients that send no Origin or Sec-Fetch-Site (curl, scripts) are not "
+            "affected. Answers that carry a secret are Cache-Control: no-store.",
         },
         "tags": [
             {"name": t}

@@ -83,10 +83,12 @@ WWW_AUTH = {
 WHY = {
     400: "bad or missing parameter",
     401: "no credentials, or they are not valid (when authentication is on)",
-    403: "the caller does not hold what the call needs",
+    403: "the caller does not hold what the call needs (or a browser sent a state change "
+    "from another site, or to a Host that is not one of the server's names)",
     404: "unknown id",
     409: "conflict with the current state",
-    429: "too many failed logins; wait Retry-After seconds",
+    429: "too many failed logins of the account, or login attempts on this server; "
+    "wait Retry-After seconds",
     502: "a physical machine failed",
     503: "no capacity right now; retry after Retry-After seconds",
     504: "a physical machine timed out",

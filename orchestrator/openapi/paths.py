@@ -257,10 +257,11 @@ def paths() -> dict[str, Any]:
         "post": op(
             "Issue a token",
             "auth",
-            responses("TokenIssued", "AuthFailure", (401, 404, 429)),
+            responses("TokenIssued", "AuthFailure", (401, 403, 404, 429)),
             security=BASIC,
             description="HTTP basic auth with a user from the configuration; the token is "
-            "shown once. Failed logins are rate limited (429 with Retry-After). " + not_found_why,
+            "shown once. Failed logins slow the account down, and each server checks a "
+            "limited number of passwords a second (429 with Retry-After). " + not_found_why,
         )
     }
     p["/token/{token}"] = {

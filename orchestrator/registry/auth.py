@@ -1,8 +1,14 @@
 """Tokens and failed logins (tables ``auth_tokens``, ``auth_failures``).
 
 A token is stored only as its SHA-256: the registry (or a copy of its file)
-never holds a usable token. Failed logins are counted per user and remote
-address, so a guesser is slowed down whichever server it reaches.
+never holds a usable token. Failed logins are counted per account (user name,
+known or not) whatever address they come from, so a guesser is slowed down
+whichever server and address it uses: after ``free`` failures each further
+attempt waits 1 s, then 2, 4, ... up to a short ``longest`` wait.
+
+The count is an ``auth_failures`` row whose ``remote`` is ``ACCOUNT``; rows of
+earlier versions (one per user and address) are no longer read and are deleted
+as they go stale.
 """
 
 from __future__ import annotations
@@ -17,6 +23,16 @@ from .database import Database
 from .tables_auth import LoginFailureRow, TokenRow
 
 KEEP_EXPIRED = timedelta(days=7)  # expired or revoked tokens are deleted after this
+FORGET_AFTER = timedelta(minutes=15)  # an account's failures this old are forgotten
+ACCOUNT = "*"  # the ``remote`` of an account's row: every address counts together
+
+
+def backoff(failures: int, free: int, longest: timedelta) -> timedelta:
+    """The wait after ``failures`` counted attempts: none below ``free``, then 1 s,
+    doubling with each further one, never more than ``longest``."""
+    if failures < free or longest <= timedelta(0):
+        return timedelta(0)
+    return min(longest, timedelta(seconds=2 ** min(failures - free, 30)))
 
 
 class AuthStore:
@@ -25,60 +41,53 @@ class AuthStore:
 
     # -- failed logins -------------------------------------------------------------
 
-    def count_attempt(
-        self, user: str, remote: str, *, max_failures: int, lockout: timedelta
-    ) -> datetime | None:
-        """Count a login attempt of ``user`` from ``remote`` before its (slow) check.
+    def count_attempt(self, user: str, *, free: int, longest: timedelta) -> datetime | None:
+        """Count a login attempt on ``user`` before its (slow) check, as a failure
+        until ``clear_failures`` says it succeeded (so parallel guesses cannot slip
+        past the count).
 
-        Returns when the lockout ends if the pair is locked out now (the attempt is
-        then not counted). The ``max_failures``-th attempt within ``lockout`` of the
-        previous one locks the pair out for ``lockout``.
+        Returns when the account may try again if it must wait now (the attempt is
+        then not counted); else None.
         """
         try:
-            return self._count_attempt(user, remote, max_failures, lockout)
+            return self._count_attempt(user, free, longest)
         except IntegrityError:  # a parallel first attempt made the row: count on it
-            return self._count_attempt(user, remote, max_failures, lockout)
+            return self._count_attempt(user, free, longest)
 
-    def _count_attempt(
-        self, user: str, remote: str, max_failures: int, lockout: timedelta
-    ) -> datetime | None:
+    def _count_attempt(self, user: str, free: int, longest: timedelta) -> datetime | None:
         now = utcnow()
         with self.db.tx() as s:
             row = s.scalar(
-                select(LoginFailureRow).where(
-                    LoginFailureRow.user == user, LoginFailureRow.remote == remote
-                )
+                select(LoginFailureRow)
+                .where(LoginFailureRow.user == user, LoginFailureRow.remote == ACCOUNT)
+                .with_for_update()
             )
-            locked = as_utc(row.locked_until) if row is not None else None
-            if locked is not None and locked > now:
-                return locked
-            # Forget other pairs nobody has tried lately (the table stays small).
+            until = as_utc(row.locked_until) if row is not None else None
+            if until is not None and until > now:
+                return until
+            # Forget accounts nobody has tried lately (the table stays small).
             stale = delete(LoginFailureRow).where(
-                LoginFailureRow.last_at < now - lockout,
+                LoginFailureRow.last_at < now - FORGET_AFTER,
                 or_(LoginFailureRow.locked_until.is_(None), LoginFailureRow.locked_until < now),
             )
             if row is not None:
                 stale = stale.where(LoginFailureRow.id != row.id)
             s.execute(stale.execution_options(synchronize_session=False))
             if row is None:
-                row = LoginFailureRow(user=user, remote=remote, failures=0)
+                row = LoginFailureRow(user=user, remote=ACCOUNT, failures=0)
                 s.add(row)
-            elif locked is not None or as_utc(row.last_at) < now - lockout:
-                row.failures, row.locked_until = 0, None  # a lockout served, or old failures
+            elif as_utc(row.last_at) < now - FORGET_AFTER:
+                row.failures = 0  # old failures
             row.failures += 1
             row.last_at = now
-            if row.failures >= max_failures and lockout:
-                row.locked_until = now + lockout
+            wait = backoff(row.failures, free, longest)
+            row.locked_until = now + wait if wait else None
         return None
 
-    def clear_failures(self, user: str, remote: str) -> None:
-        """A successful login: the pair starts afresh."""
+    def clear_failures(self, user: str) -> None:
+        """A successful login: the account starts afresh."""
         with self.db.tx() as s:
-            s.execute(
-                delete(LoginFailureRow).where(
-                    LoginFailureRow.user == user, LoginFailureRow.remote == remote
-                )
-            )
+            s.execute(delete(LoginFailureRow).where(LoginFailureRow.user == user))
 
     # -- tokens --------------------------------------------------------------------
 

@@ -1,8 +1,8 @@
 """Tables for authentication (they share Base with tables.py).
 
 A token is stored only as its SHA-256: the registry (or a copy of its file) never
-holds a usable token. Failed logins are counted per user and remote address so
-a guesser is slowed down whichever server process it reaches.
+holds a usable token. Failed logins are counted per account (``remote`` is
+``*``), so a guesser is slowed down whichever server process and address it uses.
 """
 
 from __future__ import annotations
@@ -30,7 +30,8 @@ class TokenRow(Base):
 
 
 class LoginFailureRow(Base):
-    """Failed password checks of one user from one address, and the lockout they caused."""
+    """Failed password checks of one account (``remote`` ``*``; earlier versions kept
+    one row per address), and until when its next attempt must wait."""
 
     __tablename__ = "auth_failures"
     __table_args__ = (UniqueConstraint("user", "remote", name="uq_auth_failure"),)

@@ -129,9 +129,11 @@ def test_static_files_are_served_and_nothing_is_fetched_from_elsewhere(page):
     assert not re.search(r'(src|href)="(https?:)?//', page.html)
 
 
-def test_a_secret_key_is_made_when_none_is_configured(rig):
+def test_a_secret_key_is_made_once_when_none_is_configured(rig):
+    # made by the first app and kept in the registry: the next app (another server,
+    # or this one restarted) signs sessions with the same (tests/unit/test_session.py)
     a, b = create_app(rig.services), create_app(rig.services)
-    assert a.secret_key and b.secret_key and a.secret_key != b.secret_key
+    assert a.secret_key and len(a.secret_key) == 64 and a.secret_key == b.secret_key
     assert a.config["SESSION_COOKIE_SAMESITE"] == "Lax"
 
 

@@ -39,7 +39,11 @@ def make(tmp_path, quota: dict, own: dict | None = None, pools: list | None = No
         tmp_path,
         HOSTS,
         pools if pools is not None else [POOL],
-        config={"auth": {"enabled": True, "users": users, "quota": quota}},
+        # every client let in at once (create.concurrent), so they race for the quota
+        config={
+            "auth": {"enabled": True, "users": users, "quota": quota},
+            "create": {"concurrent": 64},
+        },
     )
     tokens = {
         u: requests.post(f"{pr.served.url}/token", auth=(u, pw), timeout=30).json()["token"]

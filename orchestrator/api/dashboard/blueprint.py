@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import secrets
 from typing import Any
 
 from flask import Blueprint, Flask
@@ -26,10 +25,9 @@ bp = Blueprint(
 
 @bp.record_once
 def _setup(state: Any) -> None:
-    """A secret key for the signed session cookie (CSRF token, flash messages)."""
+    """The signed session cookie (CSRF token, flash messages) is SameSite=Lax; its
+    secret key is set by the app factory (api/session.py), shared by every server."""
     app: Flask = state.app
-    if not app.secret_key:
-        app.secret_key = secrets.token_hex(32)
     if app.config.get("SESSION_COOKIE_SAMESITE") is None:
         app.config["SESSION_COOKIE_SAMESITE"] = "Lax"
 
@@ -64,7 +62,7 @@ def auth_on() -> bool:
 
 
 def no_store(resp: Response) -> Response:
-    # Pages can carry a one-time secret (a reservation id in a flash message).
+    # Pages can carry a one-time secret (a reservation id just checked out).
     resp.headers["Cache-Control"] = "no-store"
     resp.headers.setdefault("X-Frame-Options", "DENY")
     resp.headers.setdefault("X-Content-Type-Options", "nosniff")

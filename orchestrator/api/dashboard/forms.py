@@ -3,6 +3,12 @@
 Each action checks the session's CSRF token (and, with auth on, that someone is
 signed in), calls a service, and comes back to ``/`` with a flash message: what
 was done, or what was wrong.
+
+A check-out's reservation id is shown once on the page after the redirect, and
+never travels in the session cookie (signed, but readable by whoever holds it):
+the registry keeps it, masked, for ``SECRET_TTL`` under a random one-time
+handle, and only the handle is flashed; showing the page takes it from the
+registry (whichever server renders the page).
 """
 
 from __future__ import annotations
@@ -10,6 +16,7 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
 
 from flask import flash, redirect, request, url_for
@@ -32,6 +39,7 @@ IMAGE = IMAGE_ID.labelled("image")
 ATTACH_TO = VMID.labelled("VM")
 SIZE = Int(name="size", maximum=MAX_SIZE_GB, label="size (GB)")
 SCHEDULE_ID = Int(name="id", label="schedule id")
+SECRET_TTL = timedelta(minutes=10)  # how long a reservation id waits to be shown
 
 
 def action(view: Callable[[], str | None]) -> Callable[[], ResponseReturnValue]:
@@ -113,11 +121,18 @@ def vm_checkout() -> str:
     d = presenters.checkout(c, services().config.guest.user)
     command = presenters.ssh_command(d.get("ssh"))
     reach = f"; {command}" if command else ""
-    flash(c.reservation_id, "secret")
+    flash(services().registry.meta.put_once(c.reservation_id, SECRET_TTL), "secret")
     return (
         f"Checked out vmid {c.vm.id} from pool {c.pool} until {d['expires_at']}{reach}. "
         "Its reservation id is shown below ONCE: copy it now, you need it to check the VM in."
     )
+
+
+@bp.app_template_global("one_time_secret")
+def one_time_secret(handle: str) -> str | None:
+    """The secret a flashed handle stands for, taken from the registry (so shown
+    once); None if it was shown already or has expired."""
+    return services().registry.meta.take_once(handle)
 
 
 @bp.route("/ui/vm/checkin", methods=["POST"])

@@ -18,6 +18,7 @@ from werkzeug.wrappers import Response
 
 from ...errors import FabricError
 from ..context import TOKEN_COOKIE
+from ..session import cookie_secure
 from .blueprint import auth, auth_on, bp, no_store
 
 log = logging.getLogger(__name__)
@@ -135,7 +136,7 @@ def login() -> ResponseReturnValue:
                     token,
                     httponly=True,
                     samesite="Strict",
-                    secure=request.is_secure,
+                    secure=cookie_secure(),
                     path="/",
                 )
                 session[CSRF_FIELD] = secrets.token_urlsafe(32)  # a new session, a new token
@@ -158,7 +159,9 @@ def logout() -> ResponseReturnValue:
         except Exception:  # noqa: BLE001 - signing out works even if the token is already gone
             log.info("revoking the dashboard token failed", exc_info=True)
     resp = redirect(url_for("dashboard.login") if auth_on() else url_for("dashboard.overview"))
-    resp.delete_cookie(TOKEN_COOKIE, path="/", httponly=True, samesite="Strict")
+    resp.delete_cookie(
+        TOKEN_COOKIE, path="/", httponly=True, samesite="Strict", secure=cookie_secure()
+    )
     session.pop(CSRF_FIELD, None)
     flash("Signed out.", "ok")
     return resp
