@@ -136,7 +136,7 @@ def test_a_failed_create_answers_502_and_leaves_nothing(client, rig, tmp_path):
 def test_every_host_failing_a_create_is_a_502_with_each_reason(client, rig, monkeypatch):
     from orchestrator.errors import HypervisorError
 
-    def refuse(host, plan, image):  # noqa: ANN001, ANN202, ARG001
+    def refuse(host, plan, image, fence=None):  # noqa: ANN001, ANN202, ARG001
         raise HypervisorError(f"host {host.label}: cannot open directory '/p': No such file")
 
     monkeypatch.setattr(rig.driver, "create", refuse)
