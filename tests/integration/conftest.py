@@ -262,6 +262,15 @@ class FabricProcess:
         extra = yaml.safe_load(extra_config) or {}
         self.config.write_text(yaml.safe_dump(_merged(self._base, extra), sort_keys=False))
 
+    def destroy_everything(self) -> None:
+        """Stop, restart without pools (so nothing refills), destroy every VM, stop."""
+        self.stop()
+        self.set_config("")
+        self.start()
+        for vmid in self.get("/vm/list").json()["vmids"]:
+            self.get("/vm/destroy", vmid=vmid, force=1)
+        self.stop()
+
     def wait_pool(self, pool: str, ready: int, timeout: float = 240) -> dict:
         deadline = time.monotonic() + timeout
         st: dict = {}

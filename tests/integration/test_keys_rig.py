@@ -73,12 +73,7 @@ def fp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FabricProcess]:
     fp.set_config(config())
     fp.start()
     yield fp
-    fp.stop()
-    fp.set_config("")
-    fp.start()
-    for vmid in fp.get("/vm/list").json()["vmids"]:
-        fp.get("/vm/destroy", vmid=vmid, force=1)
-    fp.stop()
+    fp.destroy_everything()
 
 
 def login(ip: str, key: Path) -> Guest:

@@ -33,12 +33,7 @@ def lan(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FabricProcess]:
     fp.set_config(CONFIG)
     fp.start()
     yield fp
-    fp.stop()
-    fp.set_config("")
-    fp.start()
-    for vmid in fp.get("/vm/list").json()["vmids"]:
-        fp.get("/vm/destroy", vmid=vmid, force=1)
-    fp.stop()
+    fp.destroy_everything()
 
 
 def wait_vm(fp: FabricProcess, vmid: int, status: str, timeout: float = 150) -> dict:
@@ -151,9 +146,4 @@ def test_a_guest_that_never_takes_an_address_fails_and_is_never_handed_out(tmp_p
         assert "no address seen" in st["recent_failures"][0]["reason"]
         assert fp.post("/vm/checkout", pool="dark").status_code == 503
     finally:
-        fp.stop()
-        fp.set_config("")
-        fp.start()
-        for v in fp.get("/vm/list").json()["vmids"]:
-            fp.get("/vm/destroy", vmid=v, force=1)
-        fp.stop()
+        fp.destroy_everything()

@@ -35,12 +35,7 @@ def pooled(tmp_path_factory: pytest.TempPathFactory, fabric) -> Iterator[FabricP
     fp.start()
     yield fp
     # Tear down: without pools nothing refills, so every VM can be destroyed.
-    fp.stop()
-    fp.set_config("")
-    fp.start()
-    for vmid in fp.get("/vm/list").json()["vmids"]:
-        fp.get("/vm/destroy", vmid=vmid, force=1)
-    fp.stop()
+    fp.destroy_everything()
 
 
 def registry_domains(fp: FabricProcess) -> set[str]:
