@@ -92,13 +92,14 @@ def is_auth_denial(resp) -> bool:
 
 
 def test_hash_password_format_salt_and_verify():
-    a, b = hash_password("pw"), hash_password("pw")
+    pw = "my pass!"  # a space and a "!" cannot occur in the hash's base64 by chance
+    a, b = hash_password(pw), hash_password(pw)
     assert a != b  # a random salt each time
     parts = a.split("$")
     assert parts[:4] == ["scrypt", "16384", "8", "1"] and len(parts) == 6
-    assert "pw" not in a
-    assert verify_password("pw", a) and verify_password("pw", b)
-    assert not verify_password("pW", a)
+    assert pw not in a
+    assert verify_password(pw, a) and verify_password(pw, b)
+    assert not verify_password("my Pass!", a)
     assert not verify_password("", a)
     for bad in (
         "",
