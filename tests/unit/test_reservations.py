@@ -49,7 +49,7 @@ def pr(tmp_path):
 
 
 def post(pr, path: str, **data) -> requests.Response:
-    return requests.post(pr.served.url + path, json=data, timeout=30)
+    return requests.post(pr.served.url + path, json=data)
 
 
 def test_pool_fills_to_its_size_and_lists(pr):
@@ -194,7 +194,7 @@ def test_extend_within_the_cap_and_not_past_it(pr):
 
 def test_an_expired_reservation_is_reclaimed(pr):
     a = post(pr, "/vm/checkout", lifetime=0.0003).json()  # about one second
-    wait_for(lambda: pr.rig.registry.vms.get(a["vmid"]).state == VmState.READY, timeout=20)
+    wait_for(lambda: pr.rig.registry.vms.get(a["vmid"]).state == VmState.READY)
     assert any(e.vm_id == a["vmid"] for e in pr.rig.registry.events.list(kind="vm.expired"))
     r = post(pr, "/vm/checkin", vmid=a["vmid"], reservation_id=a["reservation_id"])
     assert r.status_code == 409  # the old holder holds nothing any more
@@ -251,10 +251,10 @@ def test_a_failed_cleanup_is_never_handed_out_and_is_replaced(tmp_path):
         wait_for(lambda: ready(p, "tmp") == 1)
         a = post(p, "/vm/checkout").json()
         assert post(p, "/vm/checkin", vmid=a["vmid"], reservation_id=a["reservation_id"]).ok
-        failures = wait_for(lambda: p.pools.recent_failures("tmp"), timeout=30)
+        failures = wait_for(lambda: p.pools.recent_failures("tmp"))
         assert failures[0]["vmid"] == a["vmid"] and "cleanup (tmp) failed" in failures[0]["reason"]
         # the failed VM is retired and a new one takes its place
-        wait_for(lambda: ready(p, "tmp") == 1, timeout=30)
+        wait_for(lambda: ready(p, "tmp") == 1)
         b = post(p, "/vm/checkout").json()
         assert b["vmid"] != a["vmid"]
         assert (
