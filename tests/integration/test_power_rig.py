@@ -19,7 +19,7 @@ pytestmark = pytest.mark.integration
 POWEROFF = "FABRIC-GUEST-POWEROFF"
 
 
-def console(fabric, vmid: int, kb: int = 64) -> str:
+def console(fabric, vmid: int, kb: int = 256) -> str:
     r = fabric.get("/vm/console", vmid=vmid, kb=kb)
     assert r.status_code == 200, r.text
     body = r.json()
@@ -96,7 +96,10 @@ def test_stop_start_reboot_and_resize_seen_on_the_console(fabric):
         assert r.status_code == 200, r.text
         assert (r.json()["ram"], r.json()["disk"]) == (256, 2)
         assert free(fabric, pmid)["ram"] == before["ram"] - 128
-        wait_console(fabric, vmid, BOOT_MARKER, 4)
+        text = wait_console(fabric, vmid, BOOT_MARKER, 4)
+        assert text.count(POWEROFF) == 3
+        assert "(2.15 GB/2.00 GiB)" in text.rsplit(BOOT_MARKER, 2)[1]  # its disk grew
+        assert "(2.15 GB/2.00 GiB)" not in text.split(BOOT_MARKER, 1)[0]  # from 1 GB
         guest = fabric.ssh(fabric.get("/vm/query", vmid=vmid).json())
         mem_kb = int(guest.run(["sed", "-n", "s/MemTotal: *\\([0-9]*\\).*/\\1/p", "/proc/meminfo"]))
         assert 131_072 < mem_kb <= 262_144
