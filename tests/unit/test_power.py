@@ -7,7 +7,7 @@ import libvirt
 import pytest
 
 from orchestrator.access import Principal, Role
-from orchestrator.errors import BadRequest, Conflict, Forbidden
+from orchestrator.errors import BadRequest, Conflict, FabricError, Forbidden
 from orchestrator.hosts import host_target
 from orchestrator.hypervisor.xml import safe_fromstring
 from orchestrator.model import VM_TRANSITIONS, VmState
@@ -337,3 +337,33 @@ def test_a_refused_resize_is_a_json_409_naming_what_does_not_fit(tmp_path):
         assert c.get(f"/vm/query?vmid={vmid}").get_json()["instance_type"] == 1
     finally:
         rig.stop()
+
+
+def test_a_stopped_vm_keeps_its_volumes_and_takes_no_new_one(rig):
+    vm = rig.fabric.create_vm("web", 1, 1)
+    kept = rig.services.volumes.create("kept", 1)
+    rig.services.volumes.attach(vm.id, kept.id)
+    rig.services.power.stop(vm.id, grace=0)
+    other = rig.services.volumes.create("other", 1)
+    with pytest.raises(Conflict, match="is stopped; volumes attach to running VMs"):
+        rig.services.volumes.attach(vm.id, other.id)
+    rig.services.power.start(vm.id)
+    assert rig.registry.volumes.get(kept.id).status == "attached"
+    assert "vdb" in rig.driver.domain_disks(
+        host_target(rig.registry.hosts.get(vm.host_id)), vm.uuid
+    )
+
+
+def test_a_resize_the_host_fails_is_undone(rig):
+    vm = rig.fabric.create_vm("web", 1, 1)
+    before = used(rig, vm.host_id)
+    d = dom(rig, vm)
+    d.destroy()
+    d.undefine()  # gone behind the fabric's back: the host cannot resize it
+    with pytest.raises(FabricError):
+        rig.services.power.resize(vm.id, 2)
+    row = rig.registry.vms.get(vm.id)
+    assert (row.tid, row.cpu, row.ram, row.disk, row.owner) == (1, 1, 512, 1, None)
+    assert used(rig, vm.host_id) == before
+    assert rig.registry.claims.consistent() == []
+    assert kinds(rig, vm.id)[-3:] == ["vm.resized", "vm.resized", "vm.resize_failed"]
