@@ -367,3 +367,26 @@ def test_a_resize_the_host_fails_is_undone(rig):
     assert used(rig, vm.host_id) == before
     assert rig.registry.claims.consistent() == []
     assert kinds(rig, vm.id)[-3:] == ["vm.resized", "vm.resized", "vm.resize_failed"]
+
+
+def test_concurrent_resizes_never_overcommit_the_host(tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    rig = make_rig(tmp_path, [{"cpus": 8, "ram": 3072}])
+    try:
+        vms = [rig.fabric.create_vm(f"web{i}", 1, 1) for i in range(2)]  # 1024 of 3072 MB
+        # each resize to type 3 needs 1536 MB more: one fits, never both
+        with ThreadPoolExecutor(2) as pool:
+            futures = [pool.submit(rig.services.power.resize, vm.id, 3, grace=0) for vm in vms]
+        outcomes = []
+        for f in futures:
+            try:
+                outcomes.append(f.result().ram)
+            except Conflict as e:
+                assert "RAM: needs 1536 MB more, 512 MB free" in e.message
+                outcomes.append("refused")
+        assert sorted(outcomes, key=str) == [2048, "refused"]
+        assert used(rig, 1)[1] == 2048 + 512 == 3072 - 512
+        assert rig.registry.claims.consistent() == []
+    finally:
+        rig.stop()
