@@ -110,8 +110,8 @@ class PowerService:
                     f"vmid {vm.id} is {now.state} and the fabric is working on it; "
                     "try again shortly"
                 )
-            wanted = " or ".join(str(s) for s in states)
-            raise Conflict(f"vmid {vm.id} is {now.state}; only a {wanted} VM can be {what}")
+            wanted = ", ".join(str(s) for s in states)
+            raise Conflict(f"vmid {vm.id} is {now.state}; only VMs {wanted} can be {what}")
 
     # -- power ---------------------------------------------------------------------
 
