@@ -113,7 +113,7 @@ def test_reboot_power_cycles_and_keeps_the_state(rig):
     assert dom(rig, vm).isActive()
     assert kinds(rig, vm.id)[-1] == "vm.rebooted"
     rig.services.power.stop(vm.id, grace=0)
-    with pytest.raises(Conflict, match="is stopped; only VMs active, ready, in-use can be rebooted"):
+    with pytest.raises(Conflict, match="stopped; only VMs active, ready, in-use can be rebooted"):
         rig.services.power.reboot(vm.id)
 
 
