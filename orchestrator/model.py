@@ -33,6 +33,7 @@ class VmState(enum.StrEnum):
 
     BUILDING = "building"  # claimed a host, domain being made
     ACTIVE = "active"  # running, owned by whoever created it (plain /vm/create)
+    STOPPED = "stopped"  # a plain VM shut off on purpose; keeps its claim (see power.py)
     READY = "ready"  # pool VM, running, free for checkout
     IN_USE = "in-use"  # pool VM, checked out under a reservation
     CLEANING = "cleaning"  # pool VM, returned, being cleaned
@@ -47,7 +48,8 @@ VM_LIVE = frozenset(VmState)
 # States from which a VM may be destroyed (a create in flight is undone by its own
 # server, or by the sweep once that server is dead).
 VM_DESTROYABLE = VM_LIVE - {VmState.BUILDING}
-# States whose domain should be running; one found stopped is started again.
+# States whose domain should be running; one found stopped is started again (a
+# ``stopped`` VM is not among them: it was stopped on purpose and stays so).
 VM_RUNNING = frozenset({VmState.ACTIVE, VmState.READY, VmState.IN_USE, VmState.CLEANING})
 # States in which a volume may be attached to the VM.
 VM_ATTACHABLE = frozenset({VmState.ACTIVE, VmState.READY, VmState.IN_USE})
@@ -61,7 +63,13 @@ VM_TRANSITIONS: dict[VmState, frozenset[VmState]] = {
     VmState.BUILDING: frozenset(
         {VmState.BUILDING, VmState.ACTIVE, VmState.READY, VmState.FAILED, VmState.DELETING}
     ),
-    VmState.ACTIVE: frozenset({VmState.DELETING, VmState.FAILED, VmState.VANISHED}),
+    VmState.ACTIVE: frozenset(
+        {VmState.STOPPED, VmState.DELETING, VmState.FAILED, VmState.VANISHED}
+    ),
+    # started again, or destroyed; its claim stays until then
+    VmState.STOPPED: frozenset(
+        {VmState.ACTIVE, VmState.DELETING, VmState.FAILED, VmState.VANISHED}
+    ),
     # checked out, or removed (destroyed, a schedule trimming its pool)
     VmState.READY: frozenset({VmState.IN_USE, VmState.DELETING, VmState.FAILED, VmState.VANISHED}),
     # checked in or expired: cleaned before it serves again

@@ -29,6 +29,7 @@ from .images import ImageStager
 from .maintenance import Maintenance
 from .model import Inventory
 from .pools import PoolService
+from .power import PowerService
 from .quotas import Quotas
 from .reconcile import Reconciler, ReconcileReport
 from .registry import Registry
@@ -75,6 +76,7 @@ class Services:
     keys: Keys
     maintenance: Maintenance
     stopping: threading.Event
+    power: PowerService
 
     def start_up(self) -> StartUpReport:
         """Discover every host and reconcile the registry with them (at start, by
@@ -228,4 +230,5 @@ def build_services(
         keys=keys,
         maintenance=Maintenance(discovery, reconciler, volumes, addresses, config, cluster),
         stopping=stopping,
+        power=PowerService(registry, driver, quotas, auth_on=config.auth.enabled),
     )

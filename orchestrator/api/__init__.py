@@ -16,6 +16,7 @@ from . import (
     networks,
     origin,
     params,
+    power,
     proxies,
     reservations,
     schedules,
@@ -42,6 +43,7 @@ def create_app(services: Services, listen: tuple[str, int | None] | None = None)
         app.wsgi_app = proxies.TrustedProxies(app.wsgi_app, server.proxy_networks)
     for bp in (
         vms.bp,
+        power.bp,
         hosts.bp,
         networks.bp,
         images.bp,

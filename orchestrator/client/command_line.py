@@ -11,6 +11,7 @@ from .api import DEFAULT_URL, Api, ClientError
 from .commands import (
     cmd_checkin,
     cmd_checkout,
+    cmd_console,
     cmd_create,
     cmd_destroy,
     cmd_extend,
@@ -21,7 +22,11 @@ from .commands import (
     cmd_pools,
     cmd_query,
     cmd_quota,
+    cmd_reboot,
+    cmd_resize,
     cmd_schedules,
+    cmd_start,
+    cmd_stop,
     cmd_token,
     cmd_types,
     cmd_vms,
@@ -90,6 +95,24 @@ def parser() -> argparse.ArgumentParser:
     c = add("destroy", cmd_destroy, "destroy a VM")
     c.add_argument("vmid", type=_positive)
     c.add_argument("--force", action="store_true", help="even if it is checked out")
+    for name, func, help_ in (
+        ("stop", cmd_stop, "stop a VM (ACPI shutdown, forced after --timeout-s)"),
+        ("reboot", cmd_reboot, "reboot a VM (a graceful stop, then a start)"),
+    ):
+        c = add(name, func, help_)
+        c.add_argument("vmid", type=_positive)
+        c.add_argument("--force", action="store_true", help="pull the power at once")
+        c.add_argument("--timeout-s", type=_positive, help="seconds for the guest to power off")
+    c = add("start", cmd_start, "start a stopped VM")
+    c.add_argument("vmid", type=_positive)
+    c = add("resize", cmd_resize, "resize a VM to another VM type (stopped, changed, started)")
+    c.add_argument("vmid", type=_positive)
+    c.add_argument("type", type=_positive, help="instance type (tid)")
+    c.add_argument("--force", action="store_true", help="pull the power at once")
+    c.add_argument("--timeout-s", type=_positive, help="seconds for the guest to power off")
+    c = add("console", cmd_console, "the tail of a VM's serial console")
+    c.add_argument("vmid", type=_positive)
+    c.add_argument("--kb", type=_positive, help="kilobytes (default 16)")
     add("vms", cmd_vms, "every VM")
     c = add("checkout", cmd_checkout, "check out ready VMs from a pool")
     c.add_argument("--pool")

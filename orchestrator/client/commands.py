@@ -85,6 +85,42 @@ def cmd_destroy(api: Api, out: Out, args: argparse.Namespace) -> None:
     out.show(got, lambda: f"destroyed vmid {args.vmid}")
 
 
+def _power_args(args: argparse.Namespace) -> dict[str, Any]:
+    return {"force": 1 if getattr(args, "force", False) else None, "timeout": args.timeout_s}
+
+
+def cmd_stop(api: Api, out: Out, args: argparse.Namespace) -> None:
+    got = api.post("/vm/stop", vmid=args.vmid, **_power_args(args))
+    out.show(got, lambda: f"stopped vmid {args.vmid} ({got.get('how')})")
+
+
+def cmd_start(api: Api, out: Out, args: argparse.Namespace) -> None:
+    got = api.post("/vm/start", vmid=args.vmid)
+    out.show(got, lambda: f"started vmid {args.vmid}")
+
+
+def cmd_reboot(api: Api, out: Out, args: argparse.Namespace) -> None:
+    got = api.post("/vm/reboot", vmid=args.vmid, **_power_args(args))
+    out.show(got, lambda: f"rebooted vmid {args.vmid} (went off: {got.get('how')})")
+
+
+def cmd_resize(api: Api, out: Out, args: argparse.Namespace) -> None:
+    got = api.post("/vm/resize", vmid=args.vmid, instance_type=args.type, **_power_args(args))
+    out.show(
+        got,
+        lambda: (
+            f"resized vmid {args.vmid} to instance_type {got['instance_type']} "
+            f"({got['cpu']} vCPUs, {got['ram']} MB RAM, {got['disk']} GB disk)"
+        ),
+    )
+
+
+def cmd_console(api: Api, out: Out, args: argparse.Namespace) -> None:
+    got = api.get("/vm/console", vmid=args.vmid, kb=args.kb)
+    empty = f"(no console output: {got.get('note') or 'empty'})"
+    out.show(got, lambda: got.get("console") or empty)
+
+
 VM_COLUMNS = ["VMID", "NAME", "TYPE", "PMID", "STATUS", "IP", "MAC", "NETWORK", "POOL", "EXPIRES"]
 
 

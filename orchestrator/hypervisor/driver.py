@@ -20,11 +20,13 @@ from .base import CHUNK, GIB, MIB, POOL_NAME
 from .connection import Fence
 from .domains import DomainsMixin
 from .networks import NetworkInfo, NetworksMixin
+from .power import ConsoleTail, PowerMixin
 from .records import DomainRecord, HostFacts, HostTarget, StagedImage, VmPlan, is_test_uri
 from .storage import Opener, StorageMixin
 
 __all__ = [
     "CHUNK",
+    "ConsoleTail",
     "GIB",
     "MIB",
     "POOL_NAME",
@@ -44,9 +46,10 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 
-class LibvirtDriver(DomainsMixin, StorageMixin, NetworksMixin):
+class LibvirtDriver(DomainsMixin, StorageMixin, NetworksMixin, PowerMixin):
     """The one object the fabric holds: domains (domains.py), storage (storage.py) and
-    networks (networks.py) on the connections and pools of base.py."""
+    networks (networks.py), power, size and console (power.py) on the connections and
+    pools of base.py."""
 
 
 @contextlib.contextmanager

@@ -103,10 +103,12 @@ def domain_xml(spec: DomainSpec) -> str:
 
     if spec.console_path:
         serial = _sub(devices, "serial", type="file")
-        _sub(serial, "source", path=spec.console_path)
+        # append: a VM stopped and started again (or rebooted by the fabric) keeps
+        # its earlier output, so the console shows the shutdown and the next boot
+        _sub(serial, "source", path=spec.console_path, append="on")
         _sub(serial, "target", port="0")
         console = _sub(devices, "console", type="file")
-        _sub(console, "source", path=spec.console_path)
+        _sub(console, "source", path=spec.console_path, append="on")
         _sub(console, "target", type="serial", port="0")
     else:
         serial = _sub(devices, "serial", type="pty")

@@ -5,7 +5,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..api import access, auth, hosts, networks, reservations, schedules, status, vms, volumes
+from ..api import (
+    access,
+    auth,
+    hosts,
+    networks,
+    power,
+    reservations,
+    schedules,
+    status,
+    vms,
+    volumes,
+)
 from .operations import (
     BASIC,
     BASIC_OR_TOKEN,
@@ -59,6 +70,7 @@ def paths() -> dict[str, Any]:
         )
     }
     p["/vm/list"] = {"get": op("List VM ids", "vms", responses(vmids, codes=()))}
+    p.update(power_paths())
     # Resource API (original)
     p["/pm/list"] = {
         "get": op(
@@ -400,6 +412,120 @@ def paths() -> dict[str, Any]:
             "meta",
             {"200": json_body({"type": "object"}, "the OpenAPI document")},
             security=NO_AUTH,
+        )
+    }
+    return p
+
+
+def power_paths() -> dict[str, Any]:
+    """VM power, console and resize (orchestrator/power.py)."""
+    status_one = {"type": "integer", "enum": [1]}
+    how = {
+        "type": "string",
+        "enum": ["graceful", "forced", "off"],
+        "description": "how the guest went off: it powered off after the ACPI power "
+        "button, it was pulled off after the timeout (or force=1), or it was off",
+    }
+    who = (
+        " Its creator or an admin; a pool VM: admins (and, for a reboot, the holder "
+        "of a checked-out one)."
+    )
+    p: dict[str, Any] = {}
+    p["/vm/stop"] = {
+        "post": op(
+            "Stop a VM",
+            "vms",
+            responses(
+                obj({"status": status_one, "vmid": ID, "state": STR, "how": how}, ["status"]),
+                "StatusFailure",
+                (400, 403, 404, 409, *HOST_FAILURES),
+            ),
+            takes=power.stop,
+            body=True,
+            description="ACPI shutdown, forced after `timeout` seconds; the VM becomes "
+            "`stopped` and keeps its claim on its host until it is destroyed. Pool VMs "
+            "are not stopped (409)." + who,
+        )
+    }
+    p["/vm/start"] = {
+        "post": op(
+            "Start a stopped VM",
+            "vms",
+            responses(
+                obj({"status": status_one, "vmid": ID, "state": STR}, ["status"]),
+                "StatusFailure",
+                (400, 403, 404, 409, *HOST_FAILURES),
+            ),
+            takes=power.start,
+            body=True,
+            description="On the host it stays on, with the claim it kept." + who,
+        )
+    }
+    p["/vm/reboot"] = {
+        "post": op(
+            "Reboot a running VM",
+            "vms",
+            responses(
+                obj({"status": status_one, "vmid": ID, "how": how}, ["status"]),
+                "StatusFailure",
+                (400, 403, 404, 409, *HOST_FAILURES),
+            ),
+            takes=power.reboot,
+            body=True,
+            description="A power cycle: a graceful stop (forced after `timeout`), then a "
+            "start; its state is unchanged." + who,
+        )
+    }
+    p["/vm/resize"] = {
+        "post": op(
+            "Resize a VM to another VM type",
+            "vms",
+            responses(
+                obj(
+                    {
+                        "status": status_one,
+                        "vmid": ID,
+                        "instance_type": ID,
+                        "cpu": ID,
+                        "ram": {**ID, "description": "MB"},
+                        "disk": {**ID, "description": "GB"},
+                    },
+                    ["status"],
+                ),
+                "StatusFailure",
+                (400, 403, 404, 409, *HOST_FAILURES),
+            ),
+            takes=power.resize,
+            body=True,
+            description="Cold: stopped (graceful, then forced), vCPUs and memory changed, "
+            "started again if it ran. Its claim on its host grows first, within its "
+            "creator's quota: 409 naming what does not fit, with nothing changed. The "
+            "disk grows to a larger type's and never shrinks. Not for pool VMs."
+            " Its creator or an admin.",
+        )
+    }
+    p["/vm/console"] = {
+        "get": op(
+            "The tail of a VM's serial console",
+            "vms",
+            responses(
+                obj(
+                    {
+                        "vmid": ID,
+                        "kb": ID,
+                        "size": {"type": "integer", "description": "bytes in the whole log"},
+                        "console": {"type": "string", "description": "the last kb kilobytes"},
+                        "truncated": {"type": "boolean"},
+                        "note": {"type": "string", "description": "why there is no console"},
+                    },
+                    ["vmid", "console"],
+                ),
+                "Error",
+                (400, 403, 404, *HOST_FAILURES),
+            ),
+            takes=power.console,
+            description="Its creator, its holder or an admin. A test:// host has no "
+            "console log: an empty console with a note.",
         )
     }
     return p

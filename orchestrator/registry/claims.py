@@ -72,6 +72,48 @@ class Claims:
             ClaimRow(host_id=host_id, vm_id=vm_id, volume_id=volume_id, cpu=cpu, ram=ram, disk=disk)
         )
 
+    def resize(self, s: Session, vm_id: int, *, cpu: int, ram: int, disk: int) -> list[str]:
+        """Make the VM's claim ``cpu``/``ram``/``disk`` (a resize), taking only what it
+        grows by, on its host as it is (up or not: the VM is there already). Returns
+        what does not fit (nothing written then), or [] when done."""
+        claim = s.scalar(select(ClaimRow).where(ClaimRow.vm_id == vm_id))
+        if claim is None:
+            return [f"vmid {vm_id} holds no claim"]
+        d_cpu, d_ram, d_disk = cpu - claim.cpu, ram - claim.ram, disk - claim.disk
+        q = update(HostRow).where(HostRow.id == claim.host_id)
+        for col, total, delta in (
+            (HostRow.cpu_used, HostRow.cpu_total, d_cpu),
+            (HostRow.ram_used, HostRow.ram_total, d_ram),
+            (HostRow.disk_used, HostRow.disk_total, d_disk),
+        ):
+            if delta > 0:
+                q = q.where(col + delta <= total)
+        res = s.execute(
+            q.values(
+                cpu_used=HostRow.cpu_used + d_cpu,
+                ram_used=HostRow.ram_used + d_ram,
+                disk_used=HostRow.disk_used + d_disk,
+            ).execution_options(synchronize_session=False)
+        )
+        if res.rowcount != 1:
+            host = s.get(HostRow, claim.host_id)
+            if host is None:
+                return [f"pmid {claim.host_id} is gone"]
+            short = []
+            for what, unit, used, total, delta in (
+                ("vCPUs", "", host.cpu_used, host.cpu_total, d_cpu),
+                ("RAM", " MB", host.ram_used, host.ram_total, d_ram),
+                ("disk", " GB", host.disk_used, host.disk_total, d_disk),
+            ):
+                if delta > 0 and used + delta > total:
+                    short.append(
+                        f"{what}: needs {delta}{unit} more, {max(0, total - used)}{unit} free"
+                    )
+            return short or [f"pmid {claim.host_id} changed meanwhile; try again"]
+        self.changes.mark(claim.host_id)
+        claim.cpu, claim.ram, claim.disk = cpu, ram, disk
+        return []
+
     def release(
         self, s: Session, *, vm_id: int | None = None, volume_id: int | None = None
     ) -> None:

@@ -205,6 +205,54 @@ class VmStore:
                 s.add(event)
             return moved
 
+    def resize(
+        self,
+        vm_id: int,
+        *,
+        tid: int,
+        cpu: int,
+        ram: int,
+        disk: int,
+        quota: Quota | None = None,
+        detail: dict | None = None,
+    ) -> VmRow:
+        """Give a VM this server works on (``take``) another type: its claim on its host
+        and its row change in one transaction, within ``quota`` (QuotaExceeded), with a
+        ``vm.resized`` event. Conflict naming what does not fit on its host (nothing
+        changed then)."""
+        with self.db.tx() as s:
+            vm = s.get(VmRow, vm_id)
+            if vm is None:
+                raise NotFound(f"vmid {vm_id} does not exist")
+            if vm.owner != self.cluster.server_id:
+                raise Conflict(f"vmid {vm_id} is not being resized by this server")
+            grow = Usage(
+                vms=0,
+                vcpu=max(0, cpu - vm.cpu),
+                ram=max(0, ram - vm.ram),
+                disk=max(0, disk - vm.disk),
+            )
+            self.quotas.check(s, quota, grow)
+            short = self.claims.resize(s, vm_id, cpu=cpu, ram=ram, disk=disk)
+            if short:
+                raise Conflict(
+                    f"vmid {vm_id} does not fit on pmid {vm.host_id} as type {tid}: "
+                    + "; ".join(short)
+                )
+            before = {"tid": vm.tid, "cpu": vm.cpu, "ram": vm.ram, "disk": vm.disk}
+            vm.tid, vm.cpu, vm.ram, vm.disk = tid, cpu, ram, disk
+            vm.updated_at = utcnow()
+            after = {"tid": tid, "cpu": cpu, "ram": ram, "disk": disk}
+            s.add(
+                EventRow(
+                    kind="vm.resized",
+                    vm_id=vm_id,
+                    host_id=vm.host_id,
+                    detail={"from": before, "to": after, **(detail or {})},
+                )
+            )
+            return vm
+
     def record_address(self, vm_id: int, ip: str | None, source: str | None) -> str | None:
         """The VM's address as ``source`` sees it now; returns the one it had."""
         with self.db.tx() as s:

@@ -452,3 +452,25 @@ def test_quota_and_keys(tmp_path, capsys):
     finally:
         s.stop()
         rig.stop()
+
+
+def test_stop_start_reboot_resize_console(served, capsys):
+    assert run(capsys, served.url, "create", "web1", "1", "1")[0] == 0
+    code, out, err = run(capsys, served.url, "stop", "1", "--timeout-s", "5")
+    assert (code, out.strip(), err) == (0, "stopped vmid 1 (graceful)", "")
+    code, out, err = run(capsys, served.url, "stop", "1")
+    assert (code, out, err.strip()) == (1, "", "error: vmid 1 is already stopped")
+    code, out, _ = run(capsys, served.url, "query", "1")
+    assert dict(line.split(None, 1) for line in out.strip().splitlines())["status"] == "stopped"
+    code, out, _ = run(capsys, served.url, "resize", "1", "2")
+    assert (code, out.strip()) == (
+        0,
+        "resized vmid 1 to instance_type 2 (2 vCPUs, 1024 MB RAM, 2 GB disk)",
+    )
+    assert run(capsys, served.url, "start", "1")[1].strip() == "started vmid 1"
+    code, out, _ = run(capsys, served.url, "reboot", "1", "--force")
+    assert (code, out.strip()) == (0, "rebooted vmid 1 (went off: forced)")
+    code, out, _ = run(capsys, served.url, "console", "1", "--kb", "2")
+    assert (code, out.strip()) == (0, "(no console output: a test:// host keeps no console log)")
+    code, out, _ = run(capsys, served.url, "--json", "console", "1")
+    assert json.loads(out)["kb"] == 16

@@ -677,3 +677,27 @@ def test_schedules_that_cannot_be_listed_are_reported_not_raised(page, rig, monk
     page.get()
     assert "Could not list the schedules: the schedules table is missing" in page.html
     assert 'id="schedule-create-form"' in page.html  # the rest of the section still works
+
+
+def test_stop_start_reboot_resize_and_console_from_the_dashboard(page, rig):
+    page.post("/ui/vm/create", name="web1", instance_type=1, image_id=1)
+    assert 'name="stop">Stop' in page.html and 'name="start">Start' not in page.html
+    page.post("/ui/vm/stop", vmid=1, force=1, back="vms")
+    assert page.ok() == "Stopped vmid 1 (forced); it keeps its place on its host until destroyed."
+    assert rig.registry.vms.get(1).state == VmState.STOPPED
+    assert 'name="start">Start' in page.html and 'name="reboot">Reboot' not in page.html
+    page.post("/ui/vm/stop", vmid=1)
+    assert page.error() == "vmid 1 is already stopped"
+    page.post("/ui/vm/resize", vmid=1, instance_type=2)
+    assert page.ok() == "Resized vmid 1 to type 2: 2 vCPUs, 1024 MB RAM, 2 GB disk."
+    page.post("/ui/vm/start", vmid=1)
+    assert page.ok() == "Started vmid 1."
+    page.post("/ui/vm/reboot", vmid=1, force=1)
+    assert page.ok() == "Rebooted vmid 1 (it went off: forced)."
+    page.post("/ui/vm/resize", vmid=1, instance_type=99)
+    assert "instance_type 99" in page.error()
+    page.get("/ui/vm/console?vmid=1")
+    assert 'id="console-text"' in page.html and "a test:// host keeps no console log" in page.html
+    page.get("/ui/vm/console?vmid=42", status=404)
+    assert "vmid 42 does not exist" in page.html
+    page.get("/ui/vm/console?vmid=1&kb=0", status=400)

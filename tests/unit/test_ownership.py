@@ -266,11 +266,47 @@ def remove_key(f: Fleet, method: str) -> None:
     assert f.ok("root", method, f"/keys/{kid}")["status"] == 1
 
 
+def power_vm(f: Fleet, method: str, path: str) -> None:
+    """Stop, start, reboot: the VM's creator or an admin; a checked-out VM's holder may
+    reboot it; the console is read by the same people (a GET, checked here too)."""
+    args = {"force": 1}
+    for who in ("alice", "root"):
+        vmid = f.vm("alice")
+        if path == "/vm/start":
+            f.ok("alice", "POST", "/vm/stop", vmid=vmid, **args)
+        for other in ("bob", "eve"):
+            refused(f.call(other, method, path, vmid=vmid, **args), other)
+        assert f.ok(who, method, path, vmid=vmid, **args)["status"] == 1, who
+        refused(f.call("bob", "GET", "/vm/console", vmid=vmid), "bob reads alice's console")
+        assert f.ok(who, "GET", "/vm/console", vmid=vmid)["console"] == ""
+    held = f.checkout("alice")["vmid"]
+    refused(f.call("bob", method, path, vmid=held, **args), "bob on alice's check-out")
+    if path == "/vm/reboot":
+        assert f.ok("alice", method, path, vmid=held, **args)["status"] == 1
+        assert f.ok("alice", "GET", "/vm/console", vmid=held)["vmid"] == held
+    else:  # pool VMs are not stopped (nor started): a conflict, for the holder too
+        r = f.call("alice", method, path, vmid=held, **args)
+        assert r.status_code in (403, 409), r.text
+
+
+def resize_vm(f: Fleet, method: str) -> None:
+    vmid = f.vm("alice")
+    for who in ("bob", "eve"):
+        refused(f.call(who, method, "/vm/resize", vmid=vmid, instance_type=2, force=1), who)
+    assert f.ok("alice", method, "/vm/resize", vmid=vmid, instance_type=2, force=1)["ram"] > 0
+    assert f.ok("root", method, "/vm/resize", vmid=vmid, instance_type=3, force=1)["status"] == 1
+    assert f.ok("eve", "GET", "/vm/query", vmid=vmid)["instance_type"] == 3
+
+
 RULES: dict[tuple[str, str], Callable[[Fleet, str], None]] = {
     ("/vm/create", "GET"): create_vm,
     ("/vm/create", "POST"): create_vm,
     ("/vm/destroy", "GET"): destroy_vm,
     ("/vm/destroy", "POST"): destroy_vm,
+    ("/vm/stop", "POST"): lambda f, m: power_vm(f, m, "/vm/stop"),
+    ("/vm/start", "POST"): lambda f, m: power_vm(f, m, "/vm/start"),
+    ("/vm/reboot", "POST"): lambda f, m: power_vm(f, m, "/vm/reboot"),
+    ("/vm/resize", "POST"): resize_vm,
     ("/volume/create", "GET"): create_volume,
     ("/volume/create", "POST"): create_volume,
     ("/volume/destroy", "GET"): destroy_volume,

@@ -11,12 +11,13 @@ kept in the ``fabric_token`` cookie (HttpOnly, SameSite=Strict).
 - ``login``: signing in and out, the session's CSRF token, who is signed in;
 - ``views``: the overview page and its sections;
 - ``charts``: the inline SVG charts;
-- ``forms``: the POST ``/ui/...`` actions.
+- ``forms``: the POST ``/ui/...`` actions;
+- ``power``: VM stop, start, reboot, resize and the console page.
 """
 
 from __future__ import annotations
 
-from . import forms, login, views
+from . import forms, login, power, views
 from .blueprint import bp
 
-__all__ = ["bp", "forms", "login", "views"]
+__all__ = ["bp", "forms", "login", "power", "views"]
