@@ -7,9 +7,11 @@ from flask import Flask
 from ..services import Services
 from . import (
     access,
+    audit,
     auth,
     dashboard,
     errors,
+    events,
     hosts,
     images,
     meta,
@@ -52,7 +54,9 @@ def create_app(services: Services, listen: tuple[str, int | None] | None = None)
         status.bp,
         schedules.bp,
         meta.bp,
+        events.bp,
         dashboard.bp,
     ):
         app.register_blueprint(bp)
+    audit.install(app)  # after the token rule: its actor is the checked user
     return app

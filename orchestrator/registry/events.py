@@ -1,20 +1,44 @@
 """What happened (table ``events``): creates, check-outs, failures, findings of
-reconciliation; the history behind ``/summary``, ``/metrics`` and the charts.
+reconciliation, and the audit trail (one event per state-changing API request);
+the history behind ``/summary``, ``/metrics``, the charts and ``GET /events``.
 
 Other stores add their events in the same transaction as the change they
 record (an ``EventRow``); this module records the rest and reads them all.
+Who did it (``actor``) comes from orchestrator/audit.py when not given.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Row, func, select
+from sqlalchemy import ColumnElement, Row, String, and_, cast, exists, func, or_, select
 
 from .database import Database
-from .tables import EventRow
+from .tables import EventRow, VmRow, VolumeRow
+from .tables_access import SshKeyRow
+from .tables_schedules import ScheduleRow
+
+MAX_PAGE = 1000  # events in one page of ``page``
+
+
+@dataclass(frozen=True)
+class EventFilter:
+    """Which events (all of them when every field is None)."""
+
+    vm_id: int | None = None  # about this VM (its vm_id, or the object vm:<id>)
+    host_id: int | None = None  # about this host
+    object_type: str | None = None  # about this object (any id when object_id is None)
+    object_id: str | None = None
+    actor: str | None = None  # done by this user (or "system", "anonymous")
+    kind: str | None = None  # whose kind starts with this
+    operation: str | None = None  # API requests whose "METHOD /path" starts with this
+    outcome: str | None = None  # ok, refused or failed
+    since: datetime | None = None  # at or after
+    until: datetime | None = None  # before
+    visible_to: str | None = None  # only what this (non-admin) user may see
 
 
 class EventStore:
@@ -29,11 +53,58 @@ class EventStore:
         host_id: int | None = None,
         duration: float | None = None,
         detail: dict | None = None,
+        actor: str | None = None,
+        operation: str | None = None,
+        object_type: str | None = None,
+        object_id: str | None = None,
+        outcome: str | None = None,
+        status: int | None = None,
     ) -> None:
+        """One event; ``actor`` defaults to orchestrator.audit's current actor, the
+        object to the VM (or else the host), the outcome to ok (failed for kinds
+        ending in ``_failed``)."""
         with self.db.tx() as s:
             s.add(
-                EventRow(kind=kind, vm_id=vm_id, host_id=host_id, duration=duration, detail=detail)
+                EventRow(
+                    kind=kind,
+                    vm_id=vm_id,
+                    host_id=host_id,
+                    duration=duration,
+                    detail=detail,
+                    actor=actor,
+                    operation=operation,
+                    object_type=object_type,
+                    object_id=object_id,
+                    outcome=outcome,
+                    status=status,
+                )
             )
+
+    def page(
+        self,
+        where: EventFilter,
+        *,
+        before: int | None = None,
+        after: int | None = None,
+        limit: int = 100,
+    ) -> list[EventRow]:
+        """At most ``limit`` events matching ``where``, newest first: the newest ones
+        older than ``before`` (or the newest of all), or with ``after``, the oldest
+        ones newer than ``after`` (so that paging forward skips none)."""
+        limit = max(1, min(limit, MAX_PAGE))
+        conds = _conditions(where)
+        with self.db.read() as s:
+            q = select(EventRow).where(*conds)
+            if before is not None:
+                q = q.where(EventRow.id < before)
+            if after is not None:
+                q = q.where(EventRow.id > after).order_by(EventRow.id.asc())
+            else:
+                q = q.order_by(EventRow.id.desc())
+            rows = list(s.scalars(q.limit(limit)))
+        if after is not None:
+            rows.reverse()
+        return rows
 
     def list(self, kind: str | None = None, limit: int = 100) -> list[EventRow]:
         """The newest events first (of one ``kind``, if given)."""
@@ -69,3 +140,57 @@ class EventStore:
                 .limit(limit)
             )
             return list(s.execute(q))
+
+
+def _conditions(f: EventFilter) -> list[ColumnElement[bool]]:
+    e = EventRow
+    out: list[ColumnElement[bool]] = []
+    if f.vm_id is not None:
+        out.append(e.vm_id == f.vm_id)
+    if f.host_id is not None:
+        out.append(e.host_id == f.host_id)
+    if f.object_type is not None:
+        out.append(e.object_type == f.object_type)
+    if f.object_id is not None:
+        out.append(e.object_id == f.object_id)
+    if f.actor is not None:
+        out.append(e.actor == f.actor)
+    if f.kind:
+        out.append(e.kind.startswith(f.kind, autoescape=True))
+    if f.operation:
+        out.append(e.operation.startswith(f.operation, autoescape=True))
+    if f.outcome is not None:
+        out.append(e.outcome == f.outcome)
+    if f.since is not None:
+        out.append(e.at >= f.since)
+    if f.until is not None:
+        out.append(e.at < f.until)
+    if f.visible_to is not None:
+        out.append(_visible_to(f.visible_to))
+    return out
+
+
+def _visible_to(user: str) -> ColumnElement[bool]:
+    """A user's events: what they did, and what happened to what is theirs: the VMs
+    they made, the VM they hold (since they checked it out), their volumes,
+    schedules and keys (while these exist)."""
+    e = EventRow
+    vm = exists().where(
+        VmRow.id == e.vm_id,
+        or_(
+            VmRow.created_by == user,
+            and_(VmRow.held_by == user, VmRow.reserved_at.is_not(None), e.at >= VmRow.reserved_at),
+        ),
+    )
+
+    def owned(kind: str, id_col: ColumnElement, owner: ColumnElement[bool]) -> ColumnElement[bool]:
+        ids = select(cast(id_col, String)).where(owner)
+        return and_(e.object_type == kind, e.object_id.in_(ids))
+
+    return or_(
+        e.actor == user,
+        vm,
+        owned("volume", VolumeRow.id, VolumeRow.created_by == user),
+        owned("schedule", ScheduleRow.id, ScheduleRow.created_by == user),
+        owned("key", SshKeyRow.id, SshKeyRow.user == user),
+    )

@@ -10,13 +10,16 @@ from sqlalchemy import (
     Boolean,
     DateTime,
     ForeignKey,
+    Index,
     Integer,
     String,
     Text,
     UniqueConstraint,
 )
+from sqlalchemy import event as orm_event
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from ..audit import FAILED, OK, current_actor
 from ..model import HostStatus
 
 # SQLite's AUTOINCREMENT keeps ids from ever being reused after a delete;
@@ -226,17 +229,53 @@ class ClaimRow(Base):
 
 
 class EventRow(Base):
-    """What happened, for operators: creates, failures, reconciliation findings."""
+    """What happened, and who did it: creates, failures, reconciliation findings, and
+    one audit event per state-changing API request (``operation`` set).
+
+    ``actor``: the user, ``anonymous`` or ``system`` (filled from orchestrator/audit.py
+    when a store leaves it out); ``object_type``/``object_id``: what it was about
+    (``vm``/``host`` from ``vm_id``/``host_id`` when left out); ``outcome``: ok,
+    refused or failed, with the HTTP ``status`` of an API request."""
 
     __tablename__ = "events"
+    __table_args__ = (Index("ix_events_object", "object_type", "object_id"),)
 
     id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
     at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
     kind: Mapped[str] = mapped_column(String(64), index=True)
-    vm_id: Mapped[int | None] = mapped_column(Id)
+    vm_id: Mapped[int | None] = mapped_column(Id, index=True)
     host_id: Mapped[int | None] = mapped_column(Id)
     duration: Mapped[float | None] = mapped_column()
     detail: Mapped[dict | None] = mapped_column(JSON)
+    actor: Mapped[str | None] = mapped_column(String(128), index=True)
+    operation: Mapped[str | None] = mapped_column(String(256))
+    object_type: Mapped[str | None] = mapped_column(String(32))
+    object_id: Mapped[str | None] = mapped_column(String(128))
+    outcome: Mapped[str | None] = mapped_column(String(16))
+    status: Mapped[int | None] = mapped_column(Integer)
+
+
+def _failed_kind(kind: str) -> bool:
+    return kind.endswith(("_failed", ".failed", ".error"))
+
+
+@orm_event.listens_for(EventRow, "before_insert")
+def _audit_defaults(_mapper: object, _conn: object, row: EventRow) -> None:
+    """Who, on what and how it ended, for the events stores add without saying."""
+    if row.actor is None:
+        row.actor = current_actor()
+    if row.object_type is None:
+        if row.vm_id is not None:
+            row.object_type, row.object_id = "vm", str(row.vm_id)
+        elif row.host_id is not None:
+            row.object_type, row.object_id = "host", str(row.host_id)
+    elif row.object_id is not None and row.object_id.isdigit() and len(row.object_id) < 16:
+        if row.object_type == "vm" and row.vm_id is None:
+            row.vm_id = int(row.object_id)
+        elif row.object_type == "host" and row.host_id is None:
+            row.host_id = int(row.object_id)
+    if row.outcome is None:
+        row.outcome = FAILED if _failed_kind(row.kind or "") else OK
 
 
 class ServerRow(Base):

@@ -1,0 +1,58 @@
+"""Who is acting: the actor of the events recorded while a piece of work runs.
+
+The API sets it for the request it serves (the token's user, or ``anonymous``
+with authentication off or before a caller is known); anything else — the
+pool worker, schedules, reconciliation, discovery — is the fabric's own
+background work, recorded as ``system``. ``EventStore.record`` and every
+``EventRow`` a store adds read it when no actor is given, so a service never
+passes it along.
+
+A thread started for part of a request's work does not inherit it (threads get
+a fresh context); such work is recorded as ``system`` unless it runs in a
+copied context (``contextvars.copy_context().run``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+
+SYSTEM = "system"
+ANONYMOUS = "anonymous"
+MAX_ACTOR = 128  # a user's name is at most this long (the users table's)
+
+_actor: ContextVar[str | None] = ContextVar("fabric_actor", default=None)
+
+# What an event's outcome is: done, refused (the caller's fault: 4xx) or failed.
+OK, REFUSED, FAILED = "ok", "refused", "failed"
+OUTCOMES = (OK, REFUSED, FAILED)
+
+
+def current_actor() -> str:
+    """Who the current work is done for: a user, ``anonymous`` or ``system``."""
+    return _actor.get() or SYSTEM
+
+
+def set_actor(name: str | None) -> None:
+    """Set the actor of the current context (None: back to ``system``)."""
+    _actor.set(name[:MAX_ACTOR] if name else None)
+
+
+@contextmanager
+def acting_as(name: str) -> Iterator[None]:
+    """Events recorded inside the block are ``name``'s."""
+    token = _actor.set(name[:MAX_ACTOR])
+    try:
+        yield
+    finally:
+        _actor.reset(token)
+
+
+def outcome_of(status: int) -> str:
+    """An HTTP status as an outcome: below 400 ok, 4xx refused, 5xx failed."""
+    if status >= 500:
+        return FAILED
+    if status >= 400:
+        return REFUSED
+    return OK
