@@ -37,6 +37,7 @@ def create_app(services: Services, listen: tuple[str, int | None] | None = None)
     params.bound(app)  # bodies of at most 1 MB; JSON nested at most 32 deep
     app.json.sort_keys = False  # keep the contract's key order
     errors.install(app)
+    audit.install(app)  # first: its after-request hook runs last, on the final answer
     server = services.config.server
     origin.install(app, server.names, listen)  # before every other check
     session.install(app, services)
@@ -58,5 +59,5 @@ def create_app(services: Services, listen: tuple[str, int | None] | None = None)
         dashboard.bp,
     ):
         app.register_blueprint(bp)
-    audit.install(app)  # after the token rule: its actor is the checked user
+    audit.install_actor(app)  # after the token rule: its actor is the checked user
     return app

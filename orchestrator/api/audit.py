@@ -176,12 +176,17 @@ def scrub(text: str, secrets: list[str]) -> str:
 
 
 def _claimed_user(params: dict[str, Any]) -> str | None:
-    """Who a login says they are (their name, never their password)."""
+    """Who a login says they are: a configured user's name, or ``(unknown user)`` (what
+    was typed may be a password in the wrong field: it is not kept)."""
     if request.endpoint == "auth.issue":
         creds = request.authorization
-        return creds.username if creds is not None and creds.username else None
-    user = params.get("user")
-    return str(user).strip()[:MAX_ID] if isinstance(user, str) and user.strip() else None
+        user = creds.username if creds is not None and creds.username else None
+    else:
+        value = params.get("user")
+        user = value.strip() if isinstance(value, str) and value.strip() else None
+    if user is None:
+        return None
+    return user if user in _services().auth.users else "(unknown user)"
 
 
 def _form_error() -> str | None:
@@ -213,6 +218,8 @@ def record(resp: Response) -> None:
         error = _form_error()  # a form answers with a redirect or a page, and a flash
         if error is not None and outcome == OK:
             outcome = REFUSED
+    if error is None and status >= 400:
+        error = resp.status  # a page, not JSON: "400 BAD REQUEST"
     if error is not None:
         detail["error"] = scrub(str(error), secrets)
     claimed = _claimed_user(params) if request.endpoint in LOGIN_ENDPOINTS else None
@@ -257,17 +264,9 @@ def _audited() -> bool:
 
 
 def install(app: Flask) -> None:
-    """The hooks; call it after every blueprint is registered (its before-request hook
-    must run after the token rule's)."""
-
-    @app.before_request
-    def _actor() -> None:
-        set_actor(g.get("auth_user") or ANONYMOUS)
-        if _audited() and request.path.startswith("/ui/"):
-            try:
-                g.audit_flashes = len(session.get("_flashes") or [])
-            except Exception:  # noqa: BLE001
-                g.audit_flashes = 0
+    """The recording hook; call it before any other hook is added, so that it runs
+    after all the others and records the answer the client gets (after-request
+    hooks run in the reverse order of their registration)."""
 
     @app.after_request
     def _audit(resp: Response) -> Response:
@@ -281,3 +280,17 @@ def install(app: Flask) -> None:
     @app.teardown_request
     def _system(_exc: BaseException | None) -> None:
         set_actor(None)
+
+
+def install_actor(app: Flask) -> None:
+    """The actor hook; call it after every blueprint is registered, so that it runs
+    after the token rule (whose checked user is the actor)."""
+
+    @app.before_request
+    def _actor() -> None:
+        set_actor(g.get("auth_user") or ANONYMOUS)
+        if _audited() and request.path.startswith("/ui/"):
+            try:
+                g.audit_flashes = len(session.get("_flashes") or [])
+            except Exception:  # noqa: BLE001
+                g.audit_flashes = 0
