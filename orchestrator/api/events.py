@@ -50,6 +50,9 @@ class Instant(Param):
     required: bool = False
     where: str = QUERY
 
+    def is_absent(self, value: Any) -> bool:
+        return value is None or str(value).strip() == ""
+
     def parse(self, value: Any) -> datetime:
         text = str(value).strip()
         try:

@@ -9,6 +9,7 @@ later is audited here without anyone listing it."""
 
 from __future__ import annotations
 
+import json
 import re
 import secrets as secrets_module
 import threading
@@ -491,3 +492,81 @@ def test_limit_is_capped(open_rig):
     big = client.get("/events", query_string={"kind": "cap.", "limit": 5000})
     assert big.status_code == 200 and len(big.json["events"]) == 1000
     assert big.json["before"] is not None
+
+
+# -- the dashboard and the client --------------------------------------------------
+
+
+def test_the_dashboard_events_page(open_rig):
+    r, client = open_rig
+    r.registry.events.record("vm.a", vm_id=1, actor="alice")
+    r.registry.events.record("api.request", actor="bob", operation="POST /vm/destroy",
+                             object_type="vm", object_id="2", vm_id=2, outcome="refused",
+                             status=403, detail={"error": "vmid 2 is not yours"})  # fmt: skip
+    page = client.get("/ui/events")
+    assert page.status_code == 200
+    html = page.get_data(as_text=True)
+    assert 'id="event-table"' in html and "POST /vm/destroy" in html
+    assert "vmid 2 is not yours" in html and "vm:2" in html
+    assert "/ui/events" in client.get("/").get_data(as_text=True)  # linked from the overview
+    only = client.get("/ui/events", query_string={"vmid": "1", "since": ""}).get_data(as_text=True)
+    assert 'data-event="1"' in only and "POST /vm/destroy" not in only
+    bad = client.get("/ui/events", query_string={"since": "soon"})
+    assert bad.status_code == 400 and "since must be an ISO 8601 time" in bad.get_data(as_text=True)
+    # paging: an "Older" link that keeps the filters
+    for _ in range(3):
+        r.registry.events.record("page.x", actor="alice")
+    first = client.get("/ui/events", query_string={"kind": "page.", "limit": "2"})
+    link = re.search(r'href="([^"]+)" id="older"', first.get_data(as_text=True)).group(1)
+    assert "kind=page." in link and "before=" in link
+    second = client.get(link.replace("&amp;", "&")).get_data(as_text=True)
+    assert second.count('data-event="') == 1
+
+
+def test_the_dashboard_shows_a_user_their_events_only(fleet):
+    vm = fleet.vm("alice")
+    fleet.vm("bob")
+    s = requests.Session()
+    page = s.get(f"{fleet.url}/ui/events", timeout=30)
+    assert page.url.endswith("/ui/login")  # signed out: the login page
+    csrf = re.search(r'name="csrf_token" value="([^"]+)"', page.text).group(1)
+    s.post(f"{fleet.url}/ui/login", data={"csrf_token": csrf, "user": "alice",
+           "password": PW["alice"]}, timeout=30)  # fmt: skip
+    html = s.get(f"{fleet.url}/ui/events", params={"limit": 1000}, timeout=30).text
+    actors = re.findall(r"<td>(\w+)</td>\s*<td class=\"mono\">(?:POST|GET|DELETE|vm\.)", html)
+    assert "alice" in actors and "bob" not in actors and f"vm:{vm}" in html
+    assert "Your actions" in html
+
+
+def test_the_client_pages_and_filters_events(fleet, capsys):
+    from orchestrator import client
+
+    vm = fleet.vm("alice")
+    assert fleet.call("bob", "POST", "/vm/destroy", vmid=vm).status_code == 403
+
+    def run(*argv: str) -> tuple[int, str, str]:
+        code = client.main(["--url", fleet.url, "--token", fleet.tokens["root"], *argv])
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    code, out, err = run("events", "--vm", str(vm))
+    assert code == 0, err
+    lines = out.strip().splitlines()
+    assert lines[0].split() == ["ID", "AT", "WHO", "WHAT", "OBJECT", "OUTCOME", "DETAIL"]
+    refused = next(line for line in lines if "bob" in line)
+    assert "POST /vm/destroy" in refused and f"vm:{vm}" in refused and "refused 403" in refused
+    code, out, _ = run("events", "--user", "alice", "--kind", "api.", "--limit", "1")
+    assert code == 0 and len(out.strip().splitlines()) == 3 and "(older: --before" in out
+    older = re.search(r"--before (\d+)", out).group(1)
+    code, out, _ = run("--json", "events", "--user", "alice", "--before", older, "--limit", "5")
+    got = json.loads(out)
+    assert got["events"] and all(
+        e["id"] < int(older) and e["actor"] == "alice" for e in got["events"]
+    )
+    code, out, err = run("events", "--since", "yesterday")
+    assert code == 1 and "since must be an ISO 8601 time" in err
+    # as alice: only hers (and what happened to her VM)
+    code = client.main(["--url", fleet.url, "--token", fleet.tokens["alice"], "--json", "events",
+                        "--limit", "1000"])  # fmt: skip
+    seen = json.loads(capsys.readouterr().out)["events"]
+    assert code == 0 and all(e["actor"] == "alice" or e["vmid"] == vm for e in seen)

@@ -11,12 +11,13 @@ kept in the ``fabric_token`` cookie (HttpOnly, SameSite=Strict).
 - ``login``: signing in and out, the session's CSRF token, who is signed in;
 - ``views``: the overview page and its sections;
 - ``charts``: the inline SVG charts;
-- ``forms``: the POST ``/ui/...`` actions.
+- ``forms``: the POST ``/ui/...`` actions;
+- ``events``: the events page (``/ui/events``), the audit trail with filters.
 """
 
 from __future__ import annotations
 
-from . import forms, login, views
+from . import events, forms, login, views
 from .blueprint import bp
 
-__all__ = ["bp", "forms", "login", "views"]
+__all__ = ["bp", "events", "forms", "login", "views"]
