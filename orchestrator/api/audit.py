@@ -1,17 +1,20 @@
 """The audit trail of the API: one event per state-changing request, whatever its
 view, and the actor of every event a service records while serving it.
 
-``install`` adds three hooks to the app:
+Three hooks (``install`` adds the last two first, so that the after-request one
+runs after every other hook and sees the answer the client gets; ``install_actor``
+adds the first after every blueprint, so that it runs after the token rule):
 
-- before each request (after the token rule): the request's actor, read by
-  ``EventStore.record`` and every ``EventRow`` a store adds (orchestrator/audit.py):
-  the token's user, or ``anonymous`` (authentication off, or no valid token);
+- before each request: the request's actor, read by ``EventStore.record`` and
+  every ``EventRow`` a store adds (orchestrator/audit.py): the token's user, or
+  ``anonymous`` (authentication off, or no valid token); and whose the request's
+  object is before the view runs (a destroy leaves no row to ask afterwards);
 - after each request that changes state (``auth.changes_state``, the token rule's
   own classification, so a new endpoint is covered without doing anything): an
   ``api.request`` event with the actor, the ``operation`` (method and route as in
   the OpenAPI description, e.g. ``DELETE /schedules/{id}``), the object (from the
-  route, the parameters or the answer), the status and the outcome (ok, refused
-  for 4xx, failed for 5xx) with the answer's error message;
+  route, the parameters or the answer), its owner, the status and the outcome (ok,
+  refused for 4xx, failed for 5xx) with the answer's error message;
 - at teardown: the actor back to ``system``.
 
 Nothing secret is ever recorded: the object's id is only taken from parameters
@@ -201,6 +204,43 @@ def _form_error() -> str | None:
     return None
 
 
+def _number(ident: str | None) -> int | None:
+    return int(ident) if ident and ident.isdigit() and len(ident) < 16 else None
+
+
+def _target(
+    rule: str, params: dict[str, Any], answer: dict[str, Any]
+) -> tuple[str, str | None, int | None, int | None]:
+    """The object a request is about (type, id), and the VM and host it names."""
+    path = operation_path(rule)
+    parts = path.strip("/").split("/")
+    segment = parts[0]
+    if segment == "ui":  # the dashboard's forms: /ui/vm/create
+        segment = parts[1] if len(parts) > 1 else "ui"
+    segment_type = SEGMENT_TYPES.get(segment, segment[:32] or "fabric")
+    objects = _objects(segment_type, params, answer)
+    if segment_type in objects:
+        obj_type, obj_id = segment_type, objects[segment_type]
+    elif objects:
+        obj_type, obj_id = next(iter(objects.items()))
+    else:
+        obj_type, obj_id = segment_type, ""
+    return obj_type[:32], obj_id or None, _number(objects.get("vm")), _number(objects.get("host"))
+
+
+def _owner_before() -> str | None:
+    """Whose the request's object is before the view runs."""
+    rule = request.url_rule.rule if request.url_rule is not None else None
+    if rule is None:
+        return None
+    obj_type, obj_id, vm, _ = _target(rule, _params(), {})
+    events = _services().registry.events
+    owner = events.owner_of(obj_type, obj_id)
+    if owner is None and vm is not None and obj_type != "vm":
+        owner = events.owner_of("vm", str(vm))
+    return owner
+
+
 def record(resp: Response) -> None:
     """The audit event of this (state-changing) request."""
     rule = request.url_rule.rule if request.url_rule is not None else None
@@ -227,32 +267,19 @@ def record(resp: Response) -> None:
         actor = claimed  # signed in: the credentials were theirs
     elif claimed:
         detail["user"] = scrub(claimed, secrets)  # who tried
-    path = operation_path(rule)
-    segment = path.strip("/").split("/")[0] if path.strip("/") else ""
-    if segment == "ui":  # the dashboard's forms: /ui/vm/create
-        parts = path.strip("/").split("/")
-        segment = parts[1] if len(parts) > 1 else "ui"
-    segment_type = SEGMENT_TYPES.get(segment, segment[:32] or "fabric")
-    objects = _objects(segment_type, params, answer if status < 400 else {})
-    if segment_type in objects:
-        obj_type, obj_id = segment_type, objects[segment_type]
-    elif objects:
-        obj_type, obj_id = next(iter(objects.items()))
-    else:
-        obj_type, obj_id = segment_type, ""
-    vm = objects.get("vm")
-    host = objects.get("host")
+    obj_type, obj_id, vm, host = _target(rule, params, answer if status < 400 else {})
     _services().registry.events.record(
         KIND,
-        vm_id=int(vm) if vm and vm.isdigit() and len(vm) < 16 else None,
-        host_id=int(host) if host and host.isdigit() and len(host) < 16 else None,
+        vm_id=vm,
+        host_id=host,
         detail=detail or None,
         actor=actor,
-        operation=f"{request.method} {path}"[:256],
-        object_type=obj_type[:32],
-        object_id=obj_id or None,
+        operation=f"{request.method} {operation_path(rule)}"[:256],
+        object_type=obj_type,
+        object_id=obj_id,
         outcome=outcome,
         status=status,
+        owner=g.get("audit_owner"),  # whose it was before (a destroy leaves no row)
     )
 
 
@@ -289,7 +316,13 @@ def install_actor(app: Flask) -> None:
     @app.before_request
     def _actor() -> None:
         set_actor(g.get("auth_user") or ANONYMOUS)
-        if _audited() and request.path.startswith("/ui/"):
+        if not _audited():
+            return
+        try:
+            g.audit_owner = _owner_before()
+        except Exception:  # noqa: BLE001 - the request goes on; its event says no owner
+            log.exception("audit: the owner of %s %s", request.method, request.path)
+        if request.path.startswith("/ui/"):
             try:
                 g.audit_flashes = len(session.get("_flashes") or [])
             except Exception:  # noqa: BLE001

@@ -11,8 +11,9 @@ one cursor, ``before=<id>`` (older than that event: the next page back) or
 ``after=<id>`` (the oldest events newer than that one: the next page forward).
 
 Who reads what: an admin (and anyone with authentication off) every event; any
-other user the events of their own actions and of what is theirs (the VMs they
-made, the VM they hold since its check-out, their volumes, schedules and keys).
+other user the events of their own actions and of what was theirs when it
+happened (the event's ``owner``: the VMs they made, the VM they held, their
+volumes, schedules and keys), even once it is gone.
 With authentication on, ``/events`` always needs a token (it is about the
 caller, like ``/quota``), whatever ``open_reads`` says.
 """
@@ -101,7 +102,7 @@ VOLUMEID = Int(name="volumeid", required=False, where=QUERY, description="events
 OBJECT = Word(
     name="object",
     pattern=_OBJECT.pattern,
-    description="TYPE or TYPE:ID (vm:3, host:2, volume:4, schedule:7, key:1, pool:small)",
+    description="TYPE or TYPE:ID (vm:3, host:2, volume:4, schedule:7, key:1)",
 )
 USER = Word(name="user", description="who acted: a user, anonymous or system")
 KIND = Word(name="kind", max_length=64, description="a prefix of the kind (vm., api.request)")
@@ -204,6 +205,7 @@ def event_json(e: EventRow) -> dict[str, Any]:
         "object": {"type": e.object_type, "id": e.object_id} if e.object_type else None,
         "outcome": e.outcome,
         "status": e.status,
+        "owner": e.owner,
         "vmid": e.vm_id,
         "pmid": e.host_id,
         "duration": e.duration,

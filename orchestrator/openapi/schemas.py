@@ -387,6 +387,7 @@ SCHEMAS: dict[str, Any] = {
             },
             "outcome": {**NSTR, "enum": ["ok", "refused", "failed", None]},
             "status": {**INT, "nullable": True, "description": "an API request's HTTP status"},
+            "owner": {**NSTR, "description": "whose the object was then (who may read it)"},
             "vmid": {**INT, "nullable": True},
             "pmid": {**INT, "nullable": True},
             "duration": {"type": "number", "nullable": True, "description": "seconds"},

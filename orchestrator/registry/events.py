@@ -14,8 +14,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Row, String, and_, cast, exists, func, or_, select
+from sqlalchemy import ColumnElement, Connection, Row, event, func, or_, select
 
+from ..audit import FAILED, OK, current_actor
 from .database import Database
 from .tables import EventRow, VmRow, VolumeRow
 from .tables_access import SshKeyRow
@@ -59,6 +60,7 @@ class EventStore:
         object_id: str | None = None,
         outcome: str | None = None,
         status: int | None = None,
+        owner: str | None = None,
     ) -> None:
         """One event; ``actor`` defaults to orchestrator.audit's current actor, the
         object to the VM (or else the host), the outcome to ok (failed for kinds
@@ -77,8 +79,14 @@ class EventStore:
                     object_id=object_id,
                     outcome=outcome,
                     status=status,
+                    owner=owner,
                 )
             )
+
+    def owner_of(self, object_type: str, object_id: str | None) -> str | None:
+        """Whose an object is now (None: no one's, or no such object)."""
+        with self.db.read() as s:
+            return _owner(s.connection(), object_type, object_id)
 
     def page(
         self,
@@ -171,26 +179,54 @@ def _conditions(f: EventFilter) -> list[ColumnElement[bool]]:
 
 
 def _visible_to(user: str) -> ColumnElement[bool]:
-    """A user's events: what they did, and what happened to what is theirs: the VMs
-    they made, the VM they hold (since they checked it out), their volumes,
-    schedules and keys (while these exist)."""
-    e = EventRow
-    vm = exists().where(
-        VmRow.id == e.vm_id,
-        or_(
-            VmRow.created_by == user,
-            and_(VmRow.held_by == user, VmRow.reserved_at.is_not(None), e.at >= VmRow.reserved_at),
-        ),
-    )
+    """A user's events: what they did, and what happened to what was theirs then."""
+    return or_(EventRow.actor == user, EventRow.owner == user)
 
-    def owned(kind: str, id_col: ColumnElement, owner: ColumnElement[bool]) -> ColumnElement[bool]:
-        ids = select(cast(id_col, String)).where(owner)
-        return and_(e.object_type == kind, e.object_id.in_(ids))
 
-    return or_(
-        e.actor == user,
-        vm,
-        owned("volume", VolumeRow.id, VolumeRow.created_by == user),
-        owned("schedule", ScheduleRow.id, ScheduleRow.created_by == user),
-        owned("key", SshKeyRow.id, SshKeyRow.user == user),
-    )
+def _owner(conn: Connection, object_type: str | None, object_id: str | None) -> str | None:
+    """Whose the object is: a VM's holder (else its creator), a volume's or a
+    schedule's creator, a key's user."""
+    if not object_id or not object_id.isdigit() or len(object_id) > 15:
+        return None
+    ident = int(object_id)
+    if object_type == "vm":
+        row = conn.execute(select(VmRow.held_by, VmRow.created_by).where(VmRow.id == ident)).first()
+        return (row[0] or row[1]) if row else None
+    col = {
+        "volume": (VolumeRow.created_by, VolumeRow.id),
+        "schedule": (ScheduleRow.created_by, ScheduleRow.id),
+        "key": (SshKeyRow.user, SshKeyRow.id),
+    }.get(object_type or "")
+    if col is None:
+        return None
+    return conn.execute(select(col[0]).where(col[1] == ident)).scalar()
+
+
+def _failed_kind(kind: str) -> bool:
+    return kind.endswith(("_failed", ".failed", ".error"))
+
+
+@event.listens_for(EventRow, "before_insert")
+def _audit_defaults(_mapper: object, conn: Connection, row: EventRow) -> None:
+    """Who, on what, whose and how it ended, for the events stores add without
+    saying: the current actor (orchestrator/audit.py), the VM (else the host), the
+    object's owner as the registry has it now (in the event's own transaction), ok
+    (failed for kinds ending in ``_failed``/``.failed``)."""
+    if row.actor is None:
+        row.actor = current_actor()
+    if row.object_type is None:
+        if row.vm_id is not None:
+            row.object_type, row.object_id = "vm", str(row.vm_id)
+        elif row.host_id is not None:
+            row.object_type, row.object_id = "host", str(row.host_id)
+    elif row.object_id is not None and row.object_id.isdigit() and len(row.object_id) < 16:
+        if row.object_type == "vm" and row.vm_id is None:
+            row.vm_id = int(row.object_id)
+        elif row.object_type == "host" and row.host_id is None:
+            row.host_id = int(row.object_id)
+    if row.owner is None:
+        row.owner = _owner(conn, row.object_type, row.object_id)
+        if row.owner is None and row.vm_id is not None and row.object_type != "vm":
+            row.owner = _owner(conn, "vm", str(row.vm_id))
+    if row.outcome is None:
+        row.outcome = FAILED if _failed_kind(row.kind or "") else OK

@@ -16,10 +16,8 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
 )
-from sqlalchemy import event as orm_event
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from ..audit import FAILED, OK, current_actor
 from ..model import HostStatus
 
 # SQLite's AUTOINCREMENT keeps ids from ever being reused after a delete;
@@ -232,10 +230,10 @@ class EventRow(Base):
     """What happened, and who did it: creates, failures, reconciliation findings, and
     one audit event per state-changing API request (``operation`` set).
 
-    ``actor``: the user, ``anonymous`` or ``system`` (filled from orchestrator/audit.py
-    when a store leaves it out); ``object_type``/``object_id``: what it was about
-    (``vm``/``host`` from ``vm_id``/``host_id`` when left out); ``outcome``: ok,
-    refused or failed, with the HTTP ``status`` of an API request."""
+    ``actor``: the user, ``anonymous`` or ``system``; ``object_type``/``object_id``:
+    what it was about; ``outcome``: ok, refused or failed, with the HTTP ``status``
+    of an API request; ``owner``: whose the object was. Left out, they are filled
+    in at insert (registry/events.py, ``before_insert``)."""
 
     __tablename__ = "events"
     __table_args__ = (Index("ix_events_object", "object_type", "object_id"),)
@@ -253,29 +251,9 @@ class EventRow(Base):
     object_id: Mapped[str | None] = mapped_column(String(128))
     outcome: Mapped[str | None] = mapped_column(String(16))
     status: Mapped[int | None] = mapped_column(Integer)
-
-
-def _failed_kind(kind: str) -> bool:
-    return kind.endswith(("_failed", ".failed", ".error"))
-
-
-@orm_event.listens_for(EventRow, "before_insert")
-def _audit_defaults(_mapper: object, _conn: object, row: EventRow) -> None:
-    """Who, on what and how it ended, for the events stores add without saying."""
-    if row.actor is None:
-        row.actor = current_actor()
-    if row.object_type is None:
-        if row.vm_id is not None:
-            row.object_type, row.object_id = "vm", str(row.vm_id)
-        elif row.host_id is not None:
-            row.object_type, row.object_id = "host", str(row.host_id)
-    elif row.object_id is not None and row.object_id.isdigit() and len(row.object_id) < 16:
-        if row.object_type == "vm" and row.vm_id is None:
-            row.vm_id = int(row.object_id)
-        elif row.object_type == "host" and row.host_id is None:
-            row.host_id = int(row.object_id)
-    if row.outcome is None:
-        row.outcome = FAILED if _failed_kind(row.kind or "") else OK
+    # Whose the object was when it happened (a VM's holder, else its creator; a
+    # volume's, schedule's or key's user): who may read it besides the actor.
+    owner: Mapped[str | None] = mapped_column(String(128), index=True)
 
 
 class ServerRow(Base):

@@ -317,6 +317,18 @@ def test_who_reads_which_events(fleet):
     assert not any(e["kind"] == "vm.create" for e in held)  # its build, before bob
     admin_view = events(fleet, "root", vmid=c["vmid"], limit=1000).json()["events"]
     assert any(e["kind"] == "vm.create" for e in admin_view)
+    # what an admin did to alice's things stays hers to read once they are gone
+    kid = fleet.ok("alice", "POST", "/keys", key=KEY)["id"]
+    fleet.ok("root", "DELETE", f"/keys/{kid}")
+    fleet.ok("root", "POST", "/vm/destroy", vmid=vm)
+    mine = events(fleet, "alice", user="root").json()["events"]
+    assert {(e["operation"], e["object"]["id"]) for e in mine} >= {
+        ("DELETE /keys/{id}", str(kid)),
+        ("POST /vm/destroy", str(vm)),
+        ("POST /volume/attach", str(vol)),
+    }
+    assert "vm.destroy" in {e["kind"] for e in events(fleet, "alice", vmid=vm).json()["events"]}
+    assert events(fleet, "bob", object=f"key:{kid}").json()["events"] == []
 
 
 @pytest.fixture
@@ -346,6 +358,15 @@ def test_with_auth_off_requests_are_anonymous_and_everyone_reads_all(open_rig):
     }
     assert req["outcome"] == "ok" and req["status"] == 200
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z", req["at"])
+
+
+def test_requests_for_no_route_are_not_recorded(open_rig):
+    r, client = open_rig
+    before = r.registry.events.last_id()
+    assert client.post("/no/such/thing", json={}).status_code == 404
+    assert client.delete("/vm/list").status_code == 405
+    assert client.get("/vm/list").status_code == 200  # a read: not an action
+    assert r.registry.events.last_id() == before
 
 
 def test_filters(open_rig):
