@@ -8,15 +8,18 @@ background work, recorded as ``system``. ``EventStore.record`` and every
 passes it along.
 
 A thread started for part of a request's work does not inherit it (threads get
-a fresh context); such work is recorded as ``system`` unless it runs in a
-copied context (``contextvars.copy_context().run``).
+a fresh context): its events are ``system``'s unless its function is wrapped with
+``carry`` (``threading.Thread(target=audit.carry(fn))``), which runs it as the
+actor of the code that wrapped it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import functools
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
+from typing import ParamSpec, TypeVar
 
 SYSTEM = "system"
 ANONYMOUS = "anonymous"
@@ -47,6 +50,25 @@ def acting_as(name: str) -> Iterator[None]:
         yield
     finally:
         _actor.reset(token)
+
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def carry(fn: Callable[P, R]) -> Callable[P, R]:
+    """``fn``, run as the current actor wherever (whichever thread) it runs."""
+    actor = _actor.get()
+
+    @functools.wraps(fn)
+    def run(*args: P.args, **kwargs: P.kwargs) -> R:
+        token = _actor.set(actor)
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            _actor.reset(token)
+
+    return run
 
 
 def outcome_of(status: int) -> str:

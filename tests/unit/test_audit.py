@@ -22,7 +22,7 @@ from sqlalchemy import select
 from orchestrator.api import create_app
 from orchestrator.api.audit import operation_path
 from orchestrator.api.auth import changes_state, is_exempt
-from orchestrator.audit import acting_as, current_actor, outcome_of
+from orchestrator.audit import acting_as, carry, current_actor, outcome_of
 from orchestrator.registry.events import EventFilter
 from orchestrator.registry.tables import EventRow
 from tests.conftest import make_rig
@@ -203,8 +203,16 @@ def test_actions_carry_their_actor_into_the_services_events(fleet):
     with acting_as("someone"):
         fleet.pr.rig.registry.events.record("test.mark")
     fleet.pr.rig.registry.events.record("test.mark")
+    # a thread started for someone's work: system, unless it carries the actor
+    with acting_as("carol"):
+        plain = threading.Thread(target=fleet.pr.rig.registry.events.record, args=("test.mark",))
+        carried = threading.Thread(target=carry(fleet.pr.rig.registry.events.record),
+                                   args=("test.mark",))  # fmt: skip
+    for t in (plain, carried):
+        t.start()
+        t.join()
     marks = [e.actor for e in rows(fleet) if e.kind == "test.mark"]
-    assert marks == ["someone", "system"]
+    assert marks == ["someone", "system", "system", "carol"]
 
 
 def test_no_secret_is_ever_recorded(fleet):
