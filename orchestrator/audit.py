@@ -26,6 +26,10 @@ ANONYMOUS = "anonymous"
 MAX_ACTOR = 128  # a user's name is at most this long (the users table's)
 
 _actor: ContextVar[str | None] = ContextVar("fabric_actor", default=None)
+# The objects the events of the current request were about, in order (None: not in
+# a request): how a request whose answer does not say learns what it made.
+_touched: ContextVar[list[tuple[str, str]] | None] = ContextVar("fabric_touched", default=None)
+MAX_TOUCHED = 64
 
 # What an event's outcome is: done, refused (the caller's fault: 4xx) or failed.
 OK, REFUSED, FAILED = "ok", "refused", "failed"
@@ -40,6 +44,28 @@ def current_actor() -> str:
 def set_actor(name: str | None) -> None:
     """Set the actor of the current context (None: back to ``system``)."""
     _actor.set(name[:MAX_ACTOR] if name else None)
+
+
+def begin_request(actor: str) -> None:
+    """A request starts: its actor, and an empty list of the objects it touched."""
+    set_actor(actor)
+    _touched.set([])
+
+
+def end_request() -> None:
+    set_actor(None)
+    _touched.set(None)
+
+
+def touched(object_type: str | None, object_id: str | None) -> None:
+    """An event about this object was recorded (kept while a request runs)."""
+    seen = _touched.get()
+    if seen is not None and object_type and object_id and len(seen) < MAX_TOUCHED:
+        seen.append((object_type, object_id))
+
+
+def touched_objects() -> list[tuple[str, str]]:
+    return list(_touched.get() or ())
 
 
 @contextmanager

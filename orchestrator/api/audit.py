@@ -32,7 +32,16 @@ from typing import Any
 
 from flask import Flask, Response, current_app, g, request, session
 
-from ..audit import ANONYMOUS, OK, REFUSED, outcome_of, set_actor
+from ..audit import (
+    ANONYMOUS,
+    FAILED,
+    OK,
+    REFUSED,
+    begin_request,
+    end_request,
+    outcome_of,
+    touched_objects,
+)
 from ..services import Services
 from .auth import changes_state
 from .context import TOKEN_COOKIE, TOKEN_HEADER
@@ -257,7 +266,7 @@ def record(resp: Response) -> None:
     if error is None and rule.startswith("/ui/"):
         error = _form_error()  # a form answers with a redirect or a page, and a flash
         if error is not None and outcome == OK:
-            outcome = REFUSED
+            outcome = FAILED if error.startswith("Internal error") else REFUSED
     if error is None and status >= 400:
         error = resp.status  # a page, not JSON: "400 BAD REQUEST"
     if error is not None:
@@ -268,6 +277,10 @@ def record(resp: Response) -> None:
     elif claimed:
         detail["user"] = scrub(claimed, secrets)  # who tried
     obj_type, obj_id, vm, host = _target(rule, params, answer if status < 400 else {})
+    if obj_id is None:  # the answer did not say (a form, a check-in by address)
+        obj_id = next((i for t, i in touched_objects() if t == obj_type), None)
+        if obj_type == "vm" and vm is None:
+            vm = _number(obj_id)
     _services().registry.events.record(
         KIND,
         vm_id=vm,
@@ -306,7 +319,7 @@ def install(app: Flask) -> None:
 
     @app.teardown_request
     def _system(_exc: BaseException | None) -> None:
-        set_actor(None)
+        end_request()
 
 
 def install_actor(app: Flask) -> None:
@@ -315,7 +328,7 @@ def install_actor(app: Flask) -> None:
 
     @app.before_request
     def _actor() -> None:
-        set_actor(g.get("auth_user") or ANONYMOUS)
+        begin_request(g.get("auth_user") or ANONYMOUS)
         if not _audited():
             return
         try:

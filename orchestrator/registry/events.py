@@ -16,7 +16,7 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, Connection, Row, event, func, or_, select
 
-from ..audit import FAILED, OK, current_actor
+from ..audit import FAILED, OK, current_actor, touched
 from .database import Database
 from .tables import EventRow, VmRow, VolumeRow
 from .tables_access import SshKeyRow
@@ -230,3 +230,4 @@ def _audit_defaults(_mapper: object, conn: Connection, row: EventRow) -> None:
             row.owner = _owner(conn, "vm", str(row.vm_id))
     if row.outcome is None:
         row.outcome = FAILED if _failed_kind(row.kind or "") else OK
+    touched(row.object_type, row.object_id)

@@ -599,3 +599,32 @@ def test_the_client_pages_and_filters_events(fleet, capsys):
                         "--limit", "1000"])  # fmt: skip
     seen = json.loads(capsys.readouterr().out)["events"]
     assert code == 0 and all(e["actor"] == "alice" or e["vmid"] == vm for e in seen)
+
+
+def test_dashboard_forms_are_audited_with_their_user_and_object(fleet):
+    s = requests.Session()
+    page = s.get(f"{fleet.url}/ui/login", timeout=30).text
+    csrf = re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
+    s.post(f"{fleet.url}/ui/login", data={"csrf_token": csrf, "user": "alice",
+           "password": PW["alice"]}, timeout=30)  # fmt: skip
+    csrf = re.search(r'name="csrf_token" value="([^"]+)"', s.get(f"{fleet.url}/", timeout=30).text)
+    token = csrf.group(1)
+
+    def form(path: str, **data) -> EventRow:
+        mark = newest_id(fleet)
+        r = s.post(f"{fleet.url}{path}", data={"csrf_token": token, **data}, timeout=30,
+                   allow_redirects=False)  # fmt: skip
+        assert r.status_code == 302, r.text
+        return last_request(fleet, f"POST {path}", mark)
+
+    made = form("/ui/vm/create", name="formvm", instance_type="1", image_id="1")
+    assert (made.actor, made.outcome, made.object_type) == ("alice", "ok", "vm")
+    vmid = int(made.object_id)  # from the events the create recorded
+    assert made.vm_id == vmid and made.owner == "alice"
+    assert fleet.ok("root", "GET", "/vm/query", vmid=vmid)["created_by"] == "alice"
+    bobs = fleet.vm("bob")
+    refused = form("/ui/vm/destroy", vmid=str(bobs))
+    assert (refused.actor, refused.outcome, refused.object_id) == ("alice", "refused", str(bobs))
+    assert refused.owner == "bob" and refused.detail["error"]
+    gone = form("/ui/vm/destroy", vmid=str(vmid))
+    assert (gone.outcome, gone.object_id, gone.owner) == ("ok", str(vmid), "alice")
