@@ -28,7 +28,9 @@ MAX_ACTOR = 128  # a user's name is at most this long (the users table's)
 _actor: ContextVar[str | None] = ContextVar("fabric_actor", default=None)
 # The objects the events of the current request were about, in order (None: not in
 # a request): how a request whose answer does not say learns what it made.
-_touched: ContextVar[list[tuple[str, str]] | None] = ContextVar("fabric_touched", default=None)
+_touched: ContextVar[list[tuple[str, str, str | None]] | None] = ContextVar(
+    "fabric_touched", default=None
+)
 MAX_TOUCHED = 64
 
 # What an event's outcome is: done, refused (the caller's fault: 4xx) or failed.
@@ -57,14 +59,15 @@ def end_request() -> None:
     _touched.set(None)
 
 
-def touched(object_type: str | None, object_id: str | None) -> None:
-    """An event about this object was recorded (kept while a request runs)."""
+def touched(object_type: str | None, object_id: str | None, owner: str | None) -> None:
+    """An event about this object (whose it was) was recorded: kept while a request
+    runs."""
     seen = _touched.get()
     if seen is not None and object_type and object_id and len(seen) < MAX_TOUCHED:
-        seen.append((object_type, object_id))
+        seen.append((object_type, object_id, owner))
 
 
-def touched_objects() -> list[tuple[str, str]]:
+def touched_objects() -> list[tuple[str, str, str | None]]:
     return list(_touched.get() or ())
 
 

@@ -277,8 +277,11 @@ def record(resp: Response) -> None:
     elif claimed:
         detail["user"] = scrub(claimed, secrets)  # who tried
     obj_type, obj_id, vm, host = _target(rule, params, answer if status < 400 else {})
+    owner = g.get("audit_owner")  # whose it was before (a destroy leaves no row)
     if obj_id is None:  # the answer did not say (a form, a check-in by address)
-        obj_id = next((i for t, i in touched_objects() if t == obj_type), None)
+        seen = next(((i, o) for t, i, o in touched_objects() if t == obj_type), None)
+        if seen is not None:
+            obj_id, owner = seen[0], owner or seen[1]
         if obj_type == "vm" and vm is None:
             vm = _number(obj_id)
     _services().registry.events.record(
@@ -292,7 +295,7 @@ def record(resp: Response) -> None:
         object_id=obj_id,
         outcome=outcome,
         status=status,
-        owner=g.get("audit_owner"),  # whose it was before (a destroy leaves no row)
+        owner=owner,
     )
 
 

@@ -230,4 +230,4 @@ def _audit_defaults(_mapper: object, conn: Connection, row: EventRow) -> None:
             row.owner = _owner(conn, "vm", str(row.vm_id))
     if row.outcome is None:
         row.outcome = FAILED if _failed_kind(row.kind or "") else OK
-    touched(row.object_type, row.object_id)
+    touched(row.object_type, row.object_id, row.owner)

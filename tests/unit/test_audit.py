@@ -183,6 +183,20 @@ def test_actions_carry_their_actor_into_the_services_events(fleet):
     assert (req.actor, req.object_type, req.object_id) == ("bob", "vm", str(c["vmid"]))
     co = [e for e in rows(fleet) if e.id > mark and e.kind == "vm.checkout"]
     assert [(e.actor, e.vm_id) for e in co] == [("bob", c["vmid"])]
+    # the first seed's check-in is by address: the VM from the events it recorded
+    mark = newest_id(fleet)
+    r = requests.post(f"{fleet.url}/vms/api/v1.0/checkin", headers={"X-Auth-Token":
+                      fleet.tokens["bob"]}, json={"IP": c["ip"],
+                      "ReservationID": c["reservation_id"]}, timeout=30)  # fmt: skip
+    assert r.status_code == 200, r.text
+    req = last_request(fleet, "POST /vms/api/v1.0/checkin", mark)
+    assert (req.actor, req.outcome, req.object_type, req.object_id, req.owner) == (
+        "bob",
+        "ok",
+        "vm",
+        str(c["vmid"]),
+        "bob",
+    )
     # a new schedule and a key: their ids from the answer
     mark = newest_id(fleet)
     sid = fleet.ok("root", "POST", "/schedules", name="s", pool="small", count=1,
