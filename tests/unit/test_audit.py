@@ -337,6 +337,12 @@ def test_who_reads_which_events(fleet):
     held = events(fleet, "bob", vmid=c["vmid"], limit=1000).json()["events"]
     assert any(e["actor"] == "root" and e["operation"] == "POST /vm/extend" for e in held)
     assert not any(e["kind"] == "vm.create" for e in held)  # its build, before bob
+    # its reservation runs out: the expiry, the fabric's, is still bob's to read
+    expired = fleet.pr.rig.registry.reservations.expire(datetime.now(UTC) + timedelta(days=9))
+    assert c["vmid"] in expired
+    held = events(fleet, "bob", vmid=c["vmid"], user="system").json()["events"]
+    assert [e["kind"] for e in held if e["kind"] == "vm.expired"] == ["vm.expired"]
+    assert events(fleet, "alice", vmid=c["vmid"]).json()["events"] == []
     admin_view = events(fleet, "root", vmid=c["vmid"], limit=1000).json()["events"]
     assert any(e["kind"] == "vm.create" for e in admin_view)
     # what an admin did to alice's things stays hers to read once they are gone
