@@ -7,9 +7,11 @@ from flask import Flask
 from ..services import Services
 from . import (
     access,
+    audit,
     auth,
     dashboard,
     errors,
+    events,
     hosts,
     images,
     meta,
@@ -36,6 +38,7 @@ def create_app(services: Services, listen: tuple[str, int | None] | None = None)
     params.bound(app)  # bodies of at most 1 MB; JSON nested at most 32 deep
     app.json.sort_keys = False  # keep the contract's key order
     errors.install(app)
+    audit.install(app)  # first: its after-request hook runs last, on the final answer
     server = services.config.server
     origin.install(app, server.names, listen)  # before every other check
     session.install(app, services)
@@ -54,7 +57,9 @@ def create_app(services: Services, listen: tuple[str, int | None] | None = None)
         status.bp,
         schedules.bp,
         meta.bp,
+        events.bp,
         dashboard.bp,
     ):
         app.register_blueprint(bp)
+    audit.install_actor(app)  # after the token rule: its actor is the checked user
     return app

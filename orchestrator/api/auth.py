@@ -24,7 +24,7 @@ from flask.typing import ResponseReturnValue
 
 from ..auth import AuthService
 from ..errors import FabricError, Forbidden, NotFound, Unauthorized
-from .context import request_token
+from .context import known_user, request_token
 from .errors import error_response
 from .params import PATH, Text, takes
 
@@ -46,8 +46,8 @@ LEGACY_WRITES = frozenset(
         "/vms/api/v1.0/checkout",
     }
 )
-# Reads about the caller themselves (their quota, their keys): always a token.
-CALLER_READS = frozenset({"/quota", "/keys"})
+# Reads about the caller themselves (their quota, their keys, their events): always a token.
+CALLER_READS = frozenset({"/quota", "/keys", "/events"})
 # Never behind the token rule, whatever the method: liveness, the API description,
 # metrics for scrapers, views that take credentials themselves, and the dashboard's
 # log-out (it only forgets the cookie's own token, so a stale cookie can leave).
@@ -135,12 +135,13 @@ def _basic_user() -> str | None:
 def _caller() -> str:
     """Who asks: basic credentials, or else a valid token of theirs."""
     user = _basic_user()
-    if user is not None:
-        return user
-    token, _ = request_token()
-    if not token:
-        raise Unauthorized("send basic credentials or the token in X-Auth-Token")
-    return auth_service().check(token)
+    if user is None:
+        token, _ = request_token()
+        if not token:
+            raise Unauthorized("send basic credentials or the token in X-Auth-Token")
+        user = auth_service().check(token)
+    known_user(user)
+    return user
 
 
 def _enabled() -> AuthService:

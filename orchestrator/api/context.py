@@ -6,6 +6,7 @@ from __future__ import annotations
 from flask import current_app, g, request
 
 from ..access import Principal
+from ..audit import set_actor
 from ..errors import Unauthorized
 from ..services import Services
 
@@ -41,7 +42,15 @@ def principal(*, required: bool = False) -> Principal:
         token, _ = request_token()
         if token:
             user = auth.check(token)  # 401/403 for a bad one
-            g.auth_user = user
+            known_user(user)
         elif required:
             raise Unauthorized("a token is required: send it in the X-Auth-Token header")
     return auth.principal(user)
+
+
+def known_user(user: str | None) -> None:
+    """The caller became known during the request (a view checked their credentials):
+    they are the actor of its events (orchestrator/audit.py)."""
+    if user:
+        g.auth_user = user
+        set_actor(user)

@@ -14,6 +14,7 @@ from .commands import (
     cmd_console,
     cmd_create,
     cmd_destroy,
+    cmd_events,
     cmd_extend,
     cmd_hosts,
     cmd_images,
@@ -189,6 +190,21 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("file", help="a public key file, e.g. ~/.ssh/id_ed25519.pub")
     c.add_argument("--name", help="a label for it")
     ks.add_parser("remove", help="remove a key").add_argument("id", type=_positive)
+
+    c = add("events", cmd_events, "the audit trail: who did what, on what, and how it ended")
+    c.add_argument("--vm", type=_positive, help="about this VM (vmid)")
+    c.add_argument("--host", type=_positive, help="about this host (pmid)")
+    c.add_argument("--volume", type=_positive, help="about this volume")
+    c.add_argument("--object", help="about this object: TYPE or TYPE:ID (schedule:3, key:1)")
+    c.add_argument("--user", help="done by this user (or system, anonymous)")
+    c.add_argument("--kind", help="whose kind starts with this (vm., api.request)")
+    c.add_argument("--op", help="API requests whose operation starts with this (POST /vm/)")
+    c.add_argument("--outcome", choices=("ok", "refused", "failed"))
+    c.add_argument("--since", help="at or after (ISO 8601, e.g. 2026-11-29T03:00:00Z)")
+    c.add_argument("--until", help="before (ISO 8601)")
+    c.add_argument("--limit", type=_positive, help="how many (default 100, at most 1000)")
+    c.add_argument("--before", type=_positive, help="older than this event id (next page)")
+    c.add_argument("--after", type=_positive, help="newer than this event id")
 
     t = add("token", cmd_token, "API tokens")
     ts = t.add_subparsers(dest="token_action", metavar="ACTION", parser_class=_Parser)

@@ -406,3 +406,48 @@ def cmd_token(api: Api, out: Out, args: argparse.Namespace) -> None:
     else:  # revoke
         got = api.call("DELETE", f"/token/{args.token}")
         out.show(got, lambda: "revoked")
+
+
+EVENT_COLUMNS = ["ID", "AT", "WHO", "WHAT", "OBJECT", "OUTCOME", "DETAIL"]
+
+
+def _event_row(e: dict[str, Any]) -> list[Any]:
+    obj = e.get("object") or {}
+    target = f"{obj.get('type')}:{obj['id']}" if obj.get("id") else obj.get("type")
+    outcome = e.get("outcome")
+    if outcome and e.get("status"):
+        outcome = f"{outcome} {e['status']}"
+    detail = e.get("detail") or {}
+    said = detail.get("error") if isinstance(detail, dict) and "error" in detail else detail
+    return [e["id"], e["at"], e.get("actor"), e.get("operation") or e["kind"], target, outcome,
+            said or None]  # fmt: skip
+
+
+def cmd_events(api: Api, out: Out, args: argparse.Namespace) -> None:
+    got = api.get(
+        "/events",
+        vmid=args.vm,
+        pmid=args.host,
+        volumeid=args.volume,
+        object=args.object,
+        user=args.user,
+        kind=args.kind,
+        op=args.op,
+        outcome=args.outcome,
+        since=args.since,
+        until=args.until,
+        limit=args.limit,
+        before=args.before,
+        after=args.after,
+    )
+    rows = [_event_row(e) for e in got["events"]]
+
+    def render() -> str:
+        if not rows:
+            return "no events"
+        text = table(EVENT_COLUMNS, rows)
+        if got.get("before") is not None:
+            text += f"\n(older: --before {got['before']})"
+        return text
+
+    out.show(got, render)

@@ -8,6 +8,7 @@ from typing import Any
 from ..api import (
     access,
     auth,
+    events,
     hosts,
     networks,
     power,
@@ -349,6 +350,20 @@ def paths() -> dict[str, Any]:
             responses("Summary", "Error", (400,)),
             takes=status.summary,
             description="`from` defaults to `to` (or today), `to` to today; at most 366 days.",
+        )
+    }
+    p["/events"] = {
+        "get": op(
+            "The audit trail and history, newest first",
+            "status",
+            responses("Events", "Error", (400, 401)),
+            takes=events.list_events,
+            description="Every state-changing request is an `api.request` event (who, "
+            "`operation`, `object`, `status`, `outcome`: ok, refused or failed, with the "
+            "error); services add theirs (`vm.claim`, `vm.checkout`...). Filters combine; "
+            "page back with `before`, forward with `after`. Admins see every event, other "
+            "users those of their own actions and of what is theirs. Needs a token when "
+            "authentication is on.",
         )
     }
     p["/metrics"] = {

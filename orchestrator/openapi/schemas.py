@@ -372,6 +372,50 @@ SCHEMAS: dict[str, Any] = {
         ["from", "to", "clone", "boot", "cleanup", "daily"],
         description="per day (UTC): clone (create), boot and cleanup durations and counts",
     ),
+    "Event": obj(
+        {
+            "id": ID,
+            "at": {"type": "string", "format": "date-time"},
+            "kind": {**STR, "description": "api.request for the audit event of a request"},
+            "actor": {**NSTR, "description": "a user, anonymous or system (null: before 0008)"},
+            "operation": {**NSTR, "description": "an API request's METHOD /path (OpenAPI's)"},
+            "object": {
+                **obj({"type": STR, "id": NSTR}, ["type", "id"]),
+                "nullable": True,
+                "description": "what it was about: vm, volume, host, pool, schedule, key, "
+                "token (never its value), reservation...",
+            },
+            "outcome": {**NSTR, "enum": ["ok", "refused", "failed", None]},
+            "status": {**INT, "nullable": True, "description": "an API request's HTTP status"},
+            "owner": {**NSTR, "description": "whose the object was then (who may read it)"},
+            "vmid": {**INT, "nullable": True},
+            "pmid": {**INT, "nullable": True},
+            "duration": {"type": "number", "nullable": True, "description": "seconds"},
+            "detail": {
+                "type": "object",
+                "nullable": True,
+                "description": "what else: the error message of a refused or failed request",
+            },
+        },
+        ["id", "at", "kind", "actor", "operation", "object", "outcome", "status"],
+        description="one thing that happened: who did what, on which object, when, how it ended",
+    ),
+    "Events": obj(
+        {
+            "events": {"type": "array", "items": ref("Event"), "description": "newest first"},
+            "before": {
+                **INT,
+                "nullable": True,
+                "description": "pass as before= for the next older page (null: no more)",
+            },
+            "after": {
+                **INT,
+                "nullable": True,
+                "description": "the newest id of this page: pass as after= for newer events",
+            },
+        },
+        ["events", "before", "after"],
+    ),
     "ScheduleInput": {
         **fields(schedules.create_schedule),
         "description": "what to add (instance_type and image_id, or pool) and when (start "

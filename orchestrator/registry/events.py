@@ -1,20 +1,45 @@
 """What happened (table ``events``): creates, check-outs, failures, findings of
-reconciliation; the history behind ``/summary``, ``/metrics`` and the charts.
+reconciliation, and the audit trail (one event per state-changing API request);
+the history behind ``/summary``, ``/metrics``, the charts and ``GET /events``.
 
 Other stores add their events in the same transaction as the change they
 record (an ``EventRow``); this module records the rest and reads them all.
+Who did it (``actor``) comes from orchestrator/audit.py when not given.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Row, func, select
+from sqlalchemy import ColumnElement, Connection, Row, event, func, or_, select
 
+from ..audit import FAILED, OK, current_actor, touched
 from .database import Database
-from .tables import EventRow
+from .tables import EventRow, VmRow, VolumeRow
+from .tables_access import SshKeyRow
+from .tables_schedules import ScheduleRow
+
+MAX_PAGE = 1000  # events in one page of ``page``
+
+
+@dataclass(frozen=True)
+class EventFilter:
+    """Which events (all of them when every field is None)."""
+
+    vm_id: int | None = None  # about this VM (its vm_id, or the object vm:<id>)
+    host_id: int | None = None  # about this host
+    object_type: str | None = None  # about this object (any id when object_id is None)
+    object_id: str | None = None
+    actor: str | None = None  # done by this user (or "system", "anonymous")
+    kind: str | None = None  # whose kind starts with this
+    operation: str | None = None  # API requests whose "METHOD /path" starts with this
+    outcome: str | None = None  # ok, refused or failed
+    since: datetime | None = None  # at or after
+    until: datetime | None = None  # before
+    visible_to: str | None = None  # only what this (non-admin) user may see
 
 
 class EventStore:
@@ -29,11 +54,65 @@ class EventStore:
         host_id: int | None = None,
         duration: float | None = None,
         detail: dict | None = None,
+        actor: str | None = None,
+        operation: str | None = None,
+        object_type: str | None = None,
+        object_id: str | None = None,
+        outcome: str | None = None,
+        status: int | None = None,
+        owner: str | None = None,
     ) -> None:
+        """One event; ``actor`` defaults to orchestrator.audit's current actor, the
+        object to the VM (or else the host), the outcome to ok (failed for kinds
+        ending in ``_failed``)."""
         with self.db.tx() as s:
             s.add(
-                EventRow(kind=kind, vm_id=vm_id, host_id=host_id, duration=duration, detail=detail)
+                EventRow(
+                    kind=kind,
+                    vm_id=vm_id,
+                    host_id=host_id,
+                    duration=duration,
+                    detail=detail,
+                    actor=actor,
+                    operation=operation,
+                    object_type=object_type,
+                    object_id=object_id,
+                    outcome=outcome,
+                    status=status,
+                    owner=owner,
+                )
             )
+
+    def owner_of(self, object_type: str, object_id: str | None) -> str | None:
+        """Whose an object is now (None: no one's, or no such object)."""
+        with self.db.read() as s:
+            return _owner(s.connection(), object_type, object_id)
+
+    def page(
+        self,
+        where: EventFilter,
+        *,
+        before: int | None = None,
+        after: int | None = None,
+        limit: int = 100,
+    ) -> list[EventRow]:
+        """At most ``limit`` events matching ``where``, newest first: the newest ones
+        older than ``before`` (or the newest of all), or with ``after``, the oldest
+        ones newer than ``after`` (so that paging forward skips none)."""
+        limit = max(1, min(limit, MAX_PAGE))
+        conds = _conditions(where)
+        with self.db.read() as s:
+            q = select(EventRow).where(*conds)
+            if before is not None:
+                q = q.where(EventRow.id < before)
+            if after is not None:
+                q = q.where(EventRow.id > after).order_by(EventRow.id.asc())
+            else:
+                q = q.order_by(EventRow.id.desc())
+            rows = list(s.scalars(q.limit(limit)))
+        if after is not None:
+            rows.reverse()
+        return rows
 
     def list(self, kind: str | None = None, limit: int = 100) -> list[EventRow]:
         """The newest events first (of one ``kind``, if given)."""
@@ -69,3 +148,86 @@ class EventStore:
                 .limit(limit)
             )
             return list(s.execute(q))
+
+
+def _conditions(f: EventFilter) -> list[ColumnElement[bool]]:
+    e = EventRow
+    out: list[ColumnElement[bool]] = []
+    if f.vm_id is not None:
+        out.append(e.vm_id == f.vm_id)
+    if f.host_id is not None:
+        out.append(e.host_id == f.host_id)
+    if f.object_type is not None:
+        out.append(e.object_type == f.object_type)
+    if f.object_id is not None:
+        out.append(e.object_id == f.object_id)
+    if f.actor is not None:
+        out.append(e.actor == f.actor)
+    if f.kind:
+        out.append(e.kind.startswith(f.kind, autoescape=True))
+    if f.operation:
+        out.append(e.operation.startswith(f.operation, autoescape=True))
+    if f.outcome is not None:
+        out.append(e.outcome == f.outcome)
+    if f.since is not None:
+        out.append(e.at >= f.since)
+    if f.until is not None:
+        out.append(e.at < f.until)
+    if f.visible_to is not None:
+        out.append(_visible_to(f.visible_to))
+    return out
+
+
+def _visible_to(user: str) -> ColumnElement[bool]:
+    """A user's events: what they did, and what happened to what was theirs then."""
+    return or_(EventRow.actor == user, EventRow.owner == user)
+
+
+def _owner(conn: Connection, object_type: str | None, object_id: str | None) -> str | None:
+    """Whose the object is: a VM's holder (else its creator), a volume's or a
+    schedule's creator, a key's user."""
+    if not object_id or not object_id.isdigit() or len(object_id) > 15:
+        return None
+    ident = int(object_id)
+    if object_type == "vm":
+        row = conn.execute(select(VmRow.held_by, VmRow.created_by).where(VmRow.id == ident)).first()
+        return (row[0] or row[1]) if row else None
+    col = {
+        "volume": (VolumeRow.created_by, VolumeRow.id),
+        "schedule": (ScheduleRow.created_by, ScheduleRow.id),
+        "key": (SshKeyRow.user, SshKeyRow.id),
+    }.get(object_type or "")
+    if col is None:
+        return None
+    return conn.execute(select(col[0]).where(col[1] == ident)).scalar()
+
+
+def _failed_kind(kind: str) -> bool:
+    return kind.endswith(("_failed", ".failed", ".error"))
+
+
+@event.listens_for(EventRow, "before_insert")
+def _audit_defaults(_mapper: object, conn: Connection, row: EventRow) -> None:
+    """Who, on what, whose and how it ended, for the events stores add without
+    saying: the current actor (orchestrator/audit.py), the VM (else the host), the
+    object's owner as the registry has it now (in the event's own transaction), ok
+    (failed for kinds ending in ``_failed``/``.failed``)."""
+    if row.actor is None:
+        row.actor = current_actor()
+    if row.object_type is None:
+        if row.vm_id is not None:
+            row.object_type, row.object_id = "vm", str(row.vm_id)
+        elif row.host_id is not None:
+            row.object_type, row.object_id = "host", str(row.host_id)
+    elif row.object_id is not None and row.object_id.isdigit() and len(row.object_id) < 16:
+        if row.object_type == "vm" and row.vm_id is None:
+            row.vm_id = int(row.object_id)
+        elif row.object_type == "host" and row.host_id is None:
+            row.host_id = int(row.object_id)
+    if row.owner is None:
+        row.owner = _owner(conn, row.object_type, row.object_id)
+        if row.owner is None and row.vm_id is not None and row.object_type != "vm":
+            row.owner = _owner(conn, "vm", str(row.vm_id))
+    if row.outcome is None:
+        row.outcome = FAILED if _failed_kind(row.kind or "") else OK
+    touched(row.object_type, row.object_id, row.owner)

@@ -163,7 +163,8 @@ class ReservationStore:
             )
             if res.rowcount != 1:
                 raise Conflict(f"vmid {vm_id} changed while being checked in")
-            s.add(EventRow(kind=event_kind, vm_id=vm_id, host_id=vm.host_id))
+            # vm still holds what was read before the update: its holder
+            s.add(EventRow(kind=event_kind, vm_id=vm_id, host_id=vm.host_id, owner=vm.held_by))
             s.flush()
             s.refresh(vm)
             return vm
@@ -203,11 +204,14 @@ class ReservationStore:
         """Reservations past ``expires_at`` end: their VMs go to cleaning."""
         now = now or utcnow()
         with self.db.tx() as s:
-            ids = list(
-                s.scalars(
-                    select(VmRow.id).where(VmRow.state == VmState.IN_USE, VmRow.expires_at < now)
-                )
+            held = dict(
+                s.execute(
+                    select(VmRow.id, VmRow.held_by).where(
+                        VmRow.state == VmState.IN_USE, VmRow.expires_at < now
+                    )
+                ).all()
             )
+            ids = list(held)
             if not ids:
                 return []
             s.execute(
@@ -217,7 +221,7 @@ class ReservationStore:
                 .execution_options(synchronize_session=False)
             )
             for vm_id in ids:
-                s.add(EventRow(kind="vm.expired", vm_id=vm_id))
+                s.add(EventRow(kind="vm.expired", vm_id=vm_id, owner=held[vm_id]))
             return ids
 
     def pool_counts(self) -> dict[str, dict[str, int]]:

@@ -10,6 +10,7 @@ from sqlalchemy import (
     Boolean,
     DateTime,
     ForeignKey,
+    Index,
     Integer,
     String,
     Text,
@@ -226,17 +227,33 @@ class ClaimRow(Base):
 
 
 class EventRow(Base):
-    """What happened, for operators: creates, failures, reconciliation findings."""
+    """What happened, and who did it: creates, failures, reconciliation findings, and
+    one audit event per state-changing API request (``operation`` set).
+
+    ``actor``: the user, ``anonymous`` or ``system``; ``object_type``/``object_id``:
+    what it was about; ``outcome``: ok, refused or failed, with the HTTP ``status``
+    of an API request; ``owner``: whose the object was. Left out, they are filled
+    in at insert (registry/events.py, ``before_insert``)."""
 
     __tablename__ = "events"
+    __table_args__ = (Index("ix_events_object", "object_type", "object_id"),)
 
     id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
     at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
     kind: Mapped[str] = mapped_column(String(64), index=True)
-    vm_id: Mapped[int | None] = mapped_column(Id)
+    vm_id: Mapped[int | None] = mapped_column(Id, index=True)
     host_id: Mapped[int | None] = mapped_column(Id)
     duration: Mapped[float | None] = mapped_column()
     detail: Mapped[dict | None] = mapped_column(JSON)
+    actor: Mapped[str | None] = mapped_column(String(128), index=True)
+    operation: Mapped[str | None] = mapped_column(String(256))
+    object_type: Mapped[str | None] = mapped_column(String(32))
+    object_id: Mapped[str | None] = mapped_column(String(128))
+    outcome: Mapped[str | None] = mapped_column(String(16))
+    status: Mapped[int | None] = mapped_column(Integer)
+    # Whose the object was when it happened (a VM's holder, else its creator; a
+    # volume's, schedule's or key's user): who may read it besides the actor.
+    owner: Mapped[str | None] = mapped_column(String(128), index=True)
 
 
 class ServerRow(Base):

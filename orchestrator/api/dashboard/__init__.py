@@ -12,12 +12,13 @@ kept in the ``fabric_token`` cookie (HttpOnly, SameSite=Strict).
 - ``views``: the overview page and its sections;
 - ``charts``: the inline SVG charts;
 - ``forms``: the POST ``/ui/...`` actions;
+- ``events``: the events page (``/ui/events``), the audit trail with filters.
 - ``power``: VM stop, start, reboot, resize and the console page.
 """
 
 from __future__ import annotations
 
-from . import forms, login, power, views
+from . import events, forms, login, power, views
 from .blueprint import bp
 
-__all__ = ["bp", "forms", "login", "power", "views"]
+__all__ = ["bp", "events", "forms", "login", "power", "views"]
