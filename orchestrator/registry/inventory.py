@@ -84,17 +84,14 @@ class InventoryStore:
                     "the physical machines file removes hosts that are not empty; nothing "
                     f"was changed: {'; '.join(problems)}"
                 )
-            old = {k: _host_fields(r) for k, r in before.items() if r.in_inventory}
+            listed = {k: r for k, r in before.items() if r.in_inventory}
+            changed = [k for k, r in listed.items() if k in keys and _differs(r, hosts, k)]
             _sync_hosts(s, hosts)
             s.flush()
             after = {row.key: row for row in s.scalars(select(HostRow))}
             report = HostReload(
-                added=[after[h.key].id for h in hosts if h.key not in old],
-                changed=[
-                    after[h.key].id
-                    for h in hosts
-                    if h.key in old and old[h.key] != _host_fields(after[h.key])
-                ],
+                added=[after[h.key].id for h in hosts if h.key not in listed],
+                changed=[after[k].id for k in changed],
                 removed=sorted(leaving),
             )
             report.unchanged = len(hosts) - len(report.added) - len(report.changed)
@@ -147,22 +144,14 @@ class HostReload:
         }
 
 
-HOST_FIELDS = (
-    "label",
-    "uri",
-    "address",
-    "domain_type",
-    "network_setting",
-    "pool_path",
-    "arch",
-    "cpu_override",
-    "ram_override",
-    "disk_override",
-)
-
-
-def _host_fields(row: HostRow) -> tuple[Any, ...]:
-    return tuple(getattr(row, name) for name in HOST_FIELDS)
+def _differs(row: HostRow, hosts: Iterable[HostSpec], key: str) -> bool:
+    """Whether the file's line for ``key`` says something else than the row."""
+    h = next(h for h in hosts if h.key == key)
+    declared = (h.label, h.uri, h.address, h.domain_type, h.network, h.pool_path)
+    declared += (h.cpu, h.ram, h.disk)
+    have = (row.label, row.uri, row.address, row.domain_type, row.network_setting)
+    have += (row.pool_path, row.cpu_override, row.ram_override, row.disk_override)
+    return declared != have or (h.arch is not None and h.arch != row.arch)
 
 
 def _sync_hosts(s: Session, hosts: Iterable[HostSpec]) -> None:
@@ -182,7 +171,8 @@ def _sync_hosts(s: Session, hosts: Iterable[HostSpec]) -> None:
             # a declared network is what VMs get; none: discovery decides
             **({"network": h.network} if h.network else {}),
             pool_path=h.pool_path,
-            arch=h.arch,
+            # declared, else what discovery found (kept: a reload must not forget it)
+            arch=h.arch or row.arch,
             cpu_override=h.cpu,
             ram_override=h.ram,
             disk_override=h.disk,
