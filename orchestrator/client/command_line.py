@@ -13,6 +13,7 @@ from .commands import (
     cmd_checkout,
     cmd_create,
     cmd_destroy,
+    cmd_evacuate,
     cmd_extend,
     cmd_hosts,
     cmd_images,
@@ -21,6 +22,7 @@ from .commands import (
     cmd_pools,
     cmd_query,
     cmd_quota,
+    cmd_reload_hosts,
     cmd_schedules,
     cmd_token,
     cmd_types,
@@ -79,6 +81,13 @@ def parser() -> argparse.ArgumentParser:
         return c
 
     add("hosts", cmd_hosts, "physical machines with free/total capacity")
+    add(
+        "reload-hosts",
+        cmd_reload_hosts,
+        "have the server read its physical machines file again (admins)",
+    )
+    c = add("evacuate", cmd_evacuate, "rebuild a dead host's VMs on other hosts (admins)")
+    c.add_argument("pmid", type=_positive)
     add("types", cmd_types, "VM types")
     add("images", cmd_images, "images")
     c = add("create", cmd_create, "create a VM")

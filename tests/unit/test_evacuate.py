@@ -235,3 +235,19 @@ def test_evacuate_endpoint_answers_json(client, rig):
     DeadHost(rig, 1)
     r = client.post("/pm/1/evacuate")
     assert r.status_code == 200 and len(r.get_json()["rebuilt"]) == 1
+
+
+def test_client_evacuate(rig, capsys):
+    from orchestrator import client
+    from tests.conftest import serve
+
+    vm = rig.fabric.create_vm("web", 1, 1)
+    served = serve(rig.services)
+    try:
+        assert client.main(["--url", served.url, "evacuate", "1"]) == 1  # 409: it is up
+        assert "not down" in capsys.readouterr().err
+        DeadHost(rig, 1)
+        assert client.main(["--url", served.url, "evacuate", "1"]) == 0
+        assert f"rebuilt vmids {vm.id}" in capsys.readouterr().out
+    finally:
+        served.stop()

@@ -142,3 +142,20 @@ def test_sighup_reloads_and_a_bad_file_is_logged_with_its_line(tmp_path):
     finally:
         assert srv.stop() == 0
     assert "Traceback" not in (tmp_path / "server.log").read_text()
+
+
+def test_client_reload_hosts(rig, capsys):
+    from orchestrator import client
+    from tests.conftest import serve
+
+    served = serve(rig.services)
+    try:
+        add_host(rig, "node3", 8, 8192)
+        assert client.main(["--url", served.url, "reload-hosts"]) == 0
+        out = capsys.readouterr().out
+        assert "added pmids 3" in out and "removed none" in out
+        rig.pm_file.write_text(rig.pm_file.read_text() + "bad line here\n")
+        assert client.main(["--url", served.url, "reload-hosts"]) == 1
+        assert f"{rig.pm_file}:4:" in capsys.readouterr().err
+    finally:
+        served.stop()
