@@ -251,3 +251,39 @@ def test_client_evacuate(rig, capsys):
         assert f"rebuilt vmids {vm.id}" in capsys.readouterr().out
     finally:
         served.stop()
+
+
+def test_dashboard_buttons_are_for_admins(tmp_path):
+    from orchestrator.api import create_app
+    from orchestrator.auth import hash_password
+    from tests.unit.test_dashboard import Page
+
+    users = {"alice": hash_password("a"), "root": {"password": hash_password("r"), "role": "admin"}}
+    rig = make_rig(tmp_path, HOSTS, config={**FIRST_FIT, "auth": {"enabled": True, "users": users}})
+    try:
+        app = create_app(rig.services)
+        alice, root = Page(app), Page(app)
+        for p, (user, pw) in ((alice, ("alice", "a")), (root, ("root", "r"))):
+            p.get("/ui/login")
+            assert p.post("/ui/login", follow=False, user=user, password=pw).status_code == 302
+            p.get("/")
+        vm = rig.fabric.create_vm("web", 1, 1)
+        DeadHost(rig, 1)
+        root.get("/")
+        assert 'action="/ui/host/evacuate"' in root.html and 'value="1"' in root.html
+        alice.post("/ui/host/evacuate", pmid=1, back="hosts")
+        assert "admin" in alice.error()
+        assert rig.registry.vms.get(vm.id).host_id == 1
+        root.post("/ui/host/evacuate", pmid=1, back="hosts")
+        assert root.ok().startswith("Evacuated pmid 1: 1 VM(s) rebuilt elsewhere")
+        assert rig.registry.vms.get(vm.id).host_id != 1
+        # the reload button
+        node = tmp_path / "node9.xml"
+        node.write_text((tmp_path / "node2.xml").read_text())
+        rig.pm_file.write_text(rig.pm_file.read_text() + f"uri=test://{node}\n")
+        alice.post("/ui/hosts/reload", back="hosts")
+        assert "admin" in alice.error()
+        root.post("/ui/hosts/reload", back="hosts")
+        assert root.ok().startswith("Reloaded the physical machines file: added pmids 4")
+    finally:
+        rig.stop()

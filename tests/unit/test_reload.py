@@ -10,7 +10,8 @@ import pytest
 import requests
 
 from orchestrator.access import Principal, Role
-from orchestrator.errors import Forbidden
+from orchestrator.errors import Forbidden, NoValidHost
+from orchestrator.hosts import host_target
 from orchestrator.model import HostStatus
 from tests.conftest import Rig, make_rig, write_node
 from tests.unit.test_served import Server
@@ -159,3 +160,29 @@ def test_client_reload_hosts(rig, capsys):
         assert f"{rig.pm_file}:4:" in capsys.readouterr().err
     finally:
         served.stop()
+
+
+def test_a_second_server_on_the_registry_places_on_a_host_another_reloaded(rig):
+    """Server B shares A's registry and reads its hosts from it: once A reloads a
+    file with a new host, B's scheduler sees it at its next host-cache refresh, with no
+    reload of its own (B's start-up file is older: the host is not in it)."""
+    from orchestrator.config import config_from_dict
+    from orchestrator.hypervisor.driver import LibvirtDriver
+    from orchestrator.registry import Registry
+    from orchestrator.services import build_services
+
+    cfg = config_from_dict({"state_dir": str(rig.dir / "b"), "cluster": {"host_cache": 0}})
+    b_registry = Registry(rig.db_url)
+    b = build_services(cfg, b_registry, rig.inventory(), driver=LibvirtDriver())
+    try:
+        with pytest.raises(NoValidHost):
+            b.fabric.create_vm("big", 3, 1)
+        add_host(rig, "node3", 8, 8192)
+        assert rig.services.reloader.reload()["added"] == [3]
+        vm = b.fabric.create_vm("big", 3, 1)  # B places on the host A added
+        assert vm.host_id == 3
+        assert [d.vm_id for d in b.driver.domains(host_target(b.registry.hosts.get(3)))] == [vm.id]
+    finally:
+        b.stopping.set()
+        b.driver.close()
+        b_registry.close()
