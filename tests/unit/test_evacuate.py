@@ -287,3 +287,28 @@ def test_dashboard_buttons_are_for_admins(tmp_path):
         assert root.ok().startswith("Reloaded the physical machines file: added pmids 4")
     finally:
         rig.stop()
+
+
+def test_a_failed_vm_on_a_dead_host_is_left_for_an_admin(rig):
+    vm = rig.fabric.create_vm("web", 1, 1)
+    assert rig.registry.vms.transition(vm.id, VmState.FAILED, expect=[VmState.ACTIVE])
+    DeadHost(rig, 1)
+    report = rig.services.evacuator.evacuate(1)
+    assert report["left"] == [vm.id] and report["rebuilt"] == []
+    left = rig.registry.vms.get(vm.id)
+    assert left.host_id == 1 and left.state == VmState.FAILED and left.owner is None
+
+
+def test_the_fabric_never_sets_autostart_on_its_domains(rig):
+    vm = rig.fabric.create_vm("web", 1, 1)
+    target = host_target(rig.registry.hosts.get(vm.host_id))
+    assert (
+        rig.driver.connection(target).call(lambda c: c.lookupByUUIDString(vm.uuid).autostart()) == 0
+    )
+    DeadHost(rig, 1)
+    rig.services.evacuator.evacuate(1)
+    moved = rig.registry.vms.get(vm.id)
+    target = host_target(rig.registry.hosts.get(moved.host_id))
+    assert (
+        rig.driver.connection(target).call(lambda c: c.lookupByUUIDString(vm.uuid).autostart()) == 0
+    )

@@ -186,3 +186,11 @@ def test_a_second_server_on_the_registry_places_on_a_host_another_reloaded(rig):
         b.stopping.set()
         b.driver.close()
         b_registry.close()
+
+
+def test_a_new_uri_is_another_host(rig, client):
+    lines = rig.pm_file.read_text().splitlines()
+    node = write_node(rig.dir / "moved.xml", 2, 1024)
+    rig.pm_file.write_text(f"uri=test://{node}\n{lines[1]}\n")
+    body = client.post("/pm/reload").get_json()
+    assert body["removed"] == [1] and body["added"] == [3] and body["changed"] == []
