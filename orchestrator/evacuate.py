@@ -41,10 +41,14 @@ log = logging.getLogger(__name__)
 REBUILT = frozenset({VmState.ACTIVE, VmState.IN_USE})
 
 
-def stale_reason(registry: Registry, host_id: int, dom: DomainRecord) -> str | None:
+def stale_reason(
+    registry: Registry, host_id: int, dom: DomainRecord, *, returning: bool = False
+) -> str | None:
     """Why a domain on host ``host_id`` must not run (None: it is not stale): it is
     this installation's, for a VM the registry places on another host, or for a VM an
-    evacuation of this host removed. A VM some live server works on is left alone."""
+    evacuation of this host removed. On a host that is up, a VM some live server works
+    on is left alone (a move between hosts may be in flight); on a host that is only
+    now answering again (``returning``), no work of the fabric can involve it."""
     if dom.vm_id is None or dom.installation != registry.installation_id:
         return None
     try:
@@ -53,7 +57,9 @@ def stale_reason(registry: Registry, host_id: int, dom: DomainRecord) -> str | N
         if registry.vms.evacuated_from(dom.vm_id, host_id):
             return f"vm {dom.vm_id} was removed when pmid {host_id} was evacuated"
         return None  # unknown: reconciliation's grace decides (reconcile.py)
-    if vm.host_id == host_id or registry.cluster.owner_alive(vm.owner):
+    if vm.host_id == host_id:
+        return None
+    if not returning and registry.cluster.owner_alive(vm.owner):
         return None
     return f"vm {vm.id} now runs on pmid {vm.host_id}"
 
@@ -213,7 +219,7 @@ class Evacuator:
         target = host_target(host)
         fenced = []
         for dom in self.driver.domains(target):
-            why = stale_reason(self.registry, host.id, dom)
+            why = stale_reason(self.registry, host.id, dom, returning=True)
             if why is None:
                 continue
             self.driver.destroy(target, dom.uuid, dom.vm_id or 0)

@@ -175,7 +175,7 @@ def test_pool_vms_replaced_checked_out_vm_rebuilt_keeping_its_reservation(tmp_pa
         held = p.rig.registry.vms.get(vmid)
         assert held.state == VmState.IN_USE and held.host_id == 1
         ready_on_1 = [v.id for v in p.rig.registry.vms.list(host_id=1) if v.state == VmState.READY]
-        DeadHost(p.rig, 1)
+        dead = DeadHost(p.rig, 1)
         report = p.rig.services.evacuator.evacuate(1)
         assert report["rebuilt"] == [vmid]
         assert sorted(report["replaced"]) == sorted(ready_on_1)
@@ -201,6 +201,12 @@ def test_pool_vms_replaced_checked_out_vm_rebuilt_keeping_its_reservation(tmp_pa
             timeout=30,
         )
         assert r.status_code == 200, r.text
+        # host 1 returns with the pool VMs' and the held VM's old domains: all fenced
+        dead.revive()
+        assert p.rig.services.discovery.discover_host(p.rig.registry.hosts.get_any(1))
+        assert domains_on(p.rig, 1) == []
+        fenced = sorted(e.vm_id for e in fenced_events(p.rig))
+        assert fenced == sorted([vmid, *ready_on_1])
     finally:
         p.stop()
 
