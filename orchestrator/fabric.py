@@ -274,11 +274,10 @@ class Fabric:
         A host that fails is left for the next candidate (``create.max_attempts``);
         when every try failed, the VM is ``failed`` with the reasons (HypervisorError).
         """
-        vt, spec = self._type_and_image(vm.tid, vm.image_id)
+        spec = self.registry.inventory.image_spec(vm.image_id)  # its type may be retired
         req = PlacementRequest(
             cpu=vm.cpu, ram=vm.ram, disk=vm.disk, arch=spec.arch, label=f"vmid {vm.id}"
         )
-        del vt
         excluded: set[int] = {dead.id}
         failures: list[str] = []
         at = dead.id  # where the registry has it now
@@ -300,6 +299,7 @@ class Fabric:
                     ssh_ports=self._port_range(cand.id),
                     avoid_ports=set(self._foreign_ports.get(cand.id, ())),
                     network=self.hosts.network(cand.id),
+                    origin=dead.id,
                 )
                 if moved is not None:
                     self.hosts.claimed(cand.id, vm.cpu, vm.ram, vm.disk)

@@ -264,12 +264,15 @@ class VmStore:
         ssh_ports: range | None = None,
         avoid_ports: set[int] | None = None,
         network: str | None = None,
+        origin: int | None = None,
     ) -> VmRow | None:
         """Rebuild bookkeeping for a VM whose host died: in one transaction, claim its
         capacity on ``to_host`` (None when it no longer fits there: the caller tries its
         next candidate), give back its claim on ``from_host``, and record it on the new
-        host (its address there unknown yet), with when and where from it was rebuilt.
-        Only while this server works on it (it ``take``-s it first)."""
+        host (its address there unknown yet), with when it was rebuilt and the host it
+        came from (``origin``, the dead one; default ``from_host``: a second try moves
+        it on from a host where the rebuild failed). Only while this server works on it
+        (it ``take``-s it first)."""
         for _attempt in range(4):
             try:
                 with self.db.tx() as s:
@@ -294,7 +297,7 @@ class VmStore:
                     vm.ip = vm.ip_source = vm.ip_seen_at = None
                     vm.guest_host_key = None  # a new guest: a new host key
                     vm.rebuilt_at = utcnow()
-                    vm.rebuilt_from = from_host
+                    vm.rebuilt_from = origin if origin is not None else from_host
                     vm.updated_at = utcnow()
                     s.flush()
                     s.expunge(vm)

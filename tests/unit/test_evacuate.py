@@ -318,3 +318,19 @@ def test_the_fabric_never_sets_autostart_on_its_domains(rig):
     assert (
         rig.driver.connection(target).call(lambda c: c.lookupByUUIDString(vm.uuid).autostart()) == 0
     )
+
+
+def test_no_room_elsewhere_fails_the_vm_with_the_reason(tmp_path):
+    rig = make_rig(tmp_path, [{"cpus": 8, "ram": 8192}, {"cpus": 1, "ram": 256}], config=FIRST_FIT)
+    try:
+        vm = rig.fabric.create_vm("web", 2, 1)  # 2 CPUs, 1 GB: only host 1 fits
+        DeadHost(rig, 1)
+        report = rig.services.evacuator.evacuate(1)
+        assert [f["vmid"] for f in report["failed"]] == [vm.id]
+        failed = rig.registry.vms.get(vm.id)
+        assert failed.state == VmState.FAILED and failed.owner is None
+        assert "could not rebuild it off" in failed.error
+        assert rig.registry.events.list(kind="vm.rebuild_failed")[0].vm_id == vm.id
+        assert rig.registry.claims.consistent() == []
+    finally:
+        rig.stop()
