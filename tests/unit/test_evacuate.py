@@ -334,3 +334,14 @@ def test_no_room_elsewhere_fails_the_vm_with_the_reason(tmp_path):
         assert rig.registry.claims.consistent() == []
     finally:
         rig.stop()
+
+
+def test_evacuate_after_is_checked():
+    from orchestrator.config import config_from_dict
+    from orchestrator.errors import ConfigError
+
+    assert config_from_dict({}).evacuate.after is None
+    assert config_from_dict({"evacuate": {"after": 90}}).evacuate.after == 90
+    for bad in (0, -1, "soon", 10**9):
+        with pytest.raises(ConfigError, match="evacuate.after"):
+            config_from_dict({"evacuate": {"after": bad}})
