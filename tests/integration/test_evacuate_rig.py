@@ -174,3 +174,80 @@ def test_reload_adds_a_host_then_a_dead_host_is_evacuated_and_fenced(tmp_path):
             fp.stop()
     leftover = {d for p in (DEAD, SPARE) for d in host_domains(p) if d in domains}
     assert not leftover, leftover
+
+
+POOL = """
+pools:
+  - name: evac
+    instance_type: 1
+    image: guest
+    size: 1
+    max: 2
+    cleanup: tmp
+workers: {interval: 1}
+evacuate: {after: 8}
+discovery: {interval: 2}
+"""
+
+
+def test_a_checked_out_vm_on_a_dead_host_is_rebuilt_keeping_its_reservation(tmp_path):
+    _require_rig()
+    fp = FabricProcess(tmp_path / "fabric", POOL)
+    rig_of = {1: DEAD, 2: SPARE}  # pmid here -> the rig's host
+    fp.pm.write_text(rig_line(DEAD) + "\n" + rig_line(SPARE).replace("ram=384", "ram=1024") + "\n")
+    fp.start()
+    stopped: int | None = None
+    domains: list[str] = []
+    try:
+        fp.wait_pool("evac", 1)
+        r = fp.post("/vm/checkout", pool="evac")
+        assert r.status_code == 200, r.text
+        c = r.json()
+        held = fp.get("/vm/query", vmid=c["vmid"]).json()
+        domains.append(held["domain"])
+        dead = held["pmid"]
+        fp.ssh(held).run(["true"])  # the guest answers at its address
+
+        datacenter("stop-host", f"pm{rig_of[dead]}")
+        stopped = rig_of[dead]
+        moved = wait(
+            lambda: (
+                (q := fp.get("/vm/query", vmid=c["vmid"]).json())["pmid"] not in (dead, 0)
+                and q.get("rebuilt_at")
+                and q
+            ),
+            "the checked-out VM was not rebuilt elsewhere",
+            fp,
+        )
+        assert moved["status"] == "in-use" and moved["rebuilt_from"] == dead
+        assert moved["domain"] == held["domain"] and moved["ssh"] != held["ssh"]
+        wait_booted(rig_of[moved["pmid"]], c["vmid"])
+        fp.ssh(moved).run(["true"])  # the rebuilt guest answers at its new address
+
+        datacenter("start-host", f"pm{rig_of[dead]}")
+        stopped = None
+        wait(
+            lambda: fp.get("/pm/query", pmid=dead).json()["status"] == "up",
+            "the dead host did not come back up",
+            fp,
+        )
+        assert held["domain"] not in host_domains(rig_of[dead])
+        assert not qemu_running(rig_of[dead], held["domain"])
+        # the holder's reservation id still checks it in
+        r = fp.post("/vm/checkin", vmid=c["vmid"], reservation_id=c["reservation_id"])
+        assert r.status_code == 200, r.text
+    finally:
+        if stopped is not None:
+            datacenter("start-host", f"pm{stopped}")
+        # without pools nothing refills, so every VM can be destroyed
+        fp.stop()
+        fp.set_config("evacuate: {after: 8}\n")
+        fp.start()
+        try:
+            for vmid in fp.get("/vm/list").json()["vmids"]:
+                domains.append(fp.get("/vm/query", vmid=vmid).json()["domain"])
+                fp.get("/vm/destroy", vmid=vmid, force=1)
+        finally:
+            fp.stop()
+    leftover = {d for p in (DEAD, SPARE) for d in host_domains(p) if d in domains}
+    assert not leftover, leftover
