@@ -319,7 +319,7 @@ def cmd_serve(argv: list[str]) -> int:
     registry: Registry | None = None
     try:
         registry = Registry(url, dead_after=config.cluster.dead_after)
-        services = build_services(config, registry, inventory)
+        services = build_services(config, registry, inventory, pm_file=args.pm_file)
     except (FabricError, SQLAlchemyError) as e:
         sock.close()
         if registry is not None:
@@ -359,8 +359,14 @@ def cmd_serve(argv: list[str]) -> int:
         log.info("signal %d: stopping", signum)
         stopping.set()
 
+    reload_wanted = threading.Event()
+
+    def on_hangup(_signum: int, _frame: FrameType | None) -> None:
+        reload_wanted.set()  # done by the loop below, not inside the signal handler
+
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGHUP, on_hangup)
     log.info("serving on http://%s:%s", args.host, server.effective_port)
     print(f"fabric listening on http://{args.host}:{server.effective_port}", flush=True)
     try:
@@ -368,9 +374,17 @@ def cmd_serve(argv: list[str]) -> int:
         # ends it between two polls and nothing is closed under its feet.
         while not stopping.is_set():
             wasyncore.loop(timeout=0.5, map=sockets, count=1)
+            if reload_wanted.is_set():
+                reload_wanted.clear()
+                log.info("SIGHUP: reading %s again", args.pm_file)
+                # in a thread of its own: discovering a new host must not stall the loop
+                threading.Thread(
+                    target=services.reloader.reload_logged, name="pm-reload", daemon=True
+                ).start()
     finally:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second signal must not cut this short
         signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
         # The loop no longer accepts; let requests in flight finish (bounded) while
         # their sockets are still open, then close everything and stop the rest.
         server.task_dispatcher.shutdown(cancel_pending=True, timeout=10)

@@ -264,6 +264,97 @@ class Fabric:
             installation=self.registry.installation_id,
         )
 
+    def rebuild_vm(self, vm: VmRow, dead: HostRow) -> VmRow:
+        """Rebuild a VM whose host ``dead`` died on another host, from its image, by
+        the create path: the scheduler picks (never ``dead``), its claim moves there
+        (registry ``vms.move``), the domain is made there under its id, name, UUID and
+        MAC. Its state (and so a check-out's reservation and holder) is kept; it records
+        when and where from it was rebuilt. The caller has taken the VM (``vms.take``).
+
+        A host that fails is left for the next candidate (``create.max_attempts``);
+        when every try failed, the VM is ``failed`` with the reasons (HypervisorError).
+        """
+        spec = self.registry.inventory.image_spec(vm.image_id)  # its type may be retired
+        req = PlacementRequest(
+            cpu=vm.cpu, ram=vm.ram, disk=vm.disk, arch=spec.arch, label=f"vmid {vm.id}"
+        )
+        excluded: set[int] = {dead.id}
+        failures: list[str] = []
+        at = dead.id  # where the registry has it now
+        started = time.monotonic()
+        while len(failures) < self.config.max_attempts:
+            try:
+                placement = self.scheduler.select(
+                    self.hosts.states(), replace(req, exclude=frozenset(excluded))
+                )
+            except NoValidHost as e:
+                failures.append(e.message)
+                break
+            moved = host = None
+            for cand in placement.hosts:
+                moved = self.registry.vms.move(
+                    vm.id,
+                    at,
+                    cand.id,
+                    ssh_ports=self._port_range(cand.id),
+                    avoid_ports=set(self._foreign_ports.get(cand.id, ())),
+                    network=self.hosts.network(cand.id),
+                    origin=dead.id,
+                )
+                if moved is not None:
+                    self.hosts.claimed(cand.id, vm.cpu, vm.ram, vm.disk)
+                    host = self.registry.hosts.get(cand.id)
+                    at = cand.id
+                    break
+                self.hosts.refresh_host(cand.id)
+            if moved is None or host is None:
+                excluded.update(c.id for c in placement.hosts)
+                failures.append("no candidate host could take its claim")
+                continue
+            target = host_target(host)
+            fence = Fence(f"the rebuild of vm {vm.id}")
+            try:
+                staged = self.images.stage(host, moved.image_id, spec)
+                console = self.driver.create(target, self._plan(moved, host, spec), staged, fence)
+            except FabricError as e:
+                fence.abandon()
+                with contextlib.suppress(FabricError):
+                    self.driver.destroy(target, moved.uuid, moved.id)
+                failures.append(f"{host.label}: {e.message}")
+                excluded.add(host.id)
+                if isinstance(e, HostUnreachable):
+                    self.registry.hosts.record_discovery(host.id, up=False, reason=e.reason)
+                continue
+            mode = NetworkMode.parse(moved.network or "user")
+            found: dict = {"console_path": console}
+            if mode.kind == NetworkKind.FORWARD and host.address:
+                found |= {
+                    "ip": host.address,
+                    "ip_source": AddressSource.FORWARD,
+                    "ip_seen_at": utcnow(),
+                }
+            self.registry.vms.rebuilt(vm.id, **found)
+            self.registry.events.record(
+                "vm.rebuilt",
+                vm_id=vm.id,
+                host_id=dead.id,
+                duration=time.monotonic() - started,
+                detail={
+                    "from": dead.label,
+                    "from_pmid": dead.id,
+                    "to": host.label,
+                    "to_pmid": host.id,
+                    "holder": vm.held_by,
+                },
+            )
+            return self.registry.vms.get(vm.id)
+        reason = f"could not rebuild it off {dead.label}: {'; '.join(failures)}"
+        self.registry.vms.transition(vm.id, VmState.FAILED, expect=[vm.state], error=reason)
+        self.registry.events.record(
+            "vm.rebuild_failed", vm_id=vm.id, host_id=dead.id, detail={"error": reason}
+        )
+        raise HypervisorError(reason)
+
     def reset_vm_disk(self, vm: VmRow) -> None:
         """Put the VM's disk back to its image's state and boot it again."""
         host = self.registry.hosts.get_any(vm.host_id) if vm.host_id else None

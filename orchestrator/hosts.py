@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, as_completed
 
 from .config import CapacityConfig, effective_capacity
 from .errors import FabricError, HostUnreachable
 from .hypervisor.driver import HostTarget, LibvirtDriver, NetworkInfo
-from .model import DEFAULT_NETWORK, NetworkKind
+from .model import DEFAULT_NETWORK, HostStatus, NetworkKind
 from .registry import HostRow
 from .registry.hosts import HostStore
 
@@ -52,6 +53,10 @@ class Discovery:
         self.driver = driver
         self.capacity = capacity
         self.stopping = stopping
+        # Called with a host that answers while not marked up (it comes back, or is
+        # new), before it is: removes its stale domains (evacuate.py). FabricError
+        # keeps the host down.
+        self.fence: Callable[[HostRow], object] | None = None
 
     def discover_all(self) -> None:
         """Every listed host, several at a time."""
@@ -72,6 +77,8 @@ class Discovery:
         try:
             facts = self.driver.discover(target)
             networks = self.driver.networks(target)
+            if self.fence is not None and row.status != HostStatus.UP:
+                self.fence(row)  # before anything can start them
         except FabricError as e:
             reason = e.reason if isinstance(e, HostUnreachable) else e.message
             log.warning("host %s is down: %s", row.label, reason)

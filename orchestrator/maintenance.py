@@ -1,6 +1,7 @@
 """The discovery lease's background work: the orphan sweep every heartbeat, and
-every ``discovery.interval`` seconds discovery, reconciliation of VMs and of
-volumes, and a look at every VM's address."""
+every ``discovery.interval`` seconds discovery (which fences the stale domains of
+a host that comes back), the evacuation of hosts down for ``evacuate.after``
+seconds, reconciliation of VMs and of volumes, and a look at every VM's address."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from .volumes import Volumes
 
 if TYPE_CHECKING:
     from .cluster import Cluster
+    from .evacuate import Evacuator
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +35,8 @@ class Maintenance(PeriodicWorker):
         addresses: Addresses,
         config: Config,
         cluster: Cluster | None = None,
+        *,
+        evacuator: Evacuator | None = None,
     ) -> None:
         every = config.discovery.interval
         super().__init__(
@@ -45,6 +49,7 @@ class Maintenance(PeriodicWorker):
         self.reconciler = reconciler
         self.volumes = volumes
         self.addresses = addresses
+        self.evacuator = evacuator
         self.every = every
         self._due = time.monotonic() + every  # when discovery and reconciliation run next
 
@@ -64,6 +69,8 @@ class Maintenance(PeriodicWorker):
         if time.monotonic() >= self._due:
             self._due = time.monotonic() + self.every
             self.discovery.discover_all()
+            if self.evacuator is not None:
+                self.evacuator.run_auto()  # hosts down for evacuate.after seconds
             self.reconciler.reconcile()
             self.volumes.reconcile()
             self.addresses.refresh()

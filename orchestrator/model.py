@@ -111,6 +111,7 @@ class VolumeState(enum.StrEnum):
     DETACHING = "detaching"  # being hot-unplugged
     DELETING = "deleting"  # being removed
     ERROR = "error"  # its storage volume is gone; see ``error``
+    LOST = "lost"  # it lived on a host that died and was evacuated: its data is gone
 
 
 # States in which a server works on the volume and marks itself its owner.
@@ -120,7 +121,7 @@ VOLUME_BUSY = frozenset(
 VOLUME_TRANSITIONS: dict[VolumeState, frozenset[VolumeState]] = {
     VolumeState.CREATING: frozenset({VolumeState.CREATING, VolumeState.AVAILABLE}),
     VolumeState.AVAILABLE: frozenset(
-        {VolumeState.ATTACHING, VolumeState.DELETING, VolumeState.ERROR}
+        {VolumeState.ATTACHING, VolumeState.DELETING, VolumeState.ERROR, VolumeState.LOST}
     ),
     # an attach that fails falls back; a dead server's attach ends as the domain shows
     VolumeState.ATTACHING: frozenset(
@@ -128,7 +129,7 @@ VOLUME_TRANSITIONS: dict[VolumeState, frozenset[VolumeState]] = {
     ),
     # detached, or released because its VM was destroyed
     VolumeState.ATTACHED: frozenset(
-        {VolumeState.DETACHING, VolumeState.AVAILABLE, VolumeState.ERROR}
+        {VolumeState.DETACHING, VolumeState.AVAILABLE, VolumeState.ERROR, VolumeState.LOST}
     ),
     VolumeState.DETACHING: frozenset(
         {VolumeState.DETACHING, VolumeState.AVAILABLE, VolumeState.ATTACHED}
@@ -137,7 +138,9 @@ VOLUME_TRANSITIONS: dict[VolumeState, frozenset[VolumeState]] = {
     VolumeState.DELETING: frozenset(
         {VolumeState.DELETING, VolumeState.AVAILABLE, VolumeState.ERROR}
     ),
-    VolumeState.ERROR: frozenset({VolumeState.DELETING, VolumeState.ERROR}),
+    VolumeState.ERROR: frozenset({VolumeState.DELETING, VolumeState.ERROR, VolumeState.LOST}),
+    # its host was evacuated: only removing it is left (the record says what was lost)
+    VolumeState.LOST: frozenset({VolumeState.DELETING, VolumeState.LOST}),
 }
 
 

@@ -14,6 +14,7 @@ from typing import Any
 
 from .addresses import AddressWatcher
 from .errors import FabricError
+from .evacuate import stale_reason
 from .hosts import host_target
 from .hypervisor.driver import DomainRecord, HostTarget, LibvirtDriver
 from .model import VM_OWNED, VM_RUNNING, HostStatus, NetworkMode, VmState
@@ -31,6 +32,7 @@ class ReconcileReport:
     skipped_hosts: list[str]
     restarted: list[int] = field(default_factory=list)
     removed_unknown: list[dict] = field(default_factory=list)
+    fenced: list[dict] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -41,6 +43,7 @@ class ReconcileReport:
             "skipped_hosts": self.skipped_hosts,
             "restarted": self.restarted,
             "removed_unknown": self.removed_unknown,
+            "fenced": self.fenced,
         }
 
 
@@ -140,7 +143,14 @@ class Reconciler:
                         report.vanished.append(vm.id)
             unknown = []
             for vm_id, dom in ours.items():
-                if vm_id in known or self.registry.vms.exists(vm_id):
+                if vm_id in known:
+                    continue
+                if self.registry.vms.exists(vm_id) or self.registry.vms.evacuated_from(
+                    vm_id, host.id
+                ):
+                    # Placed on another host now (rebuilt or moved there) or removed by
+                    # an evacuation: a stale copy, never started; fenced.
+                    self._fence(target, host.id, dom, report)
                     continue
                 with contextlib.suppress(FabricError):  # unsure: report it
                     if not self.driver.domain_defined(target, dom.uuid):
@@ -195,10 +205,28 @@ class Reconciler:
             log.warning("removed a domain unknown to the registry: %s", entry)
             self.registry.events.record("reconcile.removed_unknown", host_id=host_id, detail=entry)
 
+    def _fence(
+        self, target: HostTarget, host_id: int, dom: DomainRecord, report: ReconcileReport
+    ) -> None:
+        why = stale_reason(self.registry, host_id, dom)
+        if why is None:
+            return
+        try:
+            self.driver.destroy(target, dom.uuid, dom.vm_id or 0)
+        except FabricError as e:
+            log.warning("could not fence stale domain %s yet: %s", dom.name, e)
+            return
+        entry = {"domain": dom.name, "vmid": dom.vm_id, "was_running": dom.active, "why": why}
+        report.fenced.append(entry)
+        log.warning("fenced a stale domain: %s", entry)
+        self.registry.events.record("vm.fenced", vm_id=dom.vm_id, host_id=host_id, detail=entry)
+
     def _restart(self, target: HostTarget, vm: VmRow) -> bool:
         if not self.registry.vms.take(vm.id, [vm.state]):
             return False  # it moved on, or someone is working on it
         try:
+            if self.registry.vms.get(vm.id).host_id != target.id:
+                return False  # placed elsewhere since (evacuated): this copy is stale
             if self.driver.domain_running(target, vm.uuid):
                 return False
             self.driver.start(target, vm.domain_name)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import getpass
 import logging
+import os
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ from .addresses import Addresses, AddressWatcher
 from .auth import AuthService
 from .cluster import Cluster
 from .config import Config, reach_warnings, resolve_pools, sharing_warnings
+from .evacuate import Evacuator
 from .fabric import Fabric
 from .guests import Guests
 from .hostcache import HostCache
@@ -33,6 +35,7 @@ from .power import PowerService
 from .quotas import Quotas
 from .reconcile import Reconciler, ReconcileReport
 from .registry import Registry
+from .reload import HostReloader
 from .remote import SshSettings
 from .reservations import Reservations
 from .scheduler import Scheduler
@@ -75,6 +78,8 @@ class Services:
     quotas: Quotas
     keys: Keys
     maintenance: Maintenance
+    evacuator: Evacuator
+    reloader: HostReloader
     stopping: threading.Event
     power: PowerService
 
@@ -135,10 +140,12 @@ def build_services(
     *,
     driver: LibvirtDriver | None = None,
     clock: Callable[[], datetime] = now_utc,
+    pm_file: str | os.PathLike[str] | None = None,
 ) -> Services:
     """Bring the registry's schema up, sync the three files into it, and build every
     service over it. ``driver``: a driver to share (tests keep test:// hosts alive
-    across a restart); ``clock``: the schedules' clock."""
+    across a restart); ``clock``: the schedules' clock; ``pm_file``: the physical
+    machines file a reload reads again."""
     with registry.startup_lock():
         registry.create_schema()
         registry.inventory.sync(inventory)
@@ -189,6 +196,9 @@ def build_services(
         remove_unknown=config.reconcile.remove_unknown,
         grace=config.reconcile.grace,
     )
+    evacuator = Evacuator(registry, driver, fabric, volumes, config.evacuate)
+    evacuator.discovery = discovery
+    discovery.fence = evacuator.fence_host  # a host that comes back: stale domains go first
     pools = PoolService(registry, fabric, guests, watcher, pool_configs, config.max_vms)
     worker = Worker(registry, pools, config.workers, cluster)
     return Services(
@@ -228,7 +238,11 @@ def build_services(
         auth=AuthService(registry.auth, config.auth),
         quotas=quotas,
         keys=keys,
-        maintenance=Maintenance(discovery, reconciler, volumes, addresses, config, cluster),
+        maintenance=Maintenance(
+            discovery, reconciler, volumes, addresses, config, cluster, evacuator=evacuator
+        ),
+        evacuator=evacuator,
+        reloader=HostReloader(registry, discovery, hosts, pm_file),
         stopping=stopping,
         power=PowerService(registry, driver, quotas, auth_on=config.auth.enabled),
     )

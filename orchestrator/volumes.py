@@ -132,10 +132,26 @@ class Volumes:
         if not self.registry.volumes.transition(
             volume_id,
             VolumeState.DELETING,
-            expect=[VolumeState.AVAILABLE, VolumeState.ERROR, VolumeState.DELETING],
+            expect=[
+                VolumeState.AVAILABLE,
+                VolumeState.ERROR,
+                VolumeState.DELETING,
+                VolumeState.LOST,
+            ],
         ):
             current = self.registry.volumes.get(volume_id).status
             raise Conflict(f"volumeid {volume_id} is {current}; it cannot be destroyed now")
+        if vol.status == VolumeState.LOST:
+            # Its host died and was evacuated: whatever is left there is removed if the
+            # host answers; the record goes either way.
+            with contextlib.suppress(FabricError):
+                host = self.registry.hosts.get_any(vol.host_id) if vol.host_id else None
+                if host is not None and host.status == HostStatus.UP:
+                    self.driver.delete_volume(
+                        host_target(host), vol.vol_name, self._rbd_for(vol.backend)
+                    )
+            self.registry.volumes.forget(volume_id, event_kind="volume.destroy")
+            return
         if vol.host_id is not None:
             host = self.registry.hosts.get_any(vol.host_id)
             try:
@@ -297,6 +313,8 @@ class Volumes:
             for vol in by_host[host.id]:
                 if vol.backend != "dir" or vol.status in VOLUME_BUSY:
                     continue
+                if vol.status == VolumeState.LOST:
+                    continue  # known gone: its host was evacuated
                 if vol.vol_name not in present and self.registry.volumes.transition(
                     vol.id, VolumeState.ERROR, expect=[vol.status], unowned=True,
                     error=f"{vol.vol_name} is no longer in {host.label}'s pool",

@@ -100,7 +100,7 @@ class Rig:
         inv = self.inventory()
         self.clock = clock or self.clock
         self.services = build_services(
-            cfg, self.registry, inv, driver=self.driver, clock=self.clock
+            cfg, self.registry, inv, driver=self.driver, clock=self.clock, pm_file=self.pm_file
         )
         self.report = self.services.start_up()
         return self.services
@@ -177,7 +177,7 @@ def make_rig(
     cfg = config_from_dict({"state_dir": str(tmp_path / "state"), **(config or {})})
     driver = driver or LibvirtDriver(connect_timeout=5, call_timeout=20)
     inventory = load_inventory(pm, image_file, types_file)
-    services = build_services(cfg, registry, inventory, driver=driver, clock=clock)
+    services = build_services(cfg, registry, inventory, driver=driver, clock=clock, pm_file=pm)
     report = services.start_up()
     return Rig(
         tmp_path, pm, image_file, types_file, db_url, registry, services, driver, report, clock

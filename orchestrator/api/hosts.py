@@ -5,9 +5,9 @@ from __future__ import annotations
 from flask import Blueprint, jsonify
 
 from . import presenters
-from .context import services
+from .context import principal, services
 from .errors import legacy
-from .params import PMID, takes
+from .params import PMID, PathId, takes
 
 bp = Blueprint("hosts", __name__)
 
@@ -35,6 +35,23 @@ def pm_query():
     registry = services().registry
     host = registry.hosts.get(pmid)
     return jsonify(presenters.host(host, registry.vms.counts_by_host().get(host.id, 0)))
+
+
+EVACUATE_PMID = PathId(name="pmid", label="pmid")
+
+
+@bp.route("/pm/reload", methods=["POST"])
+def pm_reload():
+    """Read the physical machines file again (admins): hosts added, changed, removed."""
+    return jsonify(services().reloader.reload(by=principal(required=True)))
+
+
+@bp.route("/pm/<pmid>/evacuate", methods=["POST"])
+@takes(EVACUATE_PMID)
+def pm_evacuate():
+    """Rebuild a dead host's VMs on other hosts (admins)."""
+    by = principal(required=True)
+    return jsonify(services().evacuator.evacuate(EVACUATE_PMID.value(), by=by))
 
 
 @bp.route("/healthz", methods=["GET"])

@@ -86,6 +86,9 @@ def vm(row: VmRow, guest_user: str) -> dict[str, Any]:
     out["created_by"] = row.created_by
     if row.held_by:
         out["held_by"] = row.held_by
+    if row.rebuilt_at is not None:  # its host died: rebuilt from its image on this one
+        out["rebuilt_at"] = iso(row.rebuilt_at)
+        out["rebuilt_from"] = row.rebuilt_from
     return out
 
 

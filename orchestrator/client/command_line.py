@@ -14,6 +14,7 @@ from .commands import (
     cmd_console,
     cmd_create,
     cmd_destroy,
+    cmd_evacuate,
     cmd_events,
     cmd_extend,
     cmd_hosts,
@@ -24,6 +25,7 @@ from .commands import (
     cmd_query,
     cmd_quota,
     cmd_reboot,
+    cmd_reload_hosts,
     cmd_resize,
     cmd_schedules,
     cmd_start,
@@ -85,6 +87,13 @@ def parser() -> argparse.ArgumentParser:
         return c
 
     add("hosts", cmd_hosts, "physical machines with free/total capacity")
+    add(
+        "reload-hosts",
+        cmd_reload_hosts,
+        "have the server read its physical machines file again (admins)",
+    )
+    c = add("evacuate", cmd_evacuate, "rebuild a dead host's VMs on other hosts (admins)")
+    c.add_argument("pmid", type=_positive)
     add("types", cmd_types, "VM types")
     add("images", cmd_images, "images")
     c = add("create", cmd_create, "create a VM")

@@ -54,6 +54,37 @@ def cmd_hosts(api: Api, out: Out, args: argparse.Namespace) -> None:
     )
 
 
+def _ids(values: list[int]) -> str:
+    return ", ".join(map(str, values)) if values else "none"
+
+
+def cmd_reload_hosts(api: Api, out: Out, args: argparse.Namespace) -> None:
+    got = api.post("/pm/reload")
+    out.show(
+        got,
+        lambda: (
+            f"reloaded {got.get('file')}: added pmids {_ids(got['added'])}, changed "
+            f"{_ids(got['changed'])}, removed {_ids(got['removed'])}"
+        ),
+    )
+
+
+def cmd_evacuate(api: Api, out: Out, args: argparse.Namespace) -> None:
+    got = api.post(f"/pm/{args.pmid}/evacuate")
+
+    def text() -> str:
+        lines = [
+            f"evacuated pmid {args.pmid}: rebuilt vmids {_ids(got['rebuilt'])}, replaced "
+            f"(pool) {_ids(got['replaced'])}, volumes lost {_ids(got['volumes_lost'])}"
+        ]
+        lines += [f"vmid {f['vmid']} failed: {f['error']}" for f in got.get("failed", [])]
+        if got.get("busy"):
+            lines.append(f"busy (try again): vmids {_ids(got['busy'])}")
+        return "\n".join(lines)
+
+    out.show(got, text)
+
+
 def cmd_types(api: Api, out: Out, args: argparse.Namespace) -> None:
     got = api.get("/vm/types")
     out.show(

@@ -36,6 +36,7 @@ from .sections import (
     ClusterConfig,
     CreateConfig,
     DiscoveryConfig,
+    EvacuateConfig,
     GuestConfig,
     LibvirtConfig,
     LimitsConfig,
@@ -66,6 +67,7 @@ class Config(Section):
     guest: GuestConfig = Field(default_factory=GuestConfig)
     discovery: DiscoveryConfig = Field(default_factory=DiscoveryConfig)
     reconcile: ReconcileConfig = Field(default_factory=ReconcileConfig)
+    evacuate: EvacuateConfig = Field(default_factory=EvacuateConfig)
     workers: WorkerConfig = Field(default_factory=WorkerConfig)
     cluster: ClusterConfig = Field(default_factory=ClusterConfig)
     limits: LimitsConfig = Field(default_factory=LimitsConfig)

@@ -133,6 +133,16 @@ class ReconcileConfig(Section):
     grace: float = Field(300.0, ge=0)
 
 
+class EvacuateConfig(Section):
+    """Rebuilding the VMs of a host that stays down (see evacuate.py)."""
+
+    # seconds a host must have been down (since it last answered) before its VMs are
+    # rebuilt elsewhere by themselves; None: only on an admin's word (POST /pm/evacuate).
+    # Off by default: a host that is only cut off from the fabric still runs its VMs
+    # until it returns and is fenced.
+    after: float | None = Field(None, gt=0, le=A_WEEK)
+
+
 class ClusterConfig(Section):
     """Several fabric servers on one registry (PostgreSQL): each heartbeats, and
     background work runs on whichever server holds its lease."""

@@ -98,6 +98,64 @@ def paths() -> dict[str, Any]:
         (400, 404),
         post=False,
     )
+    ids = {"type": "array", "items": ID}
+    p["/pm/reload"] = {
+        "post": op(
+            "Read the physical machines file again (admins)",
+            "hosts",
+            responses(
+                obj(
+                    {
+                        "file": STR,
+                        "added": ids,
+                        "changed": ids,
+                        "removed": ids,
+                        "unchanged": {"type": "integer"},
+                        "discovered": {"type": "array", "items": {"type": "object"}},
+                    },
+                    ["added", "changed", "removed"],
+                ),
+                "Error",
+                (400, 401, 403, 409),
+            ),
+            takes=hosts.pm_reload,
+            description="The file the server was started with, read by the loader used at "
+            "start: a problem changes nothing and is answered as `path:line: problem` (400). "
+            "A host leaving the file must have no VMs and no volumes, or nothing changes "
+            "(409, naming each such host and what is on it). New and changed hosts are "
+            "discovered at once. The same as sending the server SIGHUP.",
+        )
+    }
+    p["/pm/{pmid}/evacuate"] = {
+        "post": op(
+            "Rebuild a dead host's VMs on other hosts (admins)",
+            "hosts",
+            responses(
+                obj(
+                    {
+                        "pmid": ID,
+                        "host": STR,
+                        "replaced": ids,
+                        "rebuilt": ids,
+                        "failed": {"type": "array", "items": {"type": "object"}},
+                        "busy": ids,
+                        "left": ids,
+                        "volumes_lost": ids,
+                    },
+                    ["pmid", "replaced", "rebuilt", "failed", "volumes_lost"],
+                ),
+                "Error",
+                (400, 401, 403, 404, 409),
+            ),
+            takes=hosts.pm_evacuate,
+            description="Only a host that is down (looked at once more first; 409 if it "
+            "answers). Its pool VMs nobody holds are removed (the pools refill); checked-out "
+            "and plain VMs are rebuilt from their image elsewhere, keeping id, name, "
+            "reservation and holder (`rebuilt_at`, `rebuilt_from`); its host-local volumes "
+            "are marked `lost`. When it comes back, its stale domains are removed, never "
+            "started.",
+        )
+    }
     p["/networks"] = {
         "get": op(
             "Networks of the hosts and the addresses in use",

@@ -100,6 +100,12 @@ SCHEMAS: dict[str, Any] = {
                 "while authentication was off)",
             },
             "held_by": {**STR, "description": "who has it checked out"},
+            "rebuilt_at": {
+                **TIME,
+                "description": "when it was rebuilt from its image on this host because "
+                "its host died (its disk is new)",
+            },
+            "rebuilt_from": {**ID, "description": "the pmid of the host that died"},
         },
         ["vmid", "name", "instance_type", "pmid"],
     ),

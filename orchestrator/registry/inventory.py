@@ -9,16 +9,17 @@ is kept, marked ``in_inventory = False``, because VMs may still refer to it.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from ..errors import NotFound
-from ..model import HostStatus, ImageSpec, Inventory
+from ..errors import Conflict, NotFound
+from ..model import HostSpec, HostStatus, ImageSpec, Inventory
 from .database import Database
 from .hosts import HostChanges
-from .tables import HostRow, ImageRow, TypeRow
+from .tables import HostRow, ImageRow, TypeRow, VmRow, VolumeRow
 
 
 class InventoryStore:
@@ -32,29 +33,7 @@ class InventoryStore:
         self.changes.mark_all()
         self.generation += 1
         with self.db.tx() as s:
-            _upsert_and_retire(
-                s,
-                HostRow,
-                "key",
-                inv.hosts,
-                lambda h: h.key,
-                lambda row, h: _fill(
-                    row,
-                    label=h.label,
-                    uri=h.uri,
-                    address=h.address,
-                    domain_type=h.domain_type,
-                    network_setting=h.network,
-                    # a declared network is what VMs get; none: discovery decides
-                    **({"network": h.network} if h.network else {}),
-                    pool_path=h.pool_path,
-                    arch=h.arch,
-                    cpu_override=h.cpu,
-                    ram_override=h.ram,
-                    disk_override=h.disk,
-                ),
-                new={"status": HostStatus.UNKNOWN},
-            )
+            _sync_hosts(s, inv.hosts)
             _upsert_and_retire(
                 s,
                 ImageRow,
@@ -71,6 +50,52 @@ class InventoryStore:
                 lambda t: t.tid,
                 lambda row, t: _fill(row, name=t.name, cpu=t.cpu, ram=t.ram, disk=t.disk),
             )
+
+    def reload_hosts(self, hosts: tuple[HostSpec, ...]) -> HostReload:
+        """Make the registry's hosts match a physical machines file read again, in one
+        transaction: added, changed (its line's settings), retired. A host that would
+        leave must be empty: Conflict, naming each such host and what is on it, and
+        nothing changes. The leaving hosts' rows are locked first, so no claim lands
+        on them between the check and the change."""
+        self.changes.mark_all()
+        with self.db.tx() as s:
+            before = {row.key: row for row in s.scalars(select(HostRow))}
+            keys = {h.key for h in hosts}
+            leaving = [r.id for k, r in before.items() if r.in_inventory and k not in keys]
+            problems = []
+            if leaving:
+                rows = s.scalars(
+                    select(HostRow).where(HostRow.id.in_(leaving)).with_for_update()
+                ).all()
+                for row in rows:
+                    vms = list(s.scalars(select(VmRow.id).where(VmRow.host_id == row.id)))
+                    vols = list(s.scalars(select(VolumeRow.id).where(VolumeRow.host_id == row.id)))
+                    if vms or vols:
+                        what = []
+                        if vms:
+                            what.append(f"vms {', '.join(map(str, sorted(vms)))}")
+                        if vols:
+                            what.append(f"volumes {', '.join(map(str, sorted(vols)))}")
+                        problems.append(
+                            f"pmid {row.id} ({row.label}) is not empty: it has {' and '.join(what)}"
+                        )
+            if problems:
+                raise Conflict(
+                    "the physical machines file removes hosts that are not empty; nothing "
+                    f"was changed: {'; '.join(problems)}"
+                )
+            listed = {k: r for k, r in before.items() if r.in_inventory}
+            changed = [k for k, r in listed.items() if k in keys and _differs(r, hosts, k)]
+            _sync_hosts(s, hosts)
+            s.flush()
+            after = {row.key: row for row in s.scalars(select(HostRow))}
+            report = HostReload(
+                added=[after[h.key].id for h in hosts if h.key not in listed],
+                changed=[after[k].id for k in changed],
+                removed=sorted(leaving),
+            )
+            report.unchanged = len(hosts) - len(report.added) - len(report.changed)
+            return report
 
     def images(self) -> list[ImageRow]:
         return self._listed(ImageRow, ImageRow.id)
@@ -99,6 +124,61 @@ class InventoryStore:
         if row is None or not row.in_inventory:
             raise NotFound(f"{what} does not exist")
         return row
+
+
+@dataclass
+class HostReload:
+    """What a reload of the physical machines file changed (pmids)."""
+
+    added: list[int] = field(default_factory=list)
+    changed: list[int] = field(default_factory=list)
+    removed: list[int] = field(default_factory=list)
+    unchanged: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "added": self.added,
+            "changed": self.changed,
+            "removed": self.removed,
+            "unchanged": self.unchanged,
+        }
+
+
+def _differs(row: HostRow, hosts: Iterable[HostSpec], key: str) -> bool:
+    """Whether the file's line for ``key`` says something else than the row."""
+    h = next(h for h in hosts if h.key == key)
+    declared = (h.label, h.uri, h.address, h.domain_type, h.network, h.pool_path)
+    declared += (h.cpu, h.ram, h.disk)
+    have = (row.label, row.uri, row.address, row.domain_type, row.network_setting)
+    have += (row.pool_path, row.cpu_override, row.ram_override, row.disk_override)
+    return declared != have or (h.arch is not None and h.arch != row.arch)
+
+
+def _sync_hosts(s: Session, hosts: Iterable[HostSpec]) -> None:
+    _upsert_and_retire(
+        s,
+        HostRow,
+        "key",
+        hosts,
+        lambda h: h.key,
+        lambda row, h: _fill(
+            row,
+            label=h.label,
+            uri=h.uri,
+            address=h.address,
+            domain_type=h.domain_type,
+            network_setting=h.network,
+            # a declared network is what VMs get; none: discovery decides
+            **({"network": h.network} if h.network else {}),
+            pool_path=h.pool_path,
+            # declared, else what discovery found (kept: a reload must not forget it)
+            arch=h.arch or row.arch,
+            cpu_override=h.cpu,
+            ram_override=h.ram,
+            disk_override=h.disk,
+        ),
+        new={"status": HostStatus.UNKNOWN},
+    )
 
 
 def _upsert_and_retire(

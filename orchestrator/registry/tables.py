@@ -148,6 +148,10 @@ class VmRow(Base):
     # no one is. Work whose owner is no longer alive is taken over (see servers).
     owner: Mapped[str | None] = mapped_column(String(32), index=True)
     failures: Mapped[int] = mapped_column(Integer, default=0)
+    # Rebuilt from its image on another host because its host died (evacuation):
+    # when, and the host (pmid) it was on.
+    rebuilt_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    rebuilt_from: Mapped[int | None] = mapped_column(Id)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), default=utcnow, onupdate=utcnow

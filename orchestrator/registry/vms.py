@@ -301,6 +301,81 @@ class VmStore:
                 .execution_options(synchronize_session=False)
             )
 
+    # -- evacuation ------------------------------------------------------------------
+
+    def move(
+        self,
+        vm_id: int,
+        from_host: int,
+        to_host: int,
+        *,
+        ssh_ports: range | None = None,
+        avoid_ports: set[int] | None = None,
+        network: str | None = None,
+        origin: int | None = None,
+    ) -> VmRow | None:
+        """Rebuild bookkeeping for a VM whose host died: in one transaction, claim its
+        capacity on ``to_host`` (None when it no longer fits there: the caller tries its
+        next candidate), give back its claim on ``from_host``, and record it on the new
+        host (its address there unknown yet), with when it was rebuilt and the host it
+        came from (``origin``, the dead one; default ``from_host``: a second try moves
+        it on from a host where the rebuild failed). Only while this server works on it
+        (it ``take``-s it first)."""
+        for _attempt in range(4):
+            try:
+                with self.db.tx() as s:
+                    vm = s.get(VmRow, vm_id)
+                    if vm is None or vm.host_id != from_host or vm.owner != self.cluster.server_id:
+                        return None
+                    if not self.claims.take(s, to_host, cpu=vm.cpu, ram=vm.ram, disk=vm.disk):
+                        return None
+                    self.claims.release(s, vm_id=vm_id)
+                    self.claims.record(
+                        s, to_host, vm_id=vm_id, cpu=vm.cpu, ram=vm.ram, disk=vm.disk
+                    )
+                    vm.ssh_port = None
+                    s.flush()
+                    vm.ssh_port = (
+                        _free_port(s, to_host, ssh_ports, avoid_ports or set())
+                        if ssh_ports
+                        else None
+                    )
+                    vm.host_id = to_host
+                    vm.network = network
+                    vm.ip = vm.ip_source = vm.ip_seen_at = None
+                    vm.guest_host_key = None  # a new guest: a new host key
+                    vm.rebuilt_at = utcnow()
+                    vm.rebuilt_from = origin if origin is not None else from_host
+                    vm.updated_at = utcnow()
+                    s.flush()
+                    s.expunge(vm)
+                    return vm
+            except IntegrityError:
+                continue  # a port taken by a concurrent claim: try again
+        return None
+
+    def rebuilt(self, vm_id: int, **values: Any) -> None:
+        """A move's rebuild is done: record ``values`` (console, address) and stop
+        working on the VM, its state unchanged."""
+        with self.db.tx() as s:
+            s.execute(
+                update(VmRow)
+                .where(VmRow.id == vm_id, VmRow.owner == self.cluster.server_id)
+                .values(owner=None, updated_at=utcnow(), **values)
+                .execution_options(synchronize_session=False)
+            )
+
+    def evacuated_from(self, vm_id: int, host_id: int) -> bool:
+        """Whether the VM was taken off ``host_id`` by an evacuation (rebuilt elsewhere
+        or, for a pool VM, removed): a domain of it still there is stale."""
+        with self.db.read() as s:
+            q = select(func.count()).where(
+                EventRow.kind.in_(["vm.evacuated", "vm.rebuilt"]),
+                EventRow.vm_id == vm_id,
+                EventRow.host_id == host_id,
+            )
+            return bool(s.scalar(q))
+
     def orphans(self) -> list[VmRow]:
         """VMs left building or deleting by a server that is no longer alive."""
         with self.db.read() as s:

@@ -153,6 +153,35 @@ class VolumeStore:
             s.add(EventRow(kind=event_kind, host_id=vol.host_id, detail={"volume": volume_id}))
             s.delete(vol)
 
+    def lose(self, host_id: int, reason: str, *, local_only: bool = True) -> list[int]:
+        """Mark the volumes stored on ``host_id`` (host-local, ``dir``, unless not
+        ``local_only``) lost: their host died and was evacuated. Their claims go back;
+        attached ones are detached from their VM. Returns their ids."""
+        lost = []
+        with self.db.tx() as s:
+            q = select(VolumeRow).where(
+                VolumeRow.host_id == host_id, VolumeRow.status != VolumeState.LOST
+            )
+            for vol in s.scalars(q):
+                if local_only and vol.backend != "dir":
+                    continue
+                self.claims.release(s, volume_id=vol.id)
+                vol.status = VolumeState.LOST
+                vol.error = reason
+                vol.vm_id = None
+                vol.target = None
+                vol.owner = None
+                vol.updated_at = utcnow()
+                s.add(
+                    EventRow(
+                        kind="volume.lost",
+                        host_id=host_id,
+                        detail={"volume": vol.id, "reason": reason},
+                    )
+                )
+                lost.append(vol.id)
+        return lost
+
     def release_vm(self, s: Session, vm_id: int) -> None:
         """In the caller's transaction: the VM is gone, so its volumes are detached
         and available, data kept."""

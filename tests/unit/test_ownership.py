@@ -229,6 +229,23 @@ def delete_schedule(f: Fleet, method: str) -> None:
     assert f.ok("root", method, f"/schedules/{sid}")["status"] == 1
 
 
+def reload_pm(f: Fleet, method: str) -> None:
+    # operators' tool: admins only (the file is unchanged: nothing is added or removed)
+    for who in ("alice", "bob", "eve"):
+        refused(f.call(who, method, "/pm/reload"), who)
+    body = f.ok("root", method, "/pm/reload")
+    assert body["added"] == [] and body["removed"] == []
+
+
+def evacuate_pm(f: Fleet, method: str) -> None:
+    # operators' tool: admins only; an admin is let through to the state check (the
+    # host answers, so there is nothing to evacuate: 409)
+    for who in ("alice", "bob", "eve"):
+        refused(f.call(who, method, "/pm/1/evacuate"), who)
+    r = f.call("root", method, "/pm/1/evacuate")
+    assert r.status_code == 409 and "not down" in r.json()["error"], r.text
+
+
 def issue_token(f: Fleet, method: str) -> None:
     # a token is always its own user's: basic credentials choose the user
     for who in PW:
@@ -321,6 +338,8 @@ RULES: dict[tuple[str, str], Callable[[Fleet, str], None]] = {
     ("/vms/api/v1.0/checkin", "POST"): lambda f, m: checkin(f, m, "/vms/api/v1.0/checkin"),
     ("/vm/extend", "POST"): extend,
     ("/schedules", "POST"): create_schedule,
+    ("/pm/reload", "POST"): reload_pm,
+    ("/pm/{pmid}/evacuate", "POST"): evacuate_pm,
     ("/schedules/{id}", "DELETE"): delete_schedule,
     ("/token", "POST"): issue_token,
     ("/token/{token}", "DELETE"): revoke_token,

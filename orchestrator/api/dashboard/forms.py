@@ -225,3 +225,35 @@ def schedule_delete() -> str:
     sid = SCHEDULE_ID.value()
     svc.delete(sid, force=FORCE.value(), by=principal())
     return f"Deleted schedule {sid}."
+
+
+# -- hosts (admins) --------------------------------------------------------------------
+
+HOST = Int(name="pmid", label="host")
+
+
+@bp.route("/ui/hosts/reload", methods=["POST"])
+@action
+def hosts_reload() -> str:
+    got = services().reloader.reload(by=principal())
+
+    def ids(values: list[int]) -> str:
+        return ", ".join(map(str, values)) or "none"
+
+    return (
+        f"Reloaded the physical machines file: added pmids {ids(got['added'])}, changed "
+        f"{ids(got['changed'])}, removed {ids(got['removed'])}."
+    )
+
+
+@bp.route("/ui/host/evacuate", methods=["POST"])
+@action
+@takes(HOST)
+def host_evacuate() -> str:
+    got = services().evacuator.evacuate(HOST.value(), by=principal())
+    failed = f"; {len(got['failed'])} failed" if got["failed"] else ""
+    return (
+        f"Evacuated pmid {got['pmid']}: {len(got['rebuilt'])} VM(s) rebuilt elsewhere, "
+        f"{len(got['replaced'])} pool VM(s) replaced, {len(got['volumes_lost'])} volume(s) "
+        f"lost{failed}."
+    )
