@@ -128,9 +128,7 @@ class DrainState(enum.StrEnum):
 
 DRAIN_ACTIVE = frozenset({DrainState.RUNNING, DrainState.CANCELLING})
 DRAIN_TRANSITIONS: dict[DrainState, frozenset[DrainState]] = {
-    DrainState.RUNNING: frozenset(
-        {DrainState.CANCELLING, DrainState.DONE, DrainState.INTERRUPTED}
-    ),
+    DrainState.RUNNING: frozenset({DrainState.CANCELLING, DrainState.DONE, DrainState.INTERRUPTED}),
     DrainState.CANCELLING: frozenset({DrainState.CANCELLED, DrainState.INTERRUPTED}),
     DrainState.DONE: frozenset(),
     DrainState.CANCELLED: frozenset(),

@@ -28,6 +28,7 @@ from .hypervisor.driver import LibvirtDriver
 from .images import ImageStager
 from .maintenance import Maintenance
 from .model import Inventory
+from .moves import Mover
 from .pools import PoolService
 from .quotas import Quotas
 from .reconcile import Reconciler, ReconcileReport
@@ -74,6 +75,7 @@ class Services:
     quotas: Quotas
     keys: Keys
     maintenance: Maintenance
+    mover: Mover
     stopping: threading.Event
 
     def start_up(self) -> StartUpReport:
@@ -187,6 +189,10 @@ def build_services(
         remove_unknown=config.reconcile.remove_unknown,
         grace=config.reconcile.grace,
     )
+    mover = Mover(
+        registry, driver, scheduler, hosts, images, stopping, timeout=config.libvirt.upload_timeout
+    )
+    reconciler.recover_moves = mover.recover
     pools = PoolService(registry, fabric, guests, watcher, pool_configs, config.max_vms)
     worker = Worker(registry, pools, config.workers, cluster)
     return Services(
@@ -227,5 +233,6 @@ def build_services(
         quotas=quotas,
         keys=keys,
         maintenance=Maintenance(discovery, reconciler, volumes, addresses, config, cluster),
+        mover=mover,
         stopping=stopping,
     )

@@ -19,6 +19,7 @@ from ..errors import FabricError
 from .base import CHUNK, GIB, MIB, POOL_NAME
 from .connection import Fence
 from .domains import DomainsMixin
+from .moving import MovingMixin
 from .networks import NetworkInfo, NetworksMixin
 from .records import DomainRecord, HostFacts, HostTarget, StagedImage, VmPlan, is_test_uri
 from .storage import Opener, StorageMixin
@@ -44,9 +45,10 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 
-class LibvirtDriver(DomainsMixin, StorageMixin, NetworksMixin):
-    """The one object the fabric holds: domains (domains.py), storage (storage.py) and
-    networks (networks.py) on the connections and pools of base.py."""
+class LibvirtDriver(DomainsMixin, StorageMixin, NetworksMixin, MovingMixin):
+    """The one object the fabric holds: domains (domains.py), storage (storage.py),
+    networks (networks.py) and moves between hosts (moving.py) on the connections
+    and pools of base.py."""
 
 
 @contextlib.contextmanager

@@ -90,9 +90,7 @@ class MoveStore:
             )
             s.add(mig)
             s.flush()
-            s.add(
-                ClaimRow(host_id=target_id, migration_id=mig.id, cpu=cpu, ram=ram, disk=disk)
-            )
+            s.add(ClaimRow(host_id=target_id, migration_id=mig.id, cpu=cpu, ram=ram, disk=disk))
             s.add(
                 EventRow(
                     kind="vm.migrating",
@@ -283,9 +281,7 @@ class MoveStore:
             s.add(row)
             s.flush()
             s.add(
-                EventRow(
-                    kind="host.drain", host_id=host_id, detail={"drain": row.id, "vms": total}
-                )
+                EventRow(kind="host.drain", host_id=host_id, detail={"drain": row.id, "vms": total})
             )
             return row
 

@@ -1,0 +1,273 @@
+"""Day-two operations on test:// hosts: maintenance, moving one VM, draining a host,
+and settling a move that a killed server left half-way."""
+
+from __future__ import annotations
+
+import pytest
+import requests
+
+from orchestrator.access import Principal, Role
+from orchestrator.errors import BadRequest, Conflict, Forbidden, NoValidHost
+from orchestrator.hosts import host_target
+from orchestrator.model import DrainState, MigrationPhase, VmState
+from orchestrator.moves import Mover
+from tests.conftest import Rig, make_pool_rig, make_rig, wait_for
+
+BIG = [{"cpus": 8, "ram": 8192}, {"cpus": 8, "ram": 8192}, {"cpus": 8, "ram": 8192}]
+ALICE = Principal("alice", Role.USER)
+
+
+def mover(rig: Rig) -> Mover:
+    return rig.services.mover
+
+
+def on_host(rig: Rig, host_id: int) -> set[int]:
+    """The fabric VM ids whose domain the host really runs."""
+    target = host_target(rig.registry.hosts.get(host_id))
+    return {d.vm_id for d in rig.driver.domains(target) if d.vm_id is not None and d.active}
+
+
+def used(rig: Rig, host_id: int) -> tuple[int, int, int]:
+    h = rig.registry.hosts.get(host_id)
+    return h.cpu_used, h.ram_used, h.disk_used
+
+
+def only_on(rig: Rig, host_id: int, count: int, tid: int = 1) -> list[int]:
+    """``count`` VMs made on ``host_id`` (the others in maintenance meanwhile)."""
+    others = [h.id for h in rig.registry.hosts.list() if h.id != host_id]
+    for h in others:
+        mover(rig).set_maintenance(h, "setting up")
+    ids = [rig.fabric.create_vm(f"vm{i}", tid, 1).id for i in range(count)]
+    for h in others:
+        mover(rig).clear_maintenance(h)
+    assert all(rig.registry.vms.get(i).host_id == host_id for i in ids)
+    return ids
+
+
+@pytest.fixture
+def big(tmp_path):
+    r = make_rig(tmp_path, BIG)
+    yield r
+    r.stop()
+
+
+def test_nothing_is_placed_on_a_host_in_maintenance_and_the_refusal_names_it(big):
+    mover(big).set_maintenance(2, "kernel update")
+    for i in range(6):
+        assert big.fabric.create_vm(f"v{i}", 1, 1).host_id != 2
+    mover(big).set_maintenance(1, "disk swap")
+    mover(big).set_maintenance(3, "rack move")
+    with pytest.raises(NoValidHost) as e:
+        big.fabric.create_vm("late", 1, 1)
+    assert "pm2 in maintenance: kernel update" in e.value.message
+    assert "pm1 in maintenance: disk swap" in e.value.message
+    # Its VMs keep running; out of maintenance, it takes VMs again.
+    mover(big).clear_maintenance(2)
+    assert big.fabric.create_vm("back", 1, 1).host_id == 2
+    kinds = [e.kind for e in big.registry.events.list()]
+    assert "host.maintenance" in kinds and "host.in_service" in kinds
+
+
+def test_maintenance_needs_a_reason_and_an_admin(big):
+    with pytest.raises(Forbidden):
+        mover(big).set_maintenance(1, "mine", by=ALICE)
+    with pytest.raises(Forbidden):
+        mover(big).drain(1, by=ALICE)
+    with pytest.raises(Forbidden):
+        mover(big).migrate_vm(1, by=ALICE)
+    with pytest.raises(BadRequest):
+        mover(big).set_maintenance(1, "   ")
+
+
+def test_migrate_one_vm_to_a_chosen_host_keeps_it_and_moves_its_claim(big):
+    [vm_id] = only_on(big, 1, 1, tid=2)
+    before = big.registry.vms.get(vm_id)
+    mig = mover(big).migrate_vm(vm_id, 3)
+    assert mig.phase == MigrationPhase.DONE
+    after = big.registry.vms.get(vm_id)
+    assert after.host_id == 3 and after.owner is None
+    for col in ("id", "name", "uuid", "mac", "state", "domain_name", "ip", "expires_at"):
+        assert getattr(after, col) == getattr(before, col), col
+    assert vm_id in on_host(big, 3) and vm_id not in on_host(big, 1)
+    assert used(big, 1) == (0, 0, 0)
+    assert used(big, 3) == (2, 1024, 2)
+    assert big.registry.claims.consistent() == []
+    # The scheduler's choice: never the source.
+    mig = mover(big).migrate_vm(vm_id)
+    assert mig.target_id in (1, 2) and big.registry.vms.get(vm_id).host_id == mig.target_id
+    assert big.registry.claims.consistent() == []
+
+
+def test_migrate_to_a_host_that_cannot_take_it_says_why_and_changes_nothing(big):
+    [vm_id] = only_on(big, 1, 1)
+    mover(big).set_maintenance(2, "kernel update")
+    with pytest.raises(NoValidHost) as e:
+        mover(big).migrate_vm(vm_id, 2)
+    assert "pm2 in maintenance: kernel update" in e.value.message
+    vm = big.registry.vms.get(vm_id)
+    assert vm.host_id == 1 and vm.owner is None and vm_id in on_host(big, 1)
+    assert used(big, 2) == (0, 0, 0) and big.registry.claims.consistent() == []
+    with pytest.raises(BadRequest):
+        mover(big).migrate_vm(vm_id, 1)  # where it is already
+
+
+def test_drain_moves_every_vm_and_the_host_ends_empty(big):
+    ids = only_on(big, 1, 3)
+    names = {i: big.registry.vms.get(i).name for i in ids}
+    row = mover(big).drain(1, wait=True)
+    assert row.state == DrainState.DONE and (row.total, row.moved, row.failed) == (3, 3, [])
+    assert big.registry.hosts.get(1).maintenance == "drained"
+    assert big.registry.vms.list(host_id=1) == [] and on_host(big, 1) == set()
+    for i in ids:
+        vm = big.registry.vms.get(i)
+        assert vm.host_id in (2, 3) and vm.name == names[i] and i in on_host(big, vm.host_id)
+    assert used(big, 1) == (0, 0, 0) and big.registry.claims.consistent() == []
+    # Nothing placed on it until it leaves maintenance.
+    assert all(big.fabric.create_vm(f"n{i}", 1, 1).host_id != 1 for i in range(4))
+
+
+def test_a_vm_that_fits_nowhere_stays_running_and_the_drain_says_why(tmp_path):
+    rig = make_rig(tmp_path, [{"cpus": 8, "ram": 8192}, {"cpus": 8, "ram": 1024}])
+    try:
+        small = only_on(rig, 1, 1, tid=1)[0]  # 512 MB: fits on pm2
+        large = only_on(rig, 1, 1, tid=3)[0]  # 2048 MB: does not
+        row = mover(rig).drain(1, wait=True)
+        assert row.state == DrainState.DONE and row.moved == 1
+        [failure] = row.failed
+        assert failure["vmid"] == large and "ram" in failure["reason"]
+        assert rig.registry.vms.get(small).host_id == 2
+        assert rig.registry.vms.get(large).host_id == 1 and large in on_host(rig, 1)
+        assert rig.registry.vms.get(large).state == VmState.ACTIVE
+        assert rig.registry.claims.consistent() == []
+    finally:
+        rig.stop()
+
+
+def test_a_drain_can_be_cancelled(big):
+    ids = only_on(big, 1, 4)
+    m = mover(big)
+    # Cancelled before its first move: nothing moves, the VMs run where they were.
+    real = m.migrate_vm
+    started = []
+
+    def slow(vm_id, target_id=None, **kw):
+        started.append(vm_id)
+        if len(started) == 1:
+            m.cancel_drain(1)
+        return real(vm_id, target_id, **kw)
+
+    m.migrate_vm = slow  # type: ignore[method-assign]
+    row = m.drain(1)
+    m.wait(row.id, 60)
+    row = big.registry.moves.drain(row.id)
+    assert row.state == DrainState.CANCELLED and row.moved == 1, row
+    assert len(big.registry.vms.list(host_id=1)) == 3
+    assert all(i in on_host(big, big.registry.vms.get(i).host_id) for i in ids)
+    with pytest.raises(Conflict):
+        m.cancel_drain(1)
+    assert big.registry.claims.consistent() == []
+
+
+def _interrupted_move(rig: Rig, vm_id: int, target_id: int, *, copy: bool, keep_source: bool):
+    """What a server killed mid-move leaves: the move recorded with its claim on the
+    target, the VM taken by the (dead) server, and the domain on one side or both."""
+    vm = rig.registry.vms.get(vm_id)
+    assert rig.registry.vms.take(vm_id, [vm.state])
+    mig = rig.registry.moves.begin(
+        vm_id, vm.host_id, target_id, cpu=vm.cpu, ram=vm.ram, disk=vm.disk
+    )
+    assert mig is not None
+    src = host_target(rig.registry.hosts.get(vm.host_id))
+    dst = host_target(rig.registry.hosts.get(target_id))
+    if copy:
+        rig.driver.migrate(src, dst, vm.uuid, vm.id)  # the domain got to the target
+        if keep_source:  # ... and the source's too, still running (a copy, undone below)
+            xml = rig.driver.connection(dst).call(
+                lambda c: c.lookupByUUIDString(vm.uuid).XMLDesc(0)
+            )
+            rig.driver.connection(src).call(lambda c: c.defineXML(xml).create())
+            rig.driver.connection(dst).call(lambda c: c.lookupByUUIDString(vm.uuid).suspend())
+    return mig
+
+
+@pytest.mark.parametrize(
+    ("copy", "keep_source", "where"),
+    [(False, False, 1), (True, False, 2), (True, True, 1)],
+    ids=["still-on-source", "got-to-target", "on-both-source-wins"],
+)
+def test_a_move_interrupted_by_a_killed_server_is_settled_at_restart(big, copy, keep_source, where):
+    [vm_id] = only_on(big, 1, 1, tid=2)
+    _interrupted_move(big, vm_id, 2, copy=copy, keep_source=keep_source)
+    assert used(big, 2) == (2, 1024, 2)  # the target's claim is held
+    big.restart()  # a new server: the one that moved it is gone
+    assert big.report.vms.migrations == [vm_id]
+    vm = big.registry.vms.get(vm_id)
+    assert vm.host_id == where and vm.owner is None and vm.state == VmState.ACTIVE
+    other = 2 if where == 1 else 1
+    assert vm_id in on_host(big, where)
+    assert not big.driver.domain_defined(host_target(big.registry.hosts.get(other)), vm.uuid)
+    assert used(big, other) == (0, 0, 0) and used(big, where) == (2, 1024, 2)
+    assert big.registry.claims.consistent() == []
+    assert big.registry.moves.in_flight() == []
+    assert vm_id not in big.report.vms.vanished
+
+
+def test_new_endpoints_through_the_api(tmp_path):
+    pr = make_pool_rig(
+        tmp_path,
+        BIG,
+        [
+            {
+                "name": "small",
+                "instance_type": 1,
+                "image": "debian-12",
+                "ready_check": "none",
+                "size": 2,
+                "max": 4,
+                "cleanup": "reset",
+                "lifetime": 1,
+                "lifetime_max": 3,
+            }
+        ],
+        config={"scheduler": {"policy": "first-fit"}},
+    )
+    url = pr.served.url
+    try:
+        wait_for(lambda: len(pr.rig.registry.vms.list(states=["ready"])) >= 2, timeout=60)
+        r = requests.post(f"{url}/pm/1/maintenance", json={}, timeout=30)
+        assert r.status_code == 400 and "reason" in r.json()["error"]
+        r = requests.post(f"{url}/pm/9/maintenance", json={"reason": "x"}, timeout=30)
+        assert r.status_code == 404
+        c = requests.post(f"{url}/vm/checkout", json={"pool": "small"}, timeout=30).json()
+        vmid, secret = c["vmid"], c["reservation_id"]
+        source = requests.get(f"{url}/vm/query", params={"vmid": vmid}, timeout=30).json()
+        host = source["pmid"]
+        r = requests.post(f"{url}/pm/{host}/drain", json={}, timeout=30)
+        assert r.status_code == 202, r.text
+
+        def drained() -> dict | None:
+            d = requests.get(f"{url}/pm/query", params={"pmid": host}, timeout=30).json()
+            return d if d["drain"]["state"] == "done" else None
+
+        q = wait_for(drained, timeout=60)
+        assert q["maintenance"] == "drained" and q["vms"] == 0
+        assert q["drain"]["moved"] == q["drain"]["total"] >= 1
+        moved = requests.get(f"{url}/vm/query", params={"vmid": vmid}, timeout=30).json()
+        assert moved["pmid"] != host and moved["status"] == "in-use"
+        st = requests.get(f"{url}/status", timeout=30).json()
+        assert st["hosts"]["maintenance"][str(host)]["reason"] == "drained"
+        # The holder checks it in after the move.
+        r = requests.post(
+            f"{url}/vm/checkin", json={"vmid": vmid, "reservation_id": secret}, timeout=30
+        )
+        assert r.status_code == 200, r.text
+        # Migrate one to a chosen host, and take the host out of maintenance.
+        other = next(h for h in (1, 2, 3) if h not in (host, moved["pmid"]))
+        r = requests.post(f"{url}/vm/{vmid}/migrate", json={"pmid": other}, timeout=60)
+        assert r.status_code == 200 and r.json()["pmid"] == other, r.text
+        r = requests.delete(f"{url}/pm/{host}/maintenance", timeout=30)
+        assert r.status_code == 200 and r.json()["maintenance"] is None
+        r = requests.delete(f"{url}/pm/{host}/drain", timeout=30)
+        assert r.status_code == 409 and "not being drained" in r.json()["error"]
+    finally:
+        pr.stop()
