@@ -19,7 +19,7 @@ import time
 from collections.abc import Iterable
 
 from .access import SYSTEM, Principal
-from .errors import BadRequest, Conflict, FabricError, HypervisorError, NoValidHost, NotFound
+from .errors import BadRequest, Conflict, FabricError, HypervisorError, NotFound, NoValidHost
 from .hostcache import HostCache
 from .hosts import host_target
 from .hypervisor.driver import Fence, HostTarget, LibvirtDriver
