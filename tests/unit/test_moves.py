@@ -3,6 +3,8 @@ and settling a move that a killed server left half-way."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import requests
 
@@ -271,3 +273,36 @@ def test_new_endpoints_through_the_api(tmp_path):
         assert r.status_code == 409 and "not being drained" in r.json()["error"]
     finally:
         pr.stop()
+
+
+def test_the_client_puts_hosts_into_maintenance_drains_and_migrates(rig, served, capsys):
+    from orchestrator import client
+
+    def run(*argv: str) -> tuple[int, str, str]:
+        code = client.main(["--url", served.url, *argv])
+        out, err = capsys.readouterr()
+        return code, out.strip(), err.strip()
+
+    ids = only_on(rig, 3, 2)
+    assert run("host", "maintenance", "3", "kernel update") == (
+        0,
+        "pmid 3 in maintenance: kernel update",
+        "",
+    )
+    code, out, _ = run("hosts")
+    assert code == 0 and "maintenance: kernel update" in out
+    code, out, err = run("--json", "create", "late", "1", "1")
+    assert code == 0 and rig.registry.vms.get(json.loads(out)["vmid"]).host_id != 3
+    code, out, _ = run("host", "drain", "3")
+    assert code == 0 and out.startswith("pmid 3: drain 1 started (2 VMs)")
+    wait_for(lambda: rig.registry.moves.drain(1).state == DrainState.DONE)
+    code, out, _ = run("host", "drain-status", "3")
+    assert (code, out) == (0, "pmid 3: drain done: 2 of 2 moved")
+    assert all(rig.registry.vms.get(i).host_id in (1, 2) for i in ids)
+    code, out, _ = run("migrate", str(ids[0]), "--to", "3")  # in maintenance: refused
+    assert code == 2
+    assert run("host", "resume", "3") == (0, "pmid 3 is in service", "")
+    code, out, _ = run("migrate", str(ids[0]), "--to", "3")
+    assert code == 0 and out.endswith("to pmid 3"), out
+    code, out, err = run("host", "drain", "3", "--cancel")
+    assert code == 1 and "not being drained" in err
