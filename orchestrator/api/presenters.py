@@ -342,9 +342,9 @@ def bar(used: float, total: float) -> dict[str, Any]:
     }
 
 
-def host_card(row: HostRow, vms: int) -> dict[str, Any]:
+def host_card(row: HostRow, vms: int, drain_row: DrainRow | None = None) -> dict[str, Any]:
     """A host as the overview draws it: the API's shape, meters and when it was seen."""
-    info = host(row, vms)
+    info = host(row, vms, drain_row)
     cap, free = info["capacity"], info["free"]
     return {
         **info,

@@ -306,3 +306,32 @@ def test_the_client_puts_hosts_into_maintenance_drains_and_migrates(rig, served,
     assert code == 0 and out.endswith("to pmid 3"), out
     code, out, err = run("host", "drain", "3", "--cancel")
     assert code == 1 and "not being drained" in err
+
+
+def test_the_dashboard_buttons_put_a_host_into_maintenance_drain_it_and_migrate(rig):
+    from orchestrator.api import create_app
+    from tests.unit.test_dashboard import Page
+
+    page = Page(create_app(rig.services))
+    ids = only_on(rig, 2, 2)
+    page.get()
+    assert page.html.count('name="drain"') == 3 and 'name="migrate"' in page.html
+    page.post("/ui/host/maintenance", pmid=2, reason="")
+    assert "reason" in page.error()
+    page.post("/ui/host/maintenance", pmid=2, reason="kernel update", back="hosts")
+    assert page.ok().endswith("(pmid 2) is in maintenance: kernel update.")
+    assert "in maintenance: kernel update" in page.html
+    page.post("/ui/host/drain", pmid=2)
+    assert page.ok() == "Draining pmid 2: 2 VMs to move."
+    wait_for(lambda: rig.registry.moves.latest_drain(2).state == DrainState.DONE)
+    page.get()
+    assert "drain done: 2 of 2 moved" in page.html
+    page.post("/ui/vm/migrate", vmid=ids[0], target=2)
+    assert "pm2 in maintenance: kernel update" in page.error()
+    page.post("/ui/host/resume", pmid=2)
+    assert page.ok().endswith("(pmid 2) is in service.")
+    page.post("/ui/vm/migrate", vmid=ids[0], target=2)
+    assert page.ok().endswith("to pmid 2.")
+    assert rig.registry.vms.get(ids[0]).host_id == 2
+    page.post("/ui/host/drain/cancel", pmid=2)
+    assert "not being drained" in page.error()
