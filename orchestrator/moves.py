@@ -141,27 +141,33 @@ class Mover:
         self, vm: VmRow, target_id: int | None, drain_id: int | None, by: Principal
     ) -> MigrationRow:
         """Choose the target and claim the VM's capacity there, with the move recorded."""
-        states = self.hosts.states()
         # Its network must be the same on the target (a LAN both hosts are on, or
         # each host's own user networking): else it would lose its address.
         other_net = {
             h.id for h in self.registry.hosts.list() if vm.network and h.network != vm.network
         }
-        exclude = {vm.host_id, *other_net}
-        if target_id is not None:
-            if target_id in other_net:
-                raise Conflict(
-                    f"pmid {target_id} does not give its VMs network {vm.network}: "
-                    f"vmid {vm.id} would lose its address there"
-                )
-            states = [h for h in states if h.id == target_id]
-            exclude = {vm.host_id}
-        req = self._request(vm, exclude)
+        if target_id in other_net:
+            raise Conflict(
+                f"pmid {target_id} does not give its VMs network {vm.network}: "
+                f"vmid {vm.id} would lose its address there"
+            )
+
+        def candidates() -> list:
+            return [
+                h
+                for h in self.hosts.states()
+                if h.id not in other_net and (target_id is None or h.id == target_id)
+            ]
+
+        states = candidates()
+        req = self._request(vm, {vm.host_id})  # type: ignore[arg-type]
+        if not [h for h in states if h.id != vm.host_id]:
+            raise NoValidHost(
+                f"no host can take vmid {vm.id}: no other host gives its VMs network {vm.network}",
+                [],
+            )
         for _attempt in range(3):
-            try:
-                placement = self.scheduler.select(states, req)
-            except NoValidHost as e:
-                raise NoValidHost(e.message, e.report) from None
+            placement = self.scheduler.select(states, req)
             for cand in placement.hosts:
                 mig = self.registry.moves.begin(
                     vm.id,

@@ -263,7 +263,9 @@ def test_new_endpoints_through_the_api(tmp_path):
             f"{url}/vm/checkin", json={"vmid": vmid, "reservation_id": secret}, timeout=30
         )
         assert r.status_code == 200, r.text
-        # Migrate one to a chosen host, and take the host out of maintenance.
+        # Migrate one to a chosen host (once it is cleaned and ready again), and take
+        # the host out of maintenance.
+        wait_for(lambda: pr.rig.registry.vms.get(vmid).state == VmState.READY, timeout=60)
         other = next(h for h in (1, 2, 3) if h not in (host, moved["pmid"]))
         r = requests.post(f"{url}/vm/{vmid}/migrate", json={"pmid": other}, timeout=60)
         assert r.status_code == 200 and r.json()["pmid"] == other, r.text
@@ -335,3 +337,60 @@ def test_the_dashboard_buttons_put_a_host_into_maintenance_drain_it_and_migrate(
     assert rig.registry.vms.get(ids[0]).host_id == 2
     page.post("/ui/host/drain/cancel", pmid=2)
     assert "not being drained" in page.error()
+
+
+def test_a_local_volume_moves_with_its_vm_and_its_claim_too(big):
+    [vm_id] = only_on(big, 1, 1)
+    vols = big.services.volumes
+    vol = vols.create("data", 3)
+    vols.attach(vm_id, vol.id)
+    vol = big.registry.volumes.get(vol.id)
+    assert vol.host_id == 1 and vol.status == "attached"
+    mover(big).migrate_vm(vm_id, 2)
+    vol = big.registry.volumes.get(vol.id)
+    assert vol.host_id == 2 and vol.status == "attached" and vol.vm_id == vm_id
+    assert used(big, 1) == (0, 0, 0)
+    assert used(big, 2) == (1, 512, 1 + 3)
+    assert big.registry.claims.consistent() == []
+    # (test:// domains cannot hot-plug disks, so the copy itself is the rig's to test)
+    vols.detach(vol.id)
+    assert big.registry.volumes.get(vol.id).status == "available"
+
+
+def test_a_vm_some_work_holds_is_not_moved(big):
+    [vm_id] = only_on(big, 1, 1)
+    assert big.registry.vms.take(vm_id, ["active"])  # e.g. being cleaned
+    with pytest.raises(Conflict) as e:
+        mover(big).migrate_vm(vm_id, 2)
+    assert "working on it" in e.value.message
+    assert big.registry.moves.in_flight() == [] and used(big, 2) == (0, 0, 0)
+
+
+def test_a_vm_moves_only_to_a_host_of_its_network(tmp_path):
+    rig = make_rig(
+        tmp_path,
+        [{"cpus": 8, "ram": 8192}, {"cpus": 8, "ram": 8192, "extra": {"network": "forward"},
+                                    "target": "root@127.0.0.9"}],
+    )  # fmt: skip
+    try:
+        [vm_id] = only_on(rig, 1, 1)
+        with pytest.raises(Conflict) as e:
+            mover(rig).migrate_vm(vm_id, 2)
+        assert "does not give its VMs network user" in e.value.message
+        row = mover(rig).drain(1, wait=True)
+        assert row.failed == [
+            {"vmid": vm_id, "reason": f"no host can take vmid {vm_id}: no other host "
+             "gives its VMs network user"}
+        ]  # fmt: skip
+        assert rig.registry.vms.get(vm_id).host_id == 1 and vm_id in on_host(rig, 1)
+    finally:
+        rig.stop()
+
+
+def test_a_drain_whose_server_died_is_marked_interrupted(big):
+    only_on(big, 1, 1)
+    row = big.registry.moves.start_drain(1, 1, "root")  # its server is killed now
+    big.restart()
+    assert big.registry.moves.drain(row.id).state == DrainState.INTERRUPTED
+    again = mover(big).drain(1, wait=True)  # drain again to go on
+    assert again.state == DrainState.DONE and again.moved == 1
