@@ -51,6 +51,18 @@ def local_disks(domain_xml_text: str, pool_dir: str | None) -> list[str]:
     return out
 
 
+def backing_files(domain_xml_text: str, disk_path: str) -> list[str]:
+    """The backing files of the disk at ``disk_path`` (its image's staged copy), as the
+    domain's live XML lists them."""
+    root = safe_fromstring(domain_xml_text)
+    for disk in root.findall("devices/disk"):
+        src = disk.find("source")
+        if src is None or src.get("file") != disk_path:
+            continue
+        return [b.get("file", "") for b in disk.findall(".//backingStore/source") if b.get("file")]
+    return []
+
+
 def rewrite_paths(domain_xml_text: str, paths: dict[str, str]) -> str:
     """The domain's XML with each file path in ``paths`` (disks, console log) replaced."""
     root = safe_fromstring(domain_xml_text)
@@ -110,8 +122,17 @@ class MovingMixin(DriverBase):
         fence.check("moving its domain")
         if source.is_test and target.is_test:
             self._cold_move(source, target, uuid, vm_id, xml, paths, sizes, staged)
-        else:
-            self._live_move(source, target, uuid, paths, migrate_address, timeout, fence)
+            return paths
+        # The VM's own disk is an overlay on its image, staged on the target by the
+        # caller: only the overlay's clusters are copied (live_migrate's incremental
+        # copy), the base is mapped to the target's staged copy.
+        full = dict(paths)
+        if staged is not None:
+            own = next((p for p in paths if p.endswith(f"/vm-{vm_id}.qcow2")), None)
+            for base in backing_files(xml, own) if own else []:
+                full.setdefault(base, staged.path)
+        address = migrate_address or getattr(target, "migrate_address", None)
+        self._live_move(source, target, uuid, full, address, timeout, fence)
         return paths
 
     def _live_move(
