@@ -23,7 +23,7 @@ files with ``migrate_address=`` (``bin/local-datacenter up`` writes them) and a
 fabric with the drain API (``POST /pm/<pmid>/drain``). Hold /tmp/rig.lock.
 
     .venv/bin/python bench/drain.py [--vms 2] [--source 1] [--rig /var/lib/fabric-demo]
-        [--skip-fabric]
+        [--targets 2,3] [--skip-fabric]
 """
 
 from __future__ import annotations
@@ -173,6 +173,11 @@ def direct_move(src: Host, dst: Host, uid: str, overlay: str) -> None:
     except libvirt.libvirtError:
         vol.delete(0)
         raise
+    # as live_migrate does: the source's stale overlay and console log go
+    src.pool.refresh(0)
+    for stale in (overlay, overlay.replace(".qcow2", ".console.log")):
+        with contextlib.suppress(libvirt.libvirtError):
+            src.conn.storageVolLookupByPath(stale).delete(0)
 
 
 def remove_direct(hosts: list[Host], made: list[tuple[str, str]]) -> None:
@@ -253,7 +258,7 @@ class Fabric:
         self.proc.wait(timeout=60)
 
 
-def fabric_drain(fab: Fabric, source: int, others: list[int], n: int) -> float:
+def fabric_drain(fab: Fabric, source: int, others: list[int], targets: list[int], n: int) -> float:
     for pmid in others:  # the VMs must land on the source
         fab.call("POST", f"/pm/{pmid}/maintenance", reason="bench/drain.py: placing on source")
     try:
@@ -275,7 +280,7 @@ def fabric_drain(fab: Fabric, source: int, others: list[int], n: int) -> float:
             if vm["pmid"] != source:
                 raise SystemExit(f"vmid {vmid} landed on pmid {vm['pmid']}, not {source}")
     finally:
-        for pmid in others:
+        for pmid in targets:  # the others stay out of the drain's reach
             fab.call("DELETE", f"/pm/{pmid}/maintenance")
     t0 = time.perf_counter()
     fab.call("POST", f"/pm/{source}/drain", ok=(200, 202))
@@ -294,6 +299,7 @@ def main() -> int:
     ap.add_argument("--rig", default="/var/lib/fabric-demo")
     ap.add_argument("--vms", type=int, default=2)
     ap.add_argument("--source", type=int, default=1, help="pmid (line in the pm file)")
+    ap.add_argument("--targets", help="pmids the VMs may go to, e.g. 2,3 (default: all others)")
     ap.add_argument("--skip-fabric", action="store_true", help="only the direct baseline")
     args = ap.parse_args()
     rig = Path(args.rig)
@@ -306,13 +312,16 @@ def main() -> int:
         wrapper = SshOptions(ssh["key"], ssh["known_hosts"], 5).wrapper(tmp)
         hosts = [Host(s, libvirt.open(transport_uri(s.uri, wrapper))) for s in specs]
         src = hosts[args.source - 1]
-        targets = [h for i, h in enumerate(hosts, start=1) if i != args.source]
         others = [i for i in range(1, len(hosts) + 1) if i != args.source]
+        to = [int(t) for t in args.targets.split(",")] if args.targets else others
+        if not to or any(t not in others for t in to):
+            raise SystemExit(f"--targets must be among {others}")
+        targets = [hosts[t - 1] for t in to]
         fab_time = None
         if not args.skip_fabric:
             fab = Fabric(rig, tmp)
             try:
-                fab_time = fabric_drain(fab, args.source, others, args.vms)
+                fab_time = fabric_drain(fab, args.source, others, to, args.vms)
             finally:
                 fab.stop()
         direct = direct_drain(rig, src, targets, args.vms)

@@ -31,6 +31,10 @@ the persistent definition on the target. A domain whose NIC is forwarded to its
 host's own address (``network=forward``, a ``<qemu:commandline>`` hostfwd) is
 refused: that address does not exist on another host.
 
+After a move the source's copies of the moved disks and the files next to them
+(the console log) are deleted through the source's storage pool (base images
+stay): the source is left as if the VM had never been there.
+
 On failure (libvirt refuses, the stream breaks, ``timeout`` runs out, or
 ``fence`` is abandoned) the job is aborted (``virDomainAbortJob``), a target
 domain libvirt left behind is destroyed and undefined, the target disks made
@@ -137,12 +141,14 @@ def live_migrate(
         moved = _cleanup(source_conn, target_conn, domain_uuid, made)
         if moved:  # the job ended after all, on the target: that is success
             log.warning("migration of %s reported %s but the domain moved", domain_uuid, e)
+            _remove_source_files(source_conn, live_xml, moves, domain_uuid)
             return
         if isinstance(e, HypervisorError):
             raise
         if isinstance(e, libvirt.libvirtError):
             raise HypervisorError(f"live migration of {domain_uuid} failed: {_short(e)}") from e
         raise
+    _remove_source_files(source_conn, live_xml, moves, domain_uuid)
     log.info(
         "migrated %s live (%s, %d disk(s))",
         domain_uuid,
@@ -242,6 +248,30 @@ def _cleanup(
             if state == libvirt.VIR_DOMAIN_PAUSED:
                 src.resume()
     return False
+
+
+def _remove_source_files(
+    conn: libvirt.virConnect, live_xml: str, moves: list[DiskMove], uuid: str
+) -> None:
+    """After a move: the source's copies of the moved disks, and the files the domain
+    wrote next to them (its console log), are stale; delete them through the source's
+    storage pool. Base images stay (other VMs use them). Failures are only logged."""
+    dirs = {posixpath.dirname(m.source_path) for m in moves}
+    files = [m.source_path for m in moves]
+    root = safe_fromstring(live_xml)
+    for kind in ("serial", "console", "parallel", "channel"):
+        for source in root.findall(f"./devices/{kind}/source"):
+            path = source.get("path")
+            if path and posixpath.dirname(path) in dirs and path not in files:
+                files.append(path)
+    for d in dirs:
+        with contextlib.suppress(libvirt.libvirtError):
+            conn.storagePoolLookupByTargetPath(d).refresh(0)
+    for path in files:
+        try:
+            conn.storageVolLookupByPath(path).delete(0)
+        except libvirt.libvirtError as e:
+            log.warning("moved %s; its old file %s stays on the source: %s", uuid, path, _short(e))
 
 
 # -- disks and XML -------------------------------------------------------------------

@@ -219,6 +219,10 @@ def test_a_running_guest_moves_live_between_hosts_and_a_failed_move_leaves_it_ru
         assert _state(dconn, rig.uuid) == "running, persistent"
         assert _state(sconn, rig.uuid) == "absent"  # undefined on the source too
         assert DOMAIN in host_domains(dst.id) and DOMAIN not in host_domains(src.id)
+        # the source keeps no stale copy of its disk or console log; its base stays
+        left = host_pool_files(src.id)
+        assert not {f"vm-{VM_ID}.qcow2", f"vm-{VM_ID}.console.log"} & left, left
+        assert Path(staged.path).name in left
         # the disk now lives on the target, backed by the target's staged base image
         info = host_shell(dst.id).run(["qemu-img", "info", "-U", dst_overlay]).stdout
         assert staged_dst.path in info, info
