@@ -297,6 +297,9 @@ class HostSpec:
     arch: str | None = None
     network: str | None = None  # user, forward, network:NAME, bridge:NAME; None: not set
     pool_path: str | None = None  # directory of the fabric's storage pool on the host
+    # where other hosts send this host live-migration streams (None: QEMU's own choice,
+    # the host's hostname as libvirt sees it)
+    migrate_address: str | None = None
     source: Source | None = field(default=None, compare=False)
 
     @property
