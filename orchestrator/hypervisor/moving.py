@@ -131,7 +131,7 @@ class MovingMixin(DriverBase):
             own = next((p for p in paths if p.endswith(f"/vm-{vm_id}.qcow2")), None)
             for base in backing_files(xml, own) if own else []:
                 full.setdefault(base, staged.path)
-        address = migrate_address or getattr(target, "migrate_address", None)
+        address = migrate_address or target.migrate_address
         self._live_move(source, target, uuid, full, address, timeout, fence)
         return paths
 

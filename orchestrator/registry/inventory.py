@@ -48,6 +48,7 @@ class InventoryStore:
                     # a declared network is what VMs get; none: discovery decides
                     **({"network": h.network} if h.network else {}),
                     pool_path=h.pool_path,
+                    migrate_address=h.migrate_address,
                     arch=h.arch,
                     cpu_override=h.cpu,
                     ram_override=h.ram,

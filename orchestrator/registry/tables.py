@@ -60,6 +60,8 @@ class HostRow(Base):
     network: Mapped[str] = mapped_column(String(128), default="user")
     networks: Mapped[list | None] = mapped_column(JSON)  # libvirt networks discovered there
     pool_path: Mapped[str | None] = mapped_column(String(1024))
+    # where QEMU on another host sends a live migration's stream (pm file migrate_address=)
+    migrate_address: Mapped[str | None] = mapped_column(String(256))
     arch: Mapped[str | None] = mapped_column(String(32))
     in_inventory: Mapped[bool] = mapped_column(Boolean, default=True)
     enabled: Mapped[bool] = mapped_column(Boolean, default=True)

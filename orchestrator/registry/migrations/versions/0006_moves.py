@@ -1,5 +1,6 @@
-"""moves: hosts in maintenance (a reason), VMs moved between hosts (``migrations``,
-with a claim on the target while they move) and drains of hosts
+"""moves: hosts in maintenance (a reason) and their migrate_address, VMs moved
+between hosts (``migrations``, with a claim on the target while they move) and
+drains of hosts
 
 Revision ID: 0006
 Revises: 0005
@@ -23,6 +24,7 @@ def upgrade() -> None:
     with op.batch_alter_table("hosts", schema=None) as batch_op:
         batch_op.add_column(sa.Column("maintenance", sa.Text(), nullable=True))
         batch_op.add_column(sa.Column("maintenance_at", sa.DateTime(timezone=True), nullable=True))
+        batch_op.add_column(sa.Column("migrate_address", sa.String(length=256), nullable=True))
     with op.batch_alter_table("claims", schema=None) as batch_op:
         batch_op.add_column(sa.Column("migration_id", Id, nullable=True))
         batch_op.create_unique_constraint(batch_op.f("uq_claims_migration_id"), ["migration_id"])
@@ -83,5 +85,6 @@ def downgrade() -> None:
         batch_op.drop_constraint(batch_op.f("uq_claims_migration_id"), type_="unique")
         batch_op.drop_column("migration_id")
     with op.batch_alter_table("hosts", schema=None) as batch_op:
+        batch_op.drop_column("migrate_address")
         batch_op.drop_column("maintenance_at")
         batch_op.drop_column("maintenance")
