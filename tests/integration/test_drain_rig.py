@@ -10,8 +10,10 @@ Needs the rig (and orchestrator.hypervisor.migration.live_migrate)."""
 from __future__ import annotations
 
 import contextlib
+import re
 import signal
 import sqlite3
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -19,7 +21,15 @@ from collections.abc import Iterator
 import pytest
 import requests
 
-from tests.integration.conftest import HOSTS, FabricProcess, Guest, _require_rig, host_domains
+from tests.integration.conftest import (
+    HOSTS,
+    RIG,
+    ROOT,
+    FabricProcess,
+    Guest,
+    _require_rig,
+    host_domains,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -34,10 +44,32 @@ scheduler: {policy: first-fit}
 """
 
 
+def with_migrate_addresses(pm_text: str) -> str:
+    """The pm file with each host's ``migrate_address=`` (its address on the rig's
+    migration LAN, where QEMU on another host sends a live migration's stream), for a
+    rig whose files were written before local-datacenter wrote that key."""
+    status = subprocess.run(
+        [str(ROOT / "bin" / "local-datacenter"), "status", "--state-dir", str(RIG)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    ).stdout
+    found = dict(re.findall(r"netns fabric-(pm\d+):.*?migr0 (10\.251\.252\.\d+)/24", status))
+    lines = []
+    for line in pm_text.splitlines():
+        user = line.split("@", 1)[0]
+        if line.strip() and "migrate_address=" not in line and user in found:
+            line = f"{line} migrate_address={found[user]}"
+        lines.append(line)
+    return "\n".join(lines) + "\n"
+
+
 @pytest.fixture(scope="module")
 def lan(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FabricProcess]:
     _require_rig()
     fp = FabricProcess(tmp_path_factory.mktemp("rig-drain"), lan=True)
+    fp.pm.write_text(with_migrate_addresses(fp.pm.read_text()))
+    assert fp.pm.read_text().count("migrate_address=") == len(HOSTS), fp.pm.read_text()
     fp.set_config(CONFIG)
     fp.start()
     yield fp
@@ -155,15 +187,22 @@ def test_sigkill_during_a_migration_leaves_the_vm_on_exactly_one_host(lan):
     lan.stop(signal.SIGKILL)
     mover.join(30)
     time.sleep(2)  # whatever libvirt was doing goes on or ends without the fabric
-    lan.start()  # the start-up reconciliation settles the move
+    lan.start()
+    # Reconciliation settles the move once the killed server counts as dead (its
+    # heartbeat stops): at start-up, or in the sweep that runs every heartbeat.
+    phases: list[str] = []
+    for _ in range(240):
+        db = sqlite3.connect(db_path)
+        phases = [p for (p,) in db.execute("SELECT phase FROM migrations WHERE vm_id = ?", (vmid,))]
+        db.close()
+        if "migrating" not in phases:
+            break
+        time.sleep(0.5)
+    assert phases and "migrating" not in phases, (phases, lan.log()[-3000:])
     hosts = running_on(vm["domain"])
     assert len(hosts) == 1, hosts
     now = lan.get("/vm/query", vmid=vmid).json()
     assert now["pmid"] == hosts[0] and now["status"] == "active", now
-    db = sqlite3.connect(db_path)
-    phases = [p for (p,) in db.execute("SELECT phase FROM migrations WHERE vm_id = ?", (vmid,))]
-    db.close()
-    assert "migrating" not in phases, phases
     assert uptime(guest_at(lan, now["ip"])) > before  # the guest went on running
     # Every host's claims agree with its VMs: used on each host is its VMs' sum.
     types = {t["tid"]: t for t in lan.get("/vm/types").json()["types"]}
