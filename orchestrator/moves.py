@@ -338,6 +338,8 @@ class Mover:
         if on_source and (src_running or not dst_running):
             if on_target:  # the target's incoming copy goes
                 self.driver.discard(dst_t, vm.uuid, vm.id, [] if shared else None)
+            if src_running and self.driver.resume_if_paused(src_t, vm.uuid):
+                log.warning("vm %d: resumed on its source after an interrupted move", vm.id)
             done = self.registry.moves.fail(mig.id, "interrupted: the VM stayed on its source")
             kind = "source"
         elif on_target:

@@ -249,6 +249,19 @@ class MovingMixin(DriverBase):
         except libvirt.libvirtError as e:
             raise HypervisorError(f"{host.label}: cannot remove vm {vm_id}'s copy: {e}") from None
 
+    def resume_if_paused(self, host: HostTarget, uuid: str) -> bool:
+        """Resume the domain if it is paused (a migration that was cut off may leave
+        the source paused). True if it was resumed."""
+
+        def fn(conn: libvirt.virConnect) -> bool:
+            dom = conn.lookupByUUIDString(uuid)
+            if dom.isActive() and dom.info()[0] == libvirt.VIR_DOMAIN_PAUSED:
+                dom.resume()
+                return True
+            return False
+
+        return self.connection(host).call(fn)
+
     def pool_dir(self, host: HostTarget) -> str | None:
         """The directory of the fabric's pool on ``host``."""
         try:

@@ -189,6 +189,8 @@ def _interrupted_move(rig: Rig, vm_id: int, target_id: int, *, copy: bool, keep_
             )
             rig.driver.connection(src).call(lambda c: c.defineXML(xml).create())
             rig.driver.connection(dst).call(lambda c: c.lookupByUUIDString(vm.uuid).suspend())
+            # a cut-off migration may leave the source paused: it is resumed
+            rig.driver.connection(src).call(lambda c: c.lookupByUUIDString(vm.uuid).suspend())
     return mig
 
 
@@ -207,6 +209,10 @@ def test_a_move_interrupted_by_a_killed_server_is_settled_at_restart(big, copy, 
     assert vm.host_id == where and vm.owner is None and vm.state == VmState.ACTIVE
     other = 2 if where == 1 else 1
     assert vm_id in on_host(big, where)
+    state = big.driver.connection(host_target(big.registry.hosts.get(where))).call(
+        lambda c: c.lookupByUUIDString(vm.uuid).info()[0]
+    )
+    assert state == 1  # VIR_DOMAIN_RUNNING, not paused
     assert not big.driver.domain_defined(host_target(big.registry.hosts.get(other)), vm.uuid)
     assert used(big, other) == (0, 0, 0) and used(big, where) == (2, 1024, 2)
     assert big.registry.claims.consistent() == []
