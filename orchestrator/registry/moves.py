@@ -354,15 +354,18 @@ class MoveStore:
 
     def interrupt_dead_drains(self) -> list[int]:
         """Drains whose server died: ``interrupted`` (start the drain again to go on)."""
-        with self.db.tx() as s:
+        with self.db.read() as r:  # one cheap read every heartbeat; a write only if any
             ids = list(
-                s.scalars(
+                r.scalars(
                     select(DrainRow.id).where(
                         DrainRow.state.in_(list(DRAIN_ACTIVE)),
                         self.cluster.free(DrainRow.server),
                     )
                 )
             )
+        if not ids:
+            return []
+        with self.db.tx() as s:
             if ids:
                 s.execute(
                     update(DrainRow)
