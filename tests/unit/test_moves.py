@@ -400,3 +400,24 @@ def test_a_drain_whose_server_died_is_marked_interrupted(big):
     assert big.registry.moves.drain(row.id).state == DrainState.INTERRUPTED
     again = mover(big).drain(1, wait=True)  # drain again to go on
     assert again.state == DrainState.DONE and again.moved == 1
+
+
+def test_a_host_leaves_maintenance_only_once_its_drain_is_over(big):
+    only_on(big, 1, 2)
+    m = mover(big)
+    real = m.migrate_vm
+    seen: list[str] = []
+
+    def during(vm_id, target_id=None, **kw):
+        if not seen:  # while the drain runs: taking the host out is refused
+            with pytest.raises(Conflict) as e:
+                m.clear_maintenance(1)
+            seen.append(e.value.message)
+        return real(vm_id, target_id, **kw)
+
+    m.migrate_vm = during  # type: ignore[method-assign]
+    row = m.drain(1)
+    m.wait(row.id, 60)
+    assert seen and "cancel the drain first" in seen[0]
+    assert big.registry.moves.drain(row.id).state == DrainState.DONE
+    assert m.clear_maintenance(1).maintenance is None
