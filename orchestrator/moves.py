@@ -18,7 +18,7 @@ import threading
 import time
 from collections.abc import Iterable
 
-from .access import SYSTEM, Principal
+from .access import SYSTEM, Principal, Role
 from .errors import BadRequest, Conflict, FabricError, HypervisorError, NotFound, NoValidHost
 from .hostcache import HostCache
 from .hosts import host_target
@@ -305,7 +305,8 @@ class Mover:
         """Finish the moves whose server died mid-move: find where the domain really is
         (if both hosts have it, the source's running one wins and the target's copy is
         removed), point the registry there and give back the claim on the other host.
-        Drains whose server died are marked interrupted. Returns the VM ids settled."""
+        Drains whose server died are marked interrupted and go on here. Returns the VM
+        ids settled."""
         settled = []
         for mig in self.registry.moves.orphaned():
             if self.stopping.is_set():
@@ -315,11 +316,31 @@ class Mover:
                     settled.append(mig.vm_id)
             except FabricError as e:
                 log.warning("move %d of vm %d: not settled yet: %s", mig.id, mig.vm_id, e)
-        for drain_id in self.registry.moves.interrupt_dead_drains():
-            log.warning("drain %d was interrupted (its server died)", drain_id)
+        for drain in self.registry.moves.interrupt_dead_drains():
+            self._resume_drain(drain)
         if settled:
             self.hosts.invalidate()
         return settled
+
+    def _resume_drain(self, drain: DrainRow) -> None:
+        """A drain whose server died goes on here (a new drain of the same host, for
+        whoever asked for the first), unless it was being cancelled or the host has
+        left maintenance since."""
+        log.warning(
+            "drain %d of pmid %d was interrupted (its server died)", drain.id, drain.host_id
+        )
+        if drain.state == DrainState.CANCELLING:
+            return
+        try:
+            host = self.registry.hosts.get(drain.host_id)
+            if host.maintenance is None or self.stopping.is_set():
+                return
+            by = Principal(drain.requested_by, Role.ADMIN, system=drain.requested_by is None)
+            row = self.drain(drain.host_id, by=by)
+        except FabricError as e:
+            log.warning("drain of pmid %d not resumed: %s", drain.host_id, e.message)
+            return
+        log.info("drain %d of pmid %d goes on as drain %d", drain.id, drain.host_id, row.id)
 
     def _settle(self, mig: MigrationRow) -> bool:
         source = self.registry.hosts.get_any(mig.source_id)

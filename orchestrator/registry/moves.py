@@ -352,25 +352,35 @@ class MoveStore:
                 )
             return row
 
-    def interrupt_dead_drains(self) -> list[int]:
-        """Drains whose server died: ``interrupted`` (start the drain again to go on)."""
+    def interrupt_dead_drains(self) -> list[DrainRow]:
+        """Drains whose server died, now ``interrupted``: those this call marked (so
+        of two servers looking at once, one takes each)."""
         with self.db.read() as r:  # one cheap read every heartbeat; a write only if any
-            ids = list(
+            rows = list(
                 r.scalars(
-                    select(DrainRow.id).where(
+                    select(DrainRow).where(
                         DrainRow.state.in_(list(DRAIN_ACTIVE)),
                         self.cluster.free(DrainRow.server),
                     )
                 )
             )
-        if not ids:
-            return []
-        with self.db.tx() as s:
-            if ids:
-                s.execute(
+        taken = []
+        for row in rows:
+            with self.db.tx() as s:
+                res = s.execute(
                     update(DrainRow)
-                    .where(DrainRow.id.in_(ids))
+                    .where(DrainRow.id == row.id, DrainRow.state.in_(list(DRAIN_ACTIVE)))
                     .values(state=DrainState.INTERRUPTED, finished_at=utcnow())
                     .execution_options(synchronize_session=False)
                 )
-            return ids
+                if res.rowcount == 1:
+                    was = row.state
+                    s.add(
+                        EventRow(
+                            kind="host.drain_interrupted",
+                            host_id=row.host_id,
+                            detail={"drain": row.id, "moved": row.moved, "state": was},
+                        )
+                    )
+                    taken.append(row)
+        return taken

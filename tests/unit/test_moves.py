@@ -393,13 +393,31 @@ def test_a_vm_moves_only_to_a_host_of_its_network(tmp_path):
         rig.stop()
 
 
-def test_a_drain_whose_server_died_is_marked_interrupted(big):
-    only_on(big, 1, 1)
+def test_a_drain_whose_server_died_goes_on_after_the_restart(big):
+    [vm_id] = only_on(big, 1, 1)
+    mover(big).set_maintenance(1, "kernel update")
     row = big.registry.moves.start_drain(1, 1, "root")  # its server is killed now
     big.restart()
     assert big.registry.moves.drain(row.id).state == DrainState.INTERRUPTED
-    again = mover(big).drain(1, wait=True)  # drain again to go on
+    again = big.registry.moves.latest_drain(1)
+    assert again.id != row.id and again.requested_by == "root"
+    mover(big).wait(again.id, 60)
+    again = big.registry.moves.drain(again.id)
     assert again.state == DrainState.DONE and again.moved == 1
+    assert big.registry.vms.get(vm_id).host_id != 1
+    kinds = [e.kind for e in big.registry.events.list()]
+    assert "host.drain_interrupted" in kinds
+
+
+def test_a_drain_interrupted_while_cancelling_is_not_resumed(big):
+    only_on(big, 1, 1)
+    mover(big).set_maintenance(1, "kernel update")
+    row = big.registry.moves.start_drain(1, 1, "root")
+    big.registry.moves.cancel_drain(1)
+    big.restart()
+    assert big.registry.moves.drain(row.id).state == DrainState.INTERRUPTED
+    assert big.registry.moves.latest_drain(1).id == row.id
+    assert len(big.registry.vms.list(host_id=1)) == 1
 
 
 def test_a_host_leaves_maintenance_only_once_its_drain_is_over(big):
