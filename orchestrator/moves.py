@@ -221,14 +221,21 @@ class Mover:
     ) -> None:
         """A move that failed: the VM must run on the source only. If it is already
         on the target only (the move got that far), the move is finished instead."""
+        src_t, dst_t = host_target(source), host_target(target)
         try:
-            on_source = self.driver.domain_running(host_target(source), vm.uuid)
-            on_target = self.driver.domain_defined(host_target(target), vm.uuid)
+            on_source = self.driver.domain_running(src_t, vm.uuid)
+            on_target = self.driver.domain_defined(dst_t, vm.uuid)
         except FabricError:
             on_source, on_target = True, False  # unsure: reconciliation looks again
         if not on_source and on_target:
             self.registry.moves.finish(mig.id, detail={"after": reason})
         else:
+            if on_source and on_target:  # a half-made copy on the target goes
+                try:
+                    shared = self._same_pool(src_t, dst_t)
+                    self.driver.discard(dst_t, vm.uuid, vm.id, [] if shared else None)
+                except FabricError as e:
+                    log.warning("vm %d: its copy on %s stays for now: %s", vm.id, target.label, e)
             self.registry.moves.fail(mig.id, reason)
         self.hosts.invalidate()
 

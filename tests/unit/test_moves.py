@@ -439,3 +439,37 @@ def test_a_host_leaves_maintenance_only_once_its_drain_is_over(big):
     assert seen and "cancel the drain first" in seen[0]
     assert big.registry.moves.drain(row.id).state == DrainState.DONE
     assert m.clear_maintenance(1).maintenance is None
+
+
+def test_a_move_that_fails_leaves_the_vm_running_on_its_source_and_the_drain_says_why(big):
+    import uuid as uuidlib
+
+    from orchestrator.hypervisor.xml import DomainSpec, domain_xml
+
+    [vm_id] = only_on(big, 1, 1)
+    vm = big.registry.vms.get(vm_id)
+    # pm2 and pm3 already run a foreign domain with the VM's name: libvirt refuses it
+    # there, as a real host refuses a migration for its own reasons.
+    for pmid in (2, 3):
+        foreign = DomainSpec(
+            name=vm.domain_name,
+            uuid=str(uuidlib.uuid4()),
+            vm_id=0,
+            domain_type="test",
+            vcpus=1,
+            ram_mb=64,
+            disk_path="/fabric-pool/foreign.qcow2",
+        )
+        dst = host_target(big.registry.hosts.get(pmid))
+        big.driver.connection(dst).call(lambda c, x=domain_xml(foreign): c.defineXML(x))
+    row = mover(big).drain(1, wait=True)
+    [failure] = row.failed
+    assert failure["vmid"] == vm_id and "already exists" in failure["reason"], failure
+    after = big.registry.vms.get(vm_id)
+    assert after.host_id == 1 and after.owner is None and vm_id in on_host(big, 1)
+    assert used(big, 2) == used(big, 3) == (0, 0, 0)
+    assert big.registry.claims.consistent() == []
+    [mig] = [m for m in big.registry.moves.of_drain(row.id)]
+    assert mig.phase == MigrationPhase.FAILED and "already exists" in mig.error
+    kinds = [e.kind for e in big.registry.events.list()]
+    assert "vm.migrate_failed" in kinds
