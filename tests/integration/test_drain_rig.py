@@ -78,9 +78,14 @@ def lan(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FabricProcess]:
     fp.start()
     for pmid in HOSTS:
         requests.delete(f"{fp.url}/pm/{pmid}/maintenance", timeout=60)
+    mine = set()
     for vmid in fp.get("/vm/list").json()["vmids"]:
+        mine.add(fp.get("/vm/query", vmid=vmid).json()["domain"].rsplit("-vm-", 1)[0])
         fp.get("/vm/destroy", vmid=vmid, force=1)
     fp.stop()
+    # Nothing of this fabric's is left on the rig's hosts.
+    left = [d for p in HOSTS for d in host_domains(p) if d.rsplit("-vm-", 1)[0] in mine]
+    assert left == [], left
 
 
 def wait_vm(fp: FabricProcess, vmid: int, status: str, timeout: float = 150) -> dict:
