@@ -4,6 +4,7 @@ and settling a move that a killed server left half-way."""
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 import requests
@@ -473,3 +474,35 @@ def test_a_move_that_fails_leaves_the_vm_running_on_its_source_and_the_drain_say
     assert mig.phase == MigrationPhase.FAILED and "already exists" in mig.error
     kinds = [e.kind for e in big.registry.events.list()]
     assert "vm.migrate_failed" in kinds
+
+
+def test_a_vm_checked_in_while_it_moves_is_cleaned_only_after_the_move(tmp_path):
+    pool = {
+        "name": "small",
+        "instance_type": 1,
+        "image": "debian-12",
+        "ready_check": "none",
+        "size": 1,
+        "max": 1,
+        "cleanup": "reset",
+        "lifetime": 1,
+        "lifetime_max": 3,
+    }
+    pr = make_pool_rig(tmp_path, BIG, [pool])
+    try:
+        reg = pr.rig.registry
+        wait_for(lambda: len(reg.vms.list(states=["ready"])) == 1, timeout=60)
+        [c] = pr.reservations.checkout(pool="small")
+        vm_id = c.vm.id
+        assert reg.vms.take(vm_id, ["in-use"])  # a move of it is under way (this server)
+        pr.reservations.checkin(vm_id=vm_id, ip=None, token=c.reservation_id)
+        vm = reg.vms.get(vm_id)
+        assert vm.state == VmState.CLEANING and vm.owner == reg.cluster.server_id
+        for _ in range(5):  # worker passes (interval 0.2 s): none may clean it now
+            pr.worker.wake()
+            time.sleep(0.25)
+        assert reg.vms.get(vm_id).state == VmState.CLEANING
+        reg.vms.let_go(vm_id)  # the move is over
+        wait_for(lambda: reg.vms.get(vm_id).state == VmState.READY, timeout=60)
+    finally:
+        pr.stop()
