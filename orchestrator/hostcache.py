@@ -37,6 +37,7 @@ def _state(row: Any, vms: int) -> HostState:
         disk_used=row.disk_used,
         vms=vms,
         down_reason=row.reason,
+        maintenance=row.maintenance,
     )
 
 

@@ -29,6 +29,7 @@ def host_target(row: HostRow) -> HostTarget:
         network=row.network,
         address=row.address,
         pool_path=row.pool_path,
+        migrate_address=row.migrate_address,
     )
 
 

@@ -101,6 +101,49 @@ HOST_TRANSITIONS: dict[HostStatus, frozenset[HostStatus]] = {
 }
 
 
+# States of a VM that may be moved to another host (a running VM that no server is
+# working on: building, cleaning and deleting VMs are someone's work in flight; a
+# failed or vanished one has nothing to move).
+VM_MOVABLE = frozenset({VmState.ACTIVE, VmState.READY, VmState.IN_USE})
+
+
+class MigrationPhase(enum.StrEnum):
+    """Where the move of one VM to another host is (a row of ``migrations``). The
+    row is written, with the claim on the target, before the domain is touched, so a
+    server killed mid-move leaves a record that reconciliation finishes."""
+
+    MIGRATING = "migrating"  # capacity claimed on the target; the domain is moving
+    DONE = "done"  # the VM runs on the target; its source claim is given back
+    FAILED = "failed"  # the VM stayed on the source; the target claim is given back
+
+
+MIGRATION_TRANSITIONS: dict[MigrationPhase, frozenset[MigrationPhase]] = {
+    MigrationPhase.MIGRATING: frozenset({MigrationPhase.DONE, MigrationPhase.FAILED}),
+    MigrationPhase.DONE: frozenset(),
+    MigrationPhase.FAILED: frozenset(),
+}
+
+
+class DrainState(enum.StrEnum):
+    """Where the drain of a host (moving every VM off it) is (a row of ``drains``)."""
+
+    RUNNING = "running"  # moving VMs one at a time
+    CANCELLING = "cancelling"  # asked to stop: the move in flight ends, no other starts
+    DONE = "done"  # every VM was tried; ``failed`` lists those that stayed
+    CANCELLED = "cancelled"  # stopped on an operator's word
+    INTERRUPTED = "interrupted"  # its server died; start it again to go on
+
+
+DRAIN_ACTIVE = frozenset({DrainState.RUNNING, DrainState.CANCELLING})
+DRAIN_TRANSITIONS: dict[DrainState, frozenset[DrainState]] = {
+    DrainState.RUNNING: frozenset({DrainState.CANCELLING, DrainState.DONE, DrainState.INTERRUPTED}),
+    DrainState.CANCELLING: frozenset({DrainState.CANCELLED, DrainState.INTERRUPTED}),
+    DrainState.DONE: frozenset(),
+    DrainState.CANCELLED: frozenset(),
+    DrainState.INTERRUPTED: frozenset(),
+}
+
+
 class VolumeState(enum.StrEnum):
     """Where a block-storage volume is in its life."""
 
@@ -265,6 +308,9 @@ class HostSpec:
     arch: str | None = None
     network: str | None = None  # user, forward, network:NAME, bridge:NAME; None: not set
     pool_path: str | None = None  # directory of the fabric's storage pool on the host
+    # where other hosts send this host live-migration streams (None: QEMU's own choice,
+    # the host's hostname as libvirt sees it)
+    migrate_address: str | None = None
     source: Source | None = field(default=None, compare=False)
 
     @property

@@ -33,6 +33,7 @@ class ReconcileReport:
     restarted: list[int] = field(default_factory=list)
     removed_unknown: list[dict] = field(default_factory=list)
     fenced: list[dict] = field(default_factory=list)
+    migrations: list[int] = field(default_factory=list)  # interrupted moves settled
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -44,6 +45,7 @@ class ReconcileReport:
             "restarted": self.restarted,
             "removed_unknown": self.removed_unknown,
             "fenced": self.fenced,
+            "migrations": self.migrations,
         }
 
 
@@ -67,6 +69,8 @@ class Reconciler:
         self.grace = grace  # seconds a domain is seen unknown before it is removed
         self.clock = clock
         self.last: ReconcileReport | None = None
+        # Settles the moves of VMs between hosts that a dead server left (moves.py).
+        self.recover_moves: Callable[[], list[int]] | None = None
         # (host id, domain UUID) -> when a pass first saw it unknown (this server)
         self._unknown_since: dict[tuple[int, str], float] = {}
 
@@ -86,6 +90,11 @@ class Reconciler:
         its work is in flight, not half-done. Safe to run while serving.
         """
         report = ReconcileReport([], [], [], [], [])
+        # Moves a dead server left half-way first: until one is settled (its hosts
+        # reachable) its VM is left alone, for its domain may be on either host.
+        if self.recover_moves is not None:
+            report.migrations = self.recover_moves()
+        moving = {m.vm_id for m in self.registry.moves.in_flight()}
         # The registry first, the hosts second: a VM that is live in this snapshot
         # had its domain before the listings below, so it cannot be taken for
         # vanished; one that changed since fails the conditional transitions.
@@ -114,8 +123,8 @@ class Reconciler:
                 if d.vm_id is not None and d.installation in (mine, None)
             }
             for vm in known.values():
-                if self.registry.cluster.owner_alive(vm.owner):
-                    continue  # being built, cleaned or destroyed right now
+                if self.registry.cluster.owner_alive(vm.owner) or vm.id in moving:
+                    continue  # being built, cleaned, destroyed or moved right now
                 dom = ours.get(vm.id)
                 if vm.state == VmState.DELETING or (
                     vm.state == VmState.BUILDING
@@ -270,6 +279,8 @@ class Reconciler:
         """Finish the creates and destroys that servers died in the middle of. Cheap
         when there are none (one query), so it runs often."""
         done = []
+        if self.recover_moves is not None:
+            done.extend(self.recover_moves())
         for vm in self.registry.vms.orphans():
             if vm.host_id is None:
                 continue

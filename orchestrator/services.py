@@ -30,6 +30,7 @@ from .hypervisor.driver import LibvirtDriver
 from .images import ImageStager
 from .maintenance import Maintenance
 from .model import Inventory
+from .moves import Mover
 from .pools import PoolService
 from .power import PowerService
 from .quotas import Quotas
@@ -80,6 +81,7 @@ class Services:
     maintenance: Maintenance
     evacuator: Evacuator
     reloader: HostReloader
+    mover: Mover
     stopping: threading.Event
     power: PowerService
 
@@ -199,6 +201,10 @@ def build_services(
     evacuator = Evacuator(registry, driver, fabric, volumes, config.evacuate)
     evacuator.discovery = discovery
     discovery.fence = evacuator.fence_host  # a host that comes back: stale domains go first
+    mover = Mover(
+        registry, driver, scheduler, hosts, images, stopping, timeout=config.libvirt.upload_timeout
+    )
+    reconciler.recover_moves = mover.recover
     pools = PoolService(registry, fabric, guests, watcher, pool_configs, config.max_vms)
     worker = Worker(registry, pools, config.workers, cluster)
     return Services(
@@ -242,6 +248,7 @@ def build_services(
             discovery, reconciler, volumes, addresses, config, cluster, evacuator=evacuator
         ),
         evacuator=evacuator,
+        mover=mover,
         reloader=HostReloader(registry, discovery, hosts, pm_file),
         stopping=stopping,
         power=PowerService(registry, driver, quotas, auth_on=config.auth.enabled),

@@ -14,11 +14,26 @@ from typing import TYPE_CHECKING, Any
 
 from ..clock import as_utc, iso
 from ..guests import ssh_port
-from ..model import HostStatus, NetworkKind, NetworkMode, VmState, VolumeState
+from ..model import (
+    HostStatus,
+    MigrationPhase,
+    NetworkKind,
+    NetworkMode,
+    VmState,
+    VolumeState,
+)
 
 if TYPE_CHECKING:
     from ..config import NetworkSettings
-    from ..registry import HostRow, ImageRow, TypeRow, VmRow, VolumeRow
+    from ..registry import (
+        DrainRow,
+        HostRow,
+        ImageRow,
+        MigrationRow,
+        TypeRow,
+        VmRow,
+        VolumeRow,
+    )
     from ..reservations import Checkout
     from ..schedules import ScheduleStatus
 
@@ -105,8 +120,44 @@ def image(row: ImageRow) -> dict[str, Any]:
     return {"id": row.id, "name": row.name}
 
 
-def host(row: HostRow, vms: int) -> dict[str, Any]:
-    """``GET /pm/query``: a host with ``vms`` VMs placed on it."""
+def iso_or_none(when: datetime | None) -> str | None:
+    return iso(when) if when else None
+
+
+_time = iso_or_none
+
+
+def drain(row: DrainRow) -> dict[str, Any]:
+    """A host's drain: its state, n of m moved, and the VMs that stayed and why."""
+    return {
+        "id": row.id,
+        "pmid": row.host_id,
+        "state": row.state,
+        "total": row.total,
+        "moved": row.moved,
+        "failed": list(row.failed or []),
+        "requested_by": row.requested_by,
+        "started_at": _time(row.started_at),
+        "finished_at": _time(row.finished_at),
+    }
+
+
+def migration(row: MigrationRow) -> dict[str, Any]:
+    """One move of a VM between hosts."""
+    return {
+        "id": row.id,
+        "vmid": row.vm_id,
+        "from": row.source_id,
+        "pmid": row.target_id if row.phase == MigrationPhase.DONE else row.source_id,
+        "target": row.target_id,
+        "phase": row.phase,
+        "error": row.error,
+    }
+
+
+def host(row: HostRow, vms: int, drain_row: DrainRow | None = None) -> dict[str, Any]:
+    """``GET /pm/query``: a host with ``vms`` VMs placed on it, its maintenance reason
+    (None: in service) and its last drain."""
     return {
         "pmid": row.id,
         "capacity": {"cpu": row.cpu_total, "ram": row.ram_total, "disk": row.disk_total},
@@ -122,6 +173,9 @@ def host(row: HostRow, vms: int) -> dict[str, Any]:
         "reason": row.reason,
         "enabled": row.enabled,
         "arch": row.arch,
+        "maintenance": row.maintenance,
+        "maintenance_since": _time(row.maintenance_at),
+        "drain": drain(drain_row) if drain_row is not None else None,
     }
 
 
@@ -291,9 +345,9 @@ def bar(used: float, total: float) -> dict[str, Any]:
     }
 
 
-def host_card(row: HostRow, vms: int) -> dict[str, Any]:
+def host_card(row: HostRow, vms: int, drain_row: DrainRow | None = None) -> dict[str, Any]:
     """A host as the overview draws it: the API's shape, meters and when it was seen."""
-    info = host(row, vms)
+    info = host(row, vms, drain_row)
     cap, free = info["capacity"], info["free"]
     return {
         **info,

@@ -56,7 +56,9 @@ def status() -> ResponseReturnValue:
       ``current`` = ready VMs in all pools (on hosts that are up), ``total`` =
       the sum of the pools' ``size``, ``percent`` = current/total (0 with no pools).
     - ``queue``: per pool, VMs building, ready, in use and cleaning.
-    - ``hosts``: labels of hosts that are up; the others with the reason.
+    - ``hosts``: labels of hosts that are up; the others with the reason; hosts in
+      ``maintenance`` (by pmid) with the operator's reason and their last drain
+      (``draining``: its state, ``moved`` of ``total``, the VMs that stayed).
     - ``empty``: pools with no ready VM (pools of size 0 are never empty);
       ``ok`` is false, with a ``message`` naming them, when there is any.
     - ``networks``: per network mode the hosts give their VMs: its ``kind``, those
@@ -84,7 +86,21 @@ def status() -> ResponseReturnValue:
         "percent": round(100.0 * current / total, 1) if total else 0.0,
     }
     body["queue"] = {name: {k: p[k] for k in POOL_STATES} for name, p in pools.items()}
-    body["hosts"] = {"up": up, "down": down}
+    body["hosts"] = {
+        "up": up,
+        "down": down,
+        # pmid -> why it is out of service, since when, and its last drain
+        "maintenance": {
+            str(h.id): {
+                "name": h.label,
+                "reason": h.maintenance,
+                "since": presenters.iso_or_none(h.maintenance_at),
+                "drain": _drain(h.id),
+            }
+            for h in hosts
+            if h.maintenance is not None
+        },
+    }
     body["empty"] = empty
     info = services().cluster.as_dict()
     body["servers"] = {
@@ -95,6 +111,11 @@ def status() -> ResponseReturnValue:
         hosts, registry.vms.list(), services().config.networks, registry.addresses.in_use()
     )
     return jsonify(body)
+
+
+def _drain(host_id: int) -> dict[str, Any] | None:
+    row = services().registry.moves.latest_drain(host_id)
+    return presenters.drain(row) if row is not None else None
 
 
 # -- /cluster ----------------------------------------------------------------

@@ -17,9 +17,11 @@ from .commands import (
     cmd_evacuate,
     cmd_events,
     cmd_extend,
+    cmd_host,
     cmd_hosts,
     cmd_images,
     cmd_keys,
+    cmd_migrate,
     cmd_networks,
     cmd_pools,
     cmd_query,
@@ -94,6 +96,24 @@ def parser() -> argparse.ArgumentParser:
     )
     c = add("evacuate", cmd_evacuate, "rebuild a dead host's VMs on other hosts (admins)")
     c.add_argument("pmid", type=_positive)
+    h = add("host", cmd_host, "day-two operations on a host (admins)")
+    hs = h.add_subparsers(dest="host_action", metavar="ACTION", parser_class=_Parser)
+    hs.required = True
+    c = hs.add_parser("maintenance", help="put a host into maintenance: nothing is placed there")
+    c.add_argument("pmid", type=_positive)
+    c.add_argument("reason", help="why, e.g. 'kernel update'")
+    hs.add_parser("resume", help="take a host out of maintenance").add_argument(
+        "pmid", type=_positive
+    )
+    c = hs.add_parser("drain", help="move every VM off a host (live migration)")
+    c.add_argument("pmid", type=_positive)
+    c.add_argument("--cancel", action="store_true", help="stop the host's drain")
+    hs.add_parser(
+        "drain-status", help="a host's last drain: n of m moved, what stayed"
+    ).add_argument("pmid", type=_positive)
+    c = add("migrate", cmd_migrate, "move a VM to another host (admins)")
+    c.add_argument("vmid", type=_positive)
+    c.add_argument("--to", type=_positive, help="the target pmid (default: the scheduler's)")
     add("types", cmd_types, "VM types")
     add("images", cmd_images, "images")
     c = add("create", cmd_create, "create a VM")

@@ -40,7 +40,7 @@ def cmd_hosts(api: Api, out: Out, args: argparse.Namespace) -> None:
                     [
                         h["pmid"],
                         h.get("name"),
-                        h.get("status"),
+                        _host_status(h),
                         _pair(h, "cpu"),
                         _pair(h, "ram"),
                         _pair(h, "disk"),
@@ -83,6 +83,56 @@ def cmd_evacuate(api: Api, out: Out, args: argparse.Namespace) -> None:
         return "\n".join(lines)
 
     out.show(got, text)
+
+
+def _drain_line(d: dict[str, Any]) -> str:
+    """``draining: 1 of 3 moved`` / ``drain done: 3 of 3 moved, 1 stayed``."""
+    head = "draining" if d["state"] == "running" else f"drain {d['state']}"
+    line = f"{head}: {d['moved']} of {d['total']} moved"
+    if d.get("failed"):
+        line += f", {len(d['failed'])} stayed"
+    return line
+
+
+def _host_status(h: dict[str, Any]) -> str:
+    text = str(h.get("status"))
+    if h.get("maintenance"):
+        text += f", maintenance: {h['maintenance']}"
+    drain = h.get("drain")
+    if drain and drain["state"] in ("running", "cancelling"):
+        text += f", {_drain_line(drain)}"
+    return text
+
+
+def cmd_host(api: Api, out: Out, args: argparse.Namespace) -> None:
+    """Day-two operations on one host (admins): maintenance, resume, drain."""
+    action, pmid = args.host_action, args.pmid
+    if action == "maintenance":
+        got = api.post(f"/pm/{pmid}/maintenance", reason=args.reason)
+        out.show(got, lambda: f"pmid {pmid} in maintenance: {got['maintenance']}")
+    elif action == "resume":
+        got = api.call("DELETE", f"/pm/{pmid}/maintenance")
+        out.show(got, lambda: f"pmid {pmid} is in service")
+    elif action == "drain" and args.cancel:
+        got = api.call("DELETE", f"/pm/{pmid}/drain")
+        out.show(got, lambda: f"pmid {pmid}: drain {got['id']} {got['state']}")
+    elif action == "drain":
+        got = api.post(f"/pm/{pmid}/drain")
+        out.show(got, lambda: f"pmid {pmid}: drain {got['id']} started ({got['total']} VMs)")
+    else:  # drain-status
+        got = api.get(f"/pm/{pmid}/drain")
+
+        def text() -> str:
+            lines = [f"pmid {pmid}: {_drain_line(got)}"]
+            lines += [f"  vmid {f['vmid']} stayed: {f['reason']}" for f in got["failed"]]
+            return "\n".join(lines)
+
+        out.show(got, text)
+
+
+def cmd_migrate(api: Api, out: Out, args: argparse.Namespace) -> None:
+    got = api.post(f"/vm/{args.vmid}/migrate", pmid=args.to)
+    out.show(got, lambda: f"vmid {args.vmid} moved from pmid {got['from']} to pmid {got['pmid']}")
 
 
 def cmd_types(api: Api, out: Out, args: argparse.Namespace) -> None:

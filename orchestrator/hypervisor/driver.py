@@ -19,6 +19,7 @@ from ..errors import FabricError
 from .base import CHUNK, GIB, MIB, POOL_NAME
 from .connection import Fence
 from .domains import DomainsMixin
+from .moving import MovingMixin
 from .networks import NetworkInfo, NetworksMixin
 from .power import ConsoleTail, PowerMixin
 from .records import DomainRecord, HostFacts, HostTarget, StagedImage, VmPlan, is_test_uri
@@ -46,10 +47,10 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 
-class LibvirtDriver(DomainsMixin, StorageMixin, NetworksMixin, PowerMixin):
-    """The one object the fabric holds: domains (domains.py), storage (storage.py) and
-    networks (networks.py), power, size and console (power.py) on the connections and
-    pools of base.py."""
+class LibvirtDriver(DomainsMixin, StorageMixin, NetworksMixin, PowerMixin, MovingMixin):
+    """The one object the fabric holds: domains (domains.py), storage (storage.py),
+    networks (networks.py), power, size and console (power.py) and moves between
+    hosts (moving.py) on the connections and pools of base.py."""
 
 
 @contextlib.contextmanager

@@ -16,6 +16,8 @@ class HostTarget:
     network: str = "user"
     address: str | None = None
     pool_path: str | None = None
+    # the host's address for incoming live-migration streams (pm file migrate_address=)
+    migrate_address: str | None = None
 
     @property
     def is_test(self) -> bool:

@@ -143,6 +143,14 @@ def check_address(address: Any, where: str, allow_ipv6: bool = False) -> str:
     return address
 
 
+def migrate_address(value: Any) -> str:
+    """The address other hosts send live-migration streams to (QEMU's ``tcp://ADDR``):
+    an IPv4 or IPv6 address or a hostname, no port."""
+    if not isinstance(value, str) or not value:
+        raise Problem(f"migrate_address must be an address, not {show(value)}")
+    return check_address(value, "migrate_address", allow_ipv6=True)
+
+
 def user_at_host(target: str) -> tuple[str | None, str]:
     """``user@address`` (or a bare address) -> (user, address), validated."""
     user: str | None = None

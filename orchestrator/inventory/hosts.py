@@ -9,7 +9,18 @@ from orchestrator.model import HostSpec, Source
 from . import checks
 from .reading import Entry, Errors, Problem, each_entry, text_entry
 
-HOST_KEYS = ("port", "uri", "domain", "cpu", "ram", "disk", "arch", "network", "pool")
+HOST_KEYS = (
+    "port",
+    "uri",
+    "domain",
+    "cpu",
+    "ram",
+    "disk",
+    "arch",
+    "network",
+    "pool",
+    "migrate_address",
+)
 HOST_YAML_KEYS = ("user", "address", *HOST_KEYS)
 DOMAIN_TYPES = ("kvm", "qemu")
 
@@ -42,6 +53,7 @@ def _build_host(user: str | None, address: str | None, entry: Entry, path: str) 
         arch=entry.get("arch", checks.arch),
         network=entry.get("network", checks.network),
         pool_path=entry.get("pool", checks.abs_path("pool")),
+        migrate_address=entry.get("migrate_address", checks.migrate_address),
         source=Source(path, entry.line),
     )
 

@@ -156,6 +156,71 @@ def paths() -> dict[str, Any]:
             "started.",
         )
     }
+    # Day-two operations on hosts (admins)
+    p["/pm/{pmid}/maintenance"] = {
+        "post": op(
+            "Put a host into maintenance",
+            "hosts",
+            responses("Host", "Error", (400, 401, 403, 404)),
+            takes=hosts.maintenance_on,
+            body=True,
+            description="Admins only. With a `reason`: the scheduler never places on it "
+            "(a refusal names it: `pm2 in maintenance: kernel update`); its VMs keep "
+            "running.",
+        ),
+        "delete": op(
+            "Take a host out of maintenance",
+            "hosts",
+            responses("Host", "Error", (400, 401, 403, 404, 409)),
+            takes=hosts.maintenance_off,
+            description="Admins only. 409 while a drain of it runs.",
+        ),
+    }
+    p["/pm/{pmid}/drain"] = {
+        "post": op(
+            "Drain a host: move every VM off it",
+            "hosts",
+            {
+                "202": json_body(ref("Drain"), "the drain, started in the background"),
+                **{
+                    k: v
+                    for k, v in responses("Drain", "Error", (400, 401, 403, 404, 409)).items()
+                    if k != "200"
+                },
+            },
+            takes=hosts.drain_start,
+            description="Admins only. Puts the host into maintenance (if it was not) and "
+            "live-migrates each VM to a host the scheduler chooses, capacity claimed there "
+            "first. A VM that cannot move stays, running, listed in `failed` with why. "
+            "Follow it with GET (or `/pm/query`).",
+        ),
+        "get": op(
+            "A host's last drain",
+            "hosts",
+            responses("Drain", "Error", (400, 404)),
+            takes=hosts.drain_get,
+        ),
+        "delete": op(
+            "Cancel a host's drain",
+            "hosts",
+            responses("Drain", "Error", (400, 401, 403, 404, 409)),
+            takes=hosts.drain_cancel,
+            description="Admins only. The move in flight finishes; no other starts. "
+            "409 when no drain runs.",
+        ),
+    }
+    p["/vm/{vmid}/migrate"] = {
+        "post": op(
+            "Move a VM to another host",
+            "vms",
+            responses("Migration", "Error", (400, 401, 403, 404, 409, 503, *HOST_FAILURES)),
+            takes=hosts.migrate,
+            body=True,
+            description="Admins only. Live migration to `pmid` (absent: the scheduler's "
+            "choice, never its own host); it keeps its id, name, address, reservation and "
+            "volumes. 503 when no host can take it; the VM stays where it was.",
+        ),
+    }
     p["/networks"] = {
         "get": op(
             "Networks of the hosts and the addresses in use",

@@ -127,10 +127,51 @@ SCHEMAS: dict[str, Any] = {
             "reason": NSTR,
             "enabled": {"type": "boolean"},
             "arch": NSTR,
+            "maintenance": {
+                **NSTR,
+                "description": "why it is in maintenance (null: in service); nothing is "
+                "placed on it",
+            },
+            "maintenance_since": {**NSTR, "format": "date-time"},
+            "drain": {"oneOf": [ref("Drain"), {"type": "null"}]},
         },
         ["pmid", "capacity", "free", "vms"],
         description="capacity after overcommit and reserved amounts; free is capacity "
         "minus what placed VMs claim",
+    ),
+    "Drain": obj(
+        {
+            "id": ID,
+            "pmid": ID,
+            "state": {
+                "type": "string",
+                "enum": ["running", "cancelling", "done", "cancelled", "interrupted"],
+            },
+            "total": INT,
+            "moved": INT,
+            "failed": {
+                "type": "array",
+                "items": obj({"vmid": ID, "reason": STR}, ["vmid", "reason"]),
+                "description": "the VMs that stayed on the host (running) and why",
+            },
+            "requested_by": NSTR,
+            "started_at": {**NSTR, "format": "date-time"},
+            "finished_at": {**NSTR, "format": "date-time"},
+        },
+        ["id", "pmid", "state", "total", "moved", "failed"],
+        description="moving every VM off a host: `moved` of `total`",
+    ),
+    "Migration": obj(
+        {
+            "id": ID,
+            "vmid": ID,
+            "from": ID,
+            "pmid": {**ID, "description": "where the VM runs now"},
+            "target": ID,
+            "phase": {"type": "string", "enum": ["migrating", "done", "failed"]},
+            "error": NSTR,
+        },
+        ["id", "vmid", "from", "pmid", "target", "phase"],
     ),
     "Image": obj({"id": ID, "name": STR}, ["id", "name"]),
     "Volume": obj(

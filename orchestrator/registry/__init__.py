@@ -8,6 +8,7 @@ this package writes SQL; rows come back detached, with named fields.
     registry.claims        capacity taken on hosts by VMs and volumes        claims.py
     registry.vms           VMs: claims, state transitions, who works on one  vms.py
     registry.reservations  check-out, check-in, extension, expiry            reservations.py
+    registry.moves         maintenance, VMs moving between hosts, drains    moves.py
     registry.volumes       volumes: claims, state transitions                volumes.py
     registry.addresses     the address plans' allocations                   addresses.py
     registry.staging       images copied onto hosts                          staging.py
@@ -36,15 +37,18 @@ from .hosts import HostStore
 from .inventory import InventoryStore, image_spec_from_row, image_spec_to_dict
 from .keys import KeyStore
 from .meta import MetaStore
+from .moves import MoveStore
 from .quotas import QuotaStore
 from .reservations import ReservationStore
 from .schedules import ScheduleStore
 from .staging import StagingStore
 from .tables import (
     ClaimRow,
+    DrainRow,
     EventRow,
     HostRow,
     ImageRow,
+    MigrationRow,
     StagedImageRow,
     TypeRow,
     VmRow,
@@ -79,6 +83,7 @@ class Registry:
             self.quotas,
             self.meta.installation_id,
         )
+        self.moves = MoveStore(self.db, self.cluster, self.claims, self.hosts.changes)
         self.reservations = ReservationStore(self.db, self.quotas)
         self.keys = KeyStore(self.db)
         self.staging = StagingStore(self.db)
@@ -104,8 +109,10 @@ class Registry:
 
 __all__ = [
     "ClaimRow",
+    "DrainRow",
     "EventRow",
     "HostRow",
+    "MigrationRow",
     "ImageRow",
     "Registry",
     "StagedImageRow",

@@ -34,13 +34,15 @@ class Claims:
         disk: int = 0,
         listed_only: bool = True,
     ) -> bool:
-        """Take capacity on an up, enabled host if it fits; False if it does not.
+        """Take capacity on an up, enabled host in service (not in maintenance) if it
+        fits; False if it does not.
         ``listed_only``: and only on a host the pm file still lists. (This server's
         own view of the host counts the claim itself: see hostcache.py.)"""
         q = update(HostRow).where(
             HostRow.id == host_id,
             HostRow.status == HostStatus.UP,
             HostRow.enabled.is_(True),
+            HostRow.maintenance.is_(None),
             HostRow.cpu_used + cpu <= HostRow.cpu_total,
             HostRow.ram_used + ram <= HostRow.ram_total,
             HostRow.disk_used + disk <= HostRow.disk_total,
@@ -115,11 +117,22 @@ class Claims:
         return []
 
     def release(
-        self, s: Session, *, vm_id: int | None = None, volume_id: int | None = None
+        self,
+        s: Session,
+        *,
+        vm_id: int | None = None,
+        volume_id: int | None = None,
+        migration_id: int | None = None,
     ) -> None:
-        """Give back what a VM or a volume holds (nothing if it holds nothing)."""
-        col = ClaimRow.vm_id if vm_id is not None else ClaimRow.volume_id
-        claim = s.scalar(select(ClaimRow).where(col == (vm_id if vm_id is not None else volume_id)))
+        """Give back what a VM, a volume or a move (on its target) holds (nothing if
+        it holds nothing)."""
+        if vm_id is not None:
+            where = ClaimRow.vm_id == vm_id
+        elif volume_id is not None:
+            where = ClaimRow.volume_id == volume_id
+        else:
+            where = ClaimRow.migration_id == migration_id
+        claim = s.scalar(select(ClaimRow).where(where))
         if claim is None:
             return
         self.changes.mark(claim.host_id)

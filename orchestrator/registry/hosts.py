@@ -27,6 +27,7 @@ PLACEMENT_COLUMNS = (
     HostRow.arch,
     HostRow.network,
     HostRow.reason,
+    HostRow.maintenance,
     HostRow.cpu_total,
     HostRow.ram_total,
     HostRow.disk_total,

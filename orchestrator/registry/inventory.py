@@ -171,6 +171,7 @@ def _sync_hosts(s: Session, hosts: Iterable[HostSpec]) -> None:
             # a declared network is what VMs get; none: discovery decides
             **({"network": h.network} if h.network else {}),
             pool_path=h.pool_path,
+            migrate_address=h.migrate_address,
             # declared, else what discovery found (kept: a reload must not forget it)
             arch=h.arch or row.arch,
             cpu_override=h.cpu,

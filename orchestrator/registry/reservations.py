@@ -20,9 +20,10 @@ from .quotas import Quota, QuotaStore, Usage
 from .tables import EventRow, HostRow, VmRow
 
 # A VM whose reservation ended (checked in or expired): to be cleaned, held by no one.
+# Its ``owner`` stays: a checked-out VM is worked on only while it moves to another
+# host (moves.py), and its cleaning waits until the move is over.
 _RETURNED = {
     "state": VmState.CLEANING,
-    "owner": None,
     "held_by": None,
     "borrower_keys": 0,
     "reservation_hash": None,

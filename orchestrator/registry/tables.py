@@ -61,9 +61,14 @@ class HostRow(Base):
     network: Mapped[str] = mapped_column(String(128), default="user")
     networks: Mapped[list | None] = mapped_column(JSON)  # libvirt networks discovered there
     pool_path: Mapped[str | None] = mapped_column(String(1024))
+    # where QEMU on another host sends a live migration's stream (pm file migrate_address=)
+    migrate_address: Mapped[str | None] = mapped_column(String(256))
     arch: Mapped[str | None] = mapped_column(String(32))
     in_inventory: Mapped[bool] = mapped_column(Boolean, default=True)
     enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    # In maintenance (an operator's reason; None: in service): nothing is placed there.
+    maintenance: Mapped[str | None] = mapped_column(Text)
+    maintenance_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     status: Mapped[str] = mapped_column(String(16), default=HostStatus.UNKNOWN)
     reason: Mapped[str | None] = mapped_column(Text)
     last_seen: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
@@ -224,10 +229,52 @@ class ClaimRow(Base):
     host_id: Mapped[int] = mapped_column(Id, ForeignKey("hosts.id"), index=True)
     vm_id: Mapped[int | None] = mapped_column(Id, unique=True)
     volume_id: Mapped[int | None] = mapped_column(Id, unique=True)
+    # Capacity held on a move's target while the VM moves (its own claim stays on the
+    # source until the move is done).
+    migration_id: Mapped[int | None] = mapped_column(Id, unique=True)
     cpu: Mapped[int] = mapped_column(Integer, default=0)
     ram: Mapped[int] = mapped_column(Integer, default=0)
     disk: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class MigrationRow(Base):
+    """The move of one VM from ``source_id`` to ``target_id`` (a ``MigrationPhase``),
+    written before the domain is touched; ``server`` is the server moving it."""
+
+    __tablename__ = "migrations"
+    __table_args__ = _NEVER_REUSE
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    vm_id: Mapped[int] = mapped_column(Id, index=True)
+    source_id: Mapped[int] = mapped_column(Id, ForeignKey("hosts.id"))
+    target_id: Mapped[int] = mapped_column(Id, ForeignKey("hosts.id"))
+    phase: Mapped[str] = mapped_column(String(16), index=True)
+    drain_id: Mapped[int | None] = mapped_column(Id, index=True)
+    server: Mapped[str | None] = mapped_column(String(32))
+    requested_by: Mapped[str | None] = mapped_column(String(128))
+    error: Mapped[str | None] = mapped_column(Text)
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class DrainRow(Base):
+    """Moving every VM off a host (a ``DrainState``): how many, how far, what stayed."""
+
+    __tablename__ = "drains"
+    __table_args__ = _NEVER_REUSE
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    host_id: Mapped[int] = mapped_column(Id, ForeignKey("hosts.id"), index=True)
+    state: Mapped[str] = mapped_column(String(16), index=True)
+    total: Mapped[int] = mapped_column(Integer, default=0)
+    moved: Mapped[int] = mapped_column(Integer, default=0)
+    # [{"vmid": N, "reason": "..."}] for each VM that stayed
+    failed: Mapped[list | None] = mapped_column(JSON)
+    server: Mapped[str | None] = mapped_column(String(32))
+    requested_by: Mapped[str | None] = mapped_column(String(128))
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class EventRow(Base):

@@ -140,6 +140,7 @@ def _standard_pass(
         if (
             h.up
             and h.enabled
+            and h.maintenance is None
             and h.id not in exclude
             and (arch is None or h.arch is None or h.arch == arch)
             and cpu <= h.cpu_total - h.cpu_used

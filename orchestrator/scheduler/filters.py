@@ -46,12 +46,12 @@ class HostFilter:
 
 
 class StatusFilter(HostFilter):
-    """Hosts that are up and enabled."""
+    """Hosts that are up, enabled and in service (not in maintenance)."""
 
     name = "status"
 
     def host_passes(self, host: HostState, req: PlacementRequest) -> bool:
-        return host.up and host.enabled
+        return host.up and host.enabled and host.maintenance is None
 
     def detail(self, removed: Sequence[HostState], req: PlacementRequest) -> str:
         def why(h: HostState) -> str:
@@ -59,8 +59,14 @@ class StatusFilter(HostFilter):
                 return f"{h.name} {h.down_reason}"
             return f"{h.name} {'down' if not h.up else 'disabled'}"
 
-        first = [why(h) for h in removed[:MAX_NAMED_HOSTS]]
-        return "down: " + "; ".join(_named(first, len(removed)))
+        # A host in maintenance is named by its pmid with the operator's reason
+        # ("pm2 in maintenance: kernel update"), whatever else is true of it.
+        kept = [h for h in removed if h.maintenance is None]
+        parts = [f"pm{h.id} in maintenance: {h.maintenance}" for h in removed if h.maintenance]
+        if kept:
+            first = [why(h) for h in kept[:MAX_NAMED_HOSTS]]
+            parts.append("down: " + "; ".join(_named(first, len(kept))))
+        return "; ".join(_named(parts[: MAX_NAMED_HOSTS + 1], len(parts)))
 
 
 class ExcludeFilter(HostFilter):

@@ -36,7 +36,9 @@ class HostState:
 
     ``*_total`` is the EFFECTIVE capacity (after overcommit ratios and reserved
     amounts): what VMs may claim. ``*_used`` is what placed VMs claim. ram is
-    in MB, disk in GB. ``down_reason`` says briefly why a host is not up.
+    in MB, disk in GB. ``down_reason`` says briefly why a host is not up;
+    ``maintenance`` is an operator's reason for taking it out of service (None: in
+    service): nothing is placed on a host in maintenance.
     """
 
     id: int
@@ -52,6 +54,7 @@ class HostState:
     disk_used: int
     vms: int
     down_reason: str | None = None
+    maintenance: str | None = None
 
     @property
     def cpu_free(self) -> int:

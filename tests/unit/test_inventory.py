@@ -118,7 +118,7 @@ def test_hosts_every_key(tmp_path):
     path = write(
         tmp_path,
         "root@10.0.0.1 port=2222 domain=qemu cpu=8 ram=16384 disk=500 arch=aarch64 "
-        "network=bridge:br0 pool=/var/lib/fabric\n",
+        "network=bridge:br0 pool=/var/lib/fabric migrate_address=10.0.1.1\n",
     )
     (host,) = load_hosts(path)
     assert host == HostSpec(
@@ -133,7 +133,15 @@ def test_hosts_every_key(tmp_path):
         arch="aarch64",
         network="bridge:br0",
         pool_path="/var/lib/fabric",
+        migrate_address="10.0.1.1",
     )
+
+
+@pytest.mark.parametrize("address", ["10.251.252.3", "fd00::3", "mig.pm1.dc.example"])
+def test_hosts_migrate_address_values(tmp_path, address):
+    path = write(tmp_path, f"root@10.0.0.1 migrate_address={address}\n")
+    assert load_hosts(path)[0].migrate_address == address
+    assert load_hosts(write(tmp_path, "root@10.0.0.1\n"))[0].migrate_address is None
 
 
 @pytest.mark.parametrize("network", ["user", "forward", "network:default", "bridge:br0"])
@@ -262,13 +270,25 @@ def test_hosts_same_address_other_port_is_not_duplicate(tmp_path):
         ),
         ("root@1.2.3.4 arch=X86-64", "arch must look like x86_64, aarch64 or i686, not 'X86-64'"),
         ("root@1.2.3.4 pool=relative/dir", "pool 'relative/dir' is not an absolute path"),
+        (
+            "root@1.2.3.4 migrate_address=10.251.252.999",
+            "migrate_address: '10.251.252.999' is not a valid IPv4 address",
+        ),
+        (
+            "root@1.2.3.4 migrate_address=tcp://10.0.0.1",
+            "migrate_address: 'tcp://10.0.0.1' is not a valid IPv6 address",
+        ),
+        (
+            "root@1.2.3.4 migrate_address=bad_host!",
+            "migrate_address: 'bad_host!' is not a valid IPv4 address or hostname",
+        ),
         ("root@1.2.3.4 cpu=2 cpu=4", "cpu= is given twice"),
         ("root@1.2.3.4 cpu=", "cpu= has no value"),
         ("root@1.2.3.4 cpu", "expected key=value, not 'cpu'"),
         (
             "root@1.2.3.4 colour=blue",
             "unknown key 'colour' (valid keys: port, uri, domain, cpu, "
-            "ram, disk, arch, network, pool)",
+            "ram, disk, arch, network, pool, migrate_address)",
         ),
         ("cpu=4", "a host needs user@address or uri=..."),
         ("uri=http://10.0.0.1/", "uri 'http://10.0.0.1/' has unsupported scheme 'http'"),

@@ -315,6 +315,46 @@ def resize_vm(f: Fleet, method: str) -> None:
     assert f.ok("eve", "GET", "/vm/query", vmid=vmid)["instance_type"] == 3
 
 
+def maintenance_on(f: Fleet, method: str) -> None:
+    for who in ("alice", "eve"):
+        refused(f.call(who, method, "/pm/1/maintenance", reason="mine"), who)
+    assert f.ok("root", method, "/pm/1/maintenance", reason="kernel update")["maintenance"] == (
+        "kernel update"
+    )
+
+
+def maintenance_off(f: Fleet, method: str) -> None:
+    f.ok("root", "POST", "/pm/1/maintenance", reason="kernel update")
+    for who in ("alice", "eve"):
+        refused(f.call(who, method, "/pm/1/maintenance"), who)
+    assert f.ok("root", method, "/pm/1/maintenance")["maintenance"] is None
+
+
+def drain_host(f: Fleet, method: str) -> None:
+    for who in ("alice", "eve"):
+        refused(f.call(who, method, "/pm/1/drain"), who)
+    r = f.call("root", method, "/pm/1/drain")
+    assert r.status_code == 202 and r.json()["requested_by"] == "root", r.text
+
+
+def cancel_drain(f: Fleet, method: str) -> None:
+    f.call("root", "POST", "/pm/1/drain")
+    for who in ("alice", "eve"):
+        refused(f.call(who, method, "/pm/1/drain"), who)
+    r = f.call("root", method, "/pm/1/drain")  # cancelled, or it had finished already
+    assert r.status_code == 200 or "not being drained" in r.json()["error"], r.text
+
+
+def migrate_vm(f: Fleet, method: str) -> None:
+    mine = f.vm("alice")  # not even its creator moves it
+    for who in ("alice", "bob", "eve"):
+        refused(f.call(who, method, f"/vm/{mine}/migrate", pmid=2), who)
+    # An admin may; this fleet's VMs are reached by ports forwarded on their host,
+    # so the move itself is refused, with the reason (not for want of a right).
+    r = f.call("root", method, f"/vm/{mine}/migrate", pmid=2)
+    assert r.status_code == 409 and "forwarded" in r.json()["error"], r.text
+
+
 RULES: dict[tuple[str, str], Callable[[Fleet, str], None]] = {
     ("/vm/create", "GET"): create_vm,
     ("/vm/create", "POST"): create_vm,
@@ -345,6 +385,11 @@ RULES: dict[tuple[str, str], Callable[[Fleet, str], None]] = {
     ("/token/{token}", "DELETE"): revoke_token,
     ("/keys", "POST"): add_key,
     ("/keys/{id}", "DELETE"): remove_key,
+    ("/pm/{pmid}/maintenance", "POST"): maintenance_on,
+    ("/pm/{pmid}/maintenance", "DELETE"): maintenance_off,
+    ("/pm/{pmid}/drain", "POST"): drain_host,
+    ("/pm/{pmid}/drain", "DELETE"): cancel_drain,
+    ("/vm/{vmid}/migrate", "POST"): migrate_vm,
 }
 
 

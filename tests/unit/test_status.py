@@ -20,7 +20,7 @@ def test_status_without_pools(rig, client):
         "ok": True,
         "capacity": {"current": 0, "total": 0, "percent": 0.0},
         "queue": {},
-        "hosts": {"up": labels, "down": []},
+        "hosts": {"up": labels, "down": [], "maintenance": {}},
         "empty": [],
         # an app made in-process has not joined a cluster: no server is alive
         "servers": {"alive": 0, "this": rig.registry.cluster.server_id},

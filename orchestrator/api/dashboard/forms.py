@@ -257,3 +257,55 @@ def host_evacuate() -> str:
         f"{len(got['replaced'])} pool VM(s) replaced, {len(got['volumes_lost'])} volume(s) "
         f"lost{failed}."
     )
+
+
+# -- hosts (admins): maintenance, drain, migrate -----------------------------------------
+
+HOST_ID = Int(name="pmid", label="host")
+TARGET_HOST = Int(name="target", label="target host", required=False)
+
+
+@bp.route("/ui/host/maintenance", methods=["POST"])
+@action
+@takes(HOST_ID)
+def host_maintenance() -> str:
+    pmid = HOST_ID.value()
+    reason = request.form.get("reason", "")
+    row = services().mover.set_maintenance(pmid, reason, by=principal())
+    return f"Host {row.label} (pmid {pmid}) is in maintenance: {row.maintenance}."
+
+
+@bp.route("/ui/host/resume", methods=["POST"])
+@action
+@takes(HOST_ID)
+def host_resume() -> str:
+    pmid = HOST_ID.value()
+    row = services().mover.clear_maintenance(pmid, by=principal())
+    return f"Host {row.label} (pmid {pmid}) is in service."
+
+
+@bp.route("/ui/host/drain", methods=["POST"])
+@action
+@takes(HOST_ID)
+def host_drain() -> str:
+    pmid = HOST_ID.value()
+    row = services().mover.drain(pmid, by=principal())
+    return f"Draining pmid {pmid}: {row.total} VM{'' if row.total == 1 else 's'} to move."
+
+
+@bp.route("/ui/host/drain/cancel", methods=["POST"])
+@action
+@takes(HOST_ID)
+def host_drain_cancel() -> str:
+    pmid = HOST_ID.value()
+    services().mover.cancel_drain(pmid, by=principal())
+    return f"The drain of pmid {pmid} stops after the move in flight."
+
+
+@bp.route("/ui/vm/migrate", methods=["POST"])
+@action
+@takes(VMID, TARGET_HOST)
+def vm_migrate() -> str:
+    vm_id = VMID.value()
+    mig = services().mover.migrate_vm(vm_id, TARGET_HOST.value(), by=principal())
+    return f"Moved vmid {vm_id} from pmid {mig.source_id} to pmid {mig.target_id}."

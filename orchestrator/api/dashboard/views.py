@@ -61,6 +61,7 @@ def overview() -> ResponseReturnValue:
     ctx = {
         "auth_on": auth_on(),
         "user": user,
+        "is_admin": services().auth.principal(user or None).admin,
         "hosts": hosts,
         "vms": vms,
         "pools": pools,
@@ -87,7 +88,10 @@ def overview() -> ResponseReturnValue:
 def _hosts() -> list[dict[str, Any]]:
     registry = services().registry
     counts = registry.vms.counts_by_host()
-    return [presenters.host_card(h, counts.get(h.id, 0)) for h in registry.hosts.list()]
+    return [
+        presenters.host_card(h, counts.get(h.id, 0), registry.moves.latest_drain(h.id))
+        for h in registry.hosts.list()
+    ]
 
 
 def _catalog() -> dict[str, Any]:
