@@ -18,6 +18,7 @@ import threading
 import time
 from collections.abc import Iterable
 
+from . import audit
 from .access import SYSTEM, Principal, Role
 from .errors import BadRequest, Conflict, FabricError, HypervisorError, NotFound, NoValidHost
 from .hostcache import HostCache
@@ -255,8 +256,11 @@ class Mover:
         if wait:
             self._run_drain(row.id, vms)
             return self.registry.moves.drain(row.id)
-        thread = threading.Thread(
-            target=self._run_drain, args=(row.id, vms), name=f"drain-{host_id}", daemon=True
+        thread = threading.Thread(  # its events name who asked for the drain
+            target=audit.carry(self._run_drain),
+            args=(row.id, vms),
+            name=f"drain-{host_id}",
+            daemon=True,
         )
         with self._lock:
             self._threads[row.id] = thread

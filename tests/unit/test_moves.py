@@ -261,6 +261,9 @@ def test_new_endpoints_through_the_api(tmp_path):
         q = wait_for(drained, timeout=60)
         assert q["maintenance"] == "drained" and q["vms"] == 0
         assert q["drain"]["moved"] == q["drain"]["total"] >= 1
+        # the drain's own thread acts for whoever asked (auth off: anonymous), not "system"
+        migrated = pr.rig.registry.events.list(kind="vm.migrated")
+        assert migrated and {e.actor for e in migrated} == {"anonymous"}
         moved = requests.get(f"{url}/vm/query", params={"vmid": vmid}, timeout=30).json()
         assert moved["pmid"] != host and moved["status"] == "in-use"
         st = requests.get(f"{url}/status", timeout=30).json()
