@@ -122,16 +122,7 @@ class DomainsMixin(DriverBase):
         """
 
         def fn(conn: libvirt.virConnect) -> None:
-            try:
-                dom = conn.lookupByUUIDString(uuid)
-            except libvirt.libvirtError as e:
-                if e.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN:
-                    raise
-                dom = None
-            if dom is not None:
-                if dom.isActive():
-                    ignore_missing(dom.destroy, libvirt.VIR_ERR_OPERATION_INVALID)
-                _undefine(dom)
+            remove_domain(conn, uuid)
             pool = self._ensure_pool(conn, host)
             with contextlib.suppress(libvirt.libvirtError):
                 pool.refresh(0)
@@ -217,6 +208,20 @@ class DomainsMixin(DriverBase):
                 dom.create()
 
         self.connection(host).call(fn)
+
+
+def remove_domain(conn: libvirt.virConnect, uuid: str) -> None:
+    """Stop (hard) and undefine the domain with ``uuid``; absent is fine. Found by its
+    UUID, so a foreign domain that happens to carry the same name is never touched."""
+    try:
+        dom = conn.lookupByUUIDString(uuid)
+    except libvirt.libvirtError as e:
+        if e.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN:
+            raise
+        return
+    if dom.isActive():
+        ignore_missing(dom.destroy, libvirt.VIR_ERR_OPERATION_INVALID)
+    _undefine(dom)
 
 
 def _undefine(dom: libvirt.virDomain) -> None:

@@ -30,7 +30,7 @@ import libvirt
 from ..errors import FabricError, HypervisorError
 from .base import DriverBase, drop_volume, ignore_missing
 from .connection import Fence
-from .domains import _pool_target, _undefine
+from .domains import _pool_target, _undefine, remove_domain
 from .records import HostTarget, StagedImage
 from .xml import safe_fromstring, volume_xml
 
@@ -225,16 +225,7 @@ class MovingMixin(DriverBase):
         log). Absent is fine."""
 
         def fn(conn: libvirt.virConnect) -> None:
-            try:
-                dom = conn.lookupByUUIDString(uuid)
-            except libvirt.libvirtError as e:
-                if e.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN:
-                    raise
-                dom = None
-            if dom is not None:
-                if dom.isActive():
-                    ignore_missing(dom.destroy, libvirt.VIR_ERR_OPERATION_INVALID)
-                _undefine(dom)
+            remove_domain(conn, uuid)
             pool = self._ensure_pool(conn, host)
             names = (
                 [p.rsplit("/", 1)[-1] for p in disks]

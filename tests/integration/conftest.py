@@ -326,3 +326,15 @@ def fabric(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FabricProcess]:
                 fp.get("/volume/destroy", volumeid=vid)
     finally:
         fp.stop()
+
+
+def wait_vm(fp: FabricProcess, vmid: int, status: str, timeout: float = 150) -> dict:
+    """Poll /vm/query until the VM has ``status``; fail with the fabric's log."""
+    deadline = time.monotonic() + timeout
+    vm: dict = {}
+    while time.monotonic() < deadline:
+        vm = fp.get("/vm/query", vmid=vmid).json()
+        if vm.get("status") == status:
+            return vm
+        time.sleep(1)
+    raise AssertionError(f"vmid {vmid} is not {status}: {vm}\n{fp.log()[-3000:]}")

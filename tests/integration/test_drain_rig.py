@@ -29,6 +29,7 @@ from tests.integration.conftest import (
     Guest,
     _require_rig,
     host_domains,
+    wait_vm,
 )
 
 pytestmark = pytest.mark.integration
@@ -86,17 +87,6 @@ def lan(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FabricProcess]:
     # Nothing of this fabric's is left on the rig's hosts.
     left = [d for p in HOSTS for d in host_domains(p) if d.rsplit("-vm-", 1)[0] in mine]
     assert left == [], left
-
-
-def wait_vm(fp: FabricProcess, vmid: int, status: str, timeout: float = 150) -> dict:
-    deadline = time.monotonic() + timeout
-    vm: dict = {}
-    while time.monotonic() < deadline:
-        vm = fp.get("/vm/query", vmid=vmid).json()
-        if vm.get("status") == status:
-            return vm
-        time.sleep(1)
-    raise AssertionError(f"vmid {vmid} is not {status}: {vm}\n{fp.log()[-3000:]}")
 
 
 def guest_at(fp: FabricProcess, ip: str) -> Guest:

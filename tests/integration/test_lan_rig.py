@@ -13,7 +13,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.integration.conftest import RIG, FabricProcess, Guest, _require_rig
+from tests.integration.conftest import RIG, FabricProcess, Guest, _require_rig, wait_vm
 
 pytestmark = pytest.mark.integration
 
@@ -34,17 +34,6 @@ def lan(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FabricProcess]:
     fp.start()
     yield fp
     fp.destroy_everything()
-
-
-def wait_vm(fp: FabricProcess, vmid: int, status: str, timeout: float = 150) -> dict:
-    deadline = time.monotonic() + timeout
-    vm: dict = {}
-    while time.monotonic() < deadline:
-        vm = fp.get("/vm/query", vmid=vmid).json()
-        if vm.get("status") == status:
-            return vm
-        time.sleep(1)
-    raise AssertionError(f"vmid {vmid} is not {status}: {vm}\n{fp.log()[-3000:]}")
 
 
 def guest_at(fp: FabricProcess, ip: str) -> Guest:
