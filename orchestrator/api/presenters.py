@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..clock import as_utc, iso
 from ..guests import ssh_port
+from ..hostnames import fqdn
 from ..model import (
     HostStatus,
     MigrationPhase,
@@ -74,11 +75,14 @@ def ssh_command(reach: Mapping[str, Any] | None) -> str | None:
     return f"ssh {port}{reach['user']}@{reach['host']}"
 
 
-def vm(row: VmRow, guest_user: str) -> dict[str, Any]:
-    """``GET /vm/query``: one VM."""
+def vm(row: VmRow, guest_user: str, domain: str | None = None) -> dict[str, Any]:
+    """``GET /vm/query``: one VM (``domain``: the configured one, for its FQDN)."""
     out: dict[str, Any] = {
         "vmid": row.id,
         "name": row.name,
+        "hostname": row.hostname,
+        "fqdn": fqdn(row.hostname, domain),
+        "tags": dict(row.tags or {}),
         "instance_type": row.tid,
         "pmid": row.host_id or 0,
         "status": row.state,

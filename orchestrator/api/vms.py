@@ -31,7 +31,11 @@ def create():
 def query():
     vm_id = VMID.value()
     svc = services()
-    return jsonify(presenters.vm(svc.registry.vms.get(vm_id), svc.config.guest.user))
+    return jsonify(
+        presenters.vm(
+            svc.registry.vms.get(vm_id), svc.config.guest.user, svc.config.hostnames.domain
+        )
+    )
 
 
 @bp.route("/vm/destroy", methods=["GET", "POST"])

@@ -38,6 +38,7 @@ from .sections import (
     DiscoveryConfig,
     EvacuateConfig,
     GuestConfig,
+    HostnamesConfig,
     LibvirtConfig,
     LimitsConfig,
     ReconcileConfig,
@@ -71,6 +72,7 @@ class Config(Section):
     workers: WorkerConfig = Field(default_factory=WorkerConfig)
     cluster: ClusterConfig = Field(default_factory=ClusterConfig)
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
+    hostnames: HostnamesConfig = Field(default_factory=HostnamesConfig)
     state_dir: str = Field("/var/lib/fabric", description="an absolute path")
     pools: Annotated[list[PoolSettings], BeforeValidator(none_is_empty_list)] = Field(
         default_factory=list

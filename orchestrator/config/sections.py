@@ -9,6 +9,7 @@ from typing import Annotated, Any
 
 from pydantic import BeforeValidator, Field, PlainValidator, field_validator, model_validator
 
+from ..hostnames import DOMAIN, DOMAIN_RULE
 from ..scheduler.policy import FIRST_FIT, POLICY_WEIGHTS, Policy
 from ..scheduler.weighers import WEIGHERS
 from .base import Section, fail, names_of, none_is_empty_dict, problem, show
@@ -163,6 +164,22 @@ class ClusterConfig(Section):
                 )
             )
         return self
+
+
+class HostnamesConfig(Section):
+    """VMs' hostnames (orchestrator/hostnames.py): ``domain`` makes their FQDN."""
+
+    domain: str | None = Field(None, description=DOMAIN_RULE)
+
+    @field_validator("domain")
+    @classmethod
+    def _domain(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        value = value.rstrip(".")
+        if len(value) > 190 or not DOMAIN.fullmatch(value):
+            raise problem(f"must be {DOMAIN_RULE} (at most 190 characters), got {show(value)}")
+        return value
 
 
 class LimitsConfig(Section):

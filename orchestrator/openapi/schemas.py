@@ -78,6 +78,16 @@ SCHEMAS: dict[str, Any] = {
         {
             "vmid": ID,
             "name": STR,
+            "hostname": {
+                **NSTR,
+                "description": "its DNS name: unique, never given to another VM",
+            },
+            "fqdn": {**NSTR, "description": "hostname.domain (hostnames.domain in the config)"},
+            "tags": {
+                "type": "object",
+                "additionalProperties": STR,
+                "description": "labels set by users (vmpooler's tags)",
+            },
             "instance_type": INT,
             "pmid": {**INT, "description": "0 while the VM has no host"},
             "status": STR,

@@ -115,11 +115,17 @@ class VmRow(Base):
     __tablename__ = "vms"
     __table_args__ = (
         UniqueConstraint("host_id", "ssh_port", name="uq_vm_host_port"),
+        # An index, not a constraint: SQLite adds it without rebuilding the table.
+        Index("uq_vm_hostname", "hostname", unique=True),
         _NEVER_REUSE,
     )
 
     id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
     name: Mapped[str] = mapped_column(String(128))
+    # Its DNS name: unique, and never given again (see HostnameRow, hostnames.py).
+    hostname: Mapped[str | None] = mapped_column(String(63))
+    # Labels users set (vmpooler's tags): {"key": "value"}.
+    tags: Mapped[dict | None] = mapped_column(JSON)
     tid: Mapped[int] = mapped_column(Id)
     image_id: Mapped[int] = mapped_column(Id, ForeignKey("images.id"))
     host_id: Mapped[int | None] = mapped_column(Id, ForeignKey("hosts.id"), index=True)
@@ -161,6 +167,17 @@ class VmRow(Base):
     updated_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), default=utcnow, onupdate=utcnow
     )
+
+
+class HostnameRow(Base):
+    """Every hostname the registry ever gave, kept after its VM is gone: the primary
+    key makes sure none is given twice."""
+
+    __tablename__ = "hostnames"
+
+    name: Mapped[str] = mapped_column(String(63), primary_key=True)
+    vm_id: Mapped[int] = mapped_column(Id)
+    issued_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
 class VolumeRow(Base):

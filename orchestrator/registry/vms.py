@@ -18,13 +18,14 @@ from sqlalchemy.orm import Session
 
 from ..clock import utcnow
 from ..errors import Conflict, NotFound
+from ..hostnames import new_hostname
 from ..model import VM_OWNED, VM_TRANSITIONS, VmState, check_transition
 from .addresses import AddressStore
 from .claims import Claims
 from .cluster import ClusterStore
 from .database import Database
 from .quotas import Quota, QuotaStore, Usage
-from .tables import EventRow, VmRow
+from .tables import EventRow, HostnameRow, VmRow
 from .volumes import VolumeStore
 
 
@@ -92,6 +93,7 @@ class VmStore:
                     vm_uuid = str(uuid.uuid4())
                     vm = VmRow(
                         name=name,
+                        hostname=new_hostname(pool or name),
                         tid=tid,
                         image_id=image_id,
                         host_id=host_id,
@@ -112,12 +114,16 @@ class VmStore:
                     s.flush()
                     # The domain name carries the stable id, which is only known now.
                     vm.domain_name = f"fabric-{self._installation()}-vm-{vm.id}"
+                    # Its hostname, kept for ever (a collision: IntegrityError, again).
+                    s.add(HostnameRow(name=vm.hostname, vm_id=vm.id))
+                    s.flush()
                     self.claims.record(s, host_id, vm_id=vm.id, cpu=cpu, ram=ram, disk=disk)
                     detail = {"user": created_by} if created_by else None
                     s.add(EventRow(kind="vm.claim", vm_id=vm.id, host_id=host_id, detail=detail))
                     return vm
             except IntegrityError:
-                # A MAC, uuid or port collided with a concurrent claim: try again.
+                # A MAC, uuid, port or hostname collided with a concurrent claim (or a
+                # hostname with one given before): try again.
                 continue
         raise Conflict(f"could not record a new VM on pmid {host_id} (id collisions)")
 
@@ -143,6 +149,32 @@ class VmStore:
         if row is None:
             raise NotFound(f"vmid {vm_id} does not exist")
         return row
+
+    def by_hostname(self, hostname: str) -> VmRow:
+        """The VM with this (short) hostname; 404 if none has it (any more)."""
+        with self.db.read() as s:
+            vm = s.scalars(select(VmRow).where(VmRow.hostname == hostname)).first()
+        if vm is None:
+            raise NotFound(f"no VM has hostname {hostname!r}")
+        return vm
+
+    def set_tags(self, vm_id: int, tags: dict[str, str]) -> dict[str, str]:
+        """Merge ``tags`` into the VM's tags (an empty value removes a key)."""
+        with self.db.tx() as s:
+            vm = s.get(VmRow, vm_id, with_for_update=True)
+            if vm is None:
+                raise NotFound(f"vmid {vm_id} does not exist")
+            merged = dict(vm.tags or {})
+            for k, v in tags.items():
+                if v == "":
+                    merged.pop(k, None)
+                else:
+                    merged[k] = v
+            vm.tags = merged or None
+            s.add(
+                EventRow(kind="vm.tagged", vm_id=vm_id, host_id=vm.host_id, detail={"tags": tags})
+            )
+            return merged
 
     def exists(self, vm_id: int) -> bool:
         with self.db.read() as s:
