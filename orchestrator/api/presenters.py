@@ -80,9 +80,6 @@ def vm(row: VmRow, guest_user: str, domain: str | None = None) -> dict[str, Any]
     out: dict[str, Any] = {
         "vmid": row.id,
         "name": row.name,
-        "hostname": row.hostname,
-        "fqdn": fqdn(row.hostname, domain),
-        "tags": dict(row.tags or {}),
         "instance_type": row.tid,
         "pmid": row.host_id or 0,
         "status": row.state,
@@ -103,6 +100,9 @@ def vm(row: VmRow, guest_user: str, domain: str | None = None) -> dict[str, Any]
     out["network"] = row.network
     out["address_source"] = row.ip_source if row.ip else None
     out["created_by"] = row.created_by
+    out["hostname"] = row.hostname
+    out["fqdn"] = fqdn(row.hostname, domain)
+    out["tags"] = dict(row.tags or {})
     if row.held_by:
         out["held_by"] = row.held_by
     if row.rebuilt_at is not None:  # its host died: rebuilt from its image on this one

@@ -78,16 +78,6 @@ SCHEMAS: dict[str, Any] = {
         {
             "vmid": ID,
             "name": STR,
-            "hostname": {
-                **NSTR,
-                "description": "its DNS name: unique, never given to another VM",
-            },
-            "fqdn": {**NSTR, "description": "hostname.domain (hostnames.domain in the config)"},
-            "tags": {
-                "type": "object",
-                "additionalProperties": STR,
-                "description": "labels set by users (vmpooler's tags)",
-            },
             "instance_type": INT,
             "pmid": {**INT, "description": "0 while the VM has no host"},
             "status": STR,
@@ -108,6 +98,16 @@ SCHEMAS: dict[str, Any] = {
                 **NSTR,
                 "description": "its creator (null: the fabric, or anyone "
                 "while authentication was off)",
+            },
+            "hostname": {
+                **NSTR,
+                "description": "its DNS name: unique, never given to another VM",
+            },
+            "fqdn": {**NSTR, "description": "hostname.domain (hostnames.domain in the config)"},
+            "tags": {
+                "type": "object",
+                "additionalProperties": STR,
+                "description": "labels set by users (vmpooler's tags)",
             },
             "held_by": {**STR, "description": "who has it checked out"},
             "rebuilt_at": {

@@ -16,7 +16,7 @@ from tests.conftest import make_rig
 from tests.lan import BRIDGE, FORWARD_HOST, LAN, LAN_HOST, USER_HOST, make_lan_pool_rig
 
 VM_KEYS = ["vmid", "name", "instance_type", "pmid", "status", "image_id", "ip", "domain"]
-NEW_KEYS = ["mac", "network", "address_source", "created_by"]
+NEW_KEYS = ["mac", "network", "address_source", "created_by", "hostname", "fqdn", "tags"]
 LIBVIRT_DEFAULT = {
     "name": "default",
     "bridge": "virbr0",
