@@ -202,7 +202,7 @@ def volume(row: VolumeRow) -> dict[str, Any]:
     return out
 
 
-def checkout(c: Checkout, guest_user: str) -> dict[str, Any]:
+def checkout(c: Checkout, guest_user: str, domain: str | None = None) -> dict[str, Any]:
     """One checked-out VM of ``POST /vm/checkout``, with its reservation id."""
     out: dict[str, Any] = {"vmid": c.vm.id, "ip": c.vm.ip}
     reach = ssh(c.vm, guest_user)
@@ -214,6 +214,8 @@ def checkout(c: Checkout, guest_user: str) -> dict[str, Any]:
     out["mac"] = c.vm.mac
     out["network"] = c.vm.network
     out["ssh_keys"] = list(c.keys)
+    out["hostname"] = c.vm.hostname
+    out["fqdn"] = fqdn(c.vm.hostname, domain)
     return out
 
 

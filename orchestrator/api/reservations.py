@@ -94,7 +94,8 @@ def checkout() -> ResponseReturnValue:
         )
     except Unavailable as e:
         return _unavailable(e, {"vmid": 0})
-    described = [presenters.checkout(c, _guest_user()) for c in got]
+    domain = services().config.hostnames.domain
+    described = [presenters.checkout(c, _guest_user(), domain) for c in got]
     if count == 1:
         return _secret(jsonify(described[0]))
     return _secret(jsonify({"vms": described}))

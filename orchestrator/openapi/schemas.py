@@ -212,6 +212,8 @@ SCHEMAS: dict[str, Any] = {
                 "items": STR,
                 "description": "fingerprints of the keys put into the guest for you",
             },
+            "hostname": {**STR, "description": "its DNS name (unique, never reused)"},
+            "fqdn": {**STR, "description": "hostname.domain (hostnames.domain in the config)"},
         },
         ["vmid", "ip", "reservation_id", "expires_at"],
     ),

@@ -136,6 +136,8 @@ def test_checkout_shapes_give_mac_network_and_the_port_to_ssh_to(lan, api):
         "mac": vm.mac,
         "network": BRIDGE,
         "ssh_keys": [],
+        "hostname": vm.hostname,
+        "fqdn": vm.hostname,
     }
     assert seed == {
         "IP": "10.251.1.23",

@@ -118,7 +118,7 @@ def vm_checkout() -> str:
     if not is_name(pool):
         raise BadRequest("pool must be a pool name")
     c = res.checkout(pool=pool, by=principal())[0]
-    d = presenters.checkout(c, services().config.guest.user)
+    d = presenters.checkout(c, services().config.guest.user, services().config.hostnames.domain)
     command = presenters.ssh_command(d.get("ssh"))
     reach = f"; {command}" if command else ""
     flash(services().registry.meta.put_once(c.reservation_id, SECRET_TTL), "secret")
