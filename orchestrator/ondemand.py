@@ -295,8 +295,9 @@ class OnDemand:
             reasons = []
             if st["total"] >= most:
                 reasons.append(
-                    f"the pool is at its max of {most} VMs ({st['in_use']} in use, "
-                    f"{st['cleaning']} cleaning, {st['building']} building, {st['ready']} ready)"
+                    f"the pool is at its max of {most} VMs ({st['in_use'] - got} in use by "
+                    f"others, {st['cleaning']} cleaning, {st['building']} building, "
+                    f"{st['ready']} ready)"
                 )
             if self.max_vms is not None and total >= self.max_vms:
                 reasons.append(f"the fabric runs its limit of {self.max_vms} VMs (limits.max_vms)")
