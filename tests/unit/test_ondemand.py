@@ -7,7 +7,6 @@ import signal
 import threading
 from collections import Counter
 
-import pytest
 import requests
 
 from orchestrator.auth import hash_password
@@ -324,3 +323,55 @@ def test_16_users_in_parallel_are_served_in_arrival_order_never_sharing_a_vm(tmp
         assert [x["requested_by"] for x in mine] == [USERS[3]]
     finally:
         pr.stop()
+
+
+def test_a_sigkilled_server_loses_no_request(tmp_path):
+    from tests.unit.test_served import Server
+
+    srv = Server(
+        tmp_path,
+        [(16, 8192)],
+        "workers: {interval: 0.2}\n"
+        "cluster: {heartbeat: 0.5, dead_after: 2}\n"
+        "pools: [{name: small, instance_type: 1, image: base, ready_check: none, size: 2,"
+        " max: 2, cleanup: reset}]\n",
+    )
+    srv.start()
+    try:
+        url = srv.url
+
+        def ready_vms() -> int:
+            return requests.get(f"{url}/pool/query", params={"pool": "small"}, timeout=10).json()[
+                "ready"
+            ]
+
+        wait_for(lambda: ready_vms() == 2)
+        assert requests.post(f"{url}/vm/checkout", json={"pool": "small"}, timeout=30).ok
+        r = requests.post(f"{url}/requests", json={"pools": {"small": 2}}, timeout=30)
+        assert r.status_code == 201
+        rid = r.json()["request_id"]
+
+        def progress() -> dict:
+            g = requests.get(f"{url}/requests/{rid}", timeout=10)
+            assert g.status_code == 202, g.text  # the pool is at its max: it cannot be met
+            return g.json()["progress"]["small"]
+
+        wait_for(lambda: progress()["ready"] == 1)  # one VM set aside, the other in use
+        assert srv.stop(signal.SIGKILL) == -signal.SIGKILL
+        srv.start()
+        # test:// hosts live in the server's process: after the restart every VM is
+        # gone (vanished, then retired); the request is still there and is met
+        url = srv.url
+        g = requests.get(f"{url}/requests/{rid}", timeout=10)
+        assert g.status_code in (200, 202) and g.json()["request_id"] == rid
+
+        def done() -> dict | None:
+            g = requests.get(f"{url}/requests/{rid}", timeout=10)
+            return g.json() if g.status_code == 200 else None
+
+        out = wait_for(done, timeout=300, interval=0.2)
+        assert out["state"] == "ready" and len(out["vms"]) == 2
+        v3 = requests.get(f"{url}/api/v3/ondemandvm/{rid}", timeout=10).json()
+        assert v3["ready"] is True and len(v3["small"]["hostname"]) == 2
+    finally:
+        srv.stop(signal.SIGTERM)
