@@ -122,6 +122,7 @@ class OnDemand:
             request_id = uuid.uuid4().hex
         elif not isinstance(request_id, str) or not REQUEST_ID.fullmatch(request_id):
             raise BadRequest(f"request_id must be {REQUEST_ID_RULE}")
+        self._fits_quota(wanted, by)
         deadline = utcnow() + timedelta(seconds=self.settings.timeout)
         row = self.store.create(request_id, by.name, wanted, hours, deadline)
         log.info("request %s of %s by %s: pending", request_id, wanted, by.label)
@@ -166,11 +167,25 @@ class OnDemand:
                 )
         return wanted
 
+    def _fits_quota(self, wanted: dict[str, int], by: Principal) -> None:
+        """A request for more checked-out VMs than the caller may ever hold is refused
+        at once (what they hold now is counted when VMs are set aside)."""
+        quota = self.quotas.of(by) if self.quotas is not None else None
+        most = quota.limits.get("checked_out") if quota is not None else None
+        total = sum(wanted.values())
+        if most is not None and total > most:
+            raise QuotaExceeded(
+                f"quota exceeded for user {quota.user if quota else by.label} "
+                f"(checked-out VMs: {total} asked for > {most})"
+            )
+
     def get(self, request_id: str) -> RequestRow:
         return self.store.get(request_id)
 
     def list(self, by: Principal, states: Iterable[str] | None = None) -> list[RequestRow]:
         """The caller's requests (an admin's: everyone's), newest first."""
+        if not by.admin and by.name is None:
+            return []  # nobody in particular (an unauthenticated reader) has none
         return self.store.list(requested_by=by.name, everyone=by.admin, states=states)
 
     def cancel(self, request_id: str, by: Principal) -> RequestRow:
@@ -230,10 +245,14 @@ class OnDemand:
                 need = want - have.get(pool, 0)
                 if need <= 0:
                     continue
+                if pool not in self.pools.pools:
+                    continue  # no longer configured: it fails at its deadline, saying so
                 if pool in short:
                     blocked.append(pool)
-                elif pool in self.pools.pools:
+                else:
                     got = self._set_aside(r, pool, need)
+                    if got is None:
+                        continue  # over its requester's quota: it holds up no one else
                     have[pool] = have.get(pool, 0) + got
                     need -= got
                 if need > 0:
@@ -253,7 +272,9 @@ class OnDemand:
                 )
         return dict(demand)
 
-    def _set_aside(self, r: RequestRow, pool: str, n: int) -> int:
+    def _set_aside(self, r: RequestRow, pool: str, n: int) -> int | None:
+        """Up to ``n`` ready VMs of ``pool`` set aside for ``r``: how many (None: none,
+        its requester's quota would be exceeded; the request notes it)."""
         hashes = [digest(secrets.token_urlsafe(32)) for _ in range(n)]
         # the reaper's fallback only: the request ends (and sets lifetimes) first
         safety = as_utc(r.deadline) + timedelta(hours=max(self.pools.pool(pool).lifetime_max, 1))
@@ -266,7 +287,7 @@ class OnDemand:
             )
         except QuotaExceeded as e:
             self.store.note(r.request_id, e.message)
-            return 0
+            return None
         if got and r.message:
             self.store.note(r.request_id, None)
         return got

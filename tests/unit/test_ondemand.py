@@ -375,3 +375,57 @@ def test_a_sigkilled_server_loses_no_request(tmp_path):
         assert v3["ready"] is True and len(v3["small"]["hostname"]) == 2
     finally:
         srv.stop(signal.SIGTERM)
+
+
+def test_a_request_over_its_requesters_quota_waits_alone_and_says_why(tmp_path):
+    secret = hash_password("pw")
+    users = {
+        "alice": {"password": secret, "quota": {"checked_out": 2}},
+        "bob": secret,
+    }
+    pr = make_pool_rig(
+        tmp_path, HOSTS, [pool(3, 4)],
+        config={"auth": {"enabled": True, "users": users}, "ondemand": {"timeout": 1}},
+        start_worker=False,
+    )  # fmt: skip
+    try:
+        url = pr.served.url
+        tok = {u: requests.post(f"{url}/token", auth=(u, "pw"), timeout=30).json()["token"]
+               for u in users}  # fmt: skip
+
+        def h(u):
+            return {"X-Auth-Token": tok[u]}
+
+        one_pass(pr)
+        # more than she may ever hold: refused at once
+        r = requests.post(f"{url}/requests", json={"pools": {"small": 3}}, headers=h("alice"),
+                          timeout=30)  # fmt: skip
+        assert r.status_code == 403
+        assert r.json()["error"] == (
+            "quota exceeded for user alice (checked-out VMs: 3 asked for > 2)"
+        )
+        # she holds one already: her request for 2 waits, and holds up no one else
+        assert requests.post(f"{url}/vm/checkout", json={"pool": "small"}, headers=h("alice"),
+                             timeout=30).ok  # fmt: skip
+        a = requests.post(f"{url}/requests", json={"pools": {"small": 2}}, headers=h("alice"),
+                          timeout=30).json()["request_id"]  # fmt: skip
+        b = requests.post(f"{url}/requests", json={"pools": {"small": 2}}, headers=h("bob"),
+                          timeout=30).json()["request_id"]  # fmt: skip
+        pr.worker.run_once()
+        pr.worker.drain()
+        assert requests.get(f"{url}/requests/{b}", timeout=30).json()["state"] == "ready"
+        pending = requests.get(f"{url}/requests/{a}", timeout=30).json()
+        assert pending["state"] == "pending" and pending["progress"]["small"]["ready"] == 0
+        assert pending["message"].startswith("quota exceeded for user alice")
+        deadline = as_utc(pr.rig.registry.requests.get(a).deadline)
+        wait_for(lambda: utcnow() > deadline)
+        pr.worker.run_once()
+        failed = requests.get(f"{url}/requests/{a}", timeout=30).json()
+        assert failed["state"] == "failed"
+        assert failed["message"].startswith("not met within 1 s: pool small: 0 of 2 set aside; ")
+        assert (
+            "quota exceeded for user alice (checked-out VMs: 1 in use + 2 > 2)"
+            in (failed["message"])
+        )
+    finally:
+        pr.stop()
