@@ -20,7 +20,14 @@ from sqlalchemy.orm import Session
 
 from ..clock import utcnow
 from ..errors import Conflict, NotFound
-from ..model import HostStatus, RequestState, VmState
+from ..model import (
+    REQUEST_TRANSITIONS,
+    VM_TRANSITIONS,
+    HostStatus,
+    RequestState,
+    VmState,
+    check_transition,
+)
 from .database import Database
 from .quotas import Quota, QuotaStore, Usage
 from .reservations import _RETURNED
@@ -207,6 +214,7 @@ class RequestStore:
                 ).one()
                 want = Usage(checked_out=len(ids), vcpu=cpu or 0, ram=ram or 0, disk=disk or 0)
                 self.quotas.check(s, quota, want)
+            check_transition(VM_TRANSITIONS, [VmState.READY], VmState.IN_USE, "vm")
             now = utcnow()
             taken = 0
             for vm_id, digest in zip(ids, hashes, strict=False):
@@ -255,6 +263,7 @@ class RequestStore:
                 have[vm.pool or ""] = have.get(vm.pool or "", 0) + 1
             if any(have.get(p, 0) < n for p, n in row.pools.items()):
                 return None
+            check_transition(REQUEST_TRANSITIONS, [row.state], RequestState.READY, "request")
             now = utcnow()
             for vm in vms:
                 vm.expires_at = now + timedelta(hours=hours.get(vm.pool or "", 1.0))
@@ -310,8 +319,10 @@ class RequestStore:
                     )
                 ).all()
             )
+            check_transition(REQUEST_TRANSITIONS, [was], to, "request")
             now = utcnow()
             back = _UNUSED if was == RequestState.PENDING else {**_RETURNED, "request_id": None}
+            check_transition(VM_TRANSITIONS, [VmState.IN_USE], back["state"], "vm")
             if held:
                 s.execute(
                     update(VmRow)

@@ -429,3 +429,22 @@ def test_a_request_over_its_requesters_quota_waits_alone_and_says_why(tmp_path):
         )
     finally:
         pr.stop()
+
+
+def test_fair_order_one_users_many_requests_do_not_starve_others():
+    from orchestrator.ondemand import fair_order
+    from orchestrator.registry import RequestRow
+
+    def req(n: int, who: str | None) -> RequestRow:
+        return RequestRow(id=n, request_id=f"r{n}", requested_by=who, pools={"a": 1})
+
+    pending = [req(1, "alice"), req(2, "alice"), req(3, "alice"), req(4, "bob"),
+               req(5, "carol"), req(6, "bob")]  # fmt: skip
+    order = [r.request_id for r in fair_order(pending, started=set())]
+    assert order == ["r1", "r4", "r5", "r2", "r6", "r3"]
+    # a request that already holds VMs keeps its place ahead of newcomers
+    order = [r.request_id for r in fair_order(pending, started={"r3"})]
+    assert order == ["r3", "r1", "r4", "r5", "r2", "r6"]
+    # one requester (or authentication off: nobody in particular): arrival order
+    same = [req(n, None) for n in (3, 1, 2)]
+    assert [r.id for r in fair_order(same, started=set())] == [1, 2, 3]
