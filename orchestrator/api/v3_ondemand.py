@@ -46,7 +46,8 @@ def _failure(e: FabricError) -> Response:
 
 
 def _unknown(request_id: str) -> Response:
-    return _answer(404, {"ok": False, "message": f"no request found for request_id {request_id!r}"})
+    message = f"no request found for request_id {request_id[:64]!r}"
+    return _answer(404, {"ok": False, "message": message})
 
 
 def _service() -> OnDemand:

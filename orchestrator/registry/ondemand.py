@@ -92,7 +92,7 @@ class RequestStore:
         with self.db.read() as s:
             row = s.scalar(select(RequestRow).where(RequestRow.request_id == request_id))
         if row is None:
-            raise NotFound(f"no request {request_id!r}")
+            raise NotFound(f"no request {request_id[:64]!r}")
         return row
 
     def list(
@@ -305,7 +305,7 @@ class RequestStore:
                 select(RequestRow).where(RequestRow.request_id == request_id).with_for_update()
             )
             if row is None:
-                raise NotFound(f"no request {request_id!r}")
+                raise NotFound(f"no request {request_id[:64]!r}")
             was = row.state
             ends = was == RequestState.PENDING or (
                 was == RequestState.READY and to == RequestState.CANCELLED
