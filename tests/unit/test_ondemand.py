@@ -321,6 +321,19 @@ def test_16_users_in_parallel_are_served_in_arrival_order_never_sharing_a_vm(tmp
         mine = requests.get(f"{url}/requests", headers={"X-Auth-Token": tokens[USERS[3]]},
                             timeout=60).json()["requests"]  # fmt: skip
         assert [x["requested_by"] for x in mine] == [USERS[3]]
+        # vmpooler's API on the same requests and rules
+        h5, h6 = ({"X-Auth-Token": tokens[u]} for u in (USERS[5], USERS[6]))
+        r = requests.post(f"{url}/api/v3/ondemandvm/small", headers=h5, timeout=60)
+        assert r.status_code == 201 and r.json()["ok"] is True
+        rid = r.json()["request_id"]
+        assert (
+            requests.get(f"{url}/requests/{rid}", timeout=60).json()["requested_by"] == (USERS[5])
+        )
+        no = requests.delete(f"{url}/api/v3/ondemandvm/{rid}", headers=h6, timeout=60)
+        assert no.status_code == 403 and no.json()["ok"] is False
+        assert "may not cancel request" in no.json()["message"]
+        yes = requests.delete(f"{url}/api/v3/ondemandvm/{rid}", headers=h5, timeout=60)
+        assert yes.status_code == 200 and yes.json() == {"ok": True}
     finally:
         pr.stop()
 
