@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -64,6 +64,11 @@ class RequestStore:
         """A new pending request; 409 if ``request_id`` was ever used."""
         try:
             with self.db.tx() as s:
+                if self.db.postgres:
+                    # Requests are numbered in the order they commit (SQLite's write
+                    # lock does that already): a pass never sees a later number before
+                    # an earlier one, so arrival order is the order of the ids.
+                    s.execute(text("LOCK TABLE requests IN SHARE ROW EXCLUSIVE MODE"))
                 row = RequestRow(
                     request_id=request_id,
                     requested_by=requested_by,
