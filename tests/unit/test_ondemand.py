@@ -41,7 +41,10 @@ def counts(pr) -> dict:
 
 
 def test_a_request_larger_than_the_ready_set_is_met_as_vms_are_built(tmp_path):
-    pr = make_pool_rig(tmp_path, HOSTS, [pool(1, 4)], start_worker=False)
+    pr = make_pool_rig(
+        tmp_path, HOSTS, [pool(1, 4)], config={"hostnames": {"domain": "vms.example"}},
+        start_worker=False,
+    )  # fmt: skip
     try:
         url = pr.served.url
         one_pass(pr)
@@ -81,13 +84,14 @@ def test_a_request_larger_than_the_ready_set_is_met_as_vms_are_built(tmp_path):
             assert row.state == VmState.IN_USE and row.request_id == rid
             assert row.reservation_hash is not None and row.expires_at is not None
             assert v["hostname"] == row.hostname
+            assert v["fqdn"] == f"{row.hostname}.vms.example"
         v3 = requests.get(f"{url}/api/v3/ondemandvm/{rid}", timeout=30)
         assert v3.status_code == 200
         assert v3.json() == {
             "ok": True,
             "request_id": rid,
             "ready": True,
-            "small": {"hostname": [v["hostname"] for v in vms]},
+            "small": {"hostname": [v["fqdn"] for v in vms]},  # FQDNs, as vmpooler's v3
         }
         # the refill keeps the pool's size besides (4 = max)
         one_pass(pr)
