@@ -32,22 +32,24 @@ import secrets
 import threading
 import uuid
 from collections import Counter
-from collections.abc import Iterable
-from datetime import timedelta
+from collections.abc import Callable, Iterable
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from .access import Principal, Role
 from .clock import as_utc, utcnow
 from .config import OnDemandConfig
-from .errors import BadRequest, Forbidden, NotFound
+from .errors import BadRequest, FabricError, Forbidden, NotFound
 from .model import RequestState, is_name
 from .registry import Registry, RequestRow, VmRow
 from .registry.quotas import QuotaExceeded
 from .reservations import _may_use, digest
 
 if TYPE_CHECKING:
+    from .guests import Guests
     from .pools import PoolService
     from .quotas import Quotas
+    from .sshkeys import Keys
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +90,10 @@ class OnDemand:
         settings: OnDemandConfig,
         quotas: Quotas | None = None,
         max_vms: int | None = None,
+        *,
+        guests: Guests | None = None,
+        keys: Keys | None = None,
+        clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self.registry = registry
         self.store = registry.requests
@@ -95,6 +101,9 @@ class OnDemand:
         self.settings = settings
         self.quotas = quotas
         self.max_vms = max_vms
+        self.guests = guests  # puts the requester's SSH keys into its VMs' guests
+        self.keys = keys  # the keys users registered
+        self.clock = clock  # what deadlines are set and checked by (tests move it on)
         self.wake: Any = None  # the pool worker's wake (set when wired)
         self.clean: Any = None  # the pool worker's clean_now (set when wired)
         self._lock = threading.Lock()
@@ -123,7 +132,7 @@ class OnDemand:
         elif not isinstance(request_id, str) or not REQUEST_ID.fullmatch(request_id):
             raise BadRequest(f"request_id must be {REQUEST_ID_RULE}")
         self._fits_quota(wanted, by)
-        deadline = utcnow() + timedelta(seconds=self.settings.timeout)
+        deadline = self.clock() + timedelta(seconds=self.settings.timeout)
         row = self.store.create(request_id, by.name, wanted, hours, deadline)
         log.info("request %s of %s by %s: pending", request_id, wanted, by.label)
         if self.wake is not None:
@@ -227,7 +236,7 @@ class OnDemand:
         pending = self.store.pending()
         if not pending:
             return {}
-        now = utcnow()
+        now = self.clock()
         live = []
         for r in pending:
             if as_utc(r.deadline) <= now:
@@ -266,6 +275,7 @@ class OnDemand:
                 }
                 if self.store.complete(r.request_id, hours) is not None:
                     log.info("request %s: ready", r.request_id)
+                    self._give_keys(r)
             elif blocked:
                 self.store.note(
                     r.request_id, f"waiting behind earlier requests for pool {', '.join(blocked)}"
@@ -291,6 +301,31 @@ class OnDemand:
         if got and r.message:
             self.store.note(r.request_id, None)
         return got
+
+    def _give_keys(self, r: RequestRow) -> None:
+        """The requester's registered SSH keys into each guest of a request now ready,
+        as at a check-out; a guest that refuses is named in the request's message
+        (its cleanup takes the keys out again when the VM comes back)."""
+        if self.guests is None or self.keys is None or not r.requested_by:
+            return
+        keys = self.keys.for_user(r.requested_by)
+        if not keys:
+            return
+        given, failed = [], []
+        for vm in self.store.vms_of(r.request_id):
+            try:
+                self.guests.add_keys(vm, keys)
+                given.append(vm.id)
+            except FabricError as e:
+                failed.append(f"vmid {vm.id} ({e.message})")
+        if given:
+            self.registry.reservations.keys_given(given, len(keys))
+        if failed:
+            self.store.note(
+                r.request_id,
+                f"your SSH keys could not be put into {'; '.join(failed)}",
+                state=RequestState.READY,
+            )
 
     def _fail(self, r: RequestRow) -> None:
         message = self.why(r)

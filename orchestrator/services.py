@@ -209,7 +209,16 @@ def build_services(
     reconciler.recover_moves = mover.recover
     pools = PoolService(registry, fabric, guests, watcher, pool_configs, config.max_vms)
     worker = Worker(registry, pools, config.workers, cluster)
-    ondemand = OnDemand(registry, pools, config.ondemand, quotas, config.max_vms)
+    ondemand = OnDemand(
+        registry,
+        pools,
+        config.ondemand,
+        quotas,
+        config.max_vms,
+        guests=guests,
+        keys=keys,
+        clock=clock,
+    )
     ondemand.wake = worker.wake
     ondemand.clean = worker.clean_now
     worker.ondemand = ondemand

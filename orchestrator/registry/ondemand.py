@@ -355,14 +355,17 @@ class RequestStore:
             s.flush()
             return row, [] if was == RequestState.PENDING else list(held)
 
-    def note(self, request_id: str, message: str | None) -> None:
-        """What a pending request waits for now (shown with its progress)."""
+    def note(
+        self, request_id: str, message: str | None, *, state: str = RequestState.PENDING
+    ) -> None:
+        """What a pending request waits for now (shown with its progress), or what went
+        wrong as a ready one was handed over."""
         with self.db.tx() as s:
             s.execute(
                 update(RequestRow)
                 .where(
                     RequestRow.request_id == request_id,
-                    RequestRow.state == RequestState.PENDING,
+                    RequestRow.state == state,
                     RequestRow.message.is_distinct_from(message),
                 )
                 .values(message=message)

@@ -6,15 +6,27 @@ from __future__ import annotations
 import signal
 import threading
 from collections import Counter
+from datetime import datetime, timedelta
 
 import requests
 
 from orchestrator.auth import hash_password
-from orchestrator.clock import as_utc, utcnow
+from orchestrator.clock import as_utc
 from orchestrator.model import VmState
+from orchestrator.schedules import now_utc
 from tests.conftest import make_pool_rig, wait_for
 
 HOSTS = [{"cpus": 64, "ram": 65536}, {"cpus": 64, "ram": 65536}]
+
+
+class Clock:
+    """The rig's clock (its deadlines'): now, plus as long as the test moves it on."""
+
+    def __init__(self) -> None:
+        self.ahead = timedelta(0)
+
+    def __call__(self) -> datetime:
+        return now_utc() + self.ahead
 
 
 def pool(size: int, most: int, **extra) -> dict:
@@ -152,9 +164,8 @@ def test_cancel_gives_back_what_was_set_aside_at_once(tmp_path):
 
 
 def test_a_request_not_met_in_time_fails_saying_which_pool_and_what_was_short(tmp_path):
-    pr = make_pool_rig(
-        tmp_path, HOSTS, [pool(2, 2)], config={"ondemand": {"timeout": 1}}, start_worker=False
-    )
+    clock = Clock()
+    pr = make_pool_rig(tmp_path, HOSTS, [pool(2, 2)], start_worker=False, clock=clock)
     try:
         url = pr.served.url
         one_pass(pr)
@@ -166,15 +177,17 @@ def test_a_request_not_met_in_time_fails_saying_which_pool_and_what_was_short(tm
         pr.worker.run_once()  # one VM set aside; the pool is at its max
         aside = [vm.id for vm in pr.rig.registry.requests.vms_of(rid)]
         assert len(aside) == 1
+        pr.worker.run_once()  # not yet
+        assert requests.get(f"{url}/requests/{rid}", timeout=30).status_code == 202
         deadline = as_utc(pr.rig.registry.requests.get(rid).deadline)
-        wait_for(lambda: utcnow() > deadline)
+        clock.ahead = deadline - now_utc() + timedelta(seconds=1)  # 900 s later
         pr.worker.run_once()
         g = requests.get(f"{url}/requests/{rid}", timeout=30)
         assert g.status_code == 200
         body = g.json()
         assert body["state"] == "failed"
         assert body["message"] == (
-            "not met within 1 s: pool small: 1 of 2 set aside; the pool is at its max of 2 "
+            "not met within 900 s: pool small: 1 of 2 set aside; the pool is at its max of 2 "
             "VMs (1 in use by others, 0 cleaning, 0 building, 0 ready)"
         )
         v3 = requests.get(f"{url}/api/v3/ondemandvm/{rid}", timeout=30)
@@ -396,14 +409,14 @@ def test_a_sigkilled_server_loses_no_request(tmp_path):
 
 def test_a_request_over_its_requesters_quota_waits_alone_and_says_why(tmp_path):
     secret = hash_password("pw")
+    clock = Clock()
     users = {
         "alice": {"password": secret, "quota": {"checked_out": 2}},
         "bob": secret,
     }
     pr = make_pool_rig(
         tmp_path, HOSTS, [pool(3, 4)],
-        config={"auth": {"enabled": True, "users": users}, "ondemand": {"timeout": 1}},
-        start_worker=False,
+        config={"auth": {"enabled": True, "users": users}}, start_worker=False, clock=clock,
     )  # fmt: skip
     try:
         url = pr.served.url
@@ -435,11 +448,11 @@ def test_a_request_over_its_requesters_quota_waits_alone_and_says_why(tmp_path):
         assert pending["state"] == "pending" and pending["progress"]["small"]["ready"] == 0
         assert pending["message"].startswith("quota exceeded for user alice")
         deadline = as_utc(pr.rig.registry.requests.get(a).deadline)
-        wait_for(lambda: utcnow() > deadline)
+        clock.ahead = deadline - now_utc() + timedelta(seconds=1)
         pr.worker.run_once()
         failed = requests.get(f"{url}/requests/{a}", timeout=30).json()
         assert failed["state"] == "failed"
-        assert failed["message"].startswith("not met within 1 s: pool small: 0 of 2 set aside; ")
+        assert failed["message"].startswith("not met within 900 s: pool small: 0 of 2 set aside; ")
         assert (
             "quota exceeded for user alice (checked-out VMs: 1 in use + 2 > 2)"
             in (failed["message"])
@@ -465,3 +478,33 @@ def test_fair_order_one_users_many_requests_do_not_starve_others():
     # one requester (or authentication off: nobody in particular): arrival order
     same = [req(n, None) for n in (3, 1, 2)]
     assert [r.id for r in fair_order(same, started=set())] == [1, 2, 3]
+
+
+def test_the_requesters_keys_go_into_the_guests_or_the_request_says_why_not(tmp_path):
+    secret = hash_password("pw")
+    pr = make_pool_rig(
+        tmp_path, HOSTS, [pool(1, 2)], config={"auth": {"enabled": True, "users": {"bob": secret}}},
+        start_worker=False,
+    )  # fmt: skip
+    try:
+        url = pr.served.url
+        hb = {"X-Auth-Token": requests.post(f"{url}/token", auth=("bob", "pw"), timeout=30)
+              .json()["token"]}  # fmt: skip
+        one_pass(pr)
+        # bob's registered keys go into his VMs' guests, as at a check-out: these
+        # test:// guests cannot take them, and the ready request says so
+        key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGk7oWJcWv1bKdrTLbwKzwYbKyUBMhuV7rs5TbUTAl6E x@y"
+        r = requests.post(f"{url}/keys", json={"name": "k", "key": key}, headers=hb, timeout=30)
+        assert r.status_code == 201
+        c = requests.post(f"{url}/requests", json={"pools": {"small": 1}}, headers=hb,
+                          timeout=30).json()["request_id"]  # fmt: skip
+        one_pass(pr)
+        got = requests.get(f"{url}/requests/{c}", timeout=30).json()
+        assert got["state"] == "ready"
+        vmid = got["vms"][0]["vmid"]
+        assert got["message"] == (
+            f"your SSH keys could not be put into vmid {vmid} (vmid {vmid} has no SSH "
+            "endpoint the fabric can reach)"
+        )
+    finally:
+        pr.stop()
