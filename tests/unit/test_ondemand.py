@@ -508,3 +508,34 @@ def test_the_requesters_keys_go_into_the_guests_or_the_request_says_why_not(tmp_
         )
     finally:
         pr.stop()
+
+
+def test_a_failed_request_names_failing_builds_and_the_fabrics_vm_limit(tmp_path):
+    clock = Clock()
+    big = {**pool(0, 2), "name": "big", "instance_type": 3}  # 2048 MB: fits on no host
+    pr = make_pool_rig(
+        tmp_path, [{"cpus": 4, "ram": 1024}], [pool(0, 2), big],
+        config={"limits": {"max_vms": 1}}, start_worker=False, clock=clock,
+    )  # fmt: skip
+    try:
+        url = pr.served.url
+        b = requests.post(f"{url}/requests", json={"pools": {"big": 1}}, timeout=30).json()
+        one_pass(pr)  # its build fails: no host fits
+        made = requests.post(f"{url}/vm/create", json={"name": "plain", "instance_type": 1,
+                                                     "image_id": 1}, timeout=30)  # fmt: skip
+        assert made.status_code == 200  # the fabric's one VM
+        s = requests.post(f"{url}/requests", json={"pools": {"small": 1}}, timeout=30).json()
+        one_pass(pr)  # nothing may be built: the fabric is at limits.max_vms
+        assert pr.rig.registry.vms.count() == 1
+        clock.ahead = timedelta(seconds=901)
+        pr.worker.run_once()
+        why_b = requests.get(f"{url}/requests/{b['request_id']}", timeout=30).json()["message"]
+        why_s = requests.get(f"{url}/requests/{s['request_id']}", timeout=30).json()["message"]
+        assert why_b.startswith("not met within 900 s: pool big: 0 of 1 set aside; ")
+        assert "builds failing, last error: " in why_b and "ram" in why_b
+        assert why_s == (
+            "not met within 900 s: pool small: 0 of 1 set aside; the fabric runs its limit "
+            "of 1 VMs (limits.max_vms)"
+        )
+    finally:
+        pr.stop()
