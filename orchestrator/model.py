@@ -72,9 +72,11 @@ VM_TRANSITIONS: dict[VmState, frozenset[VmState]] = {
     ),
     # checked out, or removed (destroyed, a schedule trimming its pool)
     VmState.READY: frozenset({VmState.IN_USE, VmState.DELETING, VmState.FAILED, VmState.VANISHED}),
-    # checked in or expired: cleaned before it serves again
+    # checked in or expired: cleaned before it serves again; ready again only when
+    # it was set aside for an on-demand request that ended before anyone got it
+    # (ondemand.py: never used, so nothing to clean)
     VmState.IN_USE: frozenset(
-        {VmState.CLEANING, VmState.DELETING, VmState.FAILED, VmState.VANISHED}
+        {VmState.READY, VmState.CLEANING, VmState.DELETING, VmState.FAILED, VmState.VANISHED}
     ),
     VmState.CLEANING: frozenset(
         {VmState.READY, VmState.DELETING, VmState.FAILED, VmState.VANISHED}
@@ -83,6 +85,27 @@ VM_TRANSITIONS: dict[VmState, frozenset[VmState]] = {
     VmState.DELETING: frozenset(VM_DESTROYABLE),
     VmState.FAILED: frozenset({VmState.DELETING, VmState.VANISHED}),
     VmState.VANISHED: frozenset({VmState.DELETING}),
+}
+
+
+class RequestState(enum.StrEnum):
+    """Where an on-demand request (a row of ``requests``, orchestrator/ondemand.py) is."""
+
+    PENDING = "pending"  # waiting for VMs; those found are set aside for it
+    READY = "ready"  # every VM it asked for is the requester's
+    FAILED = "failed"  # not met by its deadline; ``message`` says why
+    CANCELLED = "cancelled"  # cancelled by its requester or an admin
+
+
+REQUEST_DONE = frozenset({RequestState.READY, RequestState.FAILED, RequestState.CANCELLED})
+REQUEST_TRANSITIONS: dict[RequestState, frozenset[RequestState]] = {
+    RequestState.PENDING: frozenset(
+        {RequestState.READY, RequestState.FAILED, RequestState.CANCELLED}
+    ),
+    # a ready request's cancel ends its VMs' reservations
+    RequestState.READY: frozenset({RequestState.CANCELLED}),
+    RequestState.FAILED: frozenset(),
+    RequestState.CANCELLED: frozenset(),
 }
 
 

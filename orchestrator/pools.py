@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from .clock import iso
@@ -55,6 +56,10 @@ class PoolService:
         self._busy: set[int] = set()  # VMs being cleaned or retired in this process
         self._finishing = 0  # builds past create_vm, not yet ready or failed
         self.extra: dict[str, int] = {}  # scheduled extra VMs per pool (see set_extra)
+        # VMs pending on-demand requests still want per pool (ondemand.py), set by the
+        # worker's pass: the refill builds them too, within max
+        self.demand: dict[str, int] = {}
+        self.on_ready: Callable[[], None] | None = None  # told when a VM becomes ready
 
     def pool(self, name: str) -> PoolConfig:
         try:
@@ -99,8 +104,8 @@ class PoolService:
     # -- refill --------------------------------------------------------------
 
     def builds_wanted(self) -> dict[str, int]:
-        """How many VMs each pool should start building now (within its max and the
-        global limit)."""
+        """How many VMs each pool should start building now: up to its size, plus what
+        on-demand requests still want, within its max and the global limit."""
         status = self.status()
         total = self.registry.vms.count()
         room = None if self.max_vms is None else self.max_vms - total
@@ -111,7 +116,7 @@ class PoolService:
                 pending = self._building.get(name, 0)
                 have = st["ready"] + st["building"] + pending
                 extra = self.extra.get(name, 0)
-                n = max(0, p.size + extra - have)
+                n = max(0, p.size + extra + self.demand.get(name, 0) - have)
                 n = min(n, max(0, p.max + extra - st["total"] - pending))
                 if room is not None:
                     n = min(n, max(0, room))
@@ -170,7 +175,7 @@ class PoolService:
             except FabricError as e:
                 self._fail(vm, VmState.BUILDING, f"guest did not come up: {e}")
                 return False
-        return self.registry.vms.transition(
+        ok = self.registry.vms.transition(
             vm.id,
             VmState.READY,
             expect=[VmState.BUILDING],
@@ -181,6 +186,13 @@ class PoolService:
                 duration=time.monotonic() - started,
             ),
         )
+        self._became_ready(ok)
+        return ok
+
+    def _became_ready(self, ok: bool) -> None:
+        """A VM is ready: a request waiting for one hears of it now, not next pass."""
+        if ok and self.demand and self.on_ready is not None:
+            self.on_ready()
 
     def _checks_ssh(self, vm: VmRow) -> bool:
         p = self.pools.get(vm.pool or "")
@@ -228,7 +240,7 @@ class PoolService:
             except FabricError as e:
                 self._fail(vm, VmState.CLEANING, f"cleanup ({p.cleanup}) failed: {e}")
                 return False
-            return self.registry.vms.transition(
+            ok = self.registry.vms.transition(
                 vm_id,
                 VmState.READY,
                 expect=[VmState.CLEANING],
@@ -241,6 +253,8 @@ class PoolService:
                     detail={"mode": p.cleanup},
                 ),
             )
+            self._became_ready(ok)
+            return ok
         finally:
             self.release(vm_id)
 

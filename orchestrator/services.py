@@ -31,6 +31,7 @@ from .images import ImageStager
 from .maintenance import Maintenance
 from .model import Inventory
 from .moves import Mover
+from .ondemand import OnDemand
 from .pools import PoolService
 from .power import PowerService
 from .quotas import Quotas
@@ -74,6 +75,7 @@ class Services:
     pools: PoolService
     worker: Worker
     reservations: Reservations
+    ondemand: OnDemand
     schedules: ScheduleService
     auth: AuthService
     quotas: Quotas
@@ -207,6 +209,20 @@ def build_services(
     reconciler.recover_moves = mover.recover
     pools = PoolService(registry, fabric, guests, watcher, pool_configs, config.max_vms)
     worker = Worker(registry, pools, config.workers, cluster)
+    ondemand = OnDemand(
+        registry,
+        pools,
+        config.ondemand,
+        quotas,
+        config.max_vms,
+        guests=guests,
+        keys=keys,
+        clock=clock,
+    )
+    ondemand.wake = worker.wake
+    ondemand.clean = worker.clean_now
+    worker.ondemand = ondemand
+    pools.on_ready = worker.wake
     return Services(
         config=config,
         registry=registry,
@@ -232,6 +248,7 @@ def build_services(
             keys=keys,
             quotas=quotas,
         ),
+        ondemand=ondemand,
         schedules=ScheduleService(
             registry,
             fabric,

@@ -17,6 +17,7 @@ from .registry import Registry
 
 if TYPE_CHECKING:
     from .cluster import Cluster
+    from .ondemand import OnDemand
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +38,7 @@ class Worker(PeriodicWorker):
         self.pools = pools
         self._builders = ThreadPoolExecutor(config.build_workers, thread_name_prefix="pool-build")
         self._cleaners = ThreadPoolExecutor(config.cleanup_workers, thread_name_prefix="pool-clean")
+        self.ondemand: OnDemand | None = None  # requests that wait for capacity (wired later)
 
     def clean_now(self, vm_id: int) -> None:
         """A VM came back: start its cleanup without waiting for the next pass."""
@@ -52,7 +54,8 @@ class Worker(PeriodicWorker):
         self._cleaners.shutdown(wait=False, cancel_futures=True)
 
     def run_once(self) -> None:
-        """One pass: reap expired reservations, start cleanups, retire failures, refill."""
+        """One pass: reap expired reservations, start cleanups, retire failures, serve
+        on-demand requests, refill (on-demand requests' VMs too)."""
         for vm_id in self.registry.reservations.expire():
             log.info("vm %d: reservation expired; cleaning it", vm_id)
         vms = self.registry.vms.list(states=[VmState.CLEANING, VmState.FAILED, VmState.VANISHED])
@@ -63,6 +66,8 @@ class Worker(PeriodicWorker):
                 self._cleaners.submit(self.pools.clean, vm.id)
             else:
                 self._cleaners.submit(self.pools.retire, vm.id)
+        if self.ondemand is not None:
+            self.pools.demand = self.ondemand.fulfil()
         for name, n in self.pools.builds_wanted().items():
             for _ in range(n):
                 self.pools.claim_build(name)

@@ -20,10 +20,12 @@ from . import (
     params,
     power,
     proxies,
+    requests,
     reservations,
     schedules,
     session,
     status,
+    v3_ondemand,
     vms,
     volumes,
 )
@@ -51,6 +53,7 @@ def create_app(services: Services, listen: tuple[str, int | None] | None = None)
         networks.bp,
         images.bp,
         reservations.bp,
+        requests.bp,
         volumes.bp,
         auth.bp,
         access.bp,
@@ -59,6 +62,7 @@ def create_app(services: Services, listen: tuple[str, int | None] | None = None)
         meta.bp,
         events.bp,
         dashboard.bp,
+        v3_ondemand.bp,
     ):
         app.register_blueprint(bp)
     audit.install_actor(app)  # after the token rule: its actor is the checked user

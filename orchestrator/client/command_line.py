@@ -28,6 +28,9 @@ from .commands import (
     cmd_quota,
     cmd_reboot,
     cmd_reload_hosts,
+    cmd_request,
+    cmd_request_cancel,
+    cmd_requests,
     cmd_resize,
     cmd_schedules,
     cmd_start,
@@ -208,6 +211,18 @@ def parser() -> argparse.ArgumentParser:
     c = ss.add_parser("delete", help="delete a schedule")
     c.add_argument("id", type=_positive)
     c.add_argument("--force", action="store_true", help="even while it is active")
+
+    c = add("request", cmd_request, "request VMs that wait for capacity (on demand)")
+    c.add_argument("pools", nargs="+", metavar="POOL=COUNT", help="e.g. small=2 large=1")
+    c.add_argument("--hours", type=_hours, help="the VMs' lifetime once it is ready")
+    c.add_argument("--id", help="the request's id (made up when absent)")
+    c.add_argument("--wait", action="store_true", help="until it is ready, failed or cancelled")
+    c.add_argument("--poll", type=_positive, default=2, help="seconds between polls (--wait)")
+    c = add("requests", cmd_requests, "your on-demand requests (an admin's: everyone's)")
+    c.add_argument("id", nargs="?", help="describe this one")
+    c.add_argument("--state", choices=["pending", "ready", "failed", "cancelled"])
+    c = add("request-cancel", cmd_request_cancel, "cancel a request (its VMs go back)")
+    c.add_argument("id")
 
     c = add("quota", cmd_quota, "your limits and what you use of them")
     c.add_argument("--user", help="another user's (admins)")

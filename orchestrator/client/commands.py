@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import getpass
+import time
 from pathlib import Path
 from typing import Any
 
@@ -429,6 +430,90 @@ def cmd_schedules(api: Api, out: Out, args: argparse.Namespace) -> None:
                 else "no schedules"
             ),
         )
+
+
+REQUEST_COLUMNS = ["REQUEST", "REQUESTER", "POOLS", "PROGRESS", "STATE", "AGE(S)", "MESSAGE"]
+
+
+def _request_row(r: dict[str, Any]) -> list[Any]:
+    pools = ", ".join(f"{n} {p}" for p, n in r.get("pools", {}).items())
+    progress = ", ".join(
+        f"{p}: {g['ready']}/{g['wanted']}" for p, g in (r.get("progress") or {}).items()
+    )
+    return [
+        r.get("request_id"),
+        r.get("requested_by"),
+        pools,
+        progress,
+        r.get("state"),
+        r.get("age"),
+        r.get("message"),
+    ]
+
+
+def _request_text(r: dict[str, Any]) -> str:
+    lines = [table(REQUEST_COLUMNS, [_request_row(r)])]
+    vms = r.get("vms") or []
+    if vms:
+        lines.append(
+            table(
+                ["VMID", "POOL", "HOSTNAME", "IP", "EXPIRES"],
+                [
+                    [
+                        v["vmid"],
+                        v.get("pool"),
+                        v.get("fqdn") or v.get("hostname"),
+                        v.get("ip"),
+                        v.get("expires_at"),
+                    ]
+                    for v in vms
+                ],  # fmt: skip
+            )
+        )
+    return "\n".join(lines)
+
+
+def _wanted(specs: list[str]) -> dict[str, int]:
+    """``POOL=COUNT`` (or ``POOL`` for one) arguments as ``{pool: count}``."""
+    out: dict[str, int] = {}
+    for spec in specs:
+        name, _, count = spec.partition("=")
+        try:
+            n = int(count) if count else 1
+        except ValueError:
+            raise ClientError(f"{spec!r}: expected POOL=COUNT, e.g. small=2", 2) from None
+        out[name] = out.get(name, 0) + n
+    return out
+
+
+def cmd_request(api: Api, out: Out, args: argparse.Namespace) -> None:
+    got = api.post("/requests", pools=_wanted(args.pools), hours=args.hours, request_id=args.id)
+    rid = got["request_id"]
+    if args.wait:
+        while got.get("state") == "pending":
+            time.sleep(args.poll)
+            got = api.get(f"/requests/{rid}")
+    out.show(got, lambda: _request_text(got))
+    if got.get("state") in ("failed", "cancelled"):
+        raise ClientError(f"request {rid} {got['state']}: {got.get('message')}", 1)
+
+
+def cmd_requests(api: Api, out: Out, args: argparse.Namespace) -> None:
+    if args.id:
+        got = api.get(f"/requests/{args.id}")
+        out.show(got, lambda: _request_text(got))
+        return
+    got = api.get("/requests", state=args.state)
+    rows = got["requests"]
+    out.show(
+        got,
+        lambda: table(REQUEST_COLUMNS, [_request_row(r) for r in rows]) if rows else "no requests",
+    )
+
+
+def cmd_request_cancel(api: Api, out: Out, args: argparse.Namespace) -> None:
+    got = api.call("DELETE", f"/requests/{args.id}")
+    out.show(got, lambda: f"request {args.id} is {got.get('state')}")
 
 
 def _read_key(path: str) -> str:

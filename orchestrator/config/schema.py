@@ -41,6 +41,7 @@ from .sections import (
     HostnamesConfig,
     LibvirtConfig,
     LimitsConfig,
+    OnDemandConfig,
     ReconcileConfig,
     SchedulerSettings,
     SchedulesSettings,
@@ -73,6 +74,7 @@ class Config(Section):
     cluster: ClusterConfig = Field(default_factory=ClusterConfig)
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
     hostnames: HostnamesConfig = Field(default_factory=HostnamesConfig)
+    ondemand: OnDemandConfig = Field(default_factory=OnDemandConfig)
     state_dir: str = Field("/var/lib/fabric", description="an absolute path")
     pools: Annotated[list[PoolSettings], BeforeValidator(none_is_empty_list)] = Field(
         default_factory=list

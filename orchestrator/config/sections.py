@@ -182,6 +182,14 @@ class HostnamesConfig(Section):
         return value
 
 
+class OnDemandConfig(Section):
+    """Requests that wait for capacity (orchestrator/ondemand.py)."""
+
+    # seconds a request may wait; then it fails, saying what was short
+    timeout: float = Field(900.0, gt=0, le=A_WEEK)
+    max_per_request: int = Field(10, ge=1, le=1000)  # VMs one request may ask for, all pools
+
+
 class LimitsConfig(Section):
     max_vms: int | None = Field(None, ge=0)  # VMs the fabric runs in all (None: no limit)
 

@@ -12,6 +12,7 @@ from ..api import (
     hosts,
     networks,
     power,
+    requests,
     reservations,
     schedules,
     status,
@@ -541,6 +542,59 @@ def paths() -> dict[str, Any]:
             responses("Ok", "StatusFailure", (400, 404, 409)),
             takes=schedules.delete_schedule,
             description="409 while the schedule is active, unless `force`.",
+        ),
+    }
+    # Requests that wait for capacity (orchestrator/ondemand.py)
+    p["/requests"] = {
+        "get": op(
+            "List requests",
+            "reservations",
+            responses(
+                obj({"requests": {"type": "array", "items": ref("Request")}}, ["requests"]),
+                codes=(400,),
+            ),
+            takes=requests.list_requests,
+            description="The caller's requests (an admin's: everyone's), newest first.",
+        ),
+        "post": op(
+            "Request VMs that wait for capacity",
+            "reservations",
+            {
+                "201": json_body(ref("Request"), "accepted: pending"),
+                "400": json_body(ref("Error"), WHY[400] + ", or more VMs than a pool's max"),
+                "403": json_body(
+                    ref("Error"),
+                    "more than ondemand.max_per_request VMs, or a pool not open to the caller",
+                ),  # fmt: skip
+                "404": json_body(ref("Error"), "an unknown pool"),
+                "409": json_body(ref("Error"), "the request_id is already used"),
+            },
+            takes=requests.create_request,
+            body=True,
+            description='A JSON body `{"pools": {"small": 2}, "hours": 2, '
+            '"request_id": "..."}`. The pool worker sets ready VMs aside for it in '
+            "fair order, whole request first, and builds what is missing within each pool's "
+            "max; not met within ondemand.timeout, it fails with a message saying why.",
+        ),
+    }
+    p["/requests/{id}"] = {
+        "get": op(
+            "Describe a request",
+            "reservations",
+            {
+                "200": json_body(ref("Request"), "ready (with its VMs), failed or cancelled"),
+                "202": json_body(ref("Request"), "pending, with its progress"),
+                "404": json_body(ref("Error"), WHY[404]),
+            },
+            takes=requests.get_request,
+        ),
+        "delete": op(
+            "Cancel a request",
+            "reservations",
+            responses("Request", "Error", (403, 404)),
+            takes=requests.cancel_request,
+            description="Its requester or an admin. VMs set aside go back to ready at once; "
+            "a ready request's VMs are checked in. A request already ended stays as it is.",
         ),
     }
     # This description

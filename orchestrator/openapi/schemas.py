@@ -595,4 +595,46 @@ SCHEMAS: dict[str, Any] = {
         description="a network of a host: the mode it gives its VMs, a libvirt network "
         "discovered there, or one its VMs are still on",
     ),
+    "Request": obj(
+        {
+            "request_id": STR,
+            "number": {**INT, "description": "its place in arrival order"},
+            "state": {"type": "string", "enum": ["pending", "ready", "failed", "cancelled"]},
+            "requested_by": NSTR,
+            "pools": {"type": "object", "additionalProperties": INT},
+            "progress": {
+                "type": "object",
+                "additionalProperties": obj(
+                    {"wanted": INT, "ready": INT, "pending": INT}, ["wanted", "ready", "pending"]
+                ),
+                "description": "per pool: VMs wanted, set aside for it (ready), still pending",
+            },
+            "hours": {"type": "number", "nullable": True},
+            "created_at": TIME,
+            "deadline": TIME,
+            "finished_at": {**TIME, "nullable": True},
+            "age": {**INT, "description": "seconds since it was made"},
+            "message": {
+                **NSTR,
+                "description": "why it failed, who cancelled it, or what it waits for",
+            },
+            "vms": {
+                "type": "array",
+                "description": "when ready: the VMs it still holds",
+                "items": obj(
+                    {
+                        "vmid": ID,
+                        "pool": STR,
+                        "hostname": STR,
+                        "fqdn": NSTR,
+                        "ip": NSTR,
+                        "expires_at": {**TIME, "nullable": True},
+                        "ssh": ref("Ssh"),
+                    },
+                    ["vmid", "pool", "hostname"],
+                ),
+            },
+        },
+        ["request_id", "number", "state", "pools", "progress", "deadline"],
+    ),
 }

@@ -8,6 +8,7 @@ this package writes SQL; rows come back detached, with named fields.
     registry.claims        capacity taken on hosts by VMs and volumes        claims.py
     registry.vms           VMs: claims, state transitions, who works on one  vms.py
     registry.reservations  check-out, check-in, extension, expiry            reservations.py
+    registry.requests      on-demand requests and the VMs set aside         ondemand.py
     registry.moves         maintenance, VMs moving between hosts, drains    moves.py
     registry.volumes       volumes: claims, state transitions                volumes.py
     registry.addresses     the address plans' allocations                   addresses.py
@@ -38,6 +39,7 @@ from .inventory import InventoryStore, image_spec_from_row, image_spec_to_dict
 from .keys import KeyStore
 from .meta import MetaStore
 from .moves import MoveStore
+from .ondemand import RequestStore
 from .quotas import QuotaStore
 from .reservations import ReservationStore
 from .schedules import ScheduleStore
@@ -50,6 +52,7 @@ from .tables import (
     HostRow,
     ImageRow,
     MigrationRow,
+    RequestRow,
     StagedImageRow,
     TypeRow,
     VmRow,
@@ -86,6 +89,7 @@ class Registry:
         )
         self.moves = MoveStore(self.db, self.cluster, self.claims, self.hosts.changes)
         self.reservations = ReservationStore(self.db, self.quotas)
+        self.requests = RequestStore(self.db, self.quotas)
         self.keys = KeyStore(self.db)
         self.staging = StagingStore(self.db)
         self.schedules = ScheduleStore(self.db)
@@ -117,6 +121,7 @@ __all__ = [
     "MigrationRow",
     "ImageRow",
     "Registry",
+    "RequestRow",
     "StagedImageRow",
     "TypeRow",
     "VmRow",

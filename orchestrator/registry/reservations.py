@@ -29,6 +29,7 @@ _RETURNED = {
     "reservation_hash": None,
     "reserved_at": None,
     "expires_at": None,
+    "request_id": None,  # an on-demand request's VM is no longer its own
 }
 
 

@@ -155,6 +155,9 @@ class VmRow(Base):
     created_by: Mapped[str | None] = mapped_column(String(128), index=True)
     held_by: Mapped[str | None] = mapped_column(String(128), index=True)
     borrower_keys: Mapped[int] = mapped_column(Integer, default=0)  # put into its guest
+    # The on-demand request it is set aside for, or was handed out by (RequestRow);
+    # cleared when its reservation ends.
+    request_id: Mapped[str | None] = mapped_column(String(64), index=True)
     # The server working on it now (building, deleting, cleaning, retiring); None when
     # no one is. Work whose owner is no longer alive is taken over (see servers).
     owner: Mapped[str | None] = mapped_column(String(32), index=True)
@@ -178,6 +181,27 @@ class HostnameRow(Base):
     name: Mapped[str] = mapped_column(String(63), primary_key=True)
     vm_id: Mapped[int] = mapped_column(Id)
     issued_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class RequestRow(Base):
+    """An on-demand request (orchestrator/ondemand.py): VMs of some pools for one
+    requester, set aside as they become ready. ``id`` is its arrival order."""
+
+    __tablename__ = "requests"
+    __table_args__ = _NEVER_REUSE
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    request_id: Mapped[str] = mapped_column(String(64), unique=True)
+    requested_by: Mapped[str | None] = mapped_column(String(128), index=True)
+    pools: Mapped[dict] = mapped_column(JSON)  # {pool: count}
+    state: Mapped[str] = mapped_column(String(16), index=True)  # a RequestState
+    message: Mapped[str | None] = mapped_column(Text)
+    hours: Mapped[float | None] = mapped_column()  # the VMs' lifetime (None: the pool's)
+    # what it got: [{"vmid", "hostname", "pool"}], when it became ready
+    vms: Mapped[list | None] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    deadline: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class VolumeRow(Base):

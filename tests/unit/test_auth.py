@@ -177,12 +177,11 @@ def representative_requests(app):
 
 def send(client, method: str, path: str, token: str | None = None):
     headers = {"X-Auth-Token": token} if token is not None else {}
-    if is_dashboard(path):
+    if is_dashboard(path) and token is not None:
         # a browser carries the token in the dashboard's cookie
-        if token is not None:
-            client.set_cookie("fabric_token", token)
-        else:
-            client.delete_cookie("fabric_token")
+        client.set_cookie("fabric_token", token)
+    else:  # and only there: a dashboard's cookie must not sign an API call sent after it
+        client.delete_cookie("fabric_token")
     return client.open(path, method=method, headers=headers)
 
 

@@ -474,3 +474,36 @@ def test_stop_start_reboot_resize_console(served, capsys):
     assert (code, out.strip()) == (0, "(no console output: a test:// host keeps no console log)")
     code, out, _ = run(capsys, served.url, "--json", "console", "1")
     assert json.loads(out)["kb"] == 16
+
+
+def test_request_requests_and_request_cancel(tmp_path, capsys):
+    pr = make_pool_rig(tmp_path, [{"cpus": 4, "ram": 4096}], [POOL])
+    url = pr.served.url
+    try:
+        wait_for(lambda: pr.pools.status()["small"]["ready"] == 2)
+        code, out, err = run(capsys, url, "request", "small=2", "--id", "first", "--wait")
+        assert code == 0, err
+        table = columns(out)
+        assert table[0] == ["REQUEST", "REQUESTER", "POOLS", "PROGRESS", "STATE", "AGE(S)",
+                            "MESSAGE"]  # fmt: skip
+        assert table[1][:5] == ["first", "-", "2 small", "small: 2/2", "ready"]
+        assert table[2][:3] == ["VMID", "POOL", "HOSTNAME"] and len(table) == 5
+        # the pool (max 2) is all taken: the next one waits
+        code, out, _ = run(capsys, url, "--json", "request", "small", "--id", "second")
+        assert code == 0 and json.loads(out)["state"] == "pending"
+        code, out, _ = run(capsys, url, "requests", "--state", "pending")
+        assert code == 0 and [r[0] for r in columns(out)[1:]] == ["second"]
+        code, out, _ = run(capsys, url, "requests", "second")
+        assert code == 0 and columns(out)[1][3] == "small: 0/1"
+        code, out, _ = run(capsys, url, "request-cancel", "second")
+        assert (code, out.strip()) == (0, "request second is cancelled")
+        code, out, _ = run(capsys, url, "requests")
+        assert code == 0 and [r[0] for r in columns(out)[1:]] == ["second", "first"]
+        code, _, err = run(capsys, url, "request-cancel", "nope")
+        assert code == 1 and "no request 'nope'" in err
+        code, _, err = run(capsys, url, "request", "small=x")
+        assert code == 2 and "POOL=COUNT" in err
+        code, _, err = run(capsys, url, "request", "small=3")
+        assert code == 1 and "never holds more than 2" in err
+    finally:
+        pr.stop()

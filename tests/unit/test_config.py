@@ -556,7 +556,7 @@ def test_serve_refuses_a_bad_config_before_anything_starts(rig, tmp_path, capsys
         f"error: {bad}:2: workers.interval: must be a number > 0 and <= 604800, got 0",
         f"error: {bad}:3: size: unknown section (valid: scheduler, capacity, ssh, libvirt, "
         "create, guest, discovery, reconcile, evacuate, workers, cluster, limits, hostnames, "
-        "state_dir, "
+        "ondemand, state_dir, "
         "pools, storage, auth, schedules, networks, server)",
     ]
     bad.write_text(f"state_dir: {state}\npools: [{{name: a, instance_type: 1, image: nope}}]\n")

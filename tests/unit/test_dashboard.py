@@ -8,7 +8,7 @@ from dataclasses import replace
 
 import pytest
 
-from orchestrator.access import Principal, Role
+from orchestrator.access import ANONYMOUS, Principal, Role
 from orchestrator.api import create_app
 from orchestrator.auth import AuthService, hash_password
 from orchestrator.config import AuthSettings
@@ -402,6 +402,26 @@ def test_checkout_shows_the_reservation_id_once_and_checkin_takes_it(pool_page):
     p.post("/ui/vm/checkin", vmid=vmid, reservation_id=token)
     assert p.ok().startswith(f"Checked in vmid {vmid}")
     assert pr.rig.registry.vms.get(vmid).state in (VmState.CLEANING, VmState.READY)
+
+
+def test_requests_are_listed_with_their_progress_and_cancelled_from_the_page(pool_page):
+    p, pr = pool_page, pool_page.pr
+    p.get()
+    assert "No requests." in p.html
+    row = pr.rig.services.ondemand.create({"small": 3}, request_id="big-one", by=ANONYMOUS)
+    wait_for(lambda: pr.rig.services.ondemand.progress(row)["small"]["ready"] == 3)
+    mid = pr.rig.services.ondemand.create({"small": 1}, request_id="next-one", by=ANONYMOUS)
+    p.get()
+    table = p.html.split('id="request-table"')[1].split("</table>")[0]
+    assert '<tr data-request="big-one">' in table and '<tr data-request="next-one">' in table
+    assert "small: 3/3" in table and "small: 0/1" in table  # the pool is at its max (3)
+    assert '<span class="pill st-ready">ready</span>' in table
+    assert '<span class="pill st-pending">pending</span>' in table
+    p.post("/ui/request/cancel", id="next-one", back="requests")
+    assert p.ok() == "Request next-one is cancelled."
+    assert pr.rig.registry.requests.get(mid.request_id).state == "cancelled"
+    p.post("/ui/request/cancel", id="nope", back="requests")
+    assert p.error() == "no request 'nope'"
 
 
 def test_a_failed_vm_shows_why_in_its_row(tmp_path):

@@ -43,12 +43,12 @@ def test_the_db_command_upgrades_and_reports(tmp_path):
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert up.returncode == 0, up.stderr
-    assert "schema revision: 0009" in up.stdout
+    assert "schema revision: 0010" in up.stdout
     cur = subprocess.run(
         [str(ROOT / "script"), "db", "current", "--db", url],
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
-    assert cur.returncode == 0 and "0009" in cur.stdout
+    assert cur.returncode == 0 and "0010" in cur.stdout
 
 
 def test_the_server_refuses_an_outdated_registry(tmp_path):
@@ -89,7 +89,7 @@ def test_upgrading_from_0001_keeps_the_rows(tmp_path):
         )  # fmt: skip
     assert migrate.current(engine) == "0001"
     migrate.upgrade(engine)
-    assert migrate.current(engine) == migrate.head(engine) == "0009"
+    assert migrate.current(engine) == migrate.head(engine) == "0010"
     with engine.connect() as conn:
         assert conn.execute(text("SELECT label FROM hosts")).scalar() == "pm1"
         # what a host had was declared (the old default included)

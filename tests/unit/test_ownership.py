@@ -229,6 +229,24 @@ def delete_schedule(f: Fleet, method: str) -> None:
     assert f.ok("root", method, f"/schedules/{sid}")["status"] == 1
 
 
+def create_request(f: Fleet, method: str) -> None:
+    # a user's request is theirs (held by them when met); a reader's is refused
+    refused(f.call("eve", method, "/requests", pools={"small": 1}), "reader")
+    for who in ("alice", "root"):
+        r = f.call(who, method, "/requests", pools={"small": 1})
+        assert r.status_code == 201 and r.json()["requested_by"] == who, r.text
+
+
+def cancel_request(f: Fleet, method: str) -> None:
+    # its requester or an admin cancels it; nobody else, not even an ended one
+    for owner, canceller in (("alice", "alice"), ("alice", "root")):
+        rid = f.ok(owner, "POST", "/requests", pools={"small": 1})["request_id"]
+        for who in ("bob", "eve"):
+            refused(f.call(who, method, f"/requests/{rid}"), who)
+        assert f.ok(canceller, method, f"/requests/{rid}")["state"] == "cancelled"
+        refused(f.call("bob", method, f"/requests/{rid}"), "bob, after the cancel")
+
+
 def reload_pm(f: Fleet, method: str) -> None:
     # operators' tool: admins only (the file is unchanged: nothing is added or removed)
     for who in ("alice", "bob", "eve"):
@@ -381,6 +399,8 @@ RULES: dict[tuple[str, str], Callable[[Fleet, str], None]] = {
     ("/pm/reload", "POST"): reload_pm,
     ("/pm/{pmid}/evacuate", "POST"): evacuate_pm,
     ("/schedules/{id}", "DELETE"): delete_schedule,
+    ("/requests", "POST"): create_request,
+    ("/requests/{id}", "DELETE"): cancel_request,
     ("/token", "POST"): issue_token,
     ("/token/{token}", "DELETE"): revoke_token,
     ("/keys", "POST"): add_key,

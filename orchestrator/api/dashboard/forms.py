@@ -28,7 +28,7 @@ from ...reservations import Reservations
 from ...volumes import MAX_SIZE_GB, Volumes
 from .. import presenters
 from ..context import principal, services
-from ..params import FORCE, IMAGE_ID, INSTANCE_TYPE, VM_NAME, VMID, VOLUMEID, Int, takes
+from ..params import FORCE, IMAGE_ID, INSTANCE_TYPE, VM_NAME, VMID, VOLUMEID, Int, Text, takes
 from .blueprint import bp, fabric, reservations, schedules, volumes
 from .login import guard
 
@@ -225,6 +225,22 @@ def schedule_delete() -> str:
     sid = SCHEDULE_ID.value()
     svc.delete(sid, force=FORCE.value(), by=principal())
     return f"Deleted schedule {sid}."
+
+
+# -- on-demand requests ------------------------------------------------------------------
+
+REQUEST = Text(name="id", label="request", max_length=64)
+
+
+@bp.route("/ui/request/cancel", methods=["POST"])
+@action
+@takes(REQUEST)
+def request_cancel() -> str:
+    rid = REQUEST.value()
+    if not isinstance(rid, str) or not rid:
+        raise BadRequest("which request? (id)")
+    row = services().ondemand.cancel(rid, principal())
+    return f"Request {rid} is {row.state}."
 
 
 # -- hosts (admins) --------------------------------------------------------------------

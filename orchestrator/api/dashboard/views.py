@@ -15,7 +15,7 @@ from typing import Any
 from flask import current_app, redirect, render_template, url_for
 from flask.typing import ResponseReturnValue
 
-from ...clock import iso
+from ...clock import as_utc, iso
 from ...errors import FabricError
 from ...model import NAME_PATTERN, VM_ATTACHABLE, VmState
 from ...volumes import MAX_SIZE_GB
@@ -58,6 +58,7 @@ def overview() -> ResponseReturnValue:
     scheduled = section("schedules", _schedules, {"rows": [], "error": None})
     drawn = section("charts", lambda: charts(services().registry.events, pools or {}), {})
     servers = section("servers", _servers, [])
+    waiting = section("requests", lambda: _requests(user), [])
     ctx = {
         "auth_on": auth_on(),
         "user": user,
@@ -70,6 +71,7 @@ def overview() -> ResponseReturnValue:
         "schedules": scheduled,
         "charts": drawn,
         "servers": servers,
+        "requests": waiting,
         "types": catalog["types"],
         "images": catalog["images"],
         "attachable": [v for v in vms if v["status"] in VM_ATTACHABLE],
@@ -142,6 +144,41 @@ def _schedules() -> dict[str, Any]:
         "rows": [presenters.schedule_row(presenters.schedule(s)) for s in listed],
         "error": None,
     }
+
+
+def _requests(user: str) -> list[dict[str, Any]]:
+    """On-demand requests: the user's (an admin's: everyone's), newest first."""
+    svc = services()
+    if not svc.pools.configured:
+        return []
+    now = datetime.now(UTC)
+    rows = []
+    for r in svc.ondemand.list(svc.auth.principal(user or None))[:50]:
+        progress = svc.ondemand.progress(r)
+        rows.append(
+            {
+                "id": r.request_id,
+                "requested_by": r.requested_by or "",
+                "pools": ", ".join(f"{n} {p}" for p, n in r.pools.items()),
+                "progress": ", ".join(
+                    f"{p}: {g['ready']}/{g['wanted']}" for p, g in progress.items()
+                ),
+                "state": r.state,
+                "age": _age(now, r.created_at),
+                "message": r.message or "",
+                "open": r.state in ("pending", "ready"),
+            }
+        )
+    return rows
+
+
+def _age(now: datetime, then: datetime) -> str:
+    secs = max(0, int((now - as_utc(then)).total_seconds()))
+    if secs < 120:
+        return f"{secs} s"
+    if secs < 7200:
+        return f"{secs // 60} min"
+    return f"{secs // 3600} h"
 
 
 def _servers() -> list[dict[str, Any]]:
