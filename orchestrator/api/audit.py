@@ -262,7 +262,8 @@ def record(resp: Response) -> None:
     actor = g.get("auth_user") or ANONYMOUS
     detail: dict[str, Any] = {}
     secrets = _secrets(params)
-    error = answer.get("error") if status >= 400 else None
+    # the fabric's answers say why in "error", vmpooler's (/api/v3) in "message"
+    error = (answer.get("error") or answer.get("message")) if status >= 400 else None
     if error is None and rule.startswith("/ui/"):
         error = _form_error()  # a form answers with a redirect or a page, and a flash
         if error is not None and outcome == OK:
