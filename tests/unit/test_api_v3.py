@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -180,6 +181,22 @@ def test_checkout_across_pools_is_all_or_nothing(pr):
     r = v3(pr, "POST", "/vm/small+small+small")
     assert "small" in refused(r, 503)["message"]
     assert ready(pr, "small") == 2
+
+
+def test_parallel_multi_pool_checkouts_hand_out_each_vm_once(pr):
+    """Six callers race for small+big while big has one ready VM: exactly one gets
+    both; the others get 503 and give back the small VMs they took."""
+    pr.worker.stop()  # no refill meanwhile
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        answers = list(pool.map(lambda _: v3(pr, "POST", "/vm/small+big"), range(6)))
+    won = [r.json() for r in answers if r.status_code == 200]
+    assert len(won) == 1, [r.text for r in answers]
+    assert sorted(r.status_code for r in answers) == [200] + [503] * 5
+    held = pr.rig.registry.vms.list(states=[VmState.IN_USE])
+    assert sorted(f"{v.hostname}.{DOMAIN}" for v in held) == sorted(
+        [won[0]["small"]["hostname"], won[0]["big"]["hostname"]]
+    )
+    assert ready(pr, "small") == 1 and ready(pr, "big") == 0
 
 
 def test_checkout_errors(pr):
