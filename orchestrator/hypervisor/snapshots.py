@@ -13,14 +13,39 @@ import libvirt
 from ..errors import NotFound
 from .base import DriverBase
 from .records import HostTarget
+from .xml import safe_fromstring
 
 
-def snapshot_xml(name: str, description: str | None = None) -> str:
+def snapshot_xml(
+    name: str, description: str | None = None, disks: dict[str, str] | None = None
+) -> str:
+    """``disks``: target -> ``internal`` or ``no`` (each disk's part in the snapshot)."""
     root = ET.Element("domainsnapshot")
     ET.SubElement(root, "name").text = name
     if description:
         ET.SubElement(root, "description").text = description
+    if disks:
+        el = ET.SubElement(root, "disks")
+        for target, mode in disks.items():
+            ET.SubElement(el, "disk", name=target, snapshot=mode)
     return ET.tostring(root, encoding="unicode")
+
+
+def disk_modes(domain_xml: str) -> dict[str, str]:
+    """Which of a domain's disks an internal snapshot covers: its qcow2 disks (the
+    VM's own); raw ones (volumes attached later) are left out, as qemu cannot keep a
+    snapshot inside them."""
+    modes: dict[str, str] = {}
+    for disk in safe_fromstring(domain_xml).findall("devices/disk"):
+        if disk.get("device", "disk") != "disk":
+            continue
+        target = disk.find("target")
+        driver = disk.find("driver")
+        if target is None or target.get("dev") is None:
+            continue
+        fmt = driver.get("type") if driver is not None else None
+        modes[target.get("dev") or ""] = "internal" if fmt == "qcow2" else "no"
+    return modes
 
 
 class SnapshotsMixin(DriverBase):
@@ -33,7 +58,11 @@ class SnapshotsMixin(DriverBase):
 
         def fn(conn: libvirt.virConnect) -> str:
             dom = conn.lookupByUUIDString(uuid)
-            return dom.snapshotCreateXML(snapshot_xml(name, description), 0).getName()
+            modes = disk_modes(dom.XMLDesc(0))
+            # only when some disk is left out: a plain snapshot otherwise
+            disks = modes if "no" in modes.values() else None
+            xml = snapshot_xml(name, description, disks)
+            return dom.snapshotCreateXML(xml, 0).getName()
 
         return self.connection(host).call(fn)
 

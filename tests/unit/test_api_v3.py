@@ -10,6 +10,7 @@ import json
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 
+import libvirt
 import pytest
 import requests
 
@@ -563,3 +564,25 @@ def test_a_vm_given_a_disk_or_snapshots_is_replaced_not_reused(pr, change):
         [vol] = pr.rig.registry.volumes.list()
         assert vol.status == "available" and vol.vm_id is None
     wait_for(lambda: filled(pr))
+
+
+def test_snapshot_of_a_vm_with_a_volume_leaves_the_raw_volume_out(pr):
+    """qemu keeps an internal snapshot inside qcow2 disks only: an attached volume
+    (raw) is left out of it, the VM's own disk is in."""
+    from orchestrator.hypervisor.snapshots import disk_modes, snapshot_xml
+
+    name = short(checkout(pr)["small"]["hostname"])
+    assert v3(pr, "POST", f"/vm/{name}/disk/1").status_code == 202
+    vm = pr.rig.registry.vms.by_hostname(name)
+    host = host_target(pr.rig.registry.hosts.get(vm.host_id))
+    # libvirt's test driver cannot hot-plug: the volume is in the persistent definition
+    xml = pr.rig.driver.connection(host).call(
+        lambda conn: conn.lookupByUUIDString(vm.uuid).XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)
+    )
+    modes = disk_modes(xml)
+    assert sorted(modes.values()) == ["internal", "no"], modes
+    assert '<disk name="vdb" snapshot="no" />' in snapshot_xml("s", None, {"vdb": "no"})
+    r = v3(pr, "POST", f"/vm/{name}/snapshot")
+    assert r.status_code == 202, r.text
+    snap = r.json()[name]["snapshot"]
+    assert v3(pr, "POST", f"/vm/{name}/snapshot/{snap}").status_code == 202
