@@ -35,7 +35,7 @@ from ..clock import as_utc, iso
 from ..errors import BadRequest, FabricError, Forbidden, NotFound, Unauthorized, Unavailable
 from ..fabric import host_target
 from ..hostnames import LABEL, fqdn, short
-from ..model import VmState, is_name
+from ..model import HostStatus, VmState, is_name
 from ..registry import VmRow
 from ..reservations import Checkout
 from ..volumes import MAX_SIZE_GB
@@ -375,9 +375,22 @@ def describe(vm: VmRow) -> dict[str, Any]:
         host = svc.registry.hosts.get_any(vm.host_id)
         if host is not None:
             out["host"] = host.label
+            snaps = _snapshots(vm, host)
+            if snaps:
+                out["snapshots"] = snaps
     if vm.held_by:
         out["user"] = vm.held_by
     return out
+
+
+def _snapshots(vm: VmRow, host: Any) -> list[str]:
+    """The VM's snapshots, asked of its host when it is up (none said otherwise)."""
+    if host.status != HostStatus.UP or vm.state not in _SNAPSHOT_STATES:
+        return []
+    try:
+        return services().driver.snapshots(host_target(host), vm.uuid)
+    except FabricError:
+        return []
 
 
 @bp.route("/vm/<hostname>", methods=["GET"])
@@ -490,8 +503,11 @@ def vm_disk(hostname: str, size: str) -> ResponseReturnValue:
     return resp
 
 
+_SNAPSHOT_STATES = (VmState.IN_USE, VmState.ACTIVE, VmState.READY)
+
+
 def _host_of(vm: VmRow) -> Any:
-    if vm.host_id is None or vm.state not in (VmState.IN_USE, VmState.ACTIVE, VmState.READY):
+    if vm.host_id is None or vm.state not in _SNAPSHOT_STATES:
         raise BadRequest(f"{vm.hostname} is {vm.state}: only a running VM has snapshots")
     return services().registry.hosts.get(vm.host_id)
 

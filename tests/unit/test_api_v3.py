@@ -322,6 +322,7 @@ def test_snapshot_and_revert(pr):
     vm = pr.rig.registry.vms.by_hostname(name)
     host = pr.rig.registry.hosts.get(vm.host_id)
     assert pr.rig.driver.snapshots(host_target(host), vm.uuid) == [snap]
+    assert v3(pr, "GET", f"/vm/{name}").json()[name]["snapshots"] == [snap]
     r = v3(pr, "POST", f"/vm/{name}/snapshot/{snap}")
     assert r.status_code == 202 and r.json() == {"ok": True}
     refused(v3(pr, "POST", f"/vm/{name}/snapshot/nosuchsnapshot"), 404)
