@@ -10,42 +10,47 @@ import xml.etree.ElementTree as ET
 
 import libvirt
 
-from ..errors import NotFound
+from ..errors import Conflict, NotFound
 from .base import DriverBase
 from .records import HostTarget
 from .xml import safe_fromstring
 
 
-def snapshot_xml(
-    name: str, description: str | None = None, disks: dict[str, str] | None = None
-) -> str:
-    """``disks``: target -> ``internal`` or ``no`` (each disk's part in the snapshot)."""
+def snapshot_xml(name: str, description: str | None = None) -> str:
     root = ET.Element("domainsnapshot")
     ET.SubElement(root, "name").text = name
     if description:
         ET.SubElement(root, "description").text = description
-    if disks:
-        el = ET.SubElement(root, "disks")
-        for target, mode in disks.items():
-            ET.SubElement(el, "disk", name=target, snapshot=mode)
     return ET.tostring(root, encoding="unicode")
 
 
-def disk_modes(domain_xml: str) -> dict[str, str]:
-    """Which of a domain's disks an internal snapshot covers: its qcow2 disks (the
-    VM's own); raw ones (volumes attached later) are left out, as qemu cannot keep a
-    snapshot inside them."""
-    modes: dict[str, str] = {}
-    for disk in safe_fromstring(domain_xml).findall("devices/disk"):
-        if disk.get("device", "disk") != "disk":
-            continue
-        target = disk.find("target")
-        driver = disk.find("driver")
-        if target is None or target.get("dev") is None:
-            continue
-        fmt = driver.get("type") if driver is not None else None
-        modes[target.get("dev") or ""] = "internal" if fmt == "qcow2" else "no"
-    return modes
+def unsnapshottable(*domain_xmls: str) -> list[str]:
+    """The domain's disks an internal snapshot cannot cover (``vdb (raw)``): qemu
+    keeps one inside qcow2 disks only, and refuses the whole snapshot (and a revert)
+    while any other writable disk is attached (libvirt 9: "internal snapshot for
+    disk vdb unsupported for storage type raw"). The live and the persistent
+    definitions are both looked at."""
+    out: dict[str, str] = {}
+    for xml in domain_xmls:
+        for disk in safe_fromstring(xml).findall("devices/disk"):
+            if disk.get("device", "disk") != "disk" or disk.find("readonly") is not None:
+                continue
+            target = disk.find("target")
+            driver = disk.find("driver")
+            dev = target.get("dev") if target is not None else None
+            fmt = (driver.get("type") if driver is not None else None) or "raw"
+            if dev and fmt != "qcow2":
+                out[dev] = f"{dev} ({fmt})"
+    return sorted(out.values())
+
+
+def _require_snapshottable(dom: libvirt.virDomain) -> None:
+    bad = unsnapshottable(dom.XMLDesc(0), dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
+    if bad:
+        raise Conflict(
+            f"the VM has disks an internal snapshot cannot cover: {', '.join(bad)} "
+            "(an attached volume); qemu keeps snapshots inside qcow2 disks only"
+        )
 
 
 class SnapshotsMixin(DriverBase):
@@ -58,11 +63,8 @@ class SnapshotsMixin(DriverBase):
 
         def fn(conn: libvirt.virConnect) -> str:
             dom = conn.lookupByUUIDString(uuid)
-            modes = disk_modes(dom.XMLDesc(0))
-            # only when some disk is left out: a plain snapshot otherwise
-            disks = modes if "no" in modes.values() else None
-            xml = snapshot_xml(name, description, disks)
-            return dom.snapshotCreateXML(xml, 0).getName()
+            _require_snapshottable(dom)
+            return dom.snapshotCreateXML(snapshot_xml(name, description), 0).getName()
 
         return self.connection(host).call(fn)
 
@@ -77,6 +79,7 @@ class SnapshotsMixin(DriverBase):
                 if e.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN_SNAPSHOT:
                     raise NotFound(f"the VM has no snapshot {name!r}") from None
                 raise
+            _require_snapshottable(dom)
             dom.revertToSnapshot(snap, 0)
 
         self.connection(host).call(fn)
