@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from .clock import iso
 from .config import PoolConfig
 from .errors import FabricError, NotFound
-from .fabric import Fabric
+from .fabric import Fabric, host_target
 from .guests import Guests
 from .model import NetworkMode, VmState
 from .registry import EventRow, Registry, VmRow
@@ -230,6 +230,11 @@ class PoolService:
             p = self.pools[vm.pool]
             started = time.monotonic()
             try:
+                changed = self._changed_in_use(vm)
+                if changed:
+                    # never handed to the next borrower: it is retired and replaced
+                    self._fail(vm, VmState.CLEANING, f"not reused: {changed}")
+                    return False
                 if p.cleanup == "reset":
                     self.fabric.reset_vm_disk(vm)
                     if self._checks_ssh(vm):
@@ -257,6 +262,17 @@ class PoolService:
             return ok
         finally:
             self.release(vm_id)
+
+    def _changed_in_use(self, vm: VmRow) -> str | None:
+        """What a borrower added that a cleanup does not take away (vmpooler's API v3
+        adds disks and takes snapshots): then the VM is replaced, not reused."""
+        if self.registry.volumes.list(vm_id=vm.id):
+            return "a volume was attached during its check-out"
+        if vm.host_id is not None:
+            host = self.registry.hosts.get_any(vm.host_id)
+            if host is not None and self.fabric.driver.snapshots(host_target(host), vm.uuid):
+                return "snapshots were taken during its check-out"
+        return None
 
     def _fail(self, vm: VmRow, expect: str, reason: str) -> None:
         log.warning("vm %d (pool %s): %s", vm.id, vm.pool, reason)

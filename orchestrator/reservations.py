@@ -18,7 +18,15 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from .access import SYSTEM, Principal
-from .errors import BadRequest, FabricError, Forbidden, GuestError, NotFound, Unavailable
+from .errors import (
+    BadRequest,
+    Conflict,
+    FabricError,
+    Forbidden,
+    GuestError,
+    NotFound,
+    Unavailable,
+)
 from .model import VmState
 from .pools import PoolConfig, PoolService
 from .registry import Registry, VmRow
@@ -193,16 +201,31 @@ class Reservations:
         self.registry.reservations.keys_given([vm.id for vm in vms], len(keys))
 
     def checkin(
-        self, *, vm_id: int | None, ip: str | None, token: str, by: Principal = SYSTEM
+        self, *, vm_id: int | None, ip: str | None, token: str | None, by: Principal = SYSTEM
     ) -> VmRow:
-        """End a reservation: its secret, from its holder (or an admin). The borrower's
-        keys leave the guest now; the pool's cleanup follows."""
-        d = check_token(token)
-        vm = self.registry.vms.get(vm_id) if vm_id is not None else None
-        if vm is None:
-            vm = self.registry.reservations.by_ip(ip, d)
-        _require_holder(by, vm, "check in")
-        done = self.registry.reservations.end(vm.id, d, event_kind="vm.checkin")
+        """End a reservation: its secret, from its holder (or an admin); or, without
+        the secret (``token`` None), from the authenticated holder themselves or an
+        admin. The borrower's keys leave the guest now; the pool's cleanup follows."""
+        if token is None:
+            if vm_id is None:
+                raise BadRequest("vmid is required to check in without the reservation_id")
+            vm = self.registry.vms.get(vm_id)
+            if not _holds(by, vm):
+                raise BadRequest(
+                    "reservation_id is required (only the VM's holder, with their own "
+                    "token, or an admin may leave it out)"
+                )
+            _require_holder(by, vm, "check in")
+            done = self.registry.reservations.end(
+                vm.id, None, event_kind="vm.checkin", held_by=vm.held_by
+            )
+        else:
+            d = check_token(token)
+            vm = self.registry.vms.get(vm_id) if vm_id is not None else None
+            if vm is None:
+                vm = self.registry.reservations.by_ip(ip, d)
+            _require_holder(by, vm, "check in")
+            done = self.registry.reservations.end(vm.id, d, event_kind="vm.checkin")
         if vm.borrower_keys and self.guests is not None:
             try:
                 self.guests.remove_keys(done)
@@ -219,10 +242,70 @@ class Reservations:
         cap = pool.lifetime_max if pool else 0.0
         return self.registry.reservations.extend(vm_id, d, hours, cap)
 
+    def give_back(self, got: list[Checkout]) -> None:
+        """Undo check-outs nobody was shown (a multi-pool check-out that could not be
+        completed): VMs whose guests got no keys go straight back to ready, the others
+        to be cleaned."""
+        for c in got:
+            clean = bool(c.keys)
+            try:
+                self.registry.reservations.end(
+                    c.vm.id,
+                    digest(c.reservation_id),
+                    event_kind="vm.checkout_undone",
+                    state=VmState.CLEANING if clean else VmState.READY,
+                )
+            except FabricError as e:  # the reaper ends it at its expiry
+                log.warning("vmid %d: could not give it back: %s", c.vm.id, e)
+                continue
+            if clean:
+                self.worker.clean_now(c.vm.id)
+
+    def set_lifetime(self, vm: VmRow, hours: float, *, by: Principal = SYSTEM) -> datetime:
+        """The reservation of ``vm`` ends ``hours`` after its check-out (vmpooler's
+        lifetime): its holder or an admin, within the pool's ``lifetime_max``."""
+        _require_holder(by, vm, "change the lifetime of")
+        if not _holds(by, vm):
+            raise Forbidden(f"{by.label} does not hold vmid {vm.id}")
+        pool = self.pools.pools.get(vm.pool or "")
+        cap = pool.lifetime_max if pool else 0.0
+        return self.registry.reservations.set_lifetime(vm.id, hours, cap, held_by=vm.held_by)
+
+    def end_and_destroy(self, vm: VmRow, *, by: Principal = SYSTEM) -> None:
+        """vmpooler's delete: the holder (or an admin) ends the reservation and the VM
+        is destroyed; its pool builds a new one. Its hostname is never given again.
+        A VM that is not checked out is not deleted so (409): its reservation has
+        ended already (the fabric's /vm/destroy is an admin's way to destroy it)."""
+        by.require_writer(f"delete vmid {vm.id}")
+        if vm.state != VmState.IN_USE:
+            raise Conflict(f"{vm.hostname or vm.id} is not checked out (it is {vm.state})")
+        _require_holder(by, vm, "delete")
+        if not _holds(by, vm):
+            raise Forbidden(f"{by.label} does not hold vmid {vm.id}")
+        self.registry.reservations.end(
+            vm.id,
+            None,
+            event_kind="vm.checkin",
+            held_by=vm.held_by,
+            state=VmState.FAILED,
+            error=f"deleted by {by.label}",
+        )
+        # Failed: never served again. If the pool worker is retiring it already,
+        # or its host is away, the worker destroys it.
+        try:
+            self.pools.fabric.destroy_vm(vm.id, force=True, by=SYSTEM)
+        except FabricError as e:
+            log.warning("vmid %d: deleted; the pool worker destroys it: %s", vm.id, e)
+
 
 def _may_use(pool: PoolConfig, by: Principal) -> bool:
     """A pool with ``users`` is open to those users (and admins) only."""
     return pool.users is None or by.admin or (by.name is not None and by.name in pool.users)
+
+
+def _holds(by: Principal, vm: VmRow) -> bool:
+    """Whether ``by`` holds ``vm``'s reservation themselves, or is an admin."""
+    return by.admin or (by.authenticated and by.name is not None and vm.held_by == by.name)
 
 
 def _require_holder(by: Principal, vm: VmRow, what: str) -> None:

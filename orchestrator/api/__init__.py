@@ -25,6 +25,7 @@ from . import (
     schedules,
     session,
     status,
+    v3,
     v3_ondemand,
     vms,
     volumes,
@@ -40,6 +41,7 @@ def create_app(services: Services, listen: tuple[str, int | None] | None = None)
     params.bound(app)  # bodies of at most 1 MB; JSON nested at most 32 deep
     app.json.sort_keys = False  # keep the contract's key order
     errors.install(app)
+    v3.install(app)  # vmpooler's error shapes under /api/v3
     audit.install(app)  # first: its after-request hook runs last, on the final answer
     server = services.config.server
     origin.install(app, server.names, listen)  # before every other check
@@ -63,6 +65,7 @@ def create_app(services: Services, listen: tuple[str, int | None] | None = None)
         events.bp,
         dashboard.bp,
         v3_ondemand.bp,
+        v3.bp,  # vmpooler's API v3 under /api/v3
     ):
         app.register_blueprint(bp)
     audit.install_actor(app)  # after the token rule: its actor is the checked user

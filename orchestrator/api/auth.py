@@ -25,7 +25,7 @@ from flask.typing import ResponseReturnValue
 from ..auth import AuthService
 from ..errors import FabricError, Forbidden, NotFound, Unauthorized
 from .context import known_user, request_token
-from .errors import error_response
+from .errors import error_response, shaped
 from .params import PATH, Text, takes
 
 bp = Blueprint("auth", __name__)
@@ -33,6 +33,7 @@ bp = Blueprint("auth", __name__)
 REALM = 'realm="fabric"'
 TOKEN = Text(name="token", where=PATH)
 
+V3_PREFIX = "/api/v3"  # vmpooler's API (api/v3.py)
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 # GETs of the original API (and the first reservation seed) that change state.
 LEGACY_WRITES = frozenset(
@@ -51,10 +52,21 @@ CALLER_READS = frozenset({"/quota", "/keys", "/events"})
 # Never behind the token rule, whatever the method: liveness, the API description,
 # metrics for scrapers, views that take credentials themselves, and the dashboard's
 # log-out (it only forgets the cookie's own token, so a stale cookie can leave).
+# vmpooler's API v3 (api/v3.py): its token calls take basic credentials themselves,
+# its healthcheck is liveness.
 EXEMPT_PATHS = frozenset(
-    {"/healthz", "/token", "/openapi.json", "/metrics", "/ui/login", "/ui/logout"}
+    {
+        "/healthz",
+        "/token",
+        "/openapi.json",
+        "/metrics",
+        "/ui/login",
+        "/ui/logout",
+        "/api/v3/token",
+        "/api/v3/healthcheck",
+    }
 )
-EXEMPT_PREFIXES = ("/token/", "/ui/static/")
+EXEMPT_PREFIXES = ("/token/", "/ui/static/", "/api/v3/token/")
 
 
 def is_exempt(path: str) -> bool:
@@ -92,8 +104,13 @@ def _same_origin() -> bool:
 
 
 def _deny(e: FabricError, *, scheme: str = "Token", ok_field: bool = False) -> Response:
-    body = {"ok": False, "error": e.message} if ok_field else {"error": e.message}
-    resp = error_response(e.status, body, getattr(e, "retry_after", None))
+    """The refusal, in the shape of the API the request is for (vmpooler's under
+    /api/v3: ``{"ok": false, "message": ...}``)."""
+    retry = getattr(e, "retry_after", None)
+    resp = shaped(e.status, e.message, retry)
+    if resp is None:
+        body = {"ok": False, "error": e.message} if ok_field else {"error": e.message}
+        resp = error_response(e.status, body, retry)
     if e.status == 401:
         resp.headers["WWW-Authenticate"] = f"{scheme} {REALM}"
     return resp
@@ -115,6 +132,9 @@ def enforce() -> ResponseReturnValue | None:
     try:
         g.auth_user = auth.check(token)
     except (Unauthorized, Forbidden) as e:
+        if path.startswith(V3_PREFIX + "/"):
+            # vmpooler: a missing or bad token where one is needed is a 401
+            return _deny(Unauthorized(e.message))
         return _deny(e)
     if writes and from_cookie and not _same_origin():
         return _deny(Forbidden("a cross-site request may not use the session cookie"))

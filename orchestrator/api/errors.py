@@ -7,7 +7,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from flask import Flask, Response, current_app, jsonify
+from flask import Flask, Response, current_app, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from ..errors import FabricError
@@ -46,10 +46,45 @@ def legacy(zero: dict[str, Any]) -> Callable:
     return wrap
 
 
+# Another API served under a path prefix (vmpooler's, /api/v3) answers errors in its
+# own shape: prefix -> fn(status, message) -> Response.
+ErrorShape = Callable[[int, str], Response]
+
+
+def shape_errors(app: Flask, prefix: str, shape: ErrorShape) -> None:
+    """Errors of requests under ``prefix`` (unknown routes, 405, 413, FabricErrors
+    a view did not catch, the unexpected) are answered by ``shape``."""
+    app.config.setdefault("ERROR_SHAPES", {})[prefix] = shape
+
+
+def _shape() -> ErrorShape | None:
+    shapes: dict[str, ErrorShape] = current_app.config.get("ERROR_SHAPES") or {}
+    path = request.path
+    for prefix, shape in shapes.items():
+        if path == prefix or path.startswith(prefix + "/"):
+            return shape
+    return None
+
+
+def shaped(status: int, message: str, retry_after: int | None = None) -> Response | None:
+    """The error answer of the API the current request is for, if it has its own."""
+    shape = _shape()
+    if shape is None:
+        return None
+    resp = shape(status, message)
+    if retry_after is not None:
+        resp.headers["Retry-After"] = str(retry_after)
+    return resp
+
+
 def install(app: Flask) -> None:
     @app.errorhandler(FabricError)
     def _fabric(e: FabricError) -> Response:
-        return error_response(e.status, {"error": e.message}, getattr(e, "retry_after", None))
+        retry = getattr(e, "retry_after", None)
+        own = shaped(e.status, e.message, retry)
+        if own is not None:
+            return own
+        return error_response(e.status, {"error": e.message}, retry)
 
     @app.errorhandler(HTTPException)
     def _http(e: HTTPException) -> Response:
@@ -63,9 +98,13 @@ def install(app: Flask) -> None:
             msg = "the request body is too large" + (f" (at most {limit} bytes)" if limit else "")
         else:
             msg = e.description or e.name
+        own = shaped(code, "no such endpoint" if code == 404 else msg)
+        if own is not None:
+            return own
         return error_response(code, {"error": msg})
 
     @app.errorhandler(Exception)
     def _unexpected(e: Exception) -> Response:
         log.exception("unexpected error")
-        return error_response(500, {"error": "internal error; the operator's log has details"})
+        msg = "internal error; the operator's log has details"
+        return shaped(500, msg) or error_response(500, {"error": msg})

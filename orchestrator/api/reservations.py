@@ -47,6 +47,13 @@ WANTED_TYPE = INSTANCE_TYPE.optional()
 WANTED_IMAGE = IMAGE_ID.optional()
 # a check-in names the VM by its id, or else by its address
 CHECKIN_VMID = VMID.optional()
+# the holder (with their own token) and admins may leave the secret out
+CHECKIN_RESERVATION_ID = replace(
+    RESERVATION_ID,
+    required=False,
+    description="the secret shown once by the check-out; may be left out by the VM's "
+    "holder (authenticated with their own token) and by an admin",
+)
 # the first seed's spelling
 SEED_IP = Ipv4(name="IP", missing="IP must be an IPv4 address")
 SEED_RESERVATION_ID = replace(RESERVATION_ID, name="ReservationID")
@@ -103,7 +110,7 @@ def checkout() -> ResponseReturnValue:
 
 @bp.route("/vm/checkin", methods=["POST"])
 @legacy({"status": 0})
-@takes(CHECKIN_VMID, IP, RESERVATION_ID)
+@takes(CHECKIN_VMID, IP, CHECKIN_RESERVATION_ID)
 def checkin() -> ResponseReturnValue:
     vm_id = CHECKIN_VMID.value()
     ip = None
@@ -111,7 +118,7 @@ def checkin() -> ResponseReturnValue:
         ip = IP.value()
         if ip is None:
             raise BadRequest("vmid (or ip) is required")
-    token = RESERVATION_ID.value()
+    token = CHECKIN_RESERVATION_ID.value()
     reservations().checkin(vm_id=vm_id, ip=ip, token=token, by=principal())
     return jsonify({"status": 1})
 

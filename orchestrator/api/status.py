@@ -158,7 +158,12 @@ def summary() -> ResponseReturnValue:
     totals' ``count`` has the average, min and max per day, as vmpooler's has. Days
     without events show zeros.
     """
-    start, end = FROM.value(), TO.value()
+    return jsonify(summary_of(FROM.value(), TO.value()))
+
+
+def summary_of(start: date | None, end: date | None) -> dict[str, Any]:
+    """/summary's body for the days from ``start`` to ``end`` (see ``summary``);
+    BadRequest for a range it does not serve."""
     today = datetime.now(UTC).date()
     if end is None:
         end = today if start is None or start <= today else start
@@ -205,7 +210,7 @@ def summary() -> ResponseReturnValue:
         }
         for day, d in per_day.items()
     ]
-    return jsonify(out)
+    return out
 
 
 # -- /metrics ----------------------------------------------------------------

@@ -23,6 +23,7 @@ from .moving import MovingMixin
 from .networks import NetworkInfo, NetworksMixin
 from .power import ConsoleTail, PowerMixin
 from .records import DomainRecord, HostFacts, HostTarget, StagedImage, VmPlan, is_test_uri
+from .snapshots import SnapshotsMixin
 from .storage import Opener, StorageMixin
 
 __all__ = [
@@ -47,10 +48,13 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 
-class LibvirtDriver(DomainsMixin, StorageMixin, NetworksMixin, PowerMixin, MovingMixin):
+class LibvirtDriver(
+    DomainsMixin, StorageMixin, NetworksMixin, PowerMixin, MovingMixin, SnapshotsMixin
+):
     """The one object the fabric holds: domains (domains.py), storage (storage.py),
-    networks (networks.py), power, size and console (power.py) and moves between
-    hosts (moving.py) on the connections and pools of base.py."""
+    networks (networks.py), power, size and console (power.py), moves between
+    hosts (moving.py) and snapshots (snapshots.py) on the connections and pools of
+    base.py."""
 
 
 @contextlib.contextmanager

@@ -332,7 +332,9 @@ def paths() -> dict[str, Any]:
             takes=reservations.checkin,
             body=True,
             description="`vmid` (or `ip`) and the reservation id; the VM is cleaned, then "
-            "served again. 403 wrong reservation, 409 not checked out.",
+            "served again. The VM's holder (authenticated, with their own token) and an "
+            "admin may leave `reservation_id` out (with `vmid`); anyone else gets 400. "
+            "403 wrong reservation, 409 not checked out.",
         )
     }
     p["/vm/extend"] = {

@@ -106,6 +106,20 @@ class AuthStore:
         with self.db.read() as s:
             return s.scalar(select(TokenRow).where(TokenRow.digest == digest))
 
+    def tokens_of(self, user: str) -> list[TokenRow]:
+        """The user's tokens that are neither revoked nor expired, oldest first."""
+        with self.db.read() as s:
+            q = (
+                select(TokenRow)
+                .where(
+                    TokenRow.user == user,
+                    TokenRow.revoked.is_(False),
+                    TokenRow.expires_at > utcnow(),
+                )
+                .order_by(TokenRow.id)
+            )
+            return list(s.scalars(q))
+
     def touch(self, token_id: int, when: datetime) -> None:
         """Record a token's use."""
         with self.db.tx() as s:

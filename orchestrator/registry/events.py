@@ -133,6 +133,16 @@ class EventStore:
             )
             return list(s.execute(q))
 
+    def details(self, kind: str, since: datetime, until: datetime) -> list[Row[Any]]:
+        """``(at, detail)`` of the events of ``kind`` in [since, until), oldest first."""
+        with self.db.read() as s:
+            q = (
+                select(EventRow.at, EventRow.detail)
+                .where(EventRow.kind == kind, EventRow.at >= since, EventRow.at < until)
+                .order_by(EventRow.id)
+            )
+            return list(s.execute(q))
+
     def last_id(self) -> int:
         with self.db.read() as s:
             return int(s.scalar(select(func.max(EventRow.id))) or 0)

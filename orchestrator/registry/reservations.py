@@ -146,21 +146,43 @@ class ReservationStore:
             raise Conflict(f"no VM with ip {ip} is checked out")
         raise Forbidden(f"the reservation does not hold a VM with ip {ip}")
 
-    def end(self, vm_id: int, digest: str, *, event_kind: str) -> VmRow:
-        """in-use -> cleaning, only for the holder of the reservation."""
+    def end(
+        self,
+        vm_id: int,
+        digest: str | None,
+        *,
+        event_kind: str,
+        held_by: str | None = None,
+        state: str = VmState.CLEANING,
+        error: str | None = None,
+    ) -> VmRow:
+        """in-use -> cleaning, only for the holder of the reservation: its secret
+        ``digest``, or (None) a caller the service checked is the holder or an admin;
+        then the reservation must still be the one held by ``held_by`` (as the caller
+        read it). ``state``: where the VM goes instead of cleaning: ``ready`` for VMs a
+        check-out takes back before anyone saw them (nothing was put into their
+        guests), ``failed`` (with ``error``) for a VM that is to be destroyed and never
+        served again."""
         with self.db.tx() as s:
             vm = s.get(VmRow, vm_id, populate_existing=True)
             if vm is None:
                 raise NotFound(f"vmid {vm_id} does not exist")
-            _check_holder(vm, digest)
+            if digest is not None:
+                _check_holder(vm, digest)
+                same = VmRow.reservation_hash == digest
+            else:
+                if vm.state != VmState.IN_USE or vm.reservation_hash is None:
+                    raise Conflict(f"vmid {vm.id} is not checked out (it is {vm.state})")
+                if vm.held_by != held_by:
+                    raise Conflict(f"vmid {vm.id} changed hands while being checked in")
+                same = VmRow.reservation_hash == vm.reservation_hash
+            values = {**_RETURNED, "state": state}
+            if error is not None:
+                values["error"] = error
             res = s.execute(
                 update(VmRow)
-                .where(
-                    VmRow.id == vm_id,
-                    VmRow.state == VmState.IN_USE,
-                    VmRow.reservation_hash == digest,
-                )
-                .values(**_RETURNED, updated_at=utcnow())
+                .where(VmRow.id == vm_id, VmRow.state == VmState.IN_USE, same)
+                .values(**values, updated_at=utcnow())
                 .execution_options(synchronize_session=False)
             )
             if res.rowcount != 1:
@@ -190,6 +212,31 @@ class ReservationStore:
             vm.expires_at = wanted
             vm.updated_at = utcnow()
             s.add(EventRow(kind="vm.extend", vm_id=vm_id, detail={"hours": hours}))
+            return wanted
+
+    def set_lifetime(
+        self, vm_id: int, hours: float, cap_hours: float, *, held_by: str | None
+    ) -> datetime:
+        """The reservation ends ``hours`` after its check-out (vmpooler's lifetime), at
+        most ``cap_hours`` after it; the VM must still be held by ``held_by`` (as the
+        service checked it)."""
+        with self.db.tx() as s:
+            vm = s.get(VmRow, vm_id, with_for_update=True, populate_existing=True)
+            if vm is None:
+                raise NotFound(f"vmid {vm_id} does not exist")
+            if vm.state != VmState.IN_USE or vm.reservation_hash is None:
+                raise Conflict(f"vmid {vm_id} is not checked out (it is {vm.state})")
+            if vm.held_by != held_by:
+                raise Conflict(f"vmid {vm_id} changed hands meanwhile")
+            if hours > cap_hours:
+                raise Conflict(
+                    f"a lifetime of {hours:g} h is past the pool's cap of {cap_hours:g} h"
+                )
+            reserved = as_utc(vm.reserved_at) or utcnow()
+            wanted = reserved + timedelta(hours=hours)
+            vm.expires_at = wanted
+            vm.updated_at = utcnow()
+            s.add(EventRow(kind="vm.lifetime", vm_id=vm_id, detail={"hours": hours}))
             return wanted
 
     def keys_given(self, vm_ids: list[int], n: int) -> None:

@@ -79,13 +79,18 @@ def sent_to_login(resp) -> bool:
     return resp.status_code in (302, 303) and "/ui/login" in resp.headers.get("Location", "")
 
 
+def is_v3(path: str) -> bool:
+    """vmpooler's API v3: refusals are {"ok": false, "message": ...}, a bad token 401."""
+    return path.startswith("/api/v3/")
+
+
 def is_auth_denial(resp) -> bool:
     if sent_to_login(resp):
         return True
     if resp.status_code not in (401, 403):
         return False
     body = resp.get_json(silent=True) or {}
-    return str(body.get("error", "")).startswith(AUTH_ERRORS)
+    return str(body.get("error", body.get("message", ""))).startswith(AUTH_ERRORS)
 
 
 # -- hashes and configuration -------------------------------------------------
@@ -205,6 +210,12 @@ def test_every_route_follows_the_rule(rig, hashes, open_reads):
             # page; the refusal is a redirect to its login page
             assert sent_to_login(anon), where
             assert sent_to_login(bad), where
+        elif needs and is_v3(path):
+            for resp in (anon, bad):
+                assert resp.status_code == 401 and is_auth_denial(resp), where
+                assert resp.get_json()["ok"] is False, where
+                assert "WWW-Authenticate" in resp.headers, where
+            assert anon.get_json()["message"].startswith("a token is required"), where
         elif needs:
             assert anon.status_code == 401, where
             assert anon.get_json()["error"].startswith("a token is required"), where
@@ -217,6 +228,7 @@ def test_every_route_follows_the_rule(rig, hashes, open_reads):
         checked.append((rule, method))
     assert ("/vm/create", "GET") in checked and ("/vm/checkout", "POST") in checked
     assert ("/vm/types", "GET") in checked and ("/status", "GET") in checked
+    assert ("/api/v3/vm/<template>", "POST") in checked
 
 
 def test_head_on_a_legacy_write_needs_a_token(c):

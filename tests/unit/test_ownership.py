@@ -200,6 +200,14 @@ def checkin(f: Fleet, method: str, path: str) -> None:
     # an admin, with the secret, checks in anyone's
     c = f.checkout("alice")
     assert f.call("root", method, path, **args(c)).status_code == 200
+    if path == "/vm/checkin":
+        # without the secret: only the holder herself, or an admin; others get 400
+        c = f.checkout("alice")
+        for who in ("bob", "eve"):
+            assert f.call(who, method, path, vmid=c["vmid"]).status_code == 400, who
+        assert f.call("alice", method, path, vmid=c["vmid"]).status_code == 200
+        c = f.checkout("alice")
+        assert f.call("root", method, path, vmid=c["vmid"]).status_code == 200
 
 
 def extend(f: Fleet, method: str) -> None:

@@ -97,8 +97,8 @@ def test_checkin_rules_wrong_holder_not_checked_out_malformed_unknown(pr):
     for bad in ("x", "' OR 1=1 --", "a" * 44, 12345):
         r = post(pr, "/vm/checkin", vmid=a["vmid"], reservation_id=bad)
         assert r.status_code == 400, bad
-    r = post(pr, "/vm/checkin", vmid=a["vmid"])
-    assert r.status_code == 400 and "reservation_id is required" in r.json()["error"]
+    r = post(pr, "/vm/checkin", ip=a["ip"])  # without the secret: by vmid only
+    assert r.status_code == 400 and "reservation_id" in r.json()["error"]
     # unknown VM
     r = post(pr, "/vm/checkin", vmid=999, reservation_id=a["reservation_id"])
     assert r.status_code == 404
@@ -114,6 +114,17 @@ def test_checkin_rules_wrong_holder_not_checked_out_malformed_unknown(pr):
     r = post(pr, "/vm/checkin", vmid=a["vmid"], reservation_id=a["reservation_id"])
     assert r.status_code == 409
     assert pr.rig.registry.vms.get(b["vmid"]).state == VmState.IN_USE
+
+
+def test_checkin_without_the_secret_with_auth_off(pr):
+    """With authentication off every caller is the anonymous admin, who may leave the
+    reservation id out (tests/unit/test_api_v3.py has the rule with auth on)."""
+    a = post(pr, "/vm/checkout").json()
+    r = post(pr, "/vm/checkin", vmid=a["vmid"])
+    assert r.json() == {"status": 1}
+    assert pr.rig.registry.vms.get(a["vmid"]).state in (VmState.CLEANING, VmState.READY)
+    r = post(pr, "/vm/checkin", vmid=a["vmid"])
+    assert r.status_code == 409
 
 
 def test_checkin_by_ip_and_reservation(pr):
