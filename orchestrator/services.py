@@ -153,6 +153,9 @@ def build_services(
         registry.inventory.sync(inventory)
     pool_configs = resolve_pools(config, registry.inventory)  # image names -> registry ids
     driver = driver or make_driver(config)
+    # The names of the files the driver makes for a VM carry the installation: two
+    # registries whose VMs share a host's pool never touch each other's files.
+    driver.installation = registry.installation_id
     stopping = threading.Event()
     scheduler = Scheduler(config.scheduler)
     hosts = HostCache(registry.hosts, config.cluster.host_cache)
