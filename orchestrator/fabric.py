@@ -225,6 +225,7 @@ class Fabric:
             with contextlib.suppress(FabricError):
                 self.driver.destroy(target, vm.uuid, vm.id)
             self.addresses.unplan(vm, host)
+            self.addresses.unpublish(vm)
             if isinstance(e, HypervisorError) and PORT_TAKEN not in str(e):
                 # The staged copy may be what broke (e.g. removed behind our back):
                 # the next create on this host copies the image again.
@@ -302,6 +303,7 @@ class Fabric:
                     origin=dead.id,
                 )
                 if moved is not None:
+                    self.addresses.unpublish(moved)  # its address is gone until seen again
                     self.hosts.claimed(cand.id, vm.cpu, vm.ram, vm.disk)
                     host = self.registry.hosts.get(cand.id)
                     at = cand.id
@@ -404,4 +406,5 @@ class Fabric:
                 self.registry.vms.transition(vm_id, previous, expect=[VmState.DELETING])
                 raise
         self.addresses.unplan(vm, host)
+        self.addresses.unpublish(vm)
         self.registry.vms.forget(vm_id, event_kind="vm.destroy")

@@ -173,7 +173,14 @@ def build_services(
         stage_wait=config.create.stage_wait,
         store_retry=config.create.image_store_retry,
     )
-    addresses = Addresses(registry, driver, config.networks, to_hosts, getpass.getuser())
+    addresses = Addresses(
+        registry,
+        driver,
+        config.networks,
+        to_hosts,
+        getpass.getuser(),
+        domain=config.hostnames.domain,
+    )
     watcher = AddressWatcher(registry, addresses, config.guest.address_timeout)
     guests = Guests(
         registry.vms,

@@ -309,3 +309,67 @@ def test_vms_of_other_networks_are_not_looked_for(tmp_path):
         assert rig.services.watcher.watching() == set()
     finally:
         rig.stop()
+
+
+# -- names: the DNS server's hosts directory -----------------------------------------
+
+
+def test_hostnames_are_written_to_the_dns_hosts_directory_and_removed(tmp_path):
+    """networks.KEY.dns_hosts: one file per VM with an address, named after its
+    hostname, ``IP hostname fqdn`` (mode 0644, written whole), rewritten when its
+    address changes, removed when it is destroyed."""
+    dns = tmp_path / "dns.d"
+    dns.mkdir()
+    config = lan_config(tmp_path, hostnames={"domain": "vm.fabric.test"})
+    config["networks"][LAN]["dns_hosts"] = str(dns)
+    hosts = [{"cpus": 8, "ram": 8192, "extra": {"network": LAN}}]
+    rig = make_rig(tmp_path, hosts, config=config)
+    try:
+        web = rig.fabric.create_vm("web", 1, 1)
+        quiet = rig.fabric.create_vm("quiet", 1, 1)
+        assert web.hostname and web.hostname.startswith("web-")
+        assert list(dns.iterdir()) == []  # no address seen yet: no name
+        lease(tmp_path, web.mac, "10.251.1.20")
+        rig.services.watcher.run_once()
+        f = dns / web.hostname
+        assert sorted(p.name for p in dns.iterdir()) == [web.hostname]  # not quiet's
+        assert f.read_text() == f"10.251.1.20 {web.hostname} {web.hostname}.vm.fabric.test\n"
+        assert f.stat().st_mode & 0o777 == 0o644  # dnsmasq reads it as another user
+
+        lease(tmp_path, web.mac, "10.251.1.150")  # renewed elsewhere
+        assert rig.services.addresses.refresh() == [web.id]
+        assert f.read_text() == f"10.251.1.150 {web.hostname} {web.hostname}.vm.fabric.test\n"
+
+        lease(tmp_path, quiet.mac, "10.251.1.21")
+        rig.services.watcher.run_once()
+        assert (dns / quiet.hostname).read_text().startswith("10.251.1.21 ")
+        rig.fabric.destroy_vm(web.id)
+        assert sorted(p.name for p in dns.iterdir()) == [quiet.hostname]  # no dot-files
+    finally:
+        rig.stop()
+
+
+def test_without_a_domain_the_file_names_the_short_hostname_only(tmp_path):
+    dns = tmp_path / "dns.d"
+    dns.mkdir()
+    config = lan_config(tmp_path)
+    config["networks"][LAN]["dns_hosts"] = str(dns)
+    rig = make_rig(tmp_path, [{"cpus": 8, "ram": 8192, "extra": {"network": LAN}}], config=config)
+    try:
+        vm = rig.fabric.create_vm("db", 1, 1)
+        lease(tmp_path, vm.mac, "10.251.1.20")
+        rig.services.watcher.run_once()
+        assert (dns / vm.hostname).read_text() == f"10.251.1.20 {vm.hostname}\n"
+    finally:
+        rig.stop()
+
+
+def test_dns_hosts_is_a_path_or_a_remote_location():
+    from orchestrator.config import config_from_dict
+    from orchestrator.errors import ConfigError
+
+    net = {"subnet": "10.251.1.0/24"}
+    ok = config_from_dict({"networks": {LAN: {**net, "dns_hosts": "dns@10.0.0.5:/srv/dns.d"}}})
+    assert ok.networks[LAN].dns_hosts == "dns@10.0.0.5:/srv/dns.d"
+    with pytest.raises(ConfigError, match=r"dns_hosts: must be an absolute path"):
+        config_from_dict({"networks": {LAN: {**net, "dns_hosts": "dns.d"}}})
