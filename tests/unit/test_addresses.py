@@ -373,3 +373,81 @@ def test_dns_hosts_is_a_path_or_a_remote_location():
     assert ok.networks[LAN].dns_hosts == "dns@10.0.0.5:/srv/dns.d"
     with pytest.raises(ConfigError, match=r"dns_hosts: must be an absolute path"):
         config_from_dict({"networks": {LAN: {**net, "dns_hosts": "dns.d"}}})
+
+
+@pytest.fixture
+def dns_server(tmp_path):  # noqa: ANN201
+    """A real dnsmasq on loopback answering ``t.test`` from ``tmp_path/dns.d`` (the
+    local datacenter's options, on a free port, as this user): (port, directory)."""
+    import getpass
+    import shutil
+    import socket
+    import subprocess
+
+    binary = shutil.which("dnsmasq") or "/usr/sbin/dnsmasq"
+    hosts = tmp_path / "dns.d"
+    hosts.mkdir()
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen(
+        [
+            binary,
+            "--keep-in-foreground",
+            "--conf-file=/dev/null",
+            "--bind-interfaces",
+            "--listen-address=127.0.0.1",
+            f"--port={port}",
+            "--no-resolv",
+            "--no-hosts",
+            "--local=/t.test/",
+            "--domain=t.test",
+            f"--hostsdir={hosts}",
+            f"--user={getpass.getuser()}",
+            "--pid-file=",
+            f"--log-facility={tmp_path / 'dnsmasq.log'}",
+        ],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        from tests.dnsquery import query
+
+        def up() -> bool:
+            assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+            try:
+                return query("127.0.0.1", "probe.t.test", port=port, timeout=0.5).rcode == 3
+            except OSError:
+                return False
+
+        wait_for(up, timeout=30)
+        yield port, hosts
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def test_a_vms_hostname_resolves_at_a_real_dns_server_until_it_is_destroyed(tmp_path, dns_server):
+    """End to end without the rig: the fabric writes the names, dnsmasq (--hostsdir)
+    answers them, and forgets them when the VM goes."""
+    from tests.dnsquery import NOERROR, NXDOMAIN, query
+
+    port, hosts = dns_server
+    config = lan_config(tmp_path, hostnames={"domain": "t.test"})
+    config["networks"][LAN]["dns_hosts"] = str(hosts)
+    rig = make_rig(tmp_path, [{"cpus": 8, "ram": 8192, "extra": {"network": LAN}}], config=config)
+    try:
+        vm = rig.fabric.create_vm("web", 1, 1)
+        fqdn = f"{vm.hostname}.t.test"
+        assert query("127.0.0.1", fqdn, port=port).rcode == NXDOMAIN  # no address yet
+        lease(tmp_path, vm.mac, "10.251.1.20")
+        rig.services.watcher.run_once()
+        got = wait_for(lambda: query("127.0.0.1", fqdn, port=port).addresses)
+        assert got == ["10.251.1.20"]
+        short = query("127.0.0.1", vm.hostname, port=port)
+        assert (short.rcode, short.addresses) == (NOERROR, ["10.251.1.20"])
+        rig.fabric.destroy_vm(vm.id)
+        wait_for(lambda: query("127.0.0.1", fqdn, port=port).rcode == NXDOMAIN)
+    finally:
+        rig.stop()
