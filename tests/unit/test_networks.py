@@ -15,7 +15,10 @@ from orchestrator.reservations import Checkout
 from tests.conftest import make_rig
 from tests.lan import BRIDGE, FORWARD_HOST, LAN, LAN_HOST, USER_HOST, make_lan_pool_rig
 
-VM_KEYS = ["vmid", "name", "instance_type", "pmid", "status", "image_id", "ip", "domain"]
+VM_KEYS = [
+    "vmid", "name", "hostname", "fqdn", "tags", "instance_type", "pmid", "status", "image_id",
+    "ip", "domain",
+]  # fmt: skip
 NEW_KEYS = ["mac", "network", "address_source", "created_by"]
 LIBVIRT_DEFAULT = {
     "name": "default",
