@@ -215,6 +215,7 @@ def test_a_checked_out_vm_on_a_dead_host_is_rebuilt_keeping_its_reservation(tmp_
             lambda: (
                 (q := fp.get("/vm/query", vmid=c["vmid"]).json())["pmid"] not in (dead, 0)
                 and q.get("rebuilt_at")
+                and q.get("ssh")  # the rebuild is done (rebuilt_at is set when it starts)
                 and q
             ),
             "the checked-out VM was not rebuilt elsewhere",
