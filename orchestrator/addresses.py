@@ -16,8 +16,9 @@ LAN's DHCP server's reservation directory (``dhcp_hosts``, dnsmasq's
 Names: where the LAN's DNS server reads a hosts directory (``dns_hosts``, dnsmasq's
 ``--hostsdir``), each VM with an address has a file there named after its hostname,
 ``IP hostname fqdn``: written when its address is first seen or changes, removed
-when the VM goes (destroyed, replaced, or rebuilt elsewhere until its new address is
-seen).
+when the VM goes (destroyed, or replaced by an evacuation). A VM rebuilt on another
+host keeps its name: its MAC, and so its planned address on the shared LAN, move
+with it.
 """
 
 from __future__ import annotations

@@ -303,7 +303,6 @@ class Fabric:
                     origin=dead.id,
                 )
                 if moved is not None:
-                    self.addresses.unpublish(moved)  # its address is gone until seen again
                     self.hosts.claimed(cand.id, vm.cpu, vm.ram, vm.disk)
                     host = self.registry.hosts.get(cand.id)
                     at = cand.id

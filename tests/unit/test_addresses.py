@@ -451,3 +451,33 @@ def test_a_vms_hostname_resolves_at_a_real_dns_server_until_it_is_destroyed(tmp_
         wait_for(lambda: query("127.0.0.1", fqdn, port=port).rcode == NXDOMAIN)
     finally:
         rig.stop()
+
+
+def test_a_pool_vm_replaced_by_an_evacuation_loses_its_name(tmp_path):
+    """A ready pool VM on a host that died is replaced (forgotten, its pool refills
+    elsewhere): its name goes from the DNS hosts directory with it."""
+    from tests.unit.test_evacuate import DeadHost
+
+    pool = {"name": "lan", "instance_type": 1, "image": "debian-12", "size": 1, "max": 1,
+            "ready_check": "none", "cleanup": "reset"}  # fmt: skip
+    dns = tmp_path / "dns.d"
+    dns.mkdir()
+    config = lan_config(tmp_path, scheduler={"policy": "first-fit"})
+    config["networks"][LAN]["dns_hosts"] = str(dns)
+    hosts = [{"cpus": 8, "ram": 8192, "extra": {"network": LAN}} for _ in range(2)]
+    pr = make_pool_rig(tmp_path, hosts, [pool], config=config)
+    try:
+        pr.rig.services.watcher.start()
+        wait_for(lambda: pr.pools.status()["lan"]["building"] == 1)
+        (vm,) = pr.rig.registry.vms.list()
+        assert vm.host_id == 1
+        lease(tmp_path, vm.mac, "10.251.1.20")
+        wait_for(lambda: pr.pools.status()["lan"]["ready"] == 1)
+        assert (dns / vm.hostname).read_text().startswith("10.251.1.20 ")
+        pr.worker.stop()  # no refill meanwhile: only the replacement is looked at
+        DeadHost(pr.rig, 1)
+        report = pr.rig.services.evacuator.evacuate(1)
+        assert report["replaced"] == [vm.id]
+        assert not (dns / vm.hostname).exists()
+    finally:
+        pr.stop()
