@@ -12,6 +12,13 @@ A plan (``networks.KEY.plan``) gives each VM an address of its own before it
 boots: as a DHCP reservation on the host's libvirt network, or as a file in the
 LAN's DHCP server's reservation directory (``dhcp_hosts``, dnsmasq's
 ``--dhcp-hostsdir``). The VM's address is still what a source sees it take.
+
+Names: where the LAN's DNS server reads a hosts directory (``dns_hosts``, dnsmasq's
+``--hostsdir``), each VM with an address has a file there named after its hostname,
+``IP hostname fqdn``: written when its address is first seen or changes, removed
+when the VM goes (destroyed, or replaced by an evacuation). A VM rebuilt on another
+host keeps its name: its MAC, and so its planned address on the shared LAN, move
+with it.
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ from urllib.parse import urlsplit
 from .config import NetworkSettings
 from .config.networks import remote_location
 from .errors import FabricError, NotFound, NoValidHost
+from .hostnames import LABEL, fqdn
 from .hosts import host_target
 from .hypervisor.driver import LibvirtDriver
 from .model import VM_RUNNING, AddressSource, HostStatus, NetworkKind, NetworkMode, VmState
@@ -108,12 +116,14 @@ class Addresses:
         networks: dict[str, NetworkSettings],
         ssh: SshSettings,
         default_user: str,
+        domain: str | None = None,
     ) -> None:
         self.registry = registry
         self.driver = driver
         self.networks = networks
         self.ssh = ssh  # how the fabric reaches hosts and DHCP servers
         self.default_user = default_user
+        self.domain = domain  # hostnames.domain: the FQDNs' domain
 
     def lookup(self) -> Lookup:
         return Lookup(self)
@@ -140,6 +150,7 @@ class Addresses:
                 detail={"from": before, "to": found.ip, "source": found.source},
             )
             log.info("vm %d: address %s -> %s (%s)", vm.id, before, found.ip, found.source)
+            self.publish(vm, found.ip)
             changed.append(vm.id)
         return changed
 
@@ -184,6 +195,43 @@ class Addresses:
                 self._write(where, f"{vm.mac},{ip}\n".encode())
             else:
                 self._remove(where)
+
+    # -- names: the LAN's DNS server's hosts directory -----------------------------
+
+    def _dns_file(self, vm: VmRow) -> str | None:
+        """Where the VM's hosts file goes: ``dns_hosts/<hostname>`` of its network;
+        None when its network has no ``dns_hosts`` (or the VM no hostname)."""
+        settings = self.networks.get(vm.network or "")
+        if settings is None or not settings.dns_hosts or not vm.hostname:
+            return None
+        if not LABEL.fullmatch(vm.hostname):  # a file name, never a path
+            return None
+        return settings.dns_hosts.rstrip("/") + "/" + vm.hostname
+
+    def publish(self, vm: VmRow, ip: str) -> None:
+        """Write the VM's name to its LAN's DNS hosts directory: ``IP hostname fqdn``.
+        A DNS server that cannot be written to is logged, not fatal: the VM works."""
+        where = self._dns_file(vm)
+        if where is None:
+            return
+        names = [vm.hostname or ""]
+        full = fqdn(vm.hostname, self.domain)
+        if full and full not in names:
+            names.append(full)
+        try:
+            self._write(where, f"{ip} {' '.join(names)}\n".encode())
+        except FabricError as e:
+            log.warning("vm %d: could not write its DNS name to %s: %s", vm.id, where, e)
+
+    def unpublish(self, vm: VmRow) -> None:
+        """Remove the VM's name from its LAN's DNS hosts directory (absent is fine)."""
+        where = self._dns_file(vm)
+        if where is None:
+            return
+        try:
+            self._remove(where)
+        except FabricError as e:
+            log.warning("vm %d: could not remove its DNS name %s: %s", vm.id, where, e)
 
     # -- what the sources read -------------------------------------------------------
 
@@ -326,6 +374,7 @@ class AddressWatcher(PeriodicWorker):
         if found is not None:
             self._done(vm_id)
             self.registry.vms.record_address(vm_id, found.ip, found.source)
+            self.addresses.publish(vm, found.ip)
             self.registry.events.record(
                 "vm.address",
                 vm_id=vm_id,

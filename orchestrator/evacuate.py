@@ -170,6 +170,7 @@ class Evacuator:
         if pooled or vm.state in VM_OWNED:
             # A pool VM nobody holds is simply replaced (its pool refills); a create or
             # destroy left half-done on the dead host is over.
+            self.fabric.addresses.unpublish(vm)
             self.registry.vms.forget(
                 vm.id,
                 event_kind="vm.evacuated",

@@ -225,6 +225,7 @@ class Fabric:
             with contextlib.suppress(FabricError):
                 self.driver.destroy(target, vm.uuid, vm.id)
             self.addresses.unplan(vm, host)
+            self.addresses.unpublish(vm)
             if isinstance(e, HypervisorError) and PORT_TAKEN not in str(e):
                 # The staged copy may be what broke (e.g. removed behind our back):
                 # the next create on this host copies the image again.
@@ -404,4 +405,5 @@ class Fabric:
                 self.registry.vms.transition(vm_id, previous, expect=[VmState.DELETING])
                 raise
         self.addresses.unplan(vm, host)
+        self.addresses.unpublish(vm)
         self.registry.vms.forget(vm_id, event_kind="vm.destroy")

@@ -204,7 +204,7 @@ class PowerService:
         vm = self.registry.vms.get(vm_id)
         if not (by.owns(vm.created_by) or (vm.held_by is not None and by.owns(vm.held_by))):
             raise_forbidden(by, f"read the console of vmid {vm_id}", vm)
-        tail = self.driver.console_tail(self._target(vm), vm_id, kb * 1024)
+        tail = self.driver.console_tail(self._target(vm), vm_id, kb * 1024, uuid=vm.uuid)
         text = tail.data.decode("utf-8", "replace")
         return Console(vm_id, text, tail.size, kb, tail.note)
 

@@ -259,6 +259,7 @@ class Reconciler:
             log.warning("vm %d: could not remove its half-made domain yet: %s", vm.id, e)
             self.registry.vms.let_go(vm.id)
             return False
+        self.watcher.addresses.unpublish(vm)
         self.registry.vms.forget(vm.id, event_kind="reconcile.removed")
         return True
 

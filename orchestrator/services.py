@@ -155,6 +155,9 @@ def build_services(
         registry.inventory.sync(inventory)
     pool_configs = resolve_pools(config, registry.inventory)  # image names -> registry ids
     driver = driver or make_driver(config)
+    # The names of the files the driver makes for a VM carry the installation: two
+    # registries whose VMs share a host's pool never touch each other's files.
+    driver.installation = registry.installation_id
     stopping = threading.Event()
     scheduler = Scheduler(config.scheduler)
     hosts = HostCache(registry.hosts, config.cluster.host_cache)
@@ -172,7 +175,14 @@ def build_services(
         stage_wait=config.create.stage_wait,
         store_retry=config.create.image_store_retry,
     )
-    addresses = Addresses(registry, driver, config.networks, to_hosts, getpass.getuser())
+    addresses = Addresses(
+        registry,
+        driver,
+        config.networks,
+        to_hosts,
+        getpass.getuser(),
+        domain=config.hostnames.domain,
+    )
     watcher = AddressWatcher(registry, addresses, config.guest.address_timeout)
     guests = Guests(
         registry.vms,

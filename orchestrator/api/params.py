@@ -340,6 +340,42 @@ class Date(Param):
         return {"type": "string", "format": "date"}
 
 
+@dataclass(frozen=True, kw_only=True)
+class JsonObject(Param):
+    """An object from the JSON body (``{"tags": {"k": "v"}}``); the view checks it."""
+
+    properties: dict[str, Any] | None = None  # the schema of its values
+
+    def type_schema(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"type": "object"}
+        if self.properties is not None:
+            out["additionalProperties"] = self.properties
+        return out
+
+
+@dataclass(frozen=True, kw_only=True)
+class Repeated(Param):
+    """A query parameter that may be given several times (``?tag=a:1&tag=b:2``): its
+    values, as a list (empty when absent)."""
+
+    where: str = QUERY
+    required: bool = False
+    item: dict[str, Any] | None = None
+
+    def given(self) -> Any:
+        _check_declared(self)
+        return request.args.getlist(self.name)
+
+    def is_absent(self, value: Any) -> bool:
+        return not value
+
+    def default(self) -> list[str]:
+        return []
+
+    def type_schema(self) -> dict[str, Any]:
+        return {"type": "array", "items": self.item or {"type": "string"}}
+
+
 # -- the parameters several calls share ----------------------------------------------
 
 VMID = Int(name="vmid")

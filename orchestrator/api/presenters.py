@@ -394,9 +394,11 @@ def vm_row(
     type_names: Mapping[int, str],
     image_names: Mapping[int, str],
     now: datetime,
+    domain: str | None = None,
 ) -> dict[str, Any]:
-    """A VM in the overview's tables: the API's shape with names instead of ids."""
-    out = vm(row, guest_user)
+    """A VM in the overview's tables: the API's shape with names instead of ids
+    (``domain``: the configured one, for its FQDN)."""
+    out = vm(row, guest_user, domain)
     host_id = row.host_id or 0
     out["host"] = host_names.get(host_id, f"pmid {row.host_id}" if row.host_id else "-")
     out["type_name"] = type_names.get(row.tid, str(row.tid))

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from flask import Blueprint, jsonify
 
+from .. import tags as vm_tags
 from . import presenters
 from .context import principal, services
 from .errors import legacy
-from .params import FORCE, IMAGE_ID, INSTANCE_TYPE, VM_NAME, VMID, takes
+from .params import FORCE, IMAGE_ID, INSTANCE_TYPE, VM_NAME, VMID, JsonObject, Repeated, takes
 
 bp = Blueprint("vms", __name__)
 
@@ -54,6 +55,32 @@ def types():
     )
 
 
+TAGS = JsonObject(
+    name="tags",
+    properties={"type": "string", "maxLength": vm_tags.MAX_VALUE},
+    description=f"key: value strings to merge into the VM's tags (keys {vm_tags.KEY_RULE}; "
+    f'values at most {vm_tags.MAX_VALUE} characters; "" removes the key)',
+)
+TAG_FILTER = Repeated(
+    name="tag",
+    item={"type": "string", "pattern": f"^{vm_tags.KEY_PATTERN}:"},
+    description="KEY:VALUE, repeatable: only the VMs that have all of these tags",
+)
+
+
+@bp.route("/vm/tags", methods=["POST"])
+@legacy({"status": 0})
+@takes(VMID, TAGS)
+def set_tags():
+    vm_id = VMID.value()
+    svc = services()
+    tags = vm_tags.set_tags(svc.registry, vm_id, TAGS.value(), by=principal())
+    return jsonify({"status": 1, "vmid": vm_id, "tags": tags})
+
+
 @bp.route("/vm/list", methods=["GET"])
+@takes(TAG_FILTER)
 def list_vms():
-    return jsonify({"vmids": [vm.id for vm in services().registry.vms.list()]})
+    wanted = vm_tags.parse_filter(TAG_FILTER.value())
+    vms = services().registry.vms.list()
+    return jsonify({"vmids": [vm.id for vm in vms if vm_tags.matches(vm, wanted)]})

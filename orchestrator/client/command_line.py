@@ -35,6 +35,7 @@ from .commands import (
     cmd_schedules,
     cmd_start,
     cmd_stop,
+    cmd_tag,
     cmd_token,
     cmd_types,
     cmd_vms,
@@ -146,7 +147,16 @@ def parser() -> argparse.ArgumentParser:
     c = add("console", cmd_console, "the tail of a VM's serial console")
     c.add_argument("vmid", type=_positive)
     c.add_argument("--kb", type=_positive, help="kilobytes (default 16)")
-    add("vms", cmd_vms, "every VM")
+    c = add("vms", cmd_vms, "every VM (with its hostname and tags)")
+    c.add_argument(
+        "--tag",
+        action="append",
+        metavar="KEY:VALUE",
+        help="only the VMs with this tag (repeatable: all of them)",
+    )
+    c = add("tag", cmd_tag, "set a VM's tags (KEY= removes KEY)")
+    c.add_argument("vmid", type=_positive)
+    c.add_argument("tags", nargs="+", metavar="KEY=VALUE")
     c = add("checkout", cmd_checkout, "check out ready VMs from a pool")
     c.add_argument("--pool")
     c.add_argument("--type", type=_positive, help="instance type (tid)")

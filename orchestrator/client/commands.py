@@ -18,10 +18,13 @@ def _pair(res: dict[str, Any], key: str) -> str:
     return f"{cell(free)}/{cell(total)}"
 
 
-def _query_each(api: Api, list_path: str, ids: str, query_path: str, id_name: str) -> list[Any]:
-    """The answer to ``query_path`` for each id that ``list_path`` lists under ``ids``."""
+def _query_each(
+    api: Api, list_path: str, ids: str, query_path: str, id_name: str, **filters: Any
+) -> list[Any]:
+    """The answer to ``query_path`` for each id that ``list_path`` (with ``filters``)
+    lists under ``ids``."""
     found = []
-    for ident in api.get(list_path)[ids]:
+    for ident in api.get(list_path, **filters)[ids]:
         try:
             found.append(api.get(query_path, **{id_name: ident}))
         except ClientError as e:
@@ -162,6 +165,18 @@ def cmd_query(api: Api, out: Out, args: argparse.Namespace) -> None:
     out.show(got, lambda: fields(got))
 
 
+def cmd_tag(api: Api, out: Out, args: argparse.Namespace) -> None:
+    """``tag VMID k=v ...``: merge tags into the VM's (``k=`` removes k)."""
+    tags: dict[str, str] = {}
+    for given in args.tags:
+        key, eq, value = given.partition("=")
+        if not eq or not key:
+            raise ClientError(f"a tag is KEY=VALUE (KEY= removes it), got {given!r}", 1)
+        tags[key] = value
+    got = api.post("/vm/tags", vmid=args.vmid, tags=tags)
+    out.show(got, lambda: f"vmid {args.vmid} tags: {_tags(got.get('tags')) or '(none)'}")
+
+
 def cmd_destroy(api: Api, out: Out, args: argparse.Namespace) -> None:
     got = api.post("/vm/destroy", vmid=args.vmid, force=1 if args.force else None)
     out.show(got, lambda: f"destroyed vmid {args.vmid}")
@@ -203,13 +218,32 @@ def cmd_console(api: Api, out: Out, args: argparse.Namespace) -> None:
     out.show(got, lambda: got.get("console") or empty)
 
 
-VM_COLUMNS = ["VMID", "NAME", "TYPE", "PMID", "STATUS", "IP", "MAC", "NETWORK", "POOL", "EXPIRES"]
+VM_COLUMNS = [
+    "VMID",
+    "NAME",
+    "HOSTNAME",
+    "TYPE",
+    "PMID",
+    "STATUS",
+    "IP",
+    "MAC",
+    "NETWORK",
+    "POOL",
+    "EXPIRES",
+    "TAGS",
+]
+
+
+def _tags(tags: dict[str, str] | None) -> str | None:
+    """``k=v,k2=v2`` (sorted by key); None for no tags."""
+    return ",".join(f"{k}={v}" for k, v in sorted((tags or {}).items())) or None
 
 
 def _vm_row(v: dict[str, Any]) -> list[Any]:
     return [
         v["vmid"],
         v.get("name"),
+        v.get("hostname"),
         v.get("instance_type"),
         v.get("pmid") or None,
         v.get("status"),
@@ -218,11 +252,13 @@ def _vm_row(v: dict[str, Any]) -> list[Any]:
         v.get("network"),
         v.get("pool"),
         v.get("expires_at"),
+        _tags(v.get("tags")),
     ]
 
 
 def cmd_vms(api: Api, out: Out, args: argparse.Namespace) -> None:
-    vms = _query_each(api, "/vm/list", "vmids", "/vm/query", "vmid")
+    wanted = getattr(args, "tag", None) or None
+    vms = _query_each(api, "/vm/list", "vmids", "/vm/query", "vmid", tag=wanted)
     out.show({"vms": vms}, lambda: table(VM_COLUMNS, [_vm_row(v) for v in vms]))
 
 

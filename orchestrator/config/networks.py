@@ -7,9 +7,14 @@ the hosts' ``network=`` value (``bridge:NAME`` or ``network:NAME``)::
         gateway: 10.251.1.1              # optional
         dhcp_leases: /var/lib/misc/dnsmasq.leases   # the LAN's DHCP server's lease file
         dhcp_hosts: /etc/dnsmasq.d/fabric-hosts/    # a directory it reads reservations from
+        dns_hosts: /var/lib/fabric/dns-hosts/       # its DNS server's hosts directory
         plan: 10.251.1.20-10.251.1.99    # addresses the fabric gives its VMs itself
 
-``dhcp_leases`` and ``dhcp_hosts`` are paths on this machine, or
+``dns_hosts``: a directory the LAN's DNS server reads hosts files from (dnsmasq's
+``--hostsdir``): the fabric writes one file per VM with an address, named after its
+hostname, ``IP hostname fqdn``, so hostnames resolve to the VMs' addresses.
+
+``dhcp_leases``, ``dhcp_hosts`` and ``dns_hosts`` are paths on this machine, or
 ``[user@]host[:port]:/path`` on another one, reached over SSH. A ``plan`` on a
 libvirt network (``network:NAME``) is given as DHCP reservations of that network.
 """
@@ -87,6 +92,7 @@ class NetworkSettings(Section):
     gateway: Annotated[ipaddress.IPv4Address | None, PlainValidator(_address)] = None
     dhcp_leases: Annotated[str | None, PlainValidator(_location)] = None
     dhcp_hosts: Annotated[str | None, PlainValidator(_location)] = None
+    dns_hosts: Annotated[str | None, PlainValidator(_location)] = None
     plan: Annotated[
         tuple[ipaddress.IPv4Address, ipaddress.IPv4Address] | None, PlainValidator(_plan)
     ] = Field(None, description="FIRST-LAST addresses the fabric gives its VMs")

@@ -14,7 +14,7 @@ import libvirt
 from ..errors import HypervisorError
 from .connection import HostConnection, SshOptions
 from .records import HostTarget
-from .xml import pool_xml
+from .xml import pool_xml, safe_fromstring
 
 POOL_NAME = "fabric"
 GIB = 1024**3
@@ -45,6 +45,49 @@ def default_pool_path(uri: str) -> str:
         user = parts.username or getpass.getuser()
         home = "/root" if user == "root" else f"/home/{user}"
     return f"{home.rstrip('/')}/.local/share/libvirt/images/fabric"
+
+
+def vm_file_stem(installation: str | None, vm_id: int) -> str:
+    """What the files of VM ``vm_id`` in a host's pool are called, before the suffix:
+    ``fabric-<installation>-vm-<id>``, the domain's own name, so two installations
+    (two registries) whose VMs share a host's pool never share a file name. A driver
+    that serves no registry (``installation`` None) uses ``vm-<id>``, the name every
+    VM's files had before the installation was in it."""
+    return f"fabric-{installation}-vm-{vm_id}" if installation else f"vm-{vm_id}"
+
+
+def vm_file_names(installation: str | None, vm_id: int) -> tuple[str, str]:
+    """(disk, console log) file names of VM ``vm_id`` in a host's pool."""
+    stem = vm_file_stem(installation, vm_id)
+    return f"{stem}.qcow2", f"{stem}.console.log"
+
+
+def vm_files_named(
+    xml_text: str, vm_id: int, pool_dir: str | None, own: tuple[str, ...] | list[str]
+) -> list[str]:
+    """The file names in ``pool_dir`` that the domain's XML names (disk sources,
+    serial and console paths) and that are VM ``vm_id``'s: one of ``own`` (this
+    installation's names) or the ``vm-<id>`` names from before the names carried the
+    installation (then the file is this domain's because its definition says so)."""
+    if not pool_dir:
+        return []
+    wanted = {*own, *vm_file_names(None, vm_id)}
+    prefix = pool_dir.rstrip("/") + "/"
+    out: list[str] = []
+    for el in safe_fromstring(xml_text).iter():
+        if el.tag not in ("source",):
+            continue
+        for attr in ("file", "path"):
+            value = el.get(attr) or ""
+            name = value[len(prefix) :] if value.startswith(prefix) else ""
+            if name in wanted and name not in out:
+                out.append(name)
+    return out
+
+
+def pool_target(pool: libvirt.virStoragePool) -> str | None:
+    el = safe_fromstring(pool.XMLDesc(0)).find("target/path")
+    return el.text if el is not None else None
 
 
 def ignore_missing(fn: Callable[[], object], *codes: int) -> None:
@@ -117,7 +160,11 @@ class DriverBase:
         connect_timeout: float = 10.0,
         call_timeout: float = 60.0,
         upload_timeout: float = 900.0,
+        installation: str | None = None,
     ) -> None:
+        # The registry's installation id (services.build_services sets it): it is in
+        # the name of every file the driver makes for a VM (vm_file_names).
+        self.installation = installation
         self._ssh_command = ssh.wrapper(state_dir) if (ssh and state_dir) else None
         self.connect_timeout = connect_timeout
         self.call_timeout = call_timeout
@@ -150,6 +197,27 @@ class DriverBase:
             for conn in self._conns.values():
                 conn.close()
             self._conns.clear()
+
+    def vm_files(self, vm_id: int, installation: str | None = None) -> tuple[str, str]:
+        """(disk, console log) file names of this installation's VM ``vm_id``."""
+        return vm_file_names(installation or self.installation, vm_id)
+
+    def _vm_pool_files(
+        self, conn: libvirt.virConnect, pool: libvirt.virStoragePool, uuid: str, vm_id: int
+    ) -> list[str]:
+        """The names of VM ``vm_id``'s files in ``pool``: this installation's names, and
+        the ones the domain ``uuid`` (if defined) names as its disk or console log."""
+        names = list(self.vm_files(vm_id))
+        try:
+            xml = conn.lookupByUUIDString(uuid).XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)
+        except libvirt.libvirtError as e:
+            if e.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN:
+                raise
+            return names
+        for name in vm_files_named(xml, vm_id, pool_target(pool), names):
+            if name not in names:
+                names.append(name)
+        return names
 
     def _pool_path(self, host: HostTarget) -> str:
         if host.pool_path:

@@ -8,10 +8,10 @@ from collections.abc import Callable
 
 import libvirt
 
-from .base import GIB, DriverBase, drop_volume, ignore_missing
+from .base import GIB, DriverBase, drop_volume, ignore_missing, pool_target, vm_files_named
 from .connection import Fence
 from .records import DomainRecord, HostFacts, HostTarget, StagedImage, VmPlan
-from .xml import METADATA_NS, DomainSpec, domain_xml, read_metadata, safe_fromstring, volume_xml
+from .xml import METADATA_NS, DomainSpec, domain_xml, read_metadata, volume_xml
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +51,9 @@ class DomainsMixin(DriverBase):
         def fn(conn: libvirt.virConnect) -> str | None:
             pool = self._ensure_pool(conn, host)
             pool_dir = self._pool_path(host) if host.pool_path or host.is_test else None
-            disk_name = f"vm-{plan.vm_id}.qcow2"
+            # Names that carry the installation: a disk of the same VM id made by
+            # another installation sharing this pool is never this one's to replace.
+            disk_name, console_name = self.vm_files(plan.vm_id, plan.installation)
             capacity = max(plan.disk_gb * GIB, image.capacity)
             made: list[Callable[[], None]] = []
             try:
@@ -68,7 +70,7 @@ class DomainsMixin(DriverBase):
                 if pool_dir is None:
                     pool_dir = _pool_target(pool)
                 if pool_dir:
-                    console = f"{pool_dir.rstrip('/')}/vm-{plan.vm_id}.console.log"
+                    console = f"{pool_dir.rstrip('/')}/{console_name}"
                 spec = DomainSpec(
                     name=plan.domain_name,
                     uuid=plan.uuid,
@@ -118,15 +120,20 @@ class DomainsMixin(DriverBase):
         """Stop and undefine the domain and delete its disk and console log. Absent is fine.
 
         The domain is found by its UUID, so a foreign domain that happens to carry
-        the same name is never touched.
+        the same name is never touched. The files deleted are the ones with this
+        installation's names for the VM, and the ones the domain's own definition
+        names as its disk or console (a VM made before the names carried the
+        installation has ``vm-<id>.qcow2``): never a file only another installation's
+        domain uses.
         """
 
         def fn(conn: libvirt.virConnect) -> None:
-            remove_domain(conn, uuid)
             pool = self._ensure_pool(conn, host)
+            names = self._vm_pool_files(conn, pool, uuid, vm_id)
+            remove_domain(conn, uuid)
             with contextlib.suppress(libvirt.libvirtError):
                 pool.refresh(0)
-            for vol_name in (f"vm-{vm_id}.qcow2", f"vm-{vm_id}.console.log"):
+            for vol_name in names:
                 ignore_missing(
                     lambda n=vol_name: pool.storageVolLookupByName(n).delete(0),
                     libvirt.VIR_ERR_NO_STORAGE_VOL,
@@ -142,7 +149,11 @@ class DomainsMixin(DriverBase):
             if dom.isActive():
                 ignore_missing(dom.destroy, libvirt.VIR_ERR_OPERATION_INVALID)
             pool = self._ensure_pool(conn, host)
-            disk_name = f"vm-{plan.vm_id}.qcow2"
+            # The disk the domain has (a VM from before the names carried the
+            # installation keeps its vm-<id>.qcow2), else this installation's name.
+            own = self.vm_files(plan.vm_id, plan.installation)
+            named = vm_files_named(dom.XMLDesc(0), plan.vm_id, _pool_target(pool), own)
+            disk_name = next((n for n in named if n.endswith(".qcow2")), own[0])
             drop_volume(pool, disk_name)
             capacity = max(plan.disk_gb * GIB, image.capacity)
             pool.createXML(volume_xml(disk_name, capacity, "qcow2", image.path, image.format), 0)
@@ -253,6 +264,4 @@ def _undefine(dom: libvirt.virDomain) -> None:
         raise
 
 
-def _pool_target(pool: libvirt.virStoragePool) -> str | None:
-    el = safe_fromstring(pool.XMLDesc(0)).find("target/path")
-    return el.text if el is not None else None
+_pool_target = pool_target

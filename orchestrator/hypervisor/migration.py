@@ -8,7 +8,7 @@ one of the storage copies:
 
 - ``NON_SHARED_INC`` when every copied disk's backing file is mapped in
   ``target_disk_paths`` (the caller staged the same base image on the target,
-  e.g. the fabric's ``vm-N.qcow2`` overlay on a staged ``guest.qcow2``): only the
+  e.g. the fabric's ``fabric-<inst>-vm-N.qcow2`` overlay on a staged ``guest.qcow2``): only the
   overlay's own clusters cross the network. This is the cheap case and what the
   fabric's VMs get.
 - ``NON_SHARED_DISK`` otherwise: the whole chain is copied into one flat image.

@@ -28,7 +28,7 @@ from collections.abc import Callable
 import libvirt
 
 from ..errors import FabricError, HypervisorError
-from .base import DriverBase, drop_volume, ignore_missing
+from .base import DriverBase, drop_volume, ignore_missing, vm_files_named
 from .connection import Fence
 from .domains import _pool_target, _undefine, remove_domain
 from .records import HostTarget, StagedImage
@@ -61,6 +61,12 @@ def backing_files(domain_xml_text: str, disk_path: str) -> list[str]:
             continue
         return [b.get("file", "") for b in disk.findall(".//backingStore/source") if b.get("file")]
     return []
+
+
+def _source_dir(paths: dict[str, str]) -> str | None:
+    """The directory of the source side's local disks (they are all in its pool)."""
+    first = next(iter(paths), None)
+    return first.rsplit("/", 1)[0] if first else None
 
 
 def rewrite_paths(domain_xml_text: str, paths: dict[str, str]) -> str:
@@ -128,7 +134,9 @@ class MovingMixin(DriverBase):
         # copy), the base is mapped to the target's staged copy.
         full = dict(paths)
         if staged is not None:
-            own = next((p for p in paths if p.endswith(f"/vm-{vm_id}.qcow2")), None)
+            disks = vm_files_named(xml, vm_id, src_dir, self.vm_files(vm_id))
+            own_name = next((n for n in disks if n.endswith(".qcow2")), None)
+            own = next((p for p in paths if own_name and p.endswith(f"/{own_name}")), None)
             for base in backing_files(xml, own) if own else []:
                 full.setdefault(base, staged.path)
         address = migrate_address or target.migrate_address
@@ -178,7 +186,9 @@ class MovingMixin(DriverBase):
         staged: StagedImage | None,
     ) -> None:
         """test:// hosts: the same outcome as a live move, without moving memory."""
-        disk_name = f"vm-{vm_id}.qcow2"
+        own = self.vm_files(vm_id)
+        named = vm_files_named(xml, vm_id, _source_dir(paths), own)
+        disk_name = next((n for n in named if n.endswith(".qcow2")), own[0])
 
         def on_target(conn: libvirt.virConnect) -> None:
             pool = self._ensure_pool(conn, target)
@@ -225,13 +235,13 @@ class MovingMixin(DriverBase):
         log). Absent is fine."""
 
         def fn(conn: libvirt.virConnect) -> None:
-            remove_domain(conn, uuid)
             pool = self._ensure_pool(conn, host)
             names = (
                 [p.rsplit("/", 1)[-1] for p in disks]
                 if disks is not None
-                else [f"vm-{vm_id}.qcow2", f"vm-{vm_id}.console.log"]
+                else self._vm_pool_files(conn, pool, uuid, vm_id)
             )
+            remove_domain(conn, uuid)
             for name in names:
                 drop_volume(pool, name)
 

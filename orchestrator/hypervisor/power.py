@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import libvirt
 
 from ..errors import Conflict, HypervisorError
-from .base import GIB, DriverBase, ignore_missing
+from .base import GIB, DriverBase, ignore_missing, pool_target, vm_files_named
 from .records import HostTarget
 from .xml import safe_fromstring
 
@@ -98,7 +98,11 @@ class PowerMixin(DriverBase):
             pool = self._ensure_pool(conn, host)
             with contextlib.suppress(libvirt.libvirtError):
                 pool.refresh(0)
-            vol = pool.storageVolLookupByName(f"vm-{vm_id}.qcow2")
+            own = self.vm_files(vm_id)
+            text = ET.tostring(root, encoding="unicode")
+            named = vm_files_named(text, vm_id, pool_target(pool), own)
+            disk = next((n for n in named if n.endswith(".qcow2")), own[0])
+            vol = pool.storageVolLookupByName(disk)
             want = disk_gb * GIB
             if vol.info()[1] < want:
                 vol.resize(want, 0)
@@ -119,10 +123,14 @@ class PowerMixin(DriverBase):
 
         return self.connection(host).call(fn)
 
-    def console_tail(self, host: HostTarget, vm_id: int, limit: int) -> ConsoleTail:
+    def console_tail(
+        self, host: HostTarget, vm_id: int, limit: int, *, uuid: str | None = None
+    ) -> ConsoleTail:
         """The last ``limit`` bytes of the VM's serial console log, read through
         libvirt (the log is a file in the fabric's pool on the host, so a storage
-        volume download reaches it over ``qemu+ssh`` with no other access)."""
+        volume download reaches it over ``qemu+ssh`` with no other access). The log
+        is the one the domain ``uuid`` names (a VM made before the names carried the
+        installation has ``vm-<id>.console.log``), else this installation's name."""
         if host.is_test:
             return ConsoleTail(b"", 0, "a test:// host keeps no console log")
 
@@ -130,8 +138,14 @@ class PowerMixin(DriverBase):
             pool = self._ensure_pool(conn, host)
             with contextlib.suppress(libvirt.libvirtError):
                 pool.refresh(0)
+            name = self.vm_files(vm_id)[1]
+            if uuid is not None:
+                with contextlib.suppress(libvirt.libvirtError):
+                    xml = conn.lookupByUUIDString(uuid).XMLDesc(0)
+                    logs = vm_files_named(xml, vm_id, pool_target(pool), [name])
+                    name = next((n for n in logs if n.endswith(".console.log")), name)
             try:
-                vol = pool.storageVolLookupByName(f"vm-{vm_id}.console.log")
+                vol = pool.storageVolLookupByName(name)
             except libvirt.libvirtError as e:
                 if e.get_error_code() != libvirt.VIR_ERR_NO_STORAGE_VOL:
                     raise

@@ -71,7 +71,39 @@ def paths() -> dict[str, Any]:
             ),
         )
     }
-    p["/vm/list"] = {"get": op("List VM ids", "vms", responses(vmids, codes=()))}
+    p["/vm/list"] = {
+        "get": op(
+            "List VM ids",
+            "vms",
+            responses(vmids, "Error", (400,)),
+            takes=vms.list_vms,
+            description="Every VM's id; with `tag=KEY:VALUE` (repeatable), the VMs that "
+            "have all of those tags.",
+        )
+    }
+    p["/vm/tags"] = {
+        "post": op(
+            "Set a VM's tags",
+            "vms",
+            responses(
+                obj(
+                    {
+                        "status": {"type": "integer", "enum": [1]},
+                        "vmid": ID,
+                        "tags": {"type": "object", "additionalProperties": STR},
+                    },
+                    ["status", "vmid", "tags"],
+                ),
+                "StatusFailure",
+                (400, 403, 404),
+            ),
+            takes=vms.set_tags,
+            body=True,
+            description="Merges `tags` into the VM's (an empty value removes a key); "
+            "answers all its tags. Its creator, the holder of a checked-out VM, or an "
+            "admin. A bad key or value is a 400 that names it.",
+        )
+    }
     p.update(power_paths())
     # Resource API (original)
     p["/pm/list"] = {

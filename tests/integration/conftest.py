@@ -289,7 +289,7 @@ class FabricProcess:
     def wait_booted(self, vm: dict, timeout: float = 180) -> str:
         """Wait for the guest's boot marker on its serial console, read on its host."""
         user, _ = HOSTS[vm["pmid"]]
-        path = f"/home/{user}/fabric-pool/vm-{vm['vmid']}.console.log"
+        path = f"/home/{user}/fabric-pool/{vm['domain']}.console.log"  # named as its domain
         deadline = time.monotonic() + timeout
         text = ""
         while time.monotonic() < deadline:

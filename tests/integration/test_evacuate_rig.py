@@ -65,21 +65,22 @@ def qemu_running(rig_index: int, domain: str) -> bool:
     return any("qemu-system" in ln and f"guest={domain}," in ln for ln in out.splitlines())
 
 
-def console(rig_index: int, vmid: int) -> str:
+def console(rig_index: int, domain: str) -> str:
+    """The console log of the VM whose domain is ``domain`` (its files are named so)."""
     user, _ = HOSTS[rig_index]
-    res = host_shell(rig_index).run(["cat", f"/home/{user}/fabric-pool/vm-{vmid}.console.log"])
+    res = host_shell(rig_index).run(["cat", f"/home/{user}/fabric-pool/{domain}.console.log"])
     return res.stdout
 
 
-def wait_booted(rig_index: int, vmid: int, timeout: float = 240) -> None:
+def wait_booted(rig_index: int, domain: str, timeout: float = 240) -> None:
     deadline = time.monotonic() + timeout
     text = ""
     while time.monotonic() < deadline:
-        text = console(rig_index, vmid)
+        text = console(rig_index, domain)
         if BOOT_MARKER in text:
             return
         time.sleep(1)
-    raise AssertionError(f"vm {vmid} did not boot on pm{rig_index}; console:\n{text[-2000:]}")
+    raise AssertionError(f"{domain} did not boot on pm{rig_index}; console:\n{text[-2000:]}")
 
 
 def wait(predicate, what: str, fabric: FabricProcess, timeout: float = 240):  # noqa: ANN001, ANN201
@@ -111,7 +112,7 @@ def test_reload_adds_a_host_then_a_dead_host_is_evacuated_and_fenced(tmp_path):
         assert r.status_code == 200, r.text
         vid = r.json()["volumeid"]
         assert fp.get("/volume/attach", vmid=a["vmid"], volumeid=vid).json() == {"status": 1}
-        wait_booted(DEAD, a["vmid"])
+        wait_booted(DEAD, a["domain"])
 
         # a reload with a broken line changes nothing and says where
         fp.pm.write_text(rig_line(DEAD) + "\n" + rig_line(SPARE) + "\nroot@ port=22\n")
@@ -128,7 +129,7 @@ def test_reload_adds_a_host_then_a_dead_host_is_evacuated_and_fenced(tmp_path):
         made.append(b["vmid"])
         domains.append(b["domain"])
         assert b["pmid"] == 2
-        wait_booted(SPARE, b["vmid"])
+        wait_booted(SPARE, b["domain"])
 
         # pm3 dies for the fabric: no SSH any more (its guest keeps running there)
         datacenter("stop-host", f"pm{DEAD}")
@@ -140,7 +141,7 @@ def test_reload_adds_a_host_then_a_dead_host_is_evacuated_and_fenced(tmp_path):
         )
         assert moved["status"] == "active" and moved["rebuilt_from"] == 1 and moved["rebuilt_at"]
         assert (moved["name"], moved["domain"]) == (a["name"], a["domain"])
-        wait_booted(SPARE, a["vmid"])  # booted from its image on pm2
+        wait_booted(SPARE, a["domain"])  # booted from its image on pm2
         assert host_domains(SPARE).get(a["domain"]) == "running"
         vol = fp.get("/volume/query", volumeid=vid).json()
         assert vol["status"] == "lost", vol
@@ -214,6 +215,7 @@ def test_a_checked_out_vm_on_a_dead_host_is_rebuilt_keeping_its_reservation(tmp_
             lambda: (
                 (q := fp.get("/vm/query", vmid=c["vmid"]).json())["pmid"] not in (dead, 0)
                 and q.get("rebuilt_at")
+                and q.get("ssh")  # the rebuild is done (rebuilt_at is set when it starts)
                 and q
             ),
             "the checked-out VM was not rebuilt elsewhere",
@@ -221,7 +223,7 @@ def test_a_checked_out_vm_on_a_dead_host_is_rebuilt_keeping_its_reservation(tmp_
         )
         assert moved["status"] == "in-use" and moved["rebuilt_from"] == dead
         assert moved["domain"] == held["domain"] and moved["ssh"] != held["ssh"]
-        wait_booted(rig_of[moved["pmid"]], c["vmid"])
+        wait_booted(rig_of[moved["pmid"]], held["domain"])
         fp.ssh(moved).run(["true"])  # the rebuilt guest answers at its new address
 
         datacenter("start-host", f"pm{rig_of[dead]}")

@@ -47,8 +47,8 @@ def test_vms_boot_on_three_hosts_where_spread_puts_them(fabric):
         domains = host_domains(vm["pmid"])
         assert vm["domain"] not in domains  # neither running nor defined
         files = host_pool_files(vm["pmid"])
-        assert f"vm-{vm['vmid']}.qcow2" not in files
-        assert f"vm-{vm['vmid']}.console.log" not in files
+        assert f"{vm['domain']}.qcow2" not in files  # the VM's files are named as its domain
+        assert f"{vm['domain']}.console.log" not in files
         assert fabric.get("/vm/query", vmid=vm["vmid"]).status_code == 404
     assert all(fabric.get("/pm/query", pmid=p).json()["vms"] == 0 for p in (1, 2, 3))
 
@@ -140,7 +140,8 @@ def test_a_create_that_fails_on_the_host_rolls_back_there_and_heals(fabric):
     # has no valid base. pm1 is left clean, and the VM lands on another host.
     vm = fabric.create("heal-1")
     assert vm["pmid"] in (2, 3)
-    assert not any(f.startswith("vm-") for f in host_pool_files(1))
+    ours = vm["domain"].rsplit("-vm-", 1)[0] + "-vm-"  # this installation's files
+    assert not any(f.startswith(ours) for f in host_pool_files(1))
     assert not any(d.startswith("fabric-") for d in host_domains(1))
     fabric.wait_booted(vm)
     assert fabric.get("/vm/destroy", vmid=vm["vmid"]).json() == {"status": 1}

@@ -309,3 +309,175 @@ def test_vms_of_other_networks_are_not_looked_for(tmp_path):
         assert rig.services.watcher.watching() == set()
     finally:
         rig.stop()
+
+
+# -- names: the DNS server's hosts directory -----------------------------------------
+
+
+def test_hostnames_are_written_to_the_dns_hosts_directory_and_removed(tmp_path):
+    """networks.KEY.dns_hosts: one file per VM with an address, named after its
+    hostname, ``IP hostname fqdn`` (mode 0644, written whole), rewritten when its
+    address changes, removed when it is destroyed."""
+    dns = tmp_path / "dns.d"
+    dns.mkdir()
+    config = lan_config(tmp_path, hostnames={"domain": "vm.fabric.test"})
+    config["networks"][LAN]["dns_hosts"] = str(dns)
+    hosts = [{"cpus": 8, "ram": 8192, "extra": {"network": LAN}}]
+    rig = make_rig(tmp_path, hosts, config=config)
+    try:
+        web = rig.fabric.create_vm("web", 1, 1)
+        quiet = rig.fabric.create_vm("quiet", 1, 1)
+        assert web.hostname and web.hostname.startswith("web-")
+        assert list(dns.iterdir()) == []  # no address seen yet: no name
+        lease(tmp_path, web.mac, "10.251.1.20")
+        rig.services.watcher.run_once()
+        f = dns / web.hostname
+        assert sorted(p.name for p in dns.iterdir()) == [web.hostname]  # not quiet's
+        assert f.read_text() == f"10.251.1.20 {web.hostname} {web.hostname}.vm.fabric.test\n"
+        assert f.stat().st_mode & 0o777 == 0o644  # dnsmasq reads it as another user
+
+        lease(tmp_path, web.mac, "10.251.1.150")  # renewed elsewhere
+        assert rig.services.addresses.refresh() == [web.id]
+        assert f.read_text() == f"10.251.1.150 {web.hostname} {web.hostname}.vm.fabric.test\n"
+
+        lease(tmp_path, quiet.mac, "10.251.1.21")
+        rig.services.watcher.run_once()
+        assert (dns / quiet.hostname).read_text().startswith("10.251.1.21 ")
+        rig.fabric.destroy_vm(web.id)
+        assert sorted(p.name for p in dns.iterdir()) == [quiet.hostname]  # no dot-files
+    finally:
+        rig.stop()
+
+
+def test_without_a_domain_the_file_names_the_short_hostname_only(tmp_path):
+    dns = tmp_path / "dns.d"
+    dns.mkdir()
+    config = lan_config(tmp_path)
+    config["networks"][LAN]["dns_hosts"] = str(dns)
+    rig = make_rig(tmp_path, [{"cpus": 8, "ram": 8192, "extra": {"network": LAN}}], config=config)
+    try:
+        vm = rig.fabric.create_vm("db", 1, 1)
+        lease(tmp_path, vm.mac, "10.251.1.20")
+        rig.services.watcher.run_once()
+        assert (dns / vm.hostname).read_text() == f"10.251.1.20 {vm.hostname}\n"
+    finally:
+        rig.stop()
+
+
+def test_dns_hosts_is_a_path_or_a_remote_location():
+    from orchestrator.config import config_from_dict
+    from orchestrator.errors import ConfigError
+
+    net = {"subnet": "10.251.1.0/24"}
+    ok = config_from_dict({"networks": {LAN: {**net, "dns_hosts": "dns@10.0.0.5:/srv/dns.d"}}})
+    assert ok.networks[LAN].dns_hosts == "dns@10.0.0.5:/srv/dns.d"
+    with pytest.raises(ConfigError, match=r"dns_hosts: must be an absolute path"):
+        config_from_dict({"networks": {LAN: {**net, "dns_hosts": "dns.d"}}})
+
+
+@pytest.fixture
+def dns_server(tmp_path):  # noqa: ANN201
+    """A real dnsmasq on loopback answering ``t.test`` from ``tmp_path/dns.d`` (the
+    local datacenter's options, on a free port, as this user): (port, directory)."""
+    import getpass
+    import shutil
+    import socket
+    import subprocess
+
+    binary = shutil.which("dnsmasq") or "/usr/sbin/dnsmasq"
+    hosts = tmp_path / "dns.d"
+    hosts.mkdir()
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen(
+        [
+            binary,
+            "--keep-in-foreground",
+            "--conf-file=/dev/null",
+            "--bind-interfaces",
+            "--listen-address=127.0.0.1",
+            f"--port={port}",
+            "--no-resolv",
+            "--no-hosts",
+            "--local=/t.test/",
+            "--domain=t.test",
+            f"--hostsdir={hosts}",
+            f"--user={getpass.getuser()}",
+            "--pid-file=",
+            f"--log-facility={tmp_path / 'dnsmasq.log'}",
+        ],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        from tests.dnsquery import query
+
+        def up() -> bool:
+            assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+            try:
+                return query("127.0.0.1", "probe.t.test", port=port, timeout=0.5).rcode == 3
+            except OSError:
+                return False
+
+        wait_for(up, timeout=30)
+        yield port, hosts
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def test_a_vms_hostname_resolves_at_a_real_dns_server_until_it_is_destroyed(tmp_path, dns_server):
+    """End to end without the rig: the fabric writes the names, dnsmasq (--hostsdir)
+    answers them, and forgets them when the VM goes."""
+    from tests.dnsquery import NOERROR, NXDOMAIN, query
+
+    port, hosts = dns_server
+    config = lan_config(tmp_path, hostnames={"domain": "t.test"})
+    config["networks"][LAN]["dns_hosts"] = str(hosts)
+    rig = make_rig(tmp_path, [{"cpus": 8, "ram": 8192, "extra": {"network": LAN}}], config=config)
+    try:
+        vm = rig.fabric.create_vm("web", 1, 1)
+        fqdn = f"{vm.hostname}.t.test"
+        assert query("127.0.0.1", fqdn, port=port).rcode == NXDOMAIN  # no address yet
+        lease(tmp_path, vm.mac, "10.251.1.20")
+        rig.services.watcher.run_once()
+        got = wait_for(lambda: query("127.0.0.1", fqdn, port=port).addresses)
+        assert got == ["10.251.1.20"]
+        short = query("127.0.0.1", vm.hostname, port=port)
+        assert (short.rcode, short.addresses) == (NOERROR, ["10.251.1.20"])
+        rig.fabric.destroy_vm(vm.id)
+        wait_for(lambda: query("127.0.0.1", fqdn, port=port).rcode == NXDOMAIN)
+    finally:
+        rig.stop()
+
+
+def test_a_pool_vm_replaced_by_an_evacuation_loses_its_name(tmp_path):
+    """A ready pool VM on a host that died is replaced (forgotten, its pool refills
+    elsewhere): its name goes from the DNS hosts directory with it."""
+    from tests.unit.test_evacuate import DeadHost
+
+    pool = {"name": "lan", "instance_type": 1, "image": "debian-12", "size": 1, "max": 1,
+            "ready_check": "none", "cleanup": "reset"}  # fmt: skip
+    dns = tmp_path / "dns.d"
+    dns.mkdir()
+    config = lan_config(tmp_path, scheduler={"policy": "first-fit"})
+    config["networks"][LAN]["dns_hosts"] = str(dns)
+    hosts = [{"cpus": 8, "ram": 8192, "extra": {"network": LAN}} for _ in range(2)]
+    pr = make_pool_rig(tmp_path, hosts, [pool], config=config)
+    try:
+        pr.rig.services.watcher.start()
+        wait_for(lambda: pr.pools.status()["lan"]["building"] == 1)
+        (vm,) = pr.rig.registry.vms.list()
+        assert vm.host_id == 1
+        lease(tmp_path, vm.mac, "10.251.1.20")
+        wait_for(lambda: pr.pools.status()["lan"]["ready"] == 1)
+        assert (dns / vm.hostname).read_text().startswith("10.251.1.20 ")
+        pr.worker.stop()  # no refill meanwhile: only the replacement is looked at
+        DeadHost(pr.rig, 1)
+        report = pr.rig.services.evacuator.evacuate(1)
+        assert report["replaced"] == [vm.id]
+        assert not (dns / vm.hostname).exists()
+    finally:
+        pr.stop()

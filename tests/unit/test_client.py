@@ -84,8 +84,9 @@ def test_create_query_list_destroy(served, capsys):
     assert code == 0
     assert_aligned(out)
     table = rows(out)
-    assert table[0][:5] == ["VMID", "NAME", "TYPE", "PMID", "STATUS"]
-    assert [r[:3] for r in table[1:]] == [["1", "web1", "1"], ["2", "web2", "2"]]
+    assert table[0][:6] == ["VMID", "NAME", "HOSTNAME", "TYPE", "PMID", "STATUS"]
+    assert [[r[0], r[1], r[3]] for r in table[1:]] == [["1", "web1", "1"], ["2", "web2", "2"]]
+    assert [r[2][:5] for r in table[1:]] == ["web1-", "web2-"]  # their hostnames
 
     code, out, _ = run(capsys, served.url, "hosts")
     assert sum(int(r[6]) for r in rows(out)[1:4]) == 2
@@ -272,9 +273,10 @@ def test_vms_query_and_networks_show_addresses_macs_and_networks(tmp_path, capsy
         assert_aligned(out)
         table = rows(out)
         assert table[0] == [
-            "VMID", "NAME", "TYPE", "PMID", "STATUS", "IP", "MAC", "NETWORK", "POOL", "EXPIRES",
+            "VMID", "NAME", "HOSTNAME", "TYPE", "PMID", "STATUS", "IP", "MAC", "NETWORK", "POOL",
+            "EXPIRES", "TAGS",
         ]  # fmt: skip
-        assert table[1][5:8] == ["10.251.1.23", lan_vm.mac, BRIDGE]
+        assert table[1][6:9] == ["10.251.1.23", lan_vm.mac, BRIDGE]
 
         code, out, _ = run(capsys, url, "networks")
         assert code == 0
@@ -507,3 +509,47 @@ def test_request_requests_and_request_cancel(tmp_path, capsys):
         assert code == 1 and "never holds more than 2" in err
     finally:
         pr.stop()
+
+
+def test_tag_vms_and_query_show_hostnames_and_tags(tmp_path, capsys):
+    rig = make_rig(tmp_path, [{"cpus": 8, "ram": 8192}], config={"hostnames": {"domain": "t.test"}})
+    served = serve(rig.services)
+    try:
+        url = served.url
+        for name in ("web", "db"):
+            assert run(capsys, url, "create", name, "1", "1")[0] == 0
+        web, db = rig.registry.vms.get(1), rig.registry.vms.get(2)
+        code, out, err = run(capsys, url, "tag", "1", "team=infra", "ci=1")
+        assert (code, out.strip(), err) == (0, "vmid 1 tags: ci=1,team=infra", "")
+        code, out, _ = run(capsys, url, "--json", "tag", "2", "team=db")
+        assert json.loads(out) == {"status": 1, "vmid": 2, "tags": {"team": "db"}}
+
+        code, out, _ = run(capsys, url, "query", "1")
+        fields = dict(line.split(None, 1) for line in out.strip().splitlines())
+        assert fields["hostname"] == web.hostname
+        assert fields["fqdn"] == f"{web.hostname}.t.test"
+        assert (fields["tags.team"], fields["tags.ci"]) == ("infra", "1")
+
+        code, out, _ = run(capsys, url, "vms")
+        assert_aligned(out)
+        table = rows(out)
+        assert table[0][2] == "HOSTNAME" and table[0][-1] == "TAGS"
+        assert [(r[0], r[2], r[-1]) for r in table[1:]] == [
+            ("1", web.hostname, "ci=1,team=infra"),
+            ("2", db.hostname, "team=db"),
+        ]
+        code, out, _ = run(capsys, url, "vms", "--tag", "team:infra", "--tag", "ci:1")
+        assert [r[0] for r in rows(out)[1:]] == ["1"]
+        code, out, _ = run(capsys, url, "--json", "vms", "--tag", "team:db")
+        assert [v["vmid"] for v in json.loads(out)["vms"]] == [2]
+
+        code, out, _ = run(capsys, url, "tag", "1", "team=")  # KEY= removes it
+        assert (code, out.strip()) == (0, "vmid 1 tags: ci=1")
+        code, out, err = run(capsys, url, "tag", "1", "bad key=x")  # the server's 400
+        assert (code, out) == (1, "") and "tag key 'bad key' must be" in err
+        code, out, err = run(capsys, url, "tag", "1", "novalue")  # refused before any call
+        assert code == 1 and "a tag is KEY=VALUE" in err
+        assert rig.registry.vms.get(1).tags == {"ci": "1"}
+    finally:
+        served.stop()
+        rig.stop()

@@ -173,6 +173,25 @@ def row_cells(html_text: str, table: str, vmid: int) -> list[str]:
     return [html.unescape(re.sub(r"<[^>]+>", "", c)).strip() for c in cells]
 
 
+def test_vm_rows_show_the_hostname_with_its_fqdn_and_the_tags(tmp_path):
+    rig = make_rig(tmp_path, THREE_HOSTS, config={"hostnames": {"domain": "vm.example.test"}})
+    try:
+        vm = rig.fabric.create_vm("web", 1, 1)
+        rig.registry.vms.set_tags(vm.id, {"team": "infra", "note": "<b>x</b>", "a": "1"})
+        page = Page(create_app(rig.services))
+        page.get()
+        header = page.html.split('id="vm-table"')[1].split("</thead>")[0]
+        assert "<th>Owner</th><th>Hostname</th><th>Tags</th><th></th>" in header
+        cells = row_cells(page.html, "vm-table", vm.id)
+        assert vm.hostname and cells[11] == vm.hostname
+        assert f'title="{vm.hostname}.vm.example.test">{vm.hostname}</td>' in page.html
+        assert cells[12] == "a=1 note=<b>x</b> team=infra"  # sorted by key, as text
+        assert "note=&lt;b&gt;x&lt;/b&gt;" in page.html  # escaped, never markup
+        assert "<b>x</b>" not in page.html
+    finally:
+        rig.stop()
+
+
 def test_vms_show_their_address_with_its_source_mac_and_network(tmp_path):
     rig = make_rig(tmp_path, [LAN_HOST, FORWARD_HOST], config={"networks": LAN})
     try:

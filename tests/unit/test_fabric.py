@@ -59,17 +59,21 @@ def test_create_makes_a_running_domain_with_metadata_and_overlay_disk(rig):
     xml = dom.XMLDesc(0)
     assert vm.mac in xml
     assert "<memory unit='KiB'>1048576</memory>" in xml
-    assert f"vm-{vm.id}.qcow2" in xml
+    # The VM's files are named after its domain, which carries the installation id.
+    assert vm.domain_name == f"fabric-{rig.registry.installation_id}-vm-{vm.id}"
+    assert f"/fabric-pool/{vm.domain_name}.qcow2'" in xml
+    assert f"/fabric-pool/{vm.domain_name}.console.log'" in xml
     vols = volume_names(rig, vm.host_id)
-    assert f"vm-{vm.id}.qcow2" in vols
+    assert f"{vm.domain_name}.qcow2" in vols
     assert any(v.startswith("image-1-") for v in vols)  # the staged base image
 
 
 def test_destroy_removes_domain_definition_and_disk(rig):
     vm = rig.fabric.create_vm("gone", 1, 1)
+    assert f"{vm.domain_name}.qcow2" in volume_names(rig, vm.host_id)
     rig.fabric.destroy_vm(vm.id)
     assert vm.domain_name not in domain_names(rig, vm.host_id)
-    assert f"vm-{vm.id}.qcow2" not in volume_names(rig, vm.host_id)
+    assert not [v for v in volume_names(rig, vm.host_id) if f"-vm-{vm.id}." in v]
     with pytest.raises(NotFound):
         rig.registry.vms.get(vm.id)
     h = rig.registry.hosts.get(vm.host_id)
@@ -111,7 +115,7 @@ def test_missing_image_leaves_nothing_behind(rig, tmp_path):
     for h in rig.registry.hosts.list():
         assert (h.cpu_used, h.ram_used, h.disk_used) == (0, 0, 0)
         assert not any(n.startswith("fabric-") for n in domain_names(rig, h.id))
-        assert not any(v.startswith("vm-") for v in volume_names(rig, h.id))
+        assert not any("-vm-" in v for v in volume_names(rig, h.id))
     assert rig.registry.events.list(kind="vm.create_failed")
 
 
@@ -128,7 +132,7 @@ def test_failed_define_rolls_back_disk_and_claim_then_tries_another_host(rig):
     vm = rig.fabric.create_vm("retry", 1, 1)
     assert vm.host_id != 3
     assert vm.id == next_id + 1  # the failed attempt's id is not reused
-    assert f"vm-{next_id}.qcow2" not in volume_names(rig, 3)
+    assert f"{name}.qcow2" not in volume_names(rig, 3)
     assert name in domain_names(rig, 3)  # the squatter is not ours: untouched
     h3 = rig.registry.hosts.get(3)
     assert (h3.cpu_used, h3.ram_used) == (0, 0)

@@ -131,6 +131,28 @@ def destroy_vm(f: Fleet, method: str) -> None:
     assert f.ok("root", method, "/vm/destroy", vmid=held, force=1)["status"] == 1
 
 
+def tag_vm(f: Fleet, method: str) -> None:
+    """Tags: the VM's creator, the holder of a checked-out VM, or an admin."""
+    mine = f.vm("alice")
+    for who in ("bob", "eve"):
+        refused(f.call(who, method, "/vm/tags", vmid=mine, tags={"team": who}), who)
+    assert f.ok("alice", method, "/vm/tags", vmid=mine, tags={"team": "a"})["tags"] == {"team": "a"}
+    assert f.ok("root", method, "/vm/tags", vmid=mine, tags={"ci": "1"})["tags"] == {
+        "team": "a",
+        "ci": "1",
+    }
+    held = f.checkout("alice")["vmid"]
+    refused(f.call("bob", method, "/vm/tags", vmid=held, tags={"x": "y"}), "bob on alice's")
+    assert f.ok("alice", method, "/vm/tags", vmid=held, tags={"job": "7"})["status"] == 1
+    assert f.ok("eve", "GET", "/vm/list", tag="job:7")["vmids"] == [held]  # readers read
+    ready = next(
+        v for v in f.ok("root", "GET", "/vm/list")["vmids"]
+        if f.ok("root", "GET", "/vm/query", vmid=v).get("status") == "ready"
+    )  # fmt: skip
+    refused(f.call("alice", method, "/vm/tags", vmid=ready, tags={"x": "y"}), "an idle pool VM")
+    assert f.ok("root", method, "/vm/tags", vmid=ready, tags={"x": "y"})["status"] == 1
+
+
 def create_volume(f: Fleet, method: str) -> None:
     refused(f.call("eve", method, "/volume/create", name="e", size=1), "reader")
     for who in ("alice", "bob", "root"):
@@ -390,6 +412,7 @@ RULES: dict[tuple[str, str], Callable[[Fleet, str], None]] = {
     ("/vm/start", "POST"): lambda f, m: power_vm(f, m, "/vm/start"),
     ("/vm/reboot", "POST"): lambda f, m: power_vm(f, m, "/vm/reboot"),
     ("/vm/resize", "POST"): resize_vm,
+    ("/vm/tags", "POST"): tag_vm,
     ("/volume/create", "GET"): create_volume,
     ("/volume/create", "POST"): create_volume,
     ("/volume/destroy", "GET"): destroy_volume,

@@ -186,7 +186,7 @@ def test_console_on_a_test_host_is_empty_with_a_note(rig):
 def test_domains_log_their_console_in_append_mode(rig):
     vm = rig.fabric.create_vm("web", 1, 1)
     xml = dom(rig, vm).XMLDesc(0)
-    assert f"vm-{vm.id}.console.log' append='on'" in xml
+    assert f"/{vm.domain_name}.console.log' append='on'" in xml
 
 
 # -- resize ---------------------------------------------------------------------------

@@ -56,7 +56,8 @@ def test_an_unknown_domain_of_this_installation_is_removed_after_the_grace(tmp_p
         # What a create's late call could leave: our metadata, a VM id nobody knows.
         define(conn, "stray", metadata_element(4242, "stray", mine), run=True)
         pool = conn.storagePoolLookupByName("fabric")
-        pool.createXML("<volume><name>vm-4242.qcow2</name><capacity>1024</capacity></volume>", 0)
+        disk = f"fabric-{mine}-vm-4242.qcow2"  # this installation's name for vm 4242's disk
+        pool.createXML(f"<volume><name>{disk}</name><capacity>1024</capacity></volume>", 0)
         define(conn, "theirs", metadata_element(4243, "theirs", "0ther0ne"), run=True)
         define(conn, "unmarked", metadata_element(4244, "unmarked"))  # no installation id
         define(conn, "plain", None, run=True)  # no fabric metadata at all
@@ -71,7 +72,7 @@ def test_an_unknown_domain_of_this_installation_is_removed_after_the_grace(tmp_p
         clock.now += 1
         report = reconciler.reconcile()
         assert "stray" not in domains(conn)
-        assert "vm-4242.qcow2" not in volumes(conn)
+        assert disk not in volumes(conn)
         assert domains(conn) == others  # nothing else was touched
         assert sorted(d["domain"] for d in report.unknown_domains) == ["stray", "unmarked"]
         assert [(d["domain"], d["vmid"]) for d in report.removed_unknown] == [("stray", 4242)]

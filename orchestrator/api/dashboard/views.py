@@ -118,6 +118,7 @@ def _vms(hosts: list[dict[str, Any]], catalog: dict[str, Any]) -> list[dict[str,
             type_names=type_names,
             image_names=image_names,
             now=now,
+            domain=svc.config.hostnames.domain,
         )
         for vm in svc.registry.vms.list()
     ]
