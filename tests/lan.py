@@ -36,12 +36,15 @@ POOL = {
 
 def give_addresses(registry: Registry, source: str = AddressSource.LEASE) -> int:
     """Record an address for each building VM on a LAN that has none yet: the one its
-    network's plan gave it, else 10.251.1.(100 + its id). Returns how many it gave."""
+    network's plan gave it (a VM whose create has not reached the plan yet gets its
+    address at a later call, as from a DHCP server). Returns how many it gave."""
     given = 0
     for vm in registry.vms.list(states=[VmState.BUILDING]):
         if vm.ip or vm.network != BRIDGE:
             continue
-        ip = registry.addresses.of(vm.id) or f"10.251.1.{100 + vm.id}"
+        ip = registry.addresses.of(vm.id)
+        if ip is None:
+            continue
         registry.vms.record_address(vm.id, ip, source)
         given += 1
     return given
