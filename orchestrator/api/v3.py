@@ -29,6 +29,7 @@ from typing import Any
 from flask import Blueprint, Flask, Response, current_app, jsonify, request
 from flask.typing import ResponseReturnValue
 
+from .. import tags as tags_rules
 from ..access import SYSTEM, Principal
 from ..bounded import TooDeep, json_loads
 from ..clock import as_utc, iso
@@ -50,8 +51,8 @@ bp = Blueprint("v3", __name__, url_prefix=PREFIX)
 MAX_BODY = 10 * 1024  # bytes of a request body (vmpooler's users rely on a limit)
 MAX_DEPTH = 5  # levels of JSON nesting in a body
 MAX_PER_POOL = 100  # VMs of one pool in one check-out (the fabric's /vm/checkout's too)
-TAG_KEY = re.compile(r"[A-Za-z0-9_.-]{1,50}")
-MAX_TAG_VALUE = 255
+TAG_KEY = re.compile(tags_rules.KEY_PATTERN)  # the fabric's own tag rules (tags.py)
+MAX_TAG_VALUE = tags_rules.MAX_VALUE
 SNAPSHOT_ID = re.compile(r"[a-z0-9]{1,64}")
 _SNAPSHOT_ALPHABET = "abcdefghijklmnopqrstuvwxyz0123456789"
 _SIZE = re.compile(r"[0-9]{1,6}")
@@ -425,7 +426,7 @@ def _tags(value: Any, failure: list[str]) -> dict[str, str] | None:
     bad = [str(k)[:60] for k in value if not TAG_KEY.fullmatch(str(k))]
     if bad:
         failure.append(
-            f"You provided tags with keys that are not [A-Za-z0-9_.-]{{1,50}}: {', '.join(bad)}."
+            f"You provided tags with keys that are not {tags_rules.KEY_PATTERN}: {', '.join(bad)}."
         )
     wrong = [k for k, v in value.items() if not isinstance(v, str) or len(v) > MAX_TAG_VALUE]
     if wrong:

@@ -19,15 +19,15 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
-from flask import Blueprint, Response, jsonify, request
+from flask import Blueprint, Response, jsonify
 from flask.typing import ResponseReturnValue
 
 from ..errors import BadRequest, FabricError, NotFound
-from ..hostnames import fqdn
 from ..model import RequestState
 from ..ondemand import OnDemand, UnknownPools
 from ..registry import RequestRow
 from .context import principal, services
+from .v3 import hostname_of, v3_body, v3_error
 
 bp = Blueprint("v3_ondemand", __name__, url_prefix="/api/v3")
 
@@ -39,15 +39,13 @@ def _answer(status: int, body: dict[str, Any]) -> Response:
 
 
 def _failure(e: FabricError) -> Response:
-    body: dict[str, Any] = {"ok": False, "message": e.message}
     if isinstance(e, UnknownPools):
-        body["bad_templates"] = e.names
-    return _answer(e.status, body)
+        return v3_error(e.status, e.message, bad_templates=e.names)
+    return v3_error(e.status, e.message)
 
 
 def _unknown(request_id: str) -> Response:
-    message = f"no request found for request_id {request_id[:64]!r}"
-    return _answer(404, {"ok": False, "message": message})
+    return v3_error(404, f"no request found for request_id {request_id[:64]!r}")
 
 
 def _service() -> OnDemand:
@@ -78,22 +76,19 @@ def ondemand_by_path(template: str) -> ResponseReturnValue:
 def ondemand_by_body() -> ResponseReturnValue:
     """``{"<pool>": "<count>", ..., "request_id": "<optional>"}``."""
     try:
-        body = request.get_json(force=True, silent=True)
+        body = v3_body()  # at most 10 KB, 5 levels deep
     except FabricError as e:
         return _failure(e)
-    if not isinstance(body, dict) or not body:
+    if not body:
         return _failure(BadRequest('the body must be a JSON object such as {"pool": "2"}'))
-    body = dict(body)
     request_id = body.pop("request_id", None)
     return _create(body, request_id)
 
 
 def _ready(row: RequestRow, svc: OnDemand) -> dict[str, Any]:
-    domain = services().config.hostnames.domain
     out: dict[str, Any] = {}
     for vm in svc.vms(row):
-        name = fqdn(vm.hostname, domain) or vm.hostname
-        out.setdefault(vm.pool or "", {"hostname": []})["hostname"].append(name)
+        out.setdefault(vm.pool or "", {"hostname": []})["hostname"].append(hostname_of(vm))
     return out
 
 
