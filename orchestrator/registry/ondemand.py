@@ -23,15 +23,14 @@ from ..errors import Conflict, NotFound
 from ..model import (
     REQUEST_TRANSITIONS,
     VM_TRANSITIONS,
-    HostStatus,
     RequestState,
     VmState,
     check_transition,
 )
 from .database import Database
-from .quotas import Quota, QuotaStore, Usage
-from .reservations import _RETURNED
-from .tables import EventRow, HostRow, RequestRow, VmRow
+from .quotas import Quota, QuotaStore
+from .reservations import _RETURNED, check_quota, hand_out, ready_ids
+from .tables import EventRow, RequestRow, VmRow
 
 # A VM set aside for a request that ended before anyone got it: ready again at
 # once (it was never used), held by no one.
@@ -193,60 +192,29 @@ class RequestStore:
         with self.db.tx() as s:
             if not self._lock_pending(s, request_id):
                 return 0
-            up_hosts = select(HostRow.id).where(
-                HostRow.status == HostStatus.UP, HostRow.enabled.is_(True)
-            )
-            ids = list(
-                s.scalars(
-                    select(VmRow.id)
-                    .where(
-                        VmRow.pool == pool,
-                        VmRow.state == VmState.READY,
-                        VmRow.host_id.in_(up_hosts),
-                    )
-                    .order_by(VmRow.updated_at, VmRow.id)
-                    .limit(n)
-                    .with_for_update(skip_locked=True)
-                )
-            )
+            ids = ready_ids(s, pool, n)
             if not ids:
                 return 0
-            if quota is not None and quota.limited:
-                cpu, ram, disk = s.execute(
-                    select(func.sum(VmRow.cpu), func.sum(VmRow.ram), func.sum(VmRow.disk)).where(
-                        VmRow.id.in_(ids)
+            check_quota(s, self.quotas, quota, ids)
+            taken = hand_out(
+                s,
+                ids,
+                hashes,
+                holder=holder,
+                now=utcnow(),
+                expires_at=safety_expiry,
+                request_id=request_id,
+            )
+            for vm_id in taken:
+                s.add(
+                    EventRow(
+                        kind="vm.set_aside",
+                        vm_id=vm_id,
+                        detail={"request": request_id, "pool": pool},
+                        owner=holder,
                     )
-                ).one()
-                want = Usage(checked_out=len(ids), vcpu=cpu or 0, ram=ram or 0, disk=disk or 0)
-                self.quotas.check(s, quota, want)
-            check_transition(VM_TRANSITIONS, [VmState.READY], VmState.IN_USE, "vm")
-            now = utcnow()
-            taken = 0
-            for vm_id, digest in zip(ids, hashes, strict=False):
-                res = s.execute(
-                    update(VmRow)
-                    .where(VmRow.id == vm_id, VmRow.state == VmState.READY)
-                    .values(
-                        state=VmState.IN_USE,
-                        reservation_hash=digest,
-                        held_by=holder,
-                        reserved_at=now,
-                        expires_at=safety_expiry,
-                        request_id=request_id,
-                        updated_at=now,
-                    )
-                    .execution_options(synchronize_session=False)
                 )
-                if res.rowcount == 1:
-                    taken += 1
-                    s.add(
-                        EventRow(
-                            kind="vm.set_aside",
-                            vm_id=vm_id,
-                            detail={"request": request_id, "pool": pool},
-                            owner=holder,
-                        )
-                    )
+            return len(taken)
             return taken
 
     def complete(self, request_id: str, hours: dict[str, float]) -> RequestRow | None:

@@ -11,10 +11,11 @@ import hmac
 from datetime import datetime, timedelta
 
 from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
 
 from ..clock import as_utc, utcnow
 from ..errors import Conflict, Forbidden, NotFound
-from ..model import HostStatus, VmState
+from ..model import VM_TRANSITIONS, HostStatus, VmState, check_transition
 from .database import Database
 from .quotas import Quota, QuotaStore, Usage
 from .tables import EventRow, HostRow, VmRow
@@ -35,6 +36,72 @@ _RETURNED = {
 
 class _LostRace(Exception):
     """A row changed between reading and updating it: the transaction is undone."""
+
+
+# -- handing ready VMs out (a check-out, and an on-demand request's set-aside) ---------
+
+
+def ready_ids(s: Session, pool: str, count: int) -> list[int]:
+    """Up to ``count`` ready VMs of ``pool`` on hosts that are up, the longest ready
+    first, locked for this transaction (``FOR UPDATE SKIP LOCKED`` lets concurrent
+    transactions on PostgreSQL take different rows; SQLite's holds the write lock)."""
+    up_hosts = select(HostRow.id).where(HostRow.status == HostStatus.UP, HostRow.enabled.is_(True))
+    return list(
+        s.scalars(
+            select(VmRow.id)
+            .where(VmRow.pool == pool, VmRow.state == VmState.READY, VmRow.host_id.in_(up_hosts))
+            .order_by(VmRow.updated_at, VmRow.id)
+            .limit(count)
+            .with_for_update(skip_locked=True)
+        )
+    )
+
+
+def check_quota(s: Session, quotas: QuotaStore, quota: Quota | None, ids: list[int]) -> None:
+    """QuotaExceeded unless holding the VMs ``ids`` too fits within ``quota``."""
+    if quota is None or not quota.limited:
+        return
+    cpu, ram, disk = s.execute(
+        select(func.sum(VmRow.cpu), func.sum(VmRow.ram), func.sum(VmRow.disk)).where(
+            VmRow.id.in_(ids)
+        )
+    ).one()
+    quotas.check(s, quota, Usage(checked_out=len(ids), vcpu=cpu or 0, ram=ram or 0, disk=disk or 0))
+
+
+def hand_out(
+    s: Session,
+    ids: list[int],
+    hashes: list[str],
+    *,
+    holder: str | None,
+    now: datetime,
+    expires_at: datetime,
+    request_id: str | None = None,
+) -> list[int]:
+    """ready -> in-use for each of ``ids`` still ready, each under its own reservation
+    hash, held by ``holder`` (for on-demand request ``request_id``, if any). Returns
+    the ids it took."""
+    check_transition(VM_TRANSITIONS, [VmState.READY], VmState.IN_USE, "vm")
+    taken = []
+    for vm_id, digest in zip(ids, hashes, strict=False):
+        res = s.execute(
+            update(VmRow)
+            .where(VmRow.id == vm_id, VmRow.state == VmState.READY)
+            .values(
+                state=VmState.IN_USE,
+                reservation_hash=digest,
+                held_by=holder,
+                reserved_at=now,
+                expires_at=expires_at,
+                request_id=request_id,
+                updated_at=now,
+            )
+            .execution_options(synchronize_session=False)
+        )
+        if res.rowcount == 1:
+            taken.append(vm_id)
+    return taken
 
 
 class ReservationStore:
@@ -80,50 +147,15 @@ class ReservationStore:
         count = len(hashes)
         now = utcnow()
         with self.db.tx() as s:
-            up_hosts = select(HostRow.id).where(
-                HostRow.status == HostStatus.UP, HostRow.enabled.is_(True)
-            )
             for pool in pools:
-                ids = list(
-                    s.scalars(
-                        select(VmRow.id)
-                        .where(
-                            VmRow.pool == pool,
-                            VmRow.state == VmState.READY,
-                            VmRow.host_id.in_(up_hosts),
-                        )
-                        .order_by(VmRow.updated_at, VmRow.id)
-                        .limit(count)
-                        .with_for_update(skip_locked=True)
-                    )
-                )
+                ids = ready_ids(s, pool, count)
                 seen[pool] = len(ids)
                 if len(ids) < count:
                     continue
-                if quota is not None and quota.limited:
-                    cpu, ram, disk = s.execute(
-                        select(
-                            func.sum(VmRow.cpu), func.sum(VmRow.ram), func.sum(VmRow.disk)
-                        ).where(VmRow.id.in_(ids))
-                    ).one()
-                    want = Usage(checked_out=count, vcpu=cpu or 0, ram=ram or 0, disk=disk or 0)
-                    self.quotas.check(s, quota, want)
-                for vm_id, digest in zip(ids, hashes, strict=True):
-                    res = s.execute(
-                        update(VmRow)
-                        .where(VmRow.id == vm_id, VmRow.state == VmState.READY)
-                        .values(
-                            state=VmState.IN_USE,
-                            reservation_hash=digest,
-                            held_by=holder,
-                            reserved_at=now,
-                            expires_at=expires_at,
-                            updated_at=now,
-                        )
-                        .execution_options(synchronize_session=False)
-                    )
-                    if res.rowcount != 1:  # taken under us: undo the whole batch
-                        raise _LostRace
+                check_quota(s, self.quotas, quota, ids)
+                taken = hand_out(s, ids, hashes, holder=holder, now=now, expires_at=expires_at)
+                if len(taken) != count:  # taken under us: undo the whole batch
+                    raise _LostRace
                 rows = list(s.scalars(select(VmRow).where(VmRow.id.in_(ids))))
                 detail = {"user": holder} if holder else None
                 for vm in rows:
