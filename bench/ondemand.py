@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -33,18 +32,12 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import requests
+from checkout import start as start_server  # bench/checkout.py: ./script on a free port
 
-ROOT = Path(__file__).resolve().parents[1]
 NODE = """<node><cpu><mhz>2000</mhz><model>x86_64</model><active>64</active><nodes>1</nodes>
 <sockets>1</sockets><cores>64</cores><threads>1</threads></cpu><memory>{kib}</memory>
 <pool type='dir'><name>fabric</name><target><path>/fabric-pool</path></target></pool></node>"""
 TYPES = {"types": [{"tid": 1, "cpu": 1, "ram": 128, "disk": 1, "name": "tiny"}]}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def start(tmp: Path, n: int) -> tuple[subprocess.Popen, str]:
@@ -76,34 +69,9 @@ def start(tmp: Path, n: int) -> tuple[subprocess.Popen, str]:
         ],
     }
     (tmp / "fabric.yaml").write_text(json.dumps(cfg))  # YAML reads JSON
-    port = free_port()
-    log = (tmp / "server.log").open("ab")
-    proc = subprocess.Popen(
-        [
-            str(ROOT / "script"),
-            str(tmp / "pm"),
-            str(tmp / "images"),
-            str(tmp / "types"),
-            "--config",
-            str(tmp / "fabric.yaml"),
-            "--db",
-            f"sqlite:///{tmp / 'registry.db'}",
-            "--port",
-            str(port),
-            "--threads",
-            "48",
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(600):
-        try:
-            requests.get(url + "/healthz", timeout=1)
-            return proc, url
-        except requests.ConnectionError:
-            time.sleep(0.1)
-    raise SystemExit(f"fabric did not start; see {tmp / 'server.log'}")
+    args = [str(tmp / "pm"), str(tmp / "images"), str(tmp / "types")]
+    args += ["--config", str(tmp / "fabric.yaml"), "--db", f"sqlite:///{tmp / 'registry.db'}"]
+    return start_server(args, tmp / "server.log")
 
 
 def destroy(s: requests.Session, url: str, vmids: list[int]) -> None:
