@@ -406,7 +406,9 @@ class AddressWatcher(PeriodicWorker):
 
     def wait_for(self, vm_id: int, poll: float = 0.5) -> VmRow:
         """Until the VM has an address (returns it) or has failed (FabricError with the
-        reason); for a pool's builder, which carries on from there."""
+        reason); for a pool's builder, which carries on from there. When the server
+        stops, at once (FabricError): the VM stays building, and the next start (or
+        another server) watches it on, so a stop never waits for a guest."""
         deadline = time.monotonic() + self.timeout + 10 * self.interval + 5
         while time.monotonic() < deadline:
             vm = self.registry.vms.get(vm_id)
@@ -414,5 +416,6 @@ class AddressWatcher(PeriodicWorker):
                 return vm
             if vm.state != VmState.BUILDING:
                 raise FabricError(vm.error or f"vmid {vm_id} is {vm.state}")
-            time.sleep(poll)
+            if self.stopped(poll):
+                raise FabricError(f"vmid {vm_id}: the server is stopping; watched on at start")
         raise FabricError(f"vmid {vm_id}: no address within {self.timeout:g} s")

@@ -63,6 +63,10 @@ class PeriodicWorker(ABC):
     def stopping(self) -> bool:
         return self._stop.is_set()
 
+    def stopped(self, seconds: float) -> bool:
+        """Wait ``seconds`` unless the loop is stopped first; whether it is."""
+        return self._stop.wait(seconds)
+
     def holds_lease(self) -> bool:
         return self.lease is None or self.cluster is None or self.cluster.holds(self.lease)
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from orchestrator.addresses import Addresses, Lookup
-from orchestrator.errors import NoValidHost
+from orchestrator.errors import FabricError, NoValidHost
 from orchestrator.model import AddressSource, VmState
 from orchestrator.registry import Registry
 from tests.conftest import DEFAULT_NETWORK_XML, fresh_db_url, make_pool_rig, make_rig, wait_for
@@ -158,6 +158,35 @@ def test_a_vm_whose_address_never_appears_fails_with_the_reason(tmp_path):
         assert failed.ip is None
         assert rig.registry.events.list(kind="vm.failed")[0].vm_id == vm.id
         rig.fabric.destroy_vm(vm.id)  # a failed VM can be destroyed
+    finally:
+        rig.stop()
+
+
+def test_a_stopping_server_does_not_wait_for_a_guest_s_address(tmp_path):
+    """A pool builder waiting for its VM's address lets go when the server stops (the
+    VM stays building: the next start watches it on), so SIGTERM never waits for a
+    guest that is still booting."""
+    import threading
+
+    rig = lan_rig(tmp_path, plan=None, guest={"address_timeout": 3600})
+    try:
+        vm = rig.fabric.create_vm("booting", 1, 1)
+        outcome: list[str] = []
+
+        def builder() -> None:
+            try:
+                rig.services.watcher.wait_for(vm.id, poll=0.05)
+                outcome.append("returned")
+            except FabricError as e:
+                outcome.append(e.message)
+
+        t = threading.Thread(target=builder)
+        t.start()
+        rig.services.watcher.stop()
+        t.join(timeout=60)  # gives up on a hang only: it waits an hour otherwise
+        assert not t.is_alive()
+        assert outcome == [f"vmid {vm.id}: the server is stopping; watched on at start"]
+        assert rig.registry.vms.get(vm.id).state == VmState.BUILDING
     finally:
         rig.stop()
 
