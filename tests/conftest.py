@@ -236,6 +236,20 @@ class PoolRig:
         self.rig.stop()
 
 
+def pool_spec(name: str = "small", **settings: object) -> dict:
+    """A pool's settings for a test: a test:// pool that needs no guest (no SSH
+    readiness check, reset cleanup) and ``settings`` on top."""
+    spec: dict = {
+        "name": name,
+        "instance_type": 1,
+        "image": "debian-12",
+        "ready_check": "none",
+        "cleanup": "reset",
+    }
+    spec.update(settings)
+    return spec
+
+
 def make_pool_rig(
     tmp_path: Path,
     hosts: list[dict],

@@ -16,7 +16,7 @@ import requests
 from orchestrator.auth import hash_password
 from orchestrator.fabric import host_target
 from orchestrator.model import VmState
-from tests.conftest import make_pool_rig, wait_for
+from tests.conftest import make_pool_rig, pool_spec, wait_for
 
 DOMAIN = "vm.fabric.test"
 PW = "alice's password"
@@ -27,28 +27,8 @@ HOSTS = [
     {"cpus": 8, "ram": 8192, "target": "root@127.0.0.6", "extra": {"network": "forward"}},
 ]
 POOLS = [
-    {
-        "name": "small",
-        "instance_type": 1,
-        "image": "debian-12",
-        "ready_check": "none",
-        "size": 2,
-        "max": 4,
-        "cleanup": "reset",
-        "lifetime": 1,
-        "lifetime_max": 3,
-    },
-    {
-        "name": "big",
-        "instance_type": 2,
-        "image": "alpine",
-        "ready_check": "none",
-        "size": 1,
-        "max": 2,
-        "cleanup": "reset",
-        "lifetime": 2,
-        "lifetime_max": 4,
-    },
+    pool_spec("small", size=2, max=4, lifetime=1, lifetime_max=3),
+    pool_spec("big", instance_type=2, image="alpine", size=1, max=2, lifetime=2, lifetime_max=4),
 ]
 
 
