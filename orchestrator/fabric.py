@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import secrets
 import threading
 import time
 from collections.abc import Iterator
@@ -18,6 +19,7 @@ from typing import TYPE_CHECKING
 
 from .config import CreateConfig
 from .errors import (
+    BadRequest,
     Conflict,
     FabricError,
     HostUnreachable,
@@ -39,6 +41,7 @@ from .clock import utcnow
 from .model import (
     VM_DESTROYABLE,
     AddressSource,
+    HostStatus,
     ImageSpec,
     NetworkKind,
     NetworkMode,
@@ -46,6 +49,10 @@ from .model import (
 )
 from .registry import HostRow, Registry, TypeRow, VmRow
 from .scheduler import PlacementRequest, Scheduler
+
+# VMs that have a running domain to snapshot, and the characters of a snapshot's id.
+_SNAPSHOT_STATES = (VmState.IN_USE, VmState.ACTIVE, VmState.READY)
+_SNAPSHOT_ALPHABET = "abcdefghijklmnopqrstuvwxyz0123456789"
 
 # What QEMU says when a forwarded port on the host is already bound.
 PORT_TAKEN = "Could not set up host forwarding rule"
@@ -364,6 +371,43 @@ class Fabric:
         spec = self.registry.inventory.image_spec(vm.image_id)
         staged = self.images.stage(host, vm.image_id, spec)
         self.driver.reset(host_target(host), self._plan(vm, host, spec), staged)
+
+    # -- snapshots (vmpooler's API v3) -------------------------------------------------
+
+    def _snapshot_host(self, vm: VmRow) -> HostRow:
+        if vm.host_id is None or vm.state not in _SNAPSHOT_STATES:
+            raise BadRequest(f"{vm.hostname} is {vm.state}: only a running VM has snapshots")
+        return self.registry.hosts.get(vm.host_id)
+
+    def snapshot(self, vm: VmRow, description: str) -> str:
+        """A libvirt snapshot of the VM now (its disk, and its memory while it runs);
+        returns its id."""
+        host = self._snapshot_host(vm)
+        name = secrets.choice(_SNAPSHOT_ALPHABET[:26]) + "".join(
+            secrets.choice(_SNAPSHOT_ALPHABET) for _ in range(31)
+        )
+        self.driver.create_snapshot(host_target(host), vm.uuid, name, description)
+        self.registry.events.record(
+            "vm.snapshot", vm_id=vm.id, host_id=host.id, detail={"snapshot": name}
+        )
+        return name
+
+    def snapshots(self, vm: VmRow, host: HostRow) -> list[str]:
+        """The VM's snapshots, asked of its host when it is up (none said otherwise)."""
+        if host.status != HostStatus.UP or vm.state not in _SNAPSHOT_STATES:
+            return []
+        try:
+            return self.driver.snapshots(host_target(host), vm.uuid)
+        except FabricError:
+            return []
+
+    def revert_snapshot(self, vm: VmRow, snapshot: str) -> None:
+        """Put the VM back to its snapshot ``snapshot`` (404 if it has none such)."""
+        host = self._snapshot_host(vm)
+        self.driver.revert_snapshot(host_target(host), vm.uuid, snapshot)
+        self.registry.events.record(
+            "vm.snapshot_revert", vm_id=vm.id, host_id=host.id, detail={"snapshot": snapshot}
+        )
 
     def destroy_vm(
         self, vm_id: int, force: bool = False, *, taken: bool = False, by: Principal = SYSTEM

@@ -242,6 +242,35 @@ class Reservations:
         cap = pool.lifetime_max if pool else 0.0
         return self.registry.reservations.extend(vm_id, d, hours, cap)
 
+    def checkout_pools(self, wanted: dict[str, int], *, by: Principal = SYSTEM) -> list[Checkout]:
+        """Check ``wanted`` VMs (pool -> count) out for ``by``, all or nothing across
+        pools (vmpooler's multi-pool check-out): if one pool cannot give its VMs,
+        those already taken go back and nothing is handed out (503 naming the pool
+        and how many it had ready). Each pool's VMs are one check-out (quotas, pool
+        users and keys apply)."""
+        if not self.pools.configured:
+            raise BadRequest("check-out is not enabled: no pools are configured")
+        taken: list[Checkout] = []
+        try:
+            for pool, n in wanted.items():
+                taken.extend(self.checkout(pool=pool, count=n, by=by))
+        except Unavailable as e:
+            self.give_back(taken)
+            got = list(dict.fromkeys(c.pool for c in taken))
+            pool = next(p for p in wanted if p not in got)
+            have = (getattr(e, "ready_seen", None) or {}).get(pool, 0)
+            err = Unavailable(
+                f"pool {pool} has {have} ready VM{'s' if have != 1 else ''}, "
+                f"{wanted[pool]} wanted; nothing was checked out"
+                + (f" (also given back: {', '.join(got)})" if got else "")
+            )
+            err.retry_after = getattr(e, "retry_after", None)
+            raise err from None
+        except BaseException:
+            self.give_back(taken)
+            raise
+        return taken
+
     def give_back(self, got: list[Checkout]) -> None:
         """Undo check-outs nobody was shown (a multi-pool check-out that could not be
         completed): VMs whose guests got no keys go straight back to ready, the others

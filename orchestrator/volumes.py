@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import secrets
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
@@ -166,6 +167,20 @@ class Volumes:
         self.registry.volumes.forget(volume_id, event_kind="volume.destroy")
 
     # -- attach / detach -----------------------------------------------------
+
+    def add_disk(self, vm: VmRow, gb: int, *, by: Principal = SYSTEM) -> VolumeRow:
+        """A new ``gb`` GB volume on the VM's host, owned by ``by``, attached to the VM
+        (vmpooler's ``POST /vm/<hostname>/disk/<GB>``); destroyed again if the attach
+        fails."""
+        suffix = secrets.token_hex(3)
+        vol = self.create(f"{vm.hostname}-disk-{suffix}", gb, host_id=vm.host_id, by=by)
+        try:
+            self.attach(vm.id, vol.id, by=by)
+        except BaseException:
+            with contextlib.suppress(FabricError):  # else the reconciliation finds it
+                self.destroy(vol.id, by=SYSTEM)
+            raise
+        return vol
 
     def attach(self, vm_id: int, volume_id: int, *, by: Principal = SYSTEM) -> str:
         vm = self.registry.vms.get(vm_id)

@@ -21,7 +21,6 @@ Helpers other v3 blueprints reuse (orchestrator/api/v3_ondemand.py):
 from __future__ import annotations
 
 import re
-import secrets
 import time
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -30,15 +29,13 @@ from flask import Blueprint, Flask, Response, current_app, jsonify, request
 from flask.typing import ResponseReturnValue
 
 from .. import tags as tags_rules
-from ..access import SYSTEM, Principal
+from ..access import Principal
 from ..bounded import TooDeep, json_loads
 from ..clock import as_utc, iso
-from ..errors import BadRequest, FabricError, Forbidden, NotFound, Unauthorized, Unavailable
-from ..fabric import host_target
+from ..errors import BadRequest, FabricError, Forbidden, NotFound, Unauthorized
 from ..hostnames import LABEL, fqdn, short
-from ..model import HostStatus, VmState, is_name
+from ..model import VmState, is_name
 from ..registry import VmRow
-from ..reservations import Checkout
 from ..volumes import MAX_SIZE_GB
 from . import status as fabric_status
 from .auth import _own_token, auth_service
@@ -276,34 +273,10 @@ def check_pools(wanted: dict[str, int]) -> None:
 
 
 def take(wanted: dict[str, int], by: Principal) -> dict[str, list[str]]:
-    """Check ``wanted`` VMs (pool -> count) out for ``by``, all or nothing: if one
-    pool cannot give its VMs, those already taken go back and nothing is handed
-    out. Each pool's VMs are one check-out (quotas, pool users and keys apply)."""
-    res = services().reservations
-    if not services().pools.configured:
-        raise BadRequest("check-out is not enabled: no pools are configured")
-    taken: list[Checkout] = []
+    """Check ``wanted`` out for ``by`` (all or nothing): hostnames per pool."""
     got: dict[str, list[str]] = {}
-    try:
-        for pool, n in wanted.items():
-            batch = res.checkout(pool=pool, count=n, by=by)
-            taken.extend(batch)
-            got[pool] = [hostname_of(c.vm) for c in batch]
-    except Unavailable as e:
-        res.give_back(taken)
-        seen = getattr(e, "ready_seen", None) or {}
-        pool = next(p for p in wanted if p not in got)
-        have = seen.get(pool, 0)
-        err = Unavailable(
-            f"pool {pool} has {have} ready VM{'s' if have != 1 else ''}, "
-            f"{wanted[pool]} wanted; nothing was checked out"
-            + (f" (also given back: {', '.join(got)})" if got else "")
-        )
-        err.retry_after = getattr(e, "retry_after", None)
-        raise err from None
-    except BaseException:
-        res.give_back(taken)
-        raise
+    for c in services().reservations.checkout_pools(wanted, by=by):
+        got.setdefault(c.pool, []).append(hostname_of(c.vm))
     return got
 
 
@@ -376,22 +349,12 @@ def describe(vm: VmRow) -> dict[str, Any]:
         host = svc.registry.hosts.get_any(vm.host_id)
         if host is not None:
             out["host"] = host.label
-            snaps = _snapshots(vm, host)
+            snaps = svc.fabric.snapshots(vm, host)
             if snaps:
                 out["snapshots"] = snaps
     if vm.held_by:
         out["user"] = vm.held_by
     return out
-
-
-def _snapshots(vm: VmRow, host: Any) -> list[str]:
-    """The VM's snapshots, asked of its host when it is up (none said otherwise)."""
-    if host.status != HostStatus.UP or vm.state not in _SNAPSHOT_STATES:
-        return []
-    try:
-        return services().driver.snapshots(host_target(host), vm.uuid)
-    except FabricError:
-        return []
 
 
 @bp.route("/vm/<hostname>", methods=["GET"])
@@ -466,7 +429,7 @@ def vm_modify(hostname: str) -> ResponseReturnValue:
     if hours is not None:
         svc.reservations.set_lifetime(vm, hours, by=by)
     if tags:
-        svc.registry.vms.set_tags(vm.id, tags)
+        tags_rules.set_tags(svc.registry, vm.id, tags, by=by)
     return jsonify({"ok": True})
 
 
@@ -488,29 +451,10 @@ def vm_disk(hostname: str, size: str) -> ResponseReturnValue:
     gb = int(size)
     by = v3_principal()
     _require_user_of(by, vm, f"add a disk to {vm.hostname}")
-    volumes = services().volumes
-    suffix = "".join(secrets.choice(_SNAPSHOT_ALPHABET) for _ in range(6))
-    vol = volumes.create(f"{vm.hostname}-disk-{suffix}", gb, host_id=vm.host_id, by=by)
-    try:
-        volumes.attach(vm.id, vol.id, by=by)
-    except BaseException:
-        try:
-            volumes.destroy(vol.id, by=SYSTEM)
-        except FabricError:
-            pass  # the volume reconciliation finds it
-        raise
+    services().volumes.add_disk(vm, gb, by=by)
     resp = jsonify({"ok": True, vm.hostname: {"disk": f"+{gb}gb"}})
     resp.status_code = 202
     return resp
-
-
-_SNAPSHOT_STATES = (VmState.IN_USE, VmState.ACTIVE, VmState.READY)
-
-
-def _host_of(vm: VmRow) -> Any:
-    if vm.host_id is None or vm.state not in _SNAPSHOT_STATES:
-        raise BadRequest(f"{vm.hostname} is {vm.state}: only a running VM has snapshots")
-    return services().registry.hosts.get(vm.host_id)
 
 
 @bp.route("/vm/<hostname>/snapshot", methods=["POST"])
@@ -519,16 +463,7 @@ def vm_snapshot(hostname: str) -> ResponseReturnValue:
     vm = find_vm(hostname)
     by = v3_principal()
     _require_user_of(by, vm, f"snapshot {vm.hostname}")
-    host = _host_of(vm)
-    name = secrets.choice(_SNAPSHOT_ALPHABET[:26]) + "".join(
-        secrets.choice(_SNAPSHOT_ALPHABET) for _ in range(31)
-    )
-    services().driver.create_snapshot(
-        host_target(host), vm.uuid, name, f"vmpooler API v3, by {by.label}"
-    )
-    services().registry.events.record(
-        "vm.snapshot", vm_id=vm.id, host_id=host.id, detail={"snapshot": name}
-    )
+    name = services().fabric.snapshot(vm, f"vmpooler API v3, by {by.label}")
     resp = jsonify({"ok": True, vm.hostname: {"snapshot": name}})
     resp.status_code = 202
     return resp
@@ -542,11 +477,7 @@ def vm_revert(hostname: str, snapshot: str) -> ResponseReturnValue:
         raise NotFound(f"{vm.hostname} has no snapshot {snapshot[:64]!r}")
     by = v3_principal()
     _require_user_of(by, vm, f"revert {vm.hostname}")
-    host = _host_of(vm)
-    services().driver.revert_snapshot(host_target(host), vm.uuid, snapshot)
-    services().registry.events.record(
-        "vm.snapshot_revert", vm_id=vm.id, host_id=host.id, detail={"snapshot": snapshot}
-    )
+    services().fabric.revert_snapshot(vm, snapshot)
     resp = jsonify({"ok": True})
     resp.status_code = 202
     return resp
