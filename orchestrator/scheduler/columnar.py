@@ -1,0 +1,239 @@
+"""The placement pipeline over columns (HostColumns): filters return masks,
+weighers score columns, a partial sort finds the best hosts.
+
+Same choices, report and refusal text as the one-host-at-a-time pipeline of
+engine.py, which stays as the test oracle.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from orchestrator.errors import NoValidHost
+from orchestrator.scheduler import filters as ref
+from orchestrator.scheduler.columns import NO_ARCH, HostColumns
+from orchestrator.scheduler.engine import (
+    RANKED_UP_FRONT,
+    Placement,
+    RankedHosts,
+    refusal_message,
+)
+from orchestrator.scheduler.policy import Policy
+from orchestrator.scheduler.state import PlacementRequest
+
+Mask = np.ndarray  # bool, one per host
+# A filter's mask for a request, or None when it cannot remove any host.
+MaskFn = Callable[[HostColumns, PlacementRequest], Mask | None]
+# Why the hosts in ``removed`` (a mask) were removed, in the words of filters.py.
+DetailFn = Callable[[HostColumns, Mask, PlacementRequest], str]
+
+
+# --- filters ---------------------------------------------------------------
+
+
+def status_mask(c: HostColumns, req: PlacementRequest) -> Mask | None:
+    return c.ok
+
+
+def exclude_mask(c: HostColumns, req: PlacementRequest) -> Mask | None:
+    if not req.exclude:
+        return None
+    return ~np.isin(c.id, np.fromiter(req.exclude, dtype=np.int64, count=len(req.exclude)))
+
+
+def arch_mask(c: HostColumns, req: PlacementRequest) -> Mask | None:
+    if req.arch is None:
+        return None
+    code = c.arch_codes.get(req.arch, -2)  # -2: no host has it
+    return (c.arch == NO_ARCH) | (c.arch == code)
+
+
+def cpu_mask(c: HostColumns, req: PlacementRequest) -> Mask | None:
+    return c.cpu_free >= req.cpu
+
+
+def ram_mask(c: HostColumns, req: PlacementRequest) -> Mask | None:
+    return c.ram_free >= req.ram
+
+
+def disk_mask(c: HostColumns, req: PlacementRequest) -> Mask | None:
+    return c.disk_free >= req.disk
+
+
+def _hosts_detail(flt: ref.HostFilter) -> DetailFn:
+    """The reference filter's detail, given the removed hosts themselves."""
+    return lambda c, removed, req: flt.detail(c.pick(np.flatnonzero(removed)), req)
+
+
+def _most_free_detail(flt: ref._ResourceFilter, column: str) -> DetailFn:
+    """ "needs X, most free Y", Y read from the column."""
+
+    def detail(c: HostColumns, removed: Mask, req: PlacementRequest) -> str:
+        most = int(getattr(c, column)[removed].max())
+        return f"needs {flt._amount(flt.need(req))}, most free {flt._amount(most)}"
+
+    return detail
+
+
+@dataclass(frozen=True, slots=True)
+class ColumnFilter:
+    name: str
+    mask: MaskFn
+    detail: DetailFn
+
+
+COLUMN_FILTERS: tuple[ColumnFilter, ...] = (
+    ColumnFilter("status", status_mask, _hosts_detail(ref.StatusFilter())),
+    ColumnFilter("exclude", exclude_mask, _hosts_detail(ref.ExcludeFilter())),
+    ColumnFilter("arch", arch_mask, _hosts_detail(ref.ArchFilter())),
+    ColumnFilter("cpu", cpu_mask, _most_free_detail(ref.CpuFilter(), "cpu_free")),
+    ColumnFilter("ram", ram_mask, _most_free_detail(ref.RamFilter(), "ram_free")),
+    ColumnFilter("disk", disk_mask, _most_free_detail(ref.DiskFilter(), "disk_free")),
+)
+
+
+# --- weighers: raw score per candidate row (higher: more wanted) -------------
+
+ScoreFn = Callable[[HostColumns, np.ndarray, PlacementRequest], np.ndarray]
+
+
+def ram_free_score(c: HostColumns, rows: np.ndarray, req: PlacementRequest) -> np.ndarray:
+    return c.ram_free[rows] - req.ram
+
+
+def cpu_free_score(c: HostColumns, rows: np.ndarray, req: PlacementRequest) -> np.ndarray:
+    return c.cpu_free[rows] - req.cpu
+
+
+def disk_free_score(c: HostColumns, rows: np.ndarray, req: PlacementRequest) -> np.ndarray:
+    return c.disk_free[rows] - req.disk
+
+
+def _fraction(used: np.ndarray, total: np.ndarray) -> np.ndarray:
+    return np.divide(used, total, out=np.ones(len(used)), where=total > 0)
+
+
+def balance_score(c: HostColumns, rows: np.ndarray, req: PlacementRequest) -> np.ndarray:
+    cpu = _fraction(c.cpu_used[rows] + req.cpu, c.cpu_total[rows])
+    ram = _fraction(c.ram_used[rows] + req.ram, c.ram_total[rows])
+    return -np.round(np.abs(cpu - ram), 9)
+
+
+def vms_score(c: HostColumns, rows: np.ndarray, req: PlacementRequest) -> np.ndarray:
+    return -c.vms[rows]
+
+
+COLUMN_WEIGHERS: dict[str, ScoreFn] = {
+    "ram_free": ram_free_score,
+    "cpu_free": cpu_free_score,
+    "disk_free": disk_free_score,
+    "balance": balance_score,
+    "vms": vms_score,
+}
+
+
+def weigh(
+    c: HostColumns,
+    rows: np.ndarray,
+    req: PlacementRequest,
+    weighers: Iterable[tuple[ScoreFn, float]],
+) -> np.ndarray:
+    """Total weight per row: sum of multiplier * score normalised to 0..1 (nova's
+    min-max; all equal gives all 0)."""
+    totals = np.zeros(len(rows))
+    for score, multiplier in weighers:
+        s = score(c, rows, req)
+        low = s.min()
+        span = s.max() - low
+        if span == 0:
+            continue
+        totals = totals + (s - low) * (multiplier / float(span))
+    return totals
+
+
+# --- the engine ------------------------------------------------------------
+
+
+class ColumnarScheduler:
+    """``Scheduler`` over columns: same interface, same choices and refusals.
+
+    ``select`` takes a HostColumns (kept up to date by its owner as claims land)
+    or any iterable of HostState (put into columns for this call).
+    """
+
+    def __init__(self, policy: Policy, rng: random.Random | None = None) -> None:
+        self.policy = policy
+        self.rng = rng if rng is not None else random.Random()
+        self.filters = COLUMN_FILTERS
+        self.weighers = tuple(
+            (COLUMN_WEIGHERS[name], multiplier) for name, multiplier in policy.weights
+        )
+
+    def filter_rows(
+        self, c: HostColumns, req: PlacementRequest
+    ) -> tuple[np.ndarray, list[dict[str, Any]]]:
+        """Rows passing every filter (input order) and the per-filter report."""
+        alive = np.ones(len(c), dtype=bool)
+        remaining = len(c)
+        report: list[dict[str, Any]] = []
+        for flt in self.filters:
+            mask = flt.mask(c, req)
+            removed = 0
+            detail = ""
+            if mask is not None:
+                gone = alive & ~mask
+                removed = int(np.count_nonzero(gone))
+                if removed:
+                    detail = flt.detail(c, gone, req)
+                    alive &= mask
+                    remaining -= removed
+            report.append(
+                {"filter": flt.name, "removed": removed, "remaining": remaining, "detail": detail}
+            )
+            if not remaining:
+                break
+        return np.flatnonzero(alive), report
+
+    def _rank(
+        self, c: HostColumns, rows: np.ndarray, req: PlacementRequest, head: int
+    ) -> RankedHosts:
+        ids = c.id[rows]
+        if self.policy.weighted and self.weighers:
+            key = weigh(c, rows, req, self.weighers)
+        else:
+            key = -ids.astype(np.float64)  # first-fit: lowest pmid first
+
+        def ranked(sel: np.ndarray) -> list:
+            order = sel[np.lexsort((ids[sel], -key[sel]))]
+            return c.pick(rows[order])
+
+        n = len(rows)
+        if n <= 4 * head:
+            return RankedHosts(ranked(np.arange(n)))
+        cut = np.partition(key, n - head)[n - head]  # the head-th highest
+        top = np.flatnonzero(key >= cut)
+        if len(top) == n:
+            return RankedHosts(ranked(top))
+        return RankedHosts(ranked(top), lambda: ranked(np.flatnonzero(key < cut)), n)
+
+    def select(self, hosts: HostColumns | Iterable, req: PlacementRequest) -> Placement:
+        """As ``Scheduler.select``."""
+        c = hosts if isinstance(hosts, HostColumns) else HostColumns(hosts)
+        if not len(c):
+            raise NoValidHost("no physical machines are known", [])
+        rows, report = self.filter_rows(c, req)
+        if not len(rows):
+            raise NoValidHost(refusal_message(req, report), report)
+        subset = self.policy.host_subset_size
+        ranked = self._rank(c, rows, req, max(RANKED_UP_FRONT, subset))
+        k = min(subset, len(ranked))
+        if k > 1:
+            pick = self.rng.randrange(k)
+            if pick:
+                ranked.promote(pick)
+        return Placement(hosts=ranked, report=report)
