@@ -48,6 +48,8 @@ from orchestrator.scheduler import (  # noqa: E402
     Policy,
     Scheduler,
 )
+from orchestrator.scheduler.columnar import ColumnarScheduler  # noqa: E402
+from orchestrator.scheduler.columns import HostColumns  # noqa: E402
 
 POLICIES = ("first-fit", "pack", "spread", "balanced")
 GIB = 1024  # ram is in MB
@@ -139,6 +141,7 @@ def make_requests(n: int, rng: random.Random) -> list[PlacementRequest]:
 
 
 Chooser = Callable[[list[HostState], PlacementRequest], HostState | None]
+COLUMNAR = "col "  # a chooser named so gets its fleet as HostColumns
 
 
 def naive(fleet: list[HostState], req: PlacementRequest) -> HostState | None:
@@ -168,11 +171,23 @@ def scheduler_chooser(policy: str, seed: int) -> Chooser:
     return choose
 
 
+def columnar_chooser(policy: str, seed: int) -> Chooser:
+    sched = ColumnarScheduler(Policy.named(policy), rng=random.Random(seed))
+
+    def choose(fleet: list[HostState], req: PlacementRequest) -> HostState | None:
+        try:
+            return sched.select(fleet, req).best
+        except NoValidHost:
+            return None
+
+    return choose
+
+
 @dataclass
 class Run:
     lat_ns: list[int]
     refused: int
-    fleet: list[HostState]
+    fleet: Sequence[HostState]
 
     @property
     def per_s(self) -> float:
@@ -190,7 +205,9 @@ def place_all(
     fleet, timing each decision and applying each claim. The choosers take turns
     request by request, so a burst of load elsewhere on the machine hits them
     all alike."""
-    fleets = {name: list(start) for name in choosers}
+    fleets: dict[str, list[HostState] | HostColumns] = {
+        name: HostColumns(start) if name.startswith(COLUMNAR) else list(start) for name in choosers
+    }
     where = {h.id: i for i, h in enumerate(start)}
     lat: dict[str, list[int]] = {name: [] for name in choosers}
     refused = dict.fromkeys(choosers, 0)
@@ -214,7 +231,7 @@ def speed(sizes: Sequence[int], quick: bool, seed: int) -> None:
     print("placement speed: Scheduler.select per decision, claims applied between decisions")
     print("x base = latency / the naive loop's at that percentile, same fleet, requests and run")
     head = (
-        f"{'hosts':>6} {'policy':>10} {'decisions':>9} {'dec/s':>9} {'p50 us':>9}"
+        f"{'hosts':>6} {'policy':>12} {'decisions':>9} {'dec/s':>9} {'p50 us':>9}"
         f" {'p99 us':>9} {'x base p50':>10} {'x base p99':>10} {'refused':>7}"
     )
     print(head)
@@ -225,11 +242,12 @@ def speed(sizes: Sequence[int], quick: bool, seed: int) -> None:
         reqs = make_requests(count[1] if quick else count[0], rng)
         choosers = {"naive loop": naive}
         choosers |= {policy: scheduler_chooser(policy, seed) for policy in POLICIES}
+        choosers |= {COLUMNAR + p: columnar_chooser(p, seed) for p in POLICIES}
         runs = place_all(choosers, fleet, reqs)
         base = runs["naive loop"]
         for name, run in runs.items():
             print(
-                f"{n:>6} {name:>10} {len(run.lat_ns):>9} {run.per_s:>9.0f}"
+                f"{n:>6} {name:>12} {len(run.lat_ns):>9} {run.per_s:>9.0f}"
                 f" {run.pct_us(0.50):>9.1f} {run.pct_us(0.99):>9.1f}"
                 f" {run.pct_us(0.50) / base.pct_us(0.50):>10.1f}"
                 f" {run.pct_us(0.99) / base.pct_us(0.99):>10.1f} {run.refused:>7}"
@@ -277,16 +295,18 @@ def packing(quick: bool, seed: int) -> None:
         + f" -> {bound} hosts"
     )
     print(
-        f"{'policy':>10} {'hosts used':>10} {'x bound':>8} {'cpu used %':>10}"
+        f"{'policy':>12} {'hosts used':>10} {'x bound':>8} {'cpu used %':>10}"
         f" {'ram used %':>10} {'refused':>7}"
     )
-    runs = place_all({policy: scheduler_chooser(policy, seed) for policy in POLICIES}, fleet, reqs)
+    choosers = {policy: scheduler_chooser(policy, seed) for policy in POLICIES}
+    choosers |= {COLUMNAR + p: columnar_chooser(p, seed) for p in POLICIES}
+    runs = place_all(choosers, fleet, reqs)
     for policy, run in runs.items():
         used = [h for h in run.fleet if h.vms]
         cpu_pct = 100 * sum(h.cpu_used for h in used) / sum(h.cpu_total for h in used)
         ram_pct = 100 * sum(h.ram_used for h in used) / sum(h.ram_total for h in used)
         print(
-            f"{policy:>10} {len(used):>10} {len(used) / bound:>8.2f} {cpu_pct:>10.1f}"
+            f"{policy:>12} {len(used):>10} {len(used) / bound:>8.2f} {cpu_pct:>10.1f}"
             f" {ram_pct:>10.1f} {run.refused:>7}"
         )
 

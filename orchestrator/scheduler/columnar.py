@@ -66,15 +66,24 @@ def disk_mask(c: HostColumns, req: PlacementRequest) -> Mask | None:
 
 
 def _hosts_detail(flt: ref.HostFilter) -> DetailFn:
-    """The reference filter's detail, given the removed hosts themselves."""
-    return lambda c, removed, req: flt.detail(c.pick(np.flatnonzero(removed)), req)
+    """The reference filter's detail, given the removed hosts themselves: it
+    depends on which hosts (their labels) and on the request's arch only."""
+
+    def detail(c: HostColumns, removed: Mask, req: PlacementRequest) -> str:
+        key = (flt.name, removed.tobytes(), req.arch)
+        text = c.memo.get(key)
+        if text is None:
+            text = c.memo[key] = flt.detail(c.pick(np.flatnonzero(removed)), req)
+        return text
+
+    return detail
 
 
 def _most_free_detail(flt: ref._ResourceFilter, column: str) -> DetailFn:
     """ "needs X, most free Y", Y read from the column."""
 
     def detail(c: HostColumns, removed: Mask, req: PlacementRequest) -> str:
-        most = int(getattr(c, column)[removed].max())
+        most = int(np.max(getattr(c, column), where=removed, initial=np.iinfo(np.int64).min))
         return f"needs {flt._amount(flt.need(req))}, most free {flt._amount(most)}"
 
     return detail
@@ -152,7 +161,7 @@ def weigh(
         span = s.max() - low
         if span == 0:
             continue
-        totals = totals + (s - low) * (multiplier / float(span))
+        totals += (s - low) * (multiplier / float(span))
     return totals
 
 
@@ -186,11 +195,11 @@ class ColumnarScheduler:
             removed = 0
             detail = ""
             if mask is not None:
-                gone = alive & ~mask
-                removed = int(np.count_nonzero(gone))
+                kept = alive & mask
+                removed = remaining - int(np.count_nonzero(kept))
                 if removed:
-                    detail = flt.detail(c, gone, req)
-                    alive &= mask
+                    detail = flt.detail(c, alive ^ kept, req)
+                    alive = kept
                     remaining -= removed
             report.append(
                 {"filter": flt.name, "removed": removed, "remaining": remaining, "detail": detail}

@@ -64,6 +64,9 @@ class HostColumns(Sequence[HostState]):
         self.arch = np.fromiter(
             (self.arch_code(h.arch) for h in self.hosts), dtype=np.int32, count=n
         )
+        # Words about hosts (a refusal's "pm3 down: ssh refused"), by what they
+        # depend on; forgotten when a host's labels change.
+        self.memo: dict[Any, str] = {}
 
     def arch_code(self, arch: str | None) -> int:
         """The code of ``arch`` (a new one the first time it is seen)."""
@@ -86,6 +89,8 @@ class HostColumns(Sequence[HostState]):
 
     def __setitem__(self, i: int, host: HostState) -> None:
         """Replace row ``i`` (e.g. with the host after a claim) and its columns."""
+        if _labels(self.hosts[i]) != _labels(host) or len(self.memo) > 256:
+            self.memo.clear()
         self.hosts[i] = host
         self.id[i] = host.id
         self.cpu_total[i], self.cpu_used[i] = host.cpu_total, host.cpu_used
@@ -102,6 +107,10 @@ class HostColumns(Sequence[HostState]):
         """The hosts at ``rows``, in that order."""
         hosts = self.hosts
         return [hosts[i] for i in rows]
+
+
+def _labels(h: HostState) -> tuple[Any, ...]:
+    return (h.id, h.name, h.up, h.enabled, h.arch, h.down_reason, h.maintenance)
 
 
 def _in_service(h: HostState) -> bool:
