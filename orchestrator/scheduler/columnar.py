@@ -107,20 +107,23 @@ COLUMN_FILTERS: tuple[ColumnFilter, ...] = (
 
 
 # --- weighers: raw score per candidate row (higher: more wanted) -------------
+# The min-max normalisation ignores a constant added to every score: the
+# "free after placement" weighers return what is free now (free minus the
+# request's need, the same need for every host, normalises the same).
 
 ScoreFn = Callable[[HostColumns, np.ndarray, PlacementRequest], np.ndarray]
 
 
 def ram_free_score(c: HostColumns, rows: np.ndarray, req: PlacementRequest) -> np.ndarray:
-    return c.ram_free[rows] - req.ram
+    return c.ram_free[rows]
 
 
 def cpu_free_score(c: HostColumns, rows: np.ndarray, req: PlacementRequest) -> np.ndarray:
-    return c.cpu_free[rows] - req.cpu
+    return c.cpu_free[rows]
 
 
 def disk_free_score(c: HostColumns, rows: np.ndarray, req: PlacementRequest) -> np.ndarray:
-    return c.disk_free[rows] - req.disk
+    return c.disk_free[rows]
 
 
 def _fraction(used: np.ndarray, total: np.ndarray) -> np.ndarray:
