@@ -157,15 +157,20 @@ def weigh(
 ) -> np.ndarray:
     """Total weight per row: sum of multiplier * score normalised to 0..1 (nova's
     min-max; all equal gives all 0)."""
-    totals = np.zeros(len(rows))
+    totals: np.ndarray | None = None
     for score, multiplier in weighers:
         s = score(c, rows, req)
         low = s.min()
         span = s.max() - low
         if span == 0:
             continue
-        totals += (s - low) * (multiplier / float(span))
-    return totals
+        term = np.subtract(s, low, dtype=np.float64)  # exact: scores are below 2**53
+        term *= multiplier / float(span)
+        if totals is None:
+            totals = term  # 0.0 + term, but for the sign of zeros, which rank alike
+        else:
+            totals += term
+    return np.zeros(len(rows)) if totals is None else totals
 
 
 # --- the engine ------------------------------------------------------------
