@@ -27,6 +27,7 @@ from orchestrator.scheduler.policy import Policy
 from orchestrator.scheduler.state import PlacementRequest
 
 Mask = np.ndarray  # bool, one per host
+_LOWEST = np.iinfo(np.int64).min
 # A filter's mask for a request, or None when it cannot remove any host.
 MaskFn = Callable[[HostColumns, PlacementRequest], Mask | None]
 # Why the hosts in ``removed`` (a mask) were removed, in the words of filters.py.
@@ -49,8 +50,12 @@ def exclude_mask(c: HostColumns, req: PlacementRequest) -> Mask | None:
 def arch_mask(c: HostColumns, req: PlacementRequest) -> Mask | None:
     if req.arch is None:
         return None
-    code = c.arch_codes.get(req.arch, -2)  # -2: no host has it
-    return (c.arch == NO_ARCH) | (c.arch == code)
+    key = ("arch mask", req.arch)  # hosts' arches change seldom: remember the mask
+    mask = c.memo.get(key)
+    if mask is None:
+        code = c.arch_codes.get(req.arch, -2)  # -2: no host has it
+        mask = c.memo[key] = (c.arch == NO_ARCH) | (c.arch == code)
+    return mask
 
 
 def cpu_mask(c: HostColumns, req: PlacementRequest) -> Mask | None:
@@ -83,7 +88,7 @@ def _most_free_detail(flt: ref._ResourceFilter, column: str) -> DetailFn:
     """ "needs X, most free Y", Y read from the column."""
 
     def detail(c: HostColumns, removed: Mask, req: PlacementRequest) -> str:
-        most = int(np.max(getattr(c, column), where=removed, initial=np.iinfo(np.int64).min))
+        most = int(np.max(getattr(c, column), where=removed, initial=_LOWEST))
         return f"needs {flt._amount(flt.need(req))}, most free {flt._amount(most)}"
 
     return detail

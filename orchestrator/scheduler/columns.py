@@ -64,9 +64,9 @@ class HostColumns(Sequence[HostState]):
         self.arch = np.fromiter(
             (self.arch_code(h.arch) for h in self.hosts), dtype=np.int32, count=n
         )
-        # Words about hosts (a refusal's "pm3 down: ssh refused"), by what they
-        # depend on; forgotten when a host's labels change.
-        self.memo: dict[Any, str] = {}
+        # What depends on the hosts' labels only (a refusal's "pm3 down: ssh
+        # refused", the mask of the hosts of one arch); forgotten when one changes.
+        self.memo: dict[Any, Any] = {}
 
     def arch_code(self, arch: str | None) -> int:
         """The code of ``arch`` (a new one the first time it is seen)."""
