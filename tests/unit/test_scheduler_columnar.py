@@ -85,3 +85,28 @@ def test_unknown_arch_and_empty_fleet():
     assert outcome(sched, fleet, r) == reference_select(sched.policy, fleet, r)
     with pytest.raises(NoValidHost, match="no physical machines are known"):
         sched.select([], r)
+
+
+def test_columns_follow_hosts_replaced_in_place():
+    """A host that goes down, into maintenance or changes arch in place changes
+    the choices and the refusal words as it does for the reference."""
+    rng = random.Random(8)
+    policy = Policy.named("balanced")
+    sched = ColumnarScheduler(policy)
+    fleet = fleet_with_maintenance(rng, 60)
+    cols = HostColumns(fleet)
+    changes = [
+        {"up": False, "down_reason": "ssh refused"},
+        {"up": True, "enabled": True, "maintenance": None},
+        {"maintenance": "disk swap"},
+        {"arch": "aarch64"},
+        {"arch": None},
+        {"arch": "ppc64le"},
+        {"name": "renamed"},
+    ]
+    for _ in range(200):
+        i = rng.randrange(len(fleet))
+        fleet[i] = cols[i] = replace(fleet[i], **rng.choice(changes))
+        r = messy_request(rng, fleet)
+        r = replace(r, arch=rng.choice([None, "x86_64", "aarch64", "ppc64le"]))
+        assert outcome(sched, cols, r) == reference_select(policy, fleet, r)
