@@ -24,7 +24,7 @@ from orchestrator.scheduler.engine import (
     refusal_message,
 )
 from orchestrator.scheduler.policy import Policy
-from orchestrator.scheduler.state import PlacementRequest
+from orchestrator.scheduler.state import HostState, PlacementRequest
 
 Mask = np.ndarray  # bool, one per host
 _LOWEST = np.iinfo(np.int64).min
@@ -224,15 +224,16 @@ class ColumnarScheduler:
     def _rank(
         self, c: HostColumns, rows: np.ndarray, req: PlacementRequest, head: int
     ) -> RankedHosts:
-        ids = c.id[rows]
+        """Rows best first: by weight (highest first), ties and first-fit by pmid;
+        the best ``head`` (and any tied with the last of them) now, the rest when read."""
         if self.policy.weighted and self.weighers:
             key = weigh(c, rows, req, self.weighers)
         else:
-            key = -ids.astype(np.float64)  # first-fit: lowest pmid first
+            key = -c.id[rows]  # first-fit: lowest pmid first
 
-        def ranked(sel: np.ndarray) -> list:
-            order = sel[np.lexsort((ids[sel], -key[sel]))]
-            return c.pick(rows[order])
+        def ranked(sel: np.ndarray) -> list[HostState]:
+            picked = rows[sel]
+            return c.pick(picked[np.lexsort((c.id[picked], -key[sel]))])
 
         n = len(rows)
         if n <= 4 * head:
