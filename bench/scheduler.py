@@ -16,6 +16,8 @@ baseline and the policies take turns request by request, so a burst of load
 elsewhere on the machine hits them alike. Ratios are a policy's time per
 decision over the baseline's, at the median and the 99th percentile (lower is
 better); decisions per second count the time spent in ``select`` only.
+The "col" rows are the columnar engine (``ColumnarScheduler``) under the same
+policies, its fleet a HostColumns that each claim updates in place.
 
 Packing: a batch of VMs from the same mix, in random order, is placed one by one
 on a fleet of IDENTICAL hosts twice the size it needs, so the lower bound is

@@ -136,9 +136,9 @@ def _fraction(used: np.ndarray, total: np.ndarray) -> np.ndarray:
 
 
 def balance_score(c: HostColumns, rows: np.ndarray, req: PlacementRequest) -> np.ndarray:
-    cpu = _fraction(c.cpu_used[rows] + req.cpu, c.cpu_total[rows])
-    ram = _fraction(c.ram_used[rows] + req.ram, c.ram_total[rows])
-    return -np.round(np.abs(cpu - ram), 9)
+    cpu = _fraction(c.cpu_used + req.cpu, c.cpu_total)  # over every host: one gather
+    ram = _fraction(c.ram_used + req.ram, c.ram_total)
+    return -np.round(np.abs(cpu - ram)[rows], 9)
 
 
 def vms_score(c: HostColumns, rows: np.ndarray, req: PlacementRequest) -> np.ndarray:
