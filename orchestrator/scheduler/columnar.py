@@ -27,7 +27,6 @@ from orchestrator.scheduler.policy import Policy
 from orchestrator.scheduler.state import HostState, PlacementRequest
 
 Mask = np.ndarray  # bool, one per host
-_LOWEST = np.iinfo(np.int64).min
 # A filter's mask for a request, or None when it cannot remove any host.
 MaskFn = Callable[[HostColumns, PlacementRequest], Mask | None]
 # Why the hosts in ``removed`` (a mask) were removed, in the words of filters.py.
@@ -88,7 +87,7 @@ def _most_free_detail(flt: ref._ResourceFilter, column: str) -> DetailFn:
     """ "needs X, most free Y", Y read from the column."""
 
     def detail(c: HostColumns, removed: Mask, req: PlacementRequest) -> str:
-        most = int(np.max(getattr(c, column), where=removed, initial=_LOWEST))
+        most = int(getattr(c, column)[removed].max())
         return f"needs {flt._amount(flt.need(req))}, most free {flt._amount(most)}"
 
     return detail
