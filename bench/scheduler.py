@@ -16,8 +16,9 @@ baseline and the policies take turns request by request, so a burst of load
 elsewhere on the machine hits them alike. Ratios are a policy's time per
 decision over the baseline's, at the median and the 99th percentile (lower is
 better); decisions per second count the time spent in ``select`` only.
-The "col" rows are the columnar engine (``ColumnarScheduler``) under the same
-policies, its fleet a HostColumns that each claim updates in place.
+The scheduler's fleet is a HostColumns that each claim updates in place, as the
+server's host cache does; with --reference, "ref" rows time the plain
+one-host-at-a-time pipeline (``ReferenceScheduler``, the tests' oracle) too.
 
 Packing: a batch of VMs from the same mix, in random order, is placed one by one
 on a fleet of IDENTICAL hosts twice the size it needs, so the lower bound is
@@ -48,9 +49,9 @@ from orchestrator.scheduler import (  # noqa: E402
     HostState,
     PlacementRequest,
     Policy,
+    ReferenceScheduler,
     Scheduler,
 )
-from orchestrator.scheduler.columnar import ColumnarScheduler  # noqa: E402
 from orchestrator.scheduler.columns import HostColumns  # noqa: E402
 
 POLICIES = ("first-fit", "pack", "spread", "balanced")
@@ -143,7 +144,7 @@ def make_requests(n: int, rng: random.Random) -> list[PlacementRequest]:
 
 
 Chooser = Callable[[list[HostState], PlacementRequest], HostState | None]
-COLUMNAR = "col "  # a chooser named so gets its fleet as HostColumns
+REFERENCE = "ref "  # a chooser named so is the reference pipeline, its fleet a list
 
 
 def naive(fleet: list[HostState], req: PlacementRequest) -> HostState | None:
@@ -161,20 +162,8 @@ def naive(fleet: list[HostState], req: PlacementRequest) -> HostState | None:
     return best
 
 
-def scheduler_chooser(policy: str, seed: int) -> Chooser:
-    sched = Scheduler(Policy.named(policy), rng=random.Random(seed))
-
-    def choose(fleet: list[HostState], req: PlacementRequest) -> HostState | None:
-        try:
-            return sched.select(fleet, req).best
-        except NoValidHost:
-            return None
-
-    return choose
-
-
-def columnar_chooser(policy: str, seed: int) -> Chooser:
-    sched = ColumnarScheduler(Policy.named(policy), rng=random.Random(seed))
+def scheduler_chooser(policy: str, seed: int, engine: type = Scheduler) -> Chooser:
+    sched = engine(Policy.named(policy), rng=random.Random(seed))
 
     def choose(fleet: list[HostState], req: PlacementRequest) -> HostState | None:
         try:
@@ -208,7 +197,10 @@ def place_all(
     request by request, so a burst of load elsewhere on the machine hits them
     all alike."""
     fleets: dict[str, list[HostState] | HostColumns] = {
-        name: HostColumns(start) if name.startswith(COLUMNAR) else list(start) for name in choosers
+        name: list(start)
+        if name.startswith(REFERENCE) or name == "naive loop"
+        else HostColumns(start)
+        for name in choosers
     }
     where = {h.id: i for i, h in enumerate(start)}
     lat: dict[str, list[int]] = {name: [] for name in choosers}
@@ -229,7 +221,7 @@ def place_all(
     return {name: Run(lat[name], refused[name], fleets[name]) for name in choosers}
 
 
-def speed(sizes: Sequence[int], quick: bool, seed: int) -> None:
+def speed(sizes: Sequence[int], quick: bool, seed: int, reference: bool) -> None:
     print("placement speed: Scheduler.select per decision, claims applied between decisions")
     print("x base = latency / the naive loop's at that percentile, same fleet, requests and run")
     head = (
@@ -244,7 +236,10 @@ def speed(sizes: Sequence[int], quick: bool, seed: int) -> None:
         reqs = make_requests(count[1] if quick else count[0], rng)
         choosers = {"naive loop": naive}
         choosers |= {policy: scheduler_chooser(policy, seed) for policy in POLICIES}
-        choosers |= {COLUMNAR + p: columnar_chooser(p, seed) for p in POLICIES}
+        if reference:
+            choosers |= {
+                REFERENCE + p: scheduler_chooser(p, seed, ReferenceScheduler) for p in POLICIES
+            }
         runs = place_all(choosers, fleet, reqs)
         base = runs["naive loop"]
         for name, run in runs.items():
@@ -301,7 +296,6 @@ def packing(quick: bool, seed: int) -> None:
         f" {'ram used %':>10} {'refused':>7}"
     )
     choosers = {policy: scheduler_chooser(policy, seed) for policy in POLICIES}
-    choosers |= {COLUMNAR + p: columnar_chooser(p, seed) for p in POLICIES}
     runs = place_all(choosers, fleet, reqs)
     for policy, run in runs.items():
         used = [h for h in run.fleet if h.vms]
@@ -319,10 +313,13 @@ def main() -> int:
     ap.add_argument("--sizes", default="100,1000,10000", help="fleet sizes, comma-separated")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--no-packing", action="store_true", help="speed only")
+    ap.add_argument(
+        "--reference", action="store_true", help="also time the reference pipeline (slow)"
+    )
     args = ap.parse_args()
     sizes = [int(s) for s in args.sizes.split(",") if s]
     t0, load0 = time.perf_counter(), os.getloadavg()[0]
-    speed(sizes, args.quick, args.seed)
+    speed(sizes, args.quick, args.seed, args.reference)
     if not args.no_packing:
         packing(args.quick, args.seed)
     load = os.getloadavg()[0]

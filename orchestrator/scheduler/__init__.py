@@ -2,10 +2,15 @@
 
 A pipeline of small filters (status, exclude, arch, cpu, ram, disk), then
 weighers normalised and multiplied as a Policy says (first-fit, pack, spread,
-balanced, or custom weights), as in nova's filter scheduler.
+balanced, or custom weights), as in nova's filter scheduler. ``Scheduler``
+(columnar.py) runs it over the hosts held as columns (columns.py);
+``ReferenceScheduler`` (engine.py, with filters.py and weighers.py) is the same
+pipeline one host at a time, the oracle its tests compare it with.
 """
 
-from orchestrator.scheduler.engine import Placement, Scheduler, refusal_message
+from orchestrator.scheduler.columnar import COLUMN_FILTERS, COLUMN_WEIGHERS, ColumnFilter, Scheduler
+from orchestrator.scheduler.columns import HostColumns
+from orchestrator.scheduler.engine import Placement, ReferenceScheduler, refusal_message
 from orchestrator.scheduler.filters import (
     FILTERS,
     ArchFilter,
@@ -35,6 +40,11 @@ from orchestrator.scheduler.weighers import (
 )
 
 __all__ = [
+    "COLUMN_FILTERS",
+    "COLUMN_WEIGHERS",
+    "ColumnFilter",
+    "HostColumns",
+    "ReferenceScheduler",
     "DEFAULT_POLICY",
     "FILTERS",
     "POLICY_WEIGHTS",

@@ -1,8 +1,11 @@
-"""The placement pipeline over columns (HostColumns): filters return masks,
-weighers score columns, a partial sort finds the best hosts.
+"""Placement over columns (HostColumns), as in nova's filter scheduler: each
+filter is a function giving a mask of the hosts it lets through (and, only when
+someone asks why, words for the hosts it removed); each weigher a function
+scoring hosts from the columns, normalised to 0..1 and multiplied as the Policy
+says; a partial sort finds the best hosts.
 
-Same choices, report and refusal text as the one-host-at-a-time pipeline of
-engine.py, which stays as the test oracle.
+Same choices, report and refusal text as engine.ReferenceScheduler, the plain
+one-host-at-a-time pipeline the tests hold it to.
 """
 
 from __future__ import annotations
@@ -131,13 +134,17 @@ def disk_free_score(c: HostColumns, rows: np.ndarray, req: PlacementRequest) -> 
 
 
 def _fraction(used: np.ndarray, total: np.ndarray) -> np.ndarray:
+    """used / total as floats, 1.0 where total is 0."""
     return np.divide(used, total, out=np.ones(len(used)), where=total > 0)
 
 
 def balance_score(c: HostColumns, rows: np.ndarray, req: PlacementRequest) -> np.ndarray:
-    cpu = _fraction(c.cpu_used + req.cpu, c.cpu_total)  # over every host: one gather
-    ram = _fraction(c.ram_used + req.ram, c.ram_total)
-    return -np.round(np.abs(cpu - ram)[rows], 9)
+    """-|cpu fraction used - ram fraction used| after placement, to 9 digits
+    (0: balanced). Over every host, then the rows: one gather, not four."""
+    skew = _fraction(c.cpu_used + req.cpu, c.cpu_total)
+    skew -= _fraction(c.ram_used + req.ram, c.ram_total)
+    skew = np.abs(skew, out=skew)[rows]
+    return np.negative(np.round(skew, 9, out=skew), out=skew)
 
 
 def vms_score(c: HostColumns, rows: np.ndarray, req: PlacementRequest) -> np.ndarray:
@@ -180,25 +187,47 @@ def weigh(
 # --- the engine ------------------------------------------------------------
 
 
-class ColumnarScheduler:
-    """``Scheduler`` over columns: same interface, same choices and refusals.
+class Scheduler:
+    """Ranks hosts for a request under a Policy. Pure: no I/O, inputs untouched.
 
-    ``select`` takes a HostColumns (kept up to date by its owner as claims land)
-    or any iterable of HostState (put into columns for this call).
+    ``select`` takes a HostColumns (kept up to date by its owner as claims land:
+    see hostcache.py) or any iterable of HostState (put into columns for the
+    call). ``rng`` (a ``random.Random``) drives the host_subset_size pick; pass
+    a seeded one for repeatable tests. ``filters`` defaults to COLUMN_FILTERS
+    (status, exclude, arch, cpu, ram, disk); any subset, in any order, works.
     """
 
-    def __init__(self, policy: Policy, rng: random.Random | None = None) -> None:
+    def __init__(
+        self,
+        policy: Policy,
+        rng: random.Random | None = None,
+        filters: Iterable[ColumnFilter] | None = None,
+    ) -> None:
         self.policy = policy
         self.rng = rng if rng is not None else random.Random()
-        self.filters = COLUMN_FILTERS
+        self.filters: tuple[ColumnFilter, ...] = (
+            tuple(filters) if filters is not None else COLUMN_FILTERS
+        )
         self.weighers = tuple(
             (COLUMN_WEIGHERS[name], multiplier) for name, multiplier in policy.weights
         )
 
-    def filter_rows(
-        self, c: HostColumns, req: PlacementRequest
-    ) -> tuple[np.ndarray, list[dict[str, Any]]]:
-        """Rows passing every filter (input order) and the per-filter report."""
+    def passing(self, c: HostColumns, req: PlacementRequest) -> np.ndarray:
+        """The rows every filter passes, in row order."""
+        alive: Mask | None = None
+        for flt in self.filters:
+            mask = flt.mask(c, req)
+            if mask is None:
+                continue
+            if alive is None:
+                alive = mask.copy()
+            else:
+                alive &= mask
+        return np.arange(len(c)) if alive is None else np.flatnonzero(alive)
+
+    def explain(self, c: HostColumns, req: PlacementRequest) -> list[dict[str, Any]]:
+        """What each filter removed, in order, and why; up to the first filter that
+        leaves no host."""
         alive = np.ones(len(c), dtype=bool)
         remaining = len(c)
         report: list[dict[str, Any]] = []
@@ -218,7 +247,7 @@ class ColumnarScheduler:
             )
             if not remaining:
                 break
-        return np.flatnonzero(alive), report
+        return report
 
     def _rank(
         self, c: HostColumns, rows: np.ndarray, req: PlacementRequest, head: int
@@ -243,13 +272,28 @@ class ColumnarScheduler:
             return RankedHosts(ranked(top))
         return RankedHosts(ranked(top), lambda: ranked(np.flatnonzero(key < cut)), n)
 
-    def select(self, hosts: HostColumns | Iterable, req: PlacementRequest) -> Placement:
-        """As ``Scheduler.select``."""
+    def rank(
+        self, hosts: HostColumns | Iterable[HostState], req: PlacementRequest
+    ) -> list[HostState]:
+        """The hosts every filter passes, all ranked, best first."""
+        c = hosts if isinstance(hosts, HostColumns) else HostColumns(hosts)
+        rows = self.passing(c, req)
+        return list(self._rank(c, rows, req, len(rows)))
+
+    def select(self, hosts: HostColumns | Iterable[HostState], req: PlacementRequest) -> Placement:
+        """Rank the hosts that can take ``req``; raise NoValidHost (with every
+        filter's report) when none can.
+
+        With host_subset_size k > 1 the first host is picked at random among the
+        best k; the others keep their rank order. ``Placement.hosts`` ranks the
+        best RANKED_UP_FRONT (or k) hosts now and the others when read.
+        """
         c = hosts if isinstance(hosts, HostColumns) else HostColumns(hosts)
         if not len(c):
             raise NoValidHost("no physical machines are known", [])
-        rows, report = self.filter_rows(c, req)
+        rows = self.passing(c, req)
         if not len(rows):
+            report = self.explain(c, req)
             raise NoValidHost(refusal_message(req, report), report)
         subset = self.policy.host_subset_size
         ranked = self._rank(c, rows, req, max(RANKED_UP_FRONT, subset))
@@ -258,4 +302,4 @@ class ColumnarScheduler:
             pick = self.rng.randrange(k)
             if pick:
                 ranked.promote(pick)
-        return Placement(hosts=ranked, report=report)
+        return Placement(ranked, lambda: self.explain(c, req))

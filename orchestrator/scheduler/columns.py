@@ -89,7 +89,7 @@ class HostColumns(Sequence[HostState]):
 
     def __setitem__(self, i: int, host: HostState) -> None:
         """Replace row ``i`` (e.g. with the host after a claim) and its columns."""
-        if _labels(self.hosts[i]) != _labels(host) or len(self.memo) > 256:
+        if not same_labels(self.hosts[i], host) or len(self.memo) > 256:
             self.memo.clear()
         self.hosts[i] = host
         self.id[i] = host.id
@@ -111,6 +111,11 @@ class HostColumns(Sequence[HostState]):
 
 def _labels(h: HostState) -> tuple[Any, ...]:
     return (h.id, h.name, h.up, h.enabled, h.arch, h.down_reason, h.maintenance)
+
+
+def same_labels(a: HostState, b: HostState) -> bool:
+    """Whether two states of a host differ in numbers only (capacity, use)."""
+    return _labels(a) == _labels(b)
 
 
 def _in_service(h: HostState) -> bool:

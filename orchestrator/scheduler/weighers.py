@@ -19,12 +19,7 @@ _BALANCE_DIGITS = 9
 
 
 class Weigher:
-    """Base of the weighers. Subclasses set ``name`` and override ``raw``.
-
-    ``scores`` gives ``raw`` for many hosts at once; the built-in weighers
-    compute it inline (no call per host), falling back to ``raw`` when a subclass
-    overrides ``raw``.
-    """
+    """Base of the weighers. Subclasses set ``name`` and override ``raw``."""
 
     name: ClassVar[str] = ""
 
@@ -45,12 +40,6 @@ class RamFreeWeigher(Weigher):
     def raw(self, host: HostState, req: PlacementRequest) -> float:
         return host.ram_total - host.ram_used - req.ram
 
-    def scores(self, hosts: Sequence[HostState], req: PlacementRequest) -> list[float]:
-        if type(self).raw is not RamFreeWeigher.raw:
-            return super().scores(hosts, req)
-        need = req.ram
-        return [h.ram_total - h.ram_used - need for h in hosts]
-
 
 class CpuFreeWeigher(Weigher):
     """vCPUs left free after placement."""
@@ -60,12 +49,6 @@ class CpuFreeWeigher(Weigher):
     def raw(self, host: HostState, req: PlacementRequest) -> float:
         return host.cpu_total - host.cpu_used - req.cpu
 
-    def scores(self, hosts: Sequence[HostState], req: PlacementRequest) -> list[float]:
-        if type(self).raw is not CpuFreeWeigher.raw:
-            return super().scores(hosts, req)
-        need = req.cpu
-        return [h.cpu_total - h.cpu_used - need for h in hosts]
-
 
 class DiskFreeWeigher(Weigher):
     """Disk left free after placement."""
@@ -74,12 +57,6 @@ class DiskFreeWeigher(Weigher):
 
     def raw(self, host: HostState, req: PlacementRequest) -> float:
         return host.disk_total - host.disk_used - req.disk
-
-    def scores(self, hosts: Sequence[HostState], req: PlacementRequest) -> list[float]:
-        if type(self).raw is not DiskFreeWeigher.raw:
-            return super().scores(hosts, req)
-        need = req.disk
-        return [h.disk_total - h.disk_used - need for h in hosts]
 
 
 def _fraction(used: int, total: int) -> float:
@@ -100,21 +77,6 @@ class BalanceWeigher(Weigher):
         ram = _fraction(host.ram_used + req.ram, host.ram_total)
         return -round(abs(cpu - ram), _BALANCE_DIGITS)
 
-    def scores(self, hosts: Sequence[HostState], req: PlacementRequest) -> list[float]:
-        if type(self).raw is not BalanceWeigher.raw:
-            return super().scores(hosts, req)
-        cpu, ram, digits = req.cpu, req.ram, _BALANCE_DIGITS
-        return [
-            -round(
-                abs(
-                    ((h.cpu_used + cpu) / h.cpu_total if h.cpu_total > 0 else 1.0)
-                    - ((h.ram_used + ram) / h.ram_total if h.ram_total > 0 else 1.0)
-                ),
-                digits,
-            )
-            for h in hosts
-        ]
-
 
 class VmsWeigher(Weigher):
     """Number of VMs on the host: a positive multiplier prefers fewer VMs."""
@@ -123,11 +85,6 @@ class VmsWeigher(Weigher):
 
     def raw(self, host: HostState, req: PlacementRequest) -> float:
         return -host.vms
-
-    def scores(self, hosts: Sequence[HostState], req: PlacementRequest) -> list[float]:
-        if type(self).raw is not VmsWeigher.raw:
-            return super().scores(hosts, req)
-        return [-h.vms for h in hosts]
 
 
 WEIGHERS: dict[str, type[Weigher]] = {
@@ -142,33 +99,13 @@ def weigh_hosts(
     weighers: Sequence[tuple[Weigher, float]],
 ) -> list[float]:
     """Total weight per host (same order as ``hosts``): sum of multiplier * normalised raw."""
-    terms = []  # (scores, low, scale) of each weigher that tells hosts apart
-    for weigher, multiplier in weighers:
-        if multiplier == 0:
-            continue
-        scores = weigher.scores(hosts, req)
-        low = min(scores)
-        span = max(scores) - low
-        if span == 0:
-            continue  # all equal: every host scores 0
-        terms.append((scores, low, multiplier / span))
     totals = [0.0] * len(hosts)
-    # Up to three weighers per pass; the sums are the same (left to right) as
-    # adding one weigher at a time.
-    for at in range(0, len(terms), 3):
-        chunk = terms[at : at + 3]
-        if len(chunk) == 3:
-            (a, la, ka), (b, lb, kb), (c, lc, kc) = chunk
-            totals = [
-                t + (x - la) * ka + (y - lb) * kb + (z - lc) * kc
-                for t, x, y, z in zip(totals, a, b, c, strict=True)
-            ]
-        elif len(chunk) == 2:
-            (a, la, ka), (b, lb, kb) = chunk
-            totals = [
-                t + (x - la) * ka + (y - lb) * kb for t, x, y in zip(totals, a, b, strict=True)
-            ]
-        else:
-            ((a, la, ka),) = chunk
-            totals = [t + (x - la) * ka for t, x in zip(totals, a, strict=True)]
+    for weigher, multiplier in weighers:
+        scores = weigher.scores(hosts, req)
+        low = min(scores, default=0)
+        span = max(scores, default=0) - low
+        if span == 0 or multiplier == 0:
+            continue  # all equal: every host scores 0
+        scale = multiplier / span
+        totals = [t + (x - low) * scale for t, x in zip(totals, scores, strict=True)]
     return totals

@@ -19,6 +19,7 @@ from orchestrator.hypervisor.driver import LibvirtDriver
 from orchestrator.model import VmState
 from orchestrator.registry import Registry
 from orchestrator.registry.tables import ServerRow, VmRow
+from orchestrator.scheduler import HostColumns, PlacementRequest
 from orchestrator.services import build_services
 from tests.conftest import fresh_db_url, make_rig
 
@@ -235,6 +236,27 @@ def test_the_host_view_follows_this_servers_own_changes_at_once(rig):
     by_id = {h.id: h for h in cache.states()}
     assert by_id[vm.host_id].cpu_used == 0 and not by_id[1].enabled
     assert cache.refreshes == loads  # one row at a time, never the whole table
+
+
+def test_the_host_view_is_columns_claims_update_in_place(rig):
+    """A claim moves its host's row in the same columns (no rebuild per claim); a
+    host whose labels change gets new columns, and the old ones stay as they were
+    for a placement still reading them."""
+    cache = rig.services.hosts
+    cache.max_age = 3600
+    cols = cache.states()
+    assert isinstance(cols, HostColumns) and [h.id for h in cols] == sorted(h.id for h in cols)
+    vm = rig.fabric.create_vm("x", 1, 1)
+    assert cache.states() is cols
+    row = [h.id for h in cols].index(vm.host_id)
+    assert cols[row].cpu_used == 1 and int(cols.cpu_free[row]) == cols[row].cpu_total - 1
+    rig.registry.hosts.set_enabled(vm.host_id, False)
+    new = cache.states()
+    assert new is not cols and not new[row].enabled and not new.ok[row]
+    assert cols[row].enabled and cols.ok[row]  # the old view is whole
+    r = PlacementRequest(cpu=1, ram=1, disk=1)
+    assert vm.host_id not in [h.id for h in rig.services.scheduler.select(new, r).hosts]
+    assert vm.host_id in [h.id for h in rig.services.scheduler.select(cols, r).hosts]
 
 
 def test_get_cluster_names_the_servers_and_lease_holders(rig, client):

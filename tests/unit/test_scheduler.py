@@ -9,6 +9,7 @@ import pytest
 
 from orchestrator.errors import NoValidHost
 from orchestrator.scheduler import (
+    COLUMN_FILTERS,
     FILTERS,
     WEIGHERS,
     ArchFilter,
@@ -21,10 +22,10 @@ from orchestrator.scheduler import (
     Policy,
     RamFilter,
     RamFreeWeigher,
+    ReferenceScheduler,
     Scheduler,
     StatusFilter,
     default_filters,
-    engine,
     refusal_message,
     weigh_hosts,
 )
@@ -639,20 +640,24 @@ def test_filters_in_any_order_same_as_reference():
     rng = random.Random(11)
     policy = Policy.named("spread")
     reused = Scheduler(policy)
+    by_name = {f.name: f for f in default_filters()}
     for n in range(40):
-        filters = list(default_filters())
+        filters = list(COLUMN_FILTERS)
         rng.shuffle(filters)
         if rng.random() < 0.3:
-            filters.pop()  # not the standard set: filtered one filter at a time
+            filters.pop()  # not the standard set
         if n % 2:
             sched = Scheduler(policy, filters=filters)
         else:
             sched = reused
             sched.filters = tuple(filters)  # changed after construction: still honoured
+        same = [by_name[f.name] for f in filters]
         fleet = messy_fleet(rng, rng.randint(1, 30))
         for _ in range(5):
             r = messy_request(rng, fleet)
-            assert outcome(sched, fleet, r) == reference_select(policy, fleet, r, filters)
+            assert outcome(sched, fleet, r) == reference_select(policy, fleet, r, same)
+            ref = ReferenceScheduler(policy, filters=same)
+            assert outcome(ref, fleet, r) == reference_select(policy, fleet, r, same)
 
 
 def test_ten_thousand_hosts_same_as_reference():
@@ -688,21 +693,15 @@ def test_placement_ranks_the_rest_when_read():
     assert ids(p) == list(range(1, 101))
 
 
-def test_placement_ranks_right_when_the_sample_misses_the_best(monkeypatch):
-    # every 4th host is among the emptiest: a sample of every 4th weight puts the
-    # cut too high, and the scheduler falls back to the head-th highest weight
-    fleet = [host(i, ram=(i if i % 4 == 1 else 4096 + i, 8192)) for i in range(1, 1025)]
-    fallbacks = []
-    nlargest = engine.heapq.nlargest
-    monkeypatch.setattr(
-        engine.heapq, "nlargest", lambda *a, **kw: fallbacks.append(1) or nlargest(*a, **kw)
-    )
+def test_placement_ranks_right_with_ties_at_the_cut():
+    # every 4th host is among the emptiest, and hosts tie in weight across the
+    # cut between the hosts ranked now and the rest
+    fleet = [host(i, ram=(i % 3 if i % 4 == 1 else 4096 + i % 5, 8192)) for i in range(1, 1025)]
     sched = Scheduler(Policy.named("spread"))
     p = sched.select(fleet, req())
-    assert fallbacks
-    assert ids(p)[:256] == list(range(1, 1025, 4))
-    assert ids(p)[256:] == [i for i in range(1, 1025) if i % 4 != 1]
-    assert ids(p) == [h.id for h in sched.rank(fleet, req())]
+    want = ReferenceScheduler(Policy.named("spread")).select(fleet, req())
+    assert [h.id for h in p.hosts[:RANKED_UP_FRONT]] == ids(want)[:RANKED_UP_FRONT]
+    assert ids(p) == ids(want) == [h.id for h in sched.rank(fleet, req())]
 
 
 def test_host_subset_size_above_ranked_up_front():

@@ -1,4 +1,4 @@
-"""The columnar scheduler makes the choices, reports and refusals of the
+"""The columnar Scheduler makes the choices, reports and refusals of the
 one-host-at-a-time reference pipeline (the oracle), on random fleets."""
 
 from __future__ import annotations
@@ -9,8 +9,13 @@ from dataclasses import replace
 import pytest
 
 from orchestrator.errors import NoValidHost
-from orchestrator.scheduler import HostState, PlacementRequest, Policy, Scheduler
-from orchestrator.scheduler.columnar import ColumnarScheduler
+from orchestrator.scheduler import (
+    HostState,
+    PlacementRequest,
+    Policy,
+    ReferenceScheduler,
+    Scheduler,
+)
 from orchestrator.scheduler.columns import HostColumns
 from tests.unit.test_scheduler import (
     POLICY_CONFIGS,
@@ -22,7 +27,7 @@ from tests.unit.test_scheduler import (
 CONFIG_IDS = ["first-fit", "pack", "spread", "balanced", "4w", "5w", "1w"]
 
 
-def outcome(sched: Scheduler | ColumnarScheduler, hosts, r: PlacementRequest):
+def outcome(sched: Scheduler | ReferenceScheduler, hosts, r: PlacementRequest):
     try:
         p = sched.select(hosts, r)
     except NoValidHost as e:
@@ -41,7 +46,7 @@ def fleet_with_maintenance(rng: random.Random, n: int) -> list[HostState]:
 @pytest.mark.parametrize("cfg", POLICY_CONFIGS, ids=CONFIG_IDS)
 def test_same_as_reference_on_random_fleets(cfg):
     policy = Policy.named(cfg["policy"], weights=cfg.get("weights"))
-    sched = ColumnarScheduler(policy)
+    sched = Scheduler(policy)
     rng = random.Random(f"columnar {cfg}")
     for _ in range(30):
         fleet = fleet_with_maintenance(rng, rng.choice([0, 1, 5, 40, 128, 129, 300, 600]))
@@ -61,8 +66,8 @@ def test_same_as_engine_as_claims_land(cfg, subset):
     policy = replace(
         Policy.named(cfg["policy"], weights=cfg.get("weights")), host_subset_size=subset
     )
-    engine = Scheduler(policy, rng=random.Random(5))
-    columnar = ColumnarScheduler(policy, rng=random.Random(5))
+    engine = ReferenceScheduler(policy, rng=random.Random(5))
+    columnar = Scheduler(policy, rng=random.Random(5))
     rng = random.Random(f"claims {cfg}")
     fleet = fleet_with_maintenance(rng, 200)
     cols = HostColumns(fleet)
@@ -79,7 +84,7 @@ def test_same_as_engine_as_claims_land(cfg, subset):
 
 
 def test_unknown_arch_and_empty_fleet():
-    sched = ColumnarScheduler(Policy.named("spread"))
+    sched = Scheduler(Policy.named("spread"))
     fleet = messy_fleet(random.Random(3), 20)
     r = PlacementRequest(cpu=0, ram=0, disk=0, arch="riscv64", label="t")
     assert outcome(sched, fleet, r) == reference_select(sched.policy, fleet, r)
@@ -92,7 +97,7 @@ def test_columns_follow_hosts_replaced_in_place():
     the choices and the refusal words as it does for the reference."""
     rng = random.Random(8)
     policy = Policy.named("balanced")
-    sched = ColumnarScheduler(policy)
+    sched = Scheduler(policy)
     fleet = fleet_with_maintenance(rng, 60)
     cols = HostColumns(fleet)
     changes = [
