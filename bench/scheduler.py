@@ -45,6 +45,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from orchestrator.errors import NoValidHost  # noqa: E402
+from orchestrator.heap import keep_freed_memory  # noqa: E402
 from orchestrator.scheduler import (  # noqa: E402
     HostState,
     PlacementRequest,
@@ -318,6 +319,7 @@ def main() -> int:
     )
     args = ap.parse_args()
     sizes = [int(s) for s in args.sizes.split(",") if s]
+    keep_freed_memory()  # as the server does at start
     t0, load0 = time.perf_counter(), os.getloadavg()[0]
     speed(sizes, args.quick, args.seed, args.reference)
     if not args.no_packing:

@@ -22,6 +22,7 @@ from .config import (
     sharing_warnings,
 )
 from .errors import ConfigError, FabricError
+from .heap import keep_freed_memory
 
 log = logging.getLogger("orchestrator")
 
@@ -285,6 +286,7 @@ def cmd_serve(argv: list[str]) -> int:
     # paramiko logs a guest still booting as an ERROR with a traceback; our own
     # messages say what failed and why.
     logging.getLogger("paramiko").setLevel(logging.CRITICAL)
+    keep_freed_memory()  # placement's arrays reuse the heap (orchestrator/heap.py)
     from sqlalchemy import make_url
     from sqlalchemy.exc import SQLAlchemyError
     from waitress import create_server, wasyncore
