@@ -106,14 +106,20 @@ class PoolService:
     def builds_wanted(self) -> dict[str, int]:
         """How many VMs each pool should start building now: up to its size, plus what
         on-demand requests still want, within its max and the global limit."""
+        # Builds submitted but not yet in the registry, read BEFORE the registry:
+        # a build that records its row and leaves ``_building`` in between is then
+        # counted twice (never too few), so neither a pool's max nor the global
+        # limit is passed while builds are under way.
+        with self._lock:
+            building = dict(self._building)
         status = self.status()
-        total = self.registry.vms.count()
+        total = self.registry.vms.count() + sum(building.values())
         room = None if self.max_vms is None else self.max_vms - total
         wanted = {}
         with self._lock:
             for name, st in status.items():
                 p = self.pools[name]
-                pending = self._building.get(name, 0)
+                pending = building.get(name, 0)
                 have = st["ready"] + st["building"] + pending
                 extra = self.extra.get(name, 0)
                 n = max(0, p.size + extra + self.demand.get(name, 0) - have)

@@ -409,6 +409,28 @@ def test_the_global_vm_limit_caps_every_pool(tmp_path):
         p.stop()
 
 
+def test_builds_under_way_count_against_the_global_limit(tmp_path):
+    """Builds submitted but not yet recorded in the registry count against
+    limits.max_vms: a second pass while they run starts no more (it once
+    started more, and a slow machine passed the limit)."""
+    pools = [
+        {"name": n, "instance_type": 1, "image": "debian-12", "ready_check": "none", "size": 3}
+        for n in ("a", "b")
+    ]
+    p = make_pool_rig(tmp_path, HOSTS, pools, {"limits": {"max_vms": 4}}, start_worker=False)
+    try:
+        svc = p.rig.services.pools
+        first = svc.builds_wanted()
+        assert first == {"a": 3, "b": 1}
+        for name, n in first.items():
+            for _ in range(n):
+                svc.claim_build(name)  # submitted; no row yet
+        assert svc.builds_wanted() == {}
+        assert p.rig.registry.vms.count() == 0
+    finally:
+        p.stop()
+
+
 def test_the_worker_is_busy_until_a_new_vm_is_ready(tmp_path):
     """drain() (and stop) wait for a build to finish, not just for its domain: a VM
     recorded as building but not yet ready still counts as work in flight."""
