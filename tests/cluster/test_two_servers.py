@@ -331,7 +331,7 @@ class Load:
 
 
 def get_json(url: str, path: str, **params: Any) -> Any:
-    r = requests.get(url + path, params=params, timeout=10)
+    r = requests.get(url + path, params=params, timeout=60)
     assert r.status_code == 200, f"GET {path}: {r.status_code} {r.text[:300]}"
     return r.json()
 
