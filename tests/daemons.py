@@ -58,7 +58,7 @@ class TestDaemons:
 
     __test__ = False  # not a pytest test class
 
-    def __init__(self, n: int, base_dir: str | Path = "/tmp", timeout: float = 30.0) -> None:  # noqa: S108
+    def __init__(self, n: int, base_dir: str | Path = "/tmp", timeout: float = 120.0) -> None:  # noqa: S108
         if not os.path.exists(LIBVIRTD):
             raise RuntimeError(
                 f"{LIBVIRTD} is missing: install the Debian package libvirt-daemon-system "

@@ -18,7 +18,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def launch(args: list[str], log: Path, timeout: float = 60) -> tuple[subprocess.Popen, str]:
+def launch(args: list[str], log: Path, timeout: float = 180) -> tuple[subprocess.Popen, str]:
     """Run ``./script ARGS --port P`` with output to ``log``; return (process, base URL)."""
     port = free_port()
     with log.open("ab") as out:

@@ -66,7 +66,7 @@ def browser(tmp_path: Path) -> Iterator[object]:
     # An explicit driver path: Selenium Manager never downloads anything.
     service = Service(executable_path=driver_bin, log_output=str(tmp_path / "chromedriver.log"))
     driver = webdriver.Chrome(options=opts, service=service)
-    driver.set_page_load_timeout(30)
+    driver.set_page_load_timeout(120)  # a give-up on a page that never loads
     try:
         yield driver
     finally:

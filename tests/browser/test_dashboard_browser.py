@@ -41,7 +41,7 @@ def full_page_screenshot(driver, path: Path) -> Path:
     return path
 
 
-def wait(driver, predicate, timeout: float = 20.0):  # noqa: ANN001, ANN201
+def wait(driver, predicate, timeout: float = 120.0):  # noqa: ANN001, ANN201
     from selenium.webdriver.support.ui import WebDriverWait
 
     return WebDriverWait(driver, timeout).until(lambda d: predicate(d))

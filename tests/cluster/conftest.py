@@ -95,7 +95,7 @@ class Cluster:
             str(self.pm), str(self.images), str(self.types),
             "--config", str(self.config), "--db", self.db_url, "--threads", str(threads),
         ]  # fmt: skip
-        proc, url = launch(args, log, timeout=60)
+        proc, url = launch(args, log)
         server = Server(name, proc, url, log)
         self.servers.append(server)
         return server

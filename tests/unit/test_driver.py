@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import time
 import xml.dom.minidom
 from pathlib import Path
 
@@ -17,6 +16,8 @@ from orchestrator.hypervisor.xml import DomainSpec, domain_xml, read_metadata_id
 from tests.conftest import write_node
 
 DATA = Path(__file__).resolve().parents[1] / "data"
+# seconds a test waits for something it expects long before; only ends a hang
+WAIT = 60
 
 
 def forward_spec(**kw) -> DomainSpec:
@@ -115,10 +116,16 @@ def test_connection_is_reused_and_reopened_when_closed(tmp_path):
 def test_a_hung_call_times_out_instead_of_hanging(tmp_path):
     hc = HostConnection("slow", f"test://{write_node(tmp_path / 'n.xml', 2, 1024)}")
     release = threading.Event()
-    started = time.monotonic()
+    ended = threading.Event()
+
+    def hung(c) -> None:  # noqa: ANN001
+        release.wait(WAIT)  # a hang: released only after the caller has its answer
+        ended.set()
+
     with pytest.raises(HostTimeout, match="no answer within 0.5s"):
-        hc.call(lambda c: release.wait(10), timeout=0.5)
-    assert time.monotonic() - started < 3
+        hc.call(hung, timeout=0.5)
+    # the caller had its answer while the call still hung (it did not wait for it)
+    assert not ended.is_set()
     release.set()
     hc.close()
 
@@ -138,10 +145,10 @@ def test_ssh_host_that_refuses_is_unreachable_quickly(tmp_path):
         ssh_command=opts.wrapper(tmp_path),
         connect_timeout=15,
     )
-    started = time.monotonic()
-    with pytest.raises(HostUnreachable):
+    # the refusal itself is the answer: no waiting out the 15 s connect timeout
+    with pytest.raises(HostUnreachable, match="Connection refused") as e:
         hc.call(lambda c: c.getInfo())
-    assert time.monotonic() - started < 15
+    assert "timed out" not in str(e.value) and "no answer" not in str(e.value)
 
 
 def _driver_and_host(tmp_path) -> tuple[LibvirtDriver, HostTarget]:

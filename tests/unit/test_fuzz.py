@@ -5,9 +5,11 @@ Every operation the app serves gets schema-valid and schema-invalid requests
 server error, and every answer must match the description (status code,
 content type, headers, body schema). The one 5xx the contract asks for, 503 "no capacity right now"
 with a ``Retry-After`` header where the description documents it (an empty
-pool, full hosts), is allowed. Bounded: a few examples per operation, no
-shrinking, at most BUDGET seconds, derandomized (the same cases on every run);
-set FABRIC_FUZZ_EXAMPLES to fuzz harder, FABRIC_FUZZ_SEED for other cases.
+pool, full hosts), is allowed. Bounded by count, never by time: EXAMPLES valid
+and EXAMPLES invalid examples of every operation (however slow the machine, every
+operation is fuzzed; none is left out for lack of time), no shrinking,
+derandomized (the same cases on every run); set FABRIC_FUZZ_EXAMPLES to fuzz
+harder, FABRIC_FUZZ_SEED for other cases.
 """
 
 from __future__ import annotations
@@ -15,7 +17,6 @@ from __future__ import annotations
 import os
 import re
 import time
-import warnings
 
 import pytest
 import requests
@@ -38,9 +39,11 @@ from orchestrator.api import create_app  # noqa: E402
 from tests.conftest import make_rig, wait_for  # noqa: E402
 from tests.launch import ServedApp  # noqa: E402
 
-EXAMPLES = int(os.environ.get("FABRIC_FUZZ_EXAMPLES", "20"))
+# 6 of each kind for every operation (64 today: about 620 requests), every operation
+# covered, in less time than the 40 s budget this replaces (which, at 20 examples
+# each, reached a third of the operations on this kind of machine when busy).
+EXAMPLES = int(os.environ.get("FABRIC_FUZZ_EXAMPLES", "6"))
 SEED = os.environ.get("FABRIC_FUZZ_SEED")
-BUDGET = 40.0  # seconds of fuzzing at most; the operations left are reported, not skipped
 # No server error; and the answers are what the description says (status codes,
 # content types, headers, bodies), so the description stays true.
 CHECKS = [
@@ -153,20 +156,17 @@ def test_fuzzing_the_served_api_finds_no_server_error_and_answers_as_described(f
     assert len(operations) >= 25, [o.label for o in operations]
 
     problems: list[str] = []
-    calls = 0
-    skipped = []
+    calls: dict[str, int] = {}
     started = time.monotonic()
     session = requests.Session()
     for op in operations:
         for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
-            if time.monotonic() - started > BUDGET:
-                skipped.append(f"{op.label} ({mode.value})")
-                continue
-            calls += fuzz(op, mode, served.url, session, problems)
-    elapsed = time.monotonic() - started
-    print(f"fuzzed {len(operations)} operations with {calls} requests in {elapsed:.1f} s")
+            calls[f"{op.label} ({mode.value})"] = fuzz(op, mode, served.url, session, problems)
+    elapsed = time.monotonic() - started  # reported only: nothing here is timed
+    total = sum(calls.values())
+    print(f"fuzzed {len(operations)} operations with {total} requests in {elapsed:.1f} s")
     assert not problems, "\n".join(problems[:20])
-    if skipped:  # a slow machine: fuzz less rather than fail
-        warnings.warn(f"out of time ({BUDGET:g} s) before: {', '.join(skipped)}", stacklevel=1)
+    # every operation was called with valid input (an invalid one may not exist)
+    assert [k for k, n in calls.items() if k.endswith("(positive)") and not n] == []
     # The fabric still answers after all that.
-    assert requests.get(served.url + "/healthz", timeout=10).json() == {"ok": True}
+    assert requests.get(served.url + "/healthz", timeout=60).json() == {"ok": True}

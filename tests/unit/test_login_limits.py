@@ -5,7 +5,6 @@ scheme behind trusted proxies (``server.trusted_proxies``)."""
 from __future__ import annotations
 
 import logging
-import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -15,6 +14,7 @@ from orchestrator import auth as auth_module
 from orchestrator.api.proxies import client_address
 from orchestrator.config import ServerSettings, config_from_dict
 from orchestrator.errors import ConfigError
+from orchestrator.registry import auth as registry_auth
 from orchestrator.registry.auth import backoff
 from orchestrator.registry.tables_auth import LoginFailureRow
 from tests.unit.test_session import cookie_line, sign_in
@@ -37,23 +37,35 @@ def test_backoff_doubles_from_one_second_up_to_the_cap():
     assert backoff(5, 3, timedelta(0)) == timedelta(0)  # lockout_seconds: 0, no wait
 
 
-def test_the_right_password_works_again_soon_after_many_wrong_ones(rig, hashes):
+def test_the_right_password_works_again_soon_after_many_wrong_ones(rig, hashes, monkeypatch):
     app = auth_app(rig, hashes, max_failures=3, lockout_seconds=2)
+    # The account's waits on a clock the test moves: exact, however slow the machine.
+    now = [datetime.now(UTC)]
+    monkeypatch.setattr(auth_module, "_now", lambda: now[0])
+    monkeypatch.setattr(registry_auth, "utcnow", lambda: now[0])
     c = app.test_client()
     guesser = {"REMOTE_ADDR": "198.51.100.66"}
     owner = {"REMOTE_ADDR": "192.0.2.10"}  # another address, or the same proxy's
+
+    def guess(n: int) -> list[int]:
+        return [
+            c.post("/token", auth=("alice", "guess"), environ_base=guesser).status_code
+            for _ in range(n)
+        ]
+
     token = c.post("/token", auth=("alice", PW), environ_base=owner).get_json()["token"]
-    codes = []
-    deadline = time.monotonic() + 2.5
-    while time.monotonic() < deadline:  # a guesser hammers the account
-        codes.append(c.post("/token", auth=("alice", "guess"), environ_base=guesser).status_code)
-        time.sleep(0.02)
-    assert set(codes) == {401, 429} and codes[:3] == [401] * 3
-    assert codes.count(401) <= 5  # 3 free, then one after 1 s and one after 2 s
+    # a guesser hammers the account: 3 free, then one after 1 s and one after 2 s
+    assert guess(6) == [401] * 3 + [429] * 3
+    now[0] += timedelta(seconds=1)
+    assert guess(3) == [401] + [429] * 2
+    now[0] += timedelta(seconds=1.5)
+    assert guess(3) == [429] * 3  # the second wait is 2 s
+    now[0] += timedelta(seconds=0.5)
+    assert guess(3) == [401] + [429] * 2
     r = c.post("/token", auth=("alice", PW), environ_base=owner)
     assert r.status_code == 429 and r.get_json()["ok"] is False  # the account waits ...
     wait = int(r.headers["Retry-After"])
-    assert 1 <= wait <= 2  # ... never longer than lockout_seconds
+    assert wait == 2  # ... never longer than lockout_seconds (4 s, capped)
     assert "too many failed logins for 'alice'" in r.get_json()["error"]
     assert c.get("/token/x", auth=("alice", PW), environ_base=owner).status_code == 429
     # a token issued before keeps working: only password checks wait
@@ -61,7 +73,7 @@ def test_the_right_password_works_again_soon_after_many_wrong_ones(rig, hashes):
     assert r.status_code == 404  # past the token rule
     # another account is not slowed down
     assert c.post("/token", auth=("bob", PW_BOB), environ_base=guesser).status_code == 200
-    time.sleep(wait + 0.05)
+    now[0] += timedelta(seconds=wait)
     assert c.post("/token", auth=("alice", PW), environ_base=owner).status_code == 200
     with rig.registry.db.read() as s:  # a success clears the account's count
         assert s.scalars(select(LoginFailureRow).where(LoginFailureRow.user == "alice")).all() == []
@@ -94,6 +106,11 @@ def test_a_flood_of_logins_is_limited_and_unknown_names_cost_no_more(rig, hashes
     app = auth_app(rig, hashes, login_rate=2, max_failures=1000)  # a burst of 4
     service = app.config["SERVICES"].auth
     assert service._dummy_hash  # made once, before counting
+    assert (service.limit.rate, service.limit.burst) == (2, 4)
+    # The same bucket on a clock the test moves: the counts below are exact, however
+    # slow the machine (on the wall clock, a slow run would refill it as it went).
+    now = [0.0]
+    service.limit = auth_module.RateLimit(2, 4, clock=lambda: now[0])
     checks = []
     real = auth_module._scrypt
     monkeypatch.setattr(auth_module, "_scrypt", lambda *a, **k: checks.append(1) or real(*a, **k))
@@ -101,18 +118,19 @@ def test_a_flood_of_logins_is_limited_and_unknown_names_cost_no_more(rig, hashes
     # one password check per attempt, known user or not: the same time for both
     assert c.post("/token", auth=("alice", "nope")).status_code == 401 and len(checks) == 1
     assert c.post("/token", auth=("nobody", "nope")).status_code == 401 and len(checks) == 2
-    start = time.monotonic()
     answers = [c.post("/token", auth=(f"user{i}", "x")) for i in range(40)]
-    elapsed = time.monotonic() - start
-    limited = [r for r in answers if r.status_code == 429]
-    assert len(checks) - 2 <= 2 + 2 * elapsed + 1, (len(checks), elapsed)
-    assert len(limited) >= 40 - (3 + 2 * elapsed), (len(limited), elapsed)
+    # the burst's last 2 are checked (401); the other 38 are refused unchecked
+    assert [r.status_code for r in answers] == [401] * 2 + [429] * 38
+    assert len(checks) == 4
+    limited = answers[2:]
     assert limited[0].get_json()["error"].startswith("too many login attempts on this server")
     assert int(limited[0].headers["Retry-After"]) >= 1
     # the limit counts every password check: the right password waits its turn too
     assert c.post("/token", auth=("alice", PW)).status_code == 429
-    time.sleep(0.6)
+    now[0] += 0.5  # one check's worth at 2 a second
     assert c.post("/token", auth=("alice", PW)).status_code == 200
+    assert c.post("/token", auth=("alice", PW)).status_code == 429  # and only one
+    assert len(checks) == 5
 
 
 def test_the_client_address_behind_trusted_proxies(rig, hashes, caplog):

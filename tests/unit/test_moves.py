@@ -4,7 +4,6 @@ and settling a move that a killed server left half-way."""
 from __future__ import annotations
 
 import json
-import time
 
 import pytest
 import requests
@@ -501,9 +500,9 @@ def test_a_vm_checked_in_while_it_moves_is_cleaned_only_after_the_move(tmp_path)
         pr.reservations.checkin(vm_id=vm_id, ip=None, token=c.reservation_id)
         vm = reg.vms.get(vm_id)
         assert vm.state == VmState.CLEANING and vm.owner == reg.cluster.server_id
-        for _ in range(5):  # worker passes (interval 0.2 s): none may clean it now
-            pr.worker.wake()
-            time.sleep(0.25)
+        for _ in range(5):  # five whole worker passes, counted: none may clean it now
+            pr.worker.run_once()
+        pr.worker.drain()  # and whatever they handed to the cleaners is done
         assert reg.vms.get(vm_id).state == VmState.CLEANING
         reg.vms.let_go(vm_id)  # the move is over
         wait_for(lambda: reg.vms.get(vm_id).state == VmState.READY, timeout=60)

@@ -371,7 +371,7 @@ def test_a_sigkilled_server_loses_no_request(tmp_path):
         url = srv.url
 
         def ready_vms() -> int:
-            return requests.get(f"{url}/pool/query", params={"pool": "small"}, timeout=10).json()[
+            return requests.get(f"{url}/pool/query", params={"pool": "small"}, timeout=60).json()[
                 "ready"
             ]
 
@@ -382,7 +382,7 @@ def test_a_sigkilled_server_loses_no_request(tmp_path):
         rid = r.json()["request_id"]
 
         def progress() -> dict:
-            g = requests.get(f"{url}/requests/{rid}", timeout=10)
+            g = requests.get(f"{url}/requests/{rid}", timeout=60)
             assert g.status_code == 202, g.text  # the pool is at its max: it cannot be met
             return g.json()["progress"]["small"]
 
@@ -392,16 +392,16 @@ def test_a_sigkilled_server_loses_no_request(tmp_path):
         # test:// hosts live in the server's process: after the restart every VM is
         # gone (vanished, then retired); the request is still there and is met
         url = srv.url
-        g = requests.get(f"{url}/requests/{rid}", timeout=10)
+        g = requests.get(f"{url}/requests/{rid}", timeout=60)
         assert g.status_code in (200, 202) and g.json()["request_id"] == rid
 
         def done() -> dict | None:
-            g = requests.get(f"{url}/requests/{rid}", timeout=10)
+            g = requests.get(f"{url}/requests/{rid}", timeout=60)
             return g.json() if g.status_code == 200 else None
 
         out = wait_for(done, timeout=300, interval=0.2)
         assert out["state"] == "ready" and len(out["vms"]) == 2
-        v3 = requests.get(f"{url}/api/v3/ondemandvm/{rid}", timeout=10).json()
+        v3 = requests.get(f"{url}/api/v3/ondemandvm/{rid}", timeout=60).json()
         assert v3["ready"] is True and len(v3["small"]["hostname"]) == 2
     finally:
         srv.stop(signal.SIGTERM)

@@ -94,7 +94,7 @@ def test_parallel_creates_never_overcommit(tmp_path):
         assert all(b["vmid"] == 0 and "ram filter" in b["error"] for b in refused)
         total = 0
         for pmid in (1, 2, 3):
-            pm = requests.get(f"{srv.url}/pm/query", params={"pmid": pmid}, timeout=5).json()
+            pm = requests.get(f"{srv.url}/pm/query", params={"pmid": pmid}, timeout=60).json()
             assert pm["free"]["ram"] >= 0 and pm["free"]["cpu"] >= 0
             assert pm["capacity"]["ram"] - pm["free"]["ram"] == 512 * pm["vms"]
             total += pm["vms"]
@@ -120,16 +120,16 @@ def test_sigterm_stops_cleanly_and_a_restart_keeps_every_vm(tmp_path):
     srv.start()
     try:
         for vmid in made:
-            q = requests.get(f"{srv.url}/vm/query", params={"vmid": vmid}, timeout=5).json()
+            q = requests.get(f"{srv.url}/vm/query", params={"vmid": vmid}, timeout=60).json()
             assert q["vmid"] == vmid and q["pmid"] == 1
-        assert requests.get(f"{srv.url}/pm/list", timeout=5).json() == {"pmids": [1]}
+        assert requests.get(f"{srv.url}/pm/list", timeout=60).json() == {"pmids": [1]}
         # test:// hosts live in the server process, so after a restart the domains are
         # gone: reconciliation must say so rather than pretend they run.
         assert {
-            requests.get(f"{srv.url}/vm/query", params={"vmid": v}, timeout=5).json()["status"]
+            requests.get(f"{srv.url}/vm/query", params={"vmid": v}, timeout=60).json()["status"]
             for v in made
         } == {"vanished"}
-        r = requests.get(f"{srv.url}/vm/destroy", params={"vmid": made[0]}, timeout=5)
+        r = requests.get(f"{srv.url}/vm/destroy", params={"vmid": made[0]}, timeout=60)
         assert r.json() == {"status": 1}
         new = requests.get(
             f"{srv.url}/vm/create",
