@@ -102,7 +102,7 @@ class Database:
         # conditional UPDATEs do that, across processes and machines too.
         path = sqlite_file(url)
         self._writer_gate: contextlib.AbstractContextManager[Any] = (
-            WriterGate(path.with_name(path.name + ".writers"))
+            WriterGate(path.with_name(f".{path.name}.writers"))
             if path is not None
             else threading.Lock()
             if url.startswith("sqlite")
