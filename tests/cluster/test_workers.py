@@ -5,7 +5,8 @@ What must hold: requests are spread over the workers; concurrent check-outs and
 check-ins never hand one VM to two clients, and the counts add up (every pair in
 the registry's events, every pool VM back and ready, none lost nor added);
 SIGTERM stops every worker cleanly (exit 0, each left the cluster); a worker that
-dies takes the server down with a non-zero exit, not silently.
+dies takes the server down with a non-zero exit, not silently; SIGHUP reloads the
+physical machines file once (in one worker), not once per worker.
 
 The load is bounded by count, never by time.
 """
@@ -155,6 +156,9 @@ def test_three_workers_share_the_load_and_keep_every_guarantee(make_cluster, db)
         assert len(seen) == WORKERS, seen
 
         wait_for(lambda: _ready(server.url) == POOL_SIZE, timeout=GIVE_UP, interval=0.2)
+        # SIGHUP to the server: one worker reads the pm file again (not each of them)
+        server.proc.send_signal(signal.SIGHUP)
+        wait_for(lambda: _events(engine, "pm.reload") >= 1, timeout=GIVE_UP)
         checkouts0, checkins0 = _events(engine, "vm.checkout"), _events(engine, "vm.checkin")
 
         load = Load(server.url)
@@ -172,6 +176,7 @@ def test_three_workers_share_the_load_and_keep_every_guarantee(make_cluster, db)
         assert _events(engine, "vm.checkin") - checkins0 == load.pairs
         # every VM comes back (cleaned by whichever worker) and none is lost or added
         wait_for(lambda: _pool_vms(engine) == Counter({"ready": POOL_SIZE}), timeout=GIVE_UP)
+        assert _events(engine, "pm.reload") == 1  # the load took long enough for others
 
         # SIGTERM: every worker stops and leaves the cluster; the server exits 0
         server.proc.send_signal(signal.SIGTERM)
