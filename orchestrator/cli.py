@@ -323,19 +323,30 @@ def cmd_serve(argv: list[str]) -> int:
     url = args.db or default_db_url(config)
     if args.workers == 1:
         return _serve(args, config, inventory, sock, url)
-    from .supervisor import Supervisor
+    import shutil
+    import tempfile
 
+    # not from .api.status: prometheus_client must be imported after the variable
+    # is set (it picks its way of keeping values at import), so in the workers only
+    from .supervisor import CURSOR_FILE, SHARED_METRICS, Supervisor
+
+    # /metrics summed over the workers: prometheus_client's files per worker, here
+    metrics = tempfile.mkdtemp(prefix=".metrics-", dir=config.state_dir)
     try:
-        _prepare_registry(config, inventory, url)
+        last_event = _prepare_registry(config, inventory, url)
+        Path(metrics, CURSOR_FILE).write_text(str(last_event))
+        os.environ[SHARED_METRICS] = metrics  # inherited by the workers
+        return Supervisor(
+            args.workers,
+            lambda worker: _serve(args, config, inventory, sock, url, worker=worker),
+            url=f"http://{args.host}:{sock.getsockname()[1]}",
+            after_fork=sock.close,  # the workers accept on it; the parent never does
+        ).run()
     except FabricError as e:
         sock.close()
         return _refuse(e)
-    return Supervisor(
-        args.workers,
-        lambda worker: _serve(args, config, inventory, sock, url, worker=worker),
-        url=f"http://{args.host}:{sock.getsockname()[1]}",
-        after_fork=sock.close,  # the workers accept on it; the parent never does
-    ).run()
+    finally:
+        shutil.rmtree(metrics, ignore_errors=True)
 
 
 def _opening_error(url: str, e: Exception) -> ConfigError:
@@ -345,10 +356,11 @@ def _opening_error(url: str, e: Exception) -> ConfigError:
     return ConfigError(f"the registry {shown} cannot be opened: {_first_line(e)}")
 
 
-def _prepare_registry(config: Config, inventory: object, url: str) -> None:
+def _prepare_registry(config: Config, inventory: object, url: str) -> int:
     """Before the workers start (--workers N): the schema brought up and the three
     files synced once, by the parent; each worker then finds them done. Nothing of
-    it (engine, connections, lock file) is left open to be inherited."""
+    it (engine, connections, lock file) is left open to be inherited. Returns the
+    last event's id (/metrics observes the events after it)."""
     from sqlalchemy.exc import SQLAlchemyError
 
     from .registry import Registry
@@ -359,6 +371,7 @@ def _prepare_registry(config: Config, inventory: object, url: str) -> None:
         with registry.startup_lock():
             registry.create_schema()
             registry.inventory.sync(inventory)  # type: ignore[arg-type]
+        return registry.events.last_id()
     except SQLAlchemyError as e:  # e.g. a database server that is down
         raise _opening_error(url, e) from None
     finally:
@@ -413,6 +426,10 @@ def _serve(
 
     from .api import origin
 
+    # A worker listens only once every worker is ready: until then a client is
+    # refused (as by a single server still starting), not left waiting in the queue.
+    if worker is not None and not worker.ready_and_wait():
+        worker.stopping.set()  # stopping before it served (a signal, another worker failed)
     app = create_app(services, listen=(args.host, args.port or None))
     sockets: dict = {}  # waitress's socket map: the loop below polls it
     server = create_server(
@@ -442,9 +459,7 @@ def _serve(
     if worker is None:
         log.info("serving on http://%s:%s", args.host, server.effective_port)
         print(f"fabric listening on http://{args.host}:{server.effective_port}", flush=True)
-    elif not worker.ready_and_wait():
-        stopping.set()  # the server is stopping before it served (another worker failed)
-    else:
+    elif not stopping.is_set():
         log.info("worker %d (pid %d) serving", worker.index, os.getpid())
     try:
         # waitress's own loop, a slice at a time in this thread, so that a signal

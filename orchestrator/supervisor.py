@@ -36,6 +36,11 @@ from types import FrameType
 
 log = logging.getLogger(__name__)
 
+# /metrics over N workers (api/status.py): prometheus_client's directory of files,
+# one per worker, and in it the id of the last event whose duration was observed.
+SHARED_METRICS = "PROMETHEUS_MULTIPROC_DIR"
+CURSOR_FILE = "events.cursor"
+
 _SIGNALS = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD}
 KILL_AFTER = 120.0  # seconds after SIGTERM: a worker that has not stopped is killed
 

@@ -130,6 +130,22 @@ class Load:
                 self.pairs += 1
 
 
+def _scrape(url: str) -> dict[tuple[str, tuple], float]:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = requests.get(url + "/metrics", timeout=30).text
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def _requests(scrape: dict, endpoint: str, status: str) -> float:
+    labels = (("endpoint", endpoint), ("method", "POST"), ("status", status))
+    return scrape.get(("fabric_http_requests_total", labels), 0.0)
+
+
 def _ready(url: str) -> int:
     return requests.get(url + "/pool/query", params={"pool": POOL}, timeout=10).json()["ready"]
 
@@ -177,6 +193,21 @@ def test_three_workers_share_the_load_and_keep_every_guarantee(make_cluster, db)
         # every VM comes back (cleaned by whichever worker) and none is lost or added
         wait_for(lambda: _pool_vms(engine) == Counter({"ready": POOL_SIZE}), timeout=GIVE_UP)
         assert _events(engine, "pm.reload") == 1  # the load took long enough for others
+
+        # /metrics is the server's, summed over the workers, whichever one answers
+        with Session(engine) as s:
+            cleaned = s.scalar(
+                select(func.count())
+                .select_from(EventRow)
+                .where(EventRow.kind == "vm.cleaned", EventRow.duration.is_not(None))
+            )
+        assert cleaned >= load.pairs
+        for _ in range(2 * WORKERS):
+            scrape = _scrape(server.url)
+            assert _requests(scrape, "/vm/checkout", "200") == load.pairs
+            assert _requests(scrape, "/vm/checkin", "200") == load.pairs
+            assert _requests(scrape, "/vm/checkout", "503") == load.empty
+            assert scrape[("fabric_vm_cleanup_seconds_count", ())] == cleaned
 
         # SIGTERM: every worker stops and leaves the cluster; the server exits 0
         server.proc.send_signal(signal.SIGTERM)
