@@ -278,7 +278,10 @@ class Metrics:
         }
         self.registry.register(_StateCollector(app))
         self._lock = threading.Lock()
-        self.shared = os.environ.get(SHARED_METRICS)
+        shared = os.environ.get(SHARED_METRICS)
+        # only the launcher's directory (with its cursor), not a variable set by hand
+        launched = shared and os.path.exists(os.path.join(shared, CURSOR_FILE))
+        self.shared = shared if launched else None
         if self.shared:
             from prometheus_client.multiprocess import MultiProcessCollector
 
