@@ -393,7 +393,6 @@ def _serve(
     from waitress import create_server, wasyncore
 
     from .api import create_app
-    from .auth import RateLimit
     from .model import Lease
     from .registry import Registry
     from .services import build_services
@@ -411,7 +410,7 @@ def _serve(
         return _refuse(e)
     if worker is not None and worker.count > 1:
         # The login rate is the server's: each of N workers takes 1/N of it.
-        services.auth.limit = RateLimit(config.auth.login_rate / worker.count)
+        services.auth.share_login_rate(worker.count)
     cluster = services.cluster
     cluster.join()
     cluster.start()  # heartbeats from now on: a long start-up must not lose the leases
