@@ -9,8 +9,12 @@ host would be private to the process that opened it). Clients are separate
 processes (bench/checkout.py's), each with one keep-alive connection: the kernel
 hands each connection to whichever worker accepts it.
 
-    .venv/bin/python bench/workers.py [--workers 3] [--clients 32] [--seconds 5]
-                                      [--db sqlite|postgresql]
+    .venv/bin/python bench/workers.py [--workers 3] [--clients 32] [--seconds 4]
+                                      [--rounds 3] [--db sqlite|postgresql]
+
+Both servers (1 worker, N workers) run side by side and are measured in turn,
+round after round: on a shared, noisy machine the load then falls on both alike,
+and each ratio printed is the median of the rounds' ratios.
 """
 
 from __future__ import annotations
@@ -19,6 +23,8 @@ import argparse
 import json
 import os
 import signal
+import statistics
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -34,6 +40,7 @@ POOL_SIZE = 64
 
 
 def write_files(tmp: Path, uris: list[str]) -> list[str]:
+    tmp.mkdir()
     (tmp / "pm").write_text(
         "".join(f"uri={u} cpu=64 ram=65536 disk=1000 network=user\n" for u in uris)
     )
@@ -50,59 +57,69 @@ def write_files(tmp: Path, uris: list[str]) -> list[str]:
             "--config", str(tmp / "fabric.yaml")]  # fmt: skip
 
 
-def measure(args: list[str], workers: int, log: Path, clients: int, seconds: float) -> dict:
-    proc, url = start([*args, "--workers", str(workers)], log)
-    try:
-        wait_ready(url, "bench", POOL_SIZE)
-        noop = run(url, "noop", clients, seconds)
-        pair = run(url, "pair", clients, seconds)
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=120)
-    return {"noop": noop, "pair": pair}
-
-
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--workers", type=int, default=3)
     p.add_argument("--clients", type=int, default=32)
-    p.add_argument("--seconds", type=float, default=5.0)
+    p.add_argument("--seconds", type=float, default=4.0)
+    p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--db", choices=["sqlite", "postgresql"], default="sqlite")
     a = p.parse_args()
     print(f"load before: {os.getloadavg()[0]:.1f} (1 min), {os.cpu_count()} CPUs")
     pg = None
+    counts = (1, a.workers)
+    # rates[n][mode]: one figure per round. Both servers run side by side and are
+    # measured in turn, round after round, so a change in the machine's load
+    # falls on both alike; the ratio is the median of each round's ratio.
+    rates: dict[int, dict[str, list[float]]] = {n: {"noop": [], "pair": []} for n in counts}
+    servers: dict[int, tuple[subprocess.Popen, str]] = {}
     with tempfile.TemporaryDirectory() as t, TestDaemons(2) as hosts:
         tmp = Path(t)
-        files = write_files(tmp, hosts.uris)
-        results = {}
-        for n in (1, a.workers):
-            if a.db == "postgresql":
-                if pg is None:
-                    from tests.pg import PgServer
+        try:
+            for n in counts:
+                if a.db == "postgresql":
+                    if pg is None:
+                        from tests.pg import PgServer
 
-                    pg = PgServer()
-                db = pg.new_database()
-            else:
-                db = f"sqlite:///{tmp / f'bench-{n}.db'}"
-            upgrade = [str(ROOT / "script"), "db", "upgrade", "--db", db]
-            if os.spawnv(os.P_WAIT, upgrade[0], upgrade) != 0:
-                raise SystemExit("db upgrade failed")
-            results[n] = measure(
-                [*files, "--db", db], n, tmp / f"fabric-{n}.log", a.clients, a.seconds
-            )
-        if pg is not None:
-            pg.stop()
-    one, many = results[1], results[a.workers]
-    print(f"{a.db}, {a.clients} clients, {a.seconds:g} s each; rates per second")
-    print(f"{'workers':>7} {'no-op':>8} {'pairs':>8} {'pair/no-op':>10} {'pair p99 ms':>11}")
-    for n, r in results.items():
-        noop, pair = r["noop"]["pairs_per_s"], r["pair"]["pairs_per_s"]
-        print(f"{n:>7} {noop:>8.0f} {pair:>8.0f} {pair / noop:>10.2f} {r['pair']['p99_ms']:>11.1f}")
-    print(
-        f"ratio {a.workers} workers / 1: no-op "
-        f"{many['noop']['pairs_per_s'] / one['noop']['pairs_per_s']:.2f}, pairs "
-        f"{many['pair']['pairs_per_s'] / one['pair']['pairs_per_s']:.2f}"
-    )
+                        pg = PgServer()
+                    db = pg.new_database()
+                else:
+                    db = f"sqlite:///{tmp / f'bench-{n}.db'}"
+                files = write_files(tmp / f"w{n}", hosts.uris)
+                upgrade = [str(ROOT / "script"), "db", "upgrade", "--db", db]
+                if subprocess.run(upgrade, capture_output=True).returncode != 0:
+                    raise SystemExit("db upgrade failed")
+                servers[n] = start([*files, "--db", db, "--workers", str(n)], tmp / f"w{n}.log")
+            for n in counts:
+                wait_ready(servers[n][1], "bench", POOL_SIZE)
+            for r in range(a.rounds):
+                order = counts if r % 2 == 0 else counts[::-1]
+                for mode in ("noop", "pair"):
+                    for n in order:
+                        res = run(servers[n][1], mode, a.clients, a.seconds)
+                        rates[n][mode].append(res["pairs_per_s"])
+        finally:
+            for proc, _ in servers.values():
+                proc.send_signal(signal.SIGTERM)
+            for proc, _ in servers.values():
+                proc.wait(timeout=120)
+            if pg is not None:
+                pg.stop()
+    print(f"{a.db}, {a.clients} clients, {a.rounds} rounds of {a.seconds:g} s; rates per second")
+    print(f"{'workers':>7}  {'no-op, each round':<24} {'pairs, each round':<24}")
+    for n in counts:
+        noop = " ".join(f"{x:6.0f}" for x in rates[n]["noop"])
+        pair = " ".join(f"{x:6.0f}" for x in rates[n]["pair"])
+        print(f"{n:>7}  {noop:<24} {pair:<24}")
+    for mode, name in (("noop", "no-op"), ("pair", "pairs")):
+        ratios = [m / o for m, o in zip(rates[a.workers][mode], rates[1][mode], strict=True)]
+        shown = " ".join(f"{x:.2f}" for x in ratios)
+        print(
+            f"ratio {a.workers} workers / 1, {name}: median {statistics.median(ratios):.2f}"
+            f" (rounds: {shown})"
+        )
+    pair_noop = [p / o for p, o in zip(rates[1]["pair"], rates[1]["noop"], strict=True)]
+    print(f"pair / no-op at 1 worker: median {statistics.median(pair_noop):.2f}")
     print(f"load after: {os.getloadavg()[0]:.1f} (1 min)")
     return 0
 
