@@ -127,14 +127,19 @@ class Supervisor:
         # Blocked before forking (a signal then waits for sigtimedwait below); each
         # worker unblocks them at once and sets its own handlers.
         signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)
+        self._go_fd: int | None = go[1]
         try:
-            for i in range(self.count):
-                self.children[self._fork(i, ready, go)] = i
+            try:
+                for i in range(self.count):
+                    self.children[self._fork(i, ready, go)] = i
+            except OSError:  # fork failed: the workers made so far stop
+                log.exception("could not start %d workers", self.count)
+                self.code = 1
+                self._stop()
             os.close(ready[1])
             os.close(go[0])
             if self.after_fork is not None:
                 self.after_fork()
-            self._go_fd: int | None = go[1]
             os.set_blocking(ready[0], False)
             log.info("%d workers started: pids %s", self.count, sorted(self.children))
             self._watch(ready[0])
