@@ -181,6 +181,12 @@ class AuthService:
         self.lockout = timedelta(seconds=cfg.lockout_seconds)  # the longest wait
         self.limit = RateLimit(cfg.login_rate)
 
+    def share_login_rate(self, workers: int) -> None:
+        """One of ``workers`` processes of one server (``--workers N``): the token
+        bucket is per process, so each takes ``1/workers`` of ``login_rate`` and
+        the server as a whole checks no more passwords a second than configured."""
+        self.limit = RateLimit(self.settings.login_rate / workers)
+
     @cached_property
     def _dummy_hash(self) -> str:
         # Checked for unknown users, so that they take as long as known ones.

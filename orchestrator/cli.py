@@ -23,6 +23,7 @@ from .config import (
 )
 from .errors import ConfigError, FabricError
 from .heap import keep_freed_memory
+from .supervisor import WorkerLink
 
 log = logging.getLogger("orchestrator")
 
@@ -32,6 +33,7 @@ MAX_SPOOLED = 16 * 2**20
 
 USAGE = """\
 ./script PM_FILE IMAGE_FILE VM_TYPES [--config FILE] [--db URL] [--host ADDR] [--port N]
+         [--threads N] [--workers N]
 ./script validate PM_FILE IMAGE_FILE VM_TYPES [--config FILE] [--host ADDR]
 ./script client [--url URL] [--json] COMMAND ...   (./script client --help)
 ./script hash-password                             (a hash for auth.users)
@@ -47,7 +49,13 @@ def _serve_parser() -> argparse.ArgumentParser:
     p.add_argument("--db", help="SQLAlchemy URL of the registry (default: SQLite in state_dir)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on")
     p.add_argument("--port", type=int, default=5000)
-    p.add_argument("--threads", type=int, default=16, help="request threads")
+    p.add_argument("--threads", type=int, default=16, help="request threads (of each worker)")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="serving processes sharing the listening socket (default 1: this process)",
+    )
     p.add_argument("--log-level", default=os.environ.get("FABRIC_LOG_LEVEL", "INFO"))
     return p
 
@@ -277,6 +285,9 @@ def cmd_db(argv: list[str]) -> int:
         engine.dispose()
 
 
+MAX_WORKERS = 64
+
+
 def cmd_serve(argv: list[str]) -> int:
     args = _serve_parser().parse_args(argv)
     logging.basicConfig(
@@ -287,21 +298,15 @@ def cmd_serve(argv: list[str]) -> int:
     # messages say what failed and why.
     logging.getLogger("paramiko").setLevel(logging.CRITICAL)
     keep_freed_memory()  # placement's arrays reuse the heap (orchestrator/heap.py)
-    from sqlalchemy import make_url
-    from sqlalchemy.exc import SQLAlchemyError
-    from waitress import create_server, wasyncore
-
-    from .api import create_app
     from .inventory import load_inventory
-    from .model import Lease
-    from .registry import Registry
-    from .services import build_services
 
     # Every setting is checked before anything is built: no state dir, registry
     # file, thread or heartbeat for a setting that cannot work.
     try:
         if not 1 <= args.threads <= 1024:
             raise ConfigError(f"--threads {args.threads}: must be 1..1024")
+        if not 1 <= args.workers <= MAX_WORKERS:
+            raise ConfigError(f"--workers {args.workers}: must be 1..{MAX_WORKERS}")
         config = load_config(args.config)
         inventory = load_inventory(args.pm_file, args.image_file, args.vm_types)
         check_pools(config, inventory)
@@ -318,18 +323,96 @@ def cmd_serve(argv: list[str]) -> int:
         sock.close()
         return _refuse(e)
     url = args.db or default_db_url(config)
+    if args.workers == 1:
+        return _serve(args, config, inventory, sock, url)
+    import shutil
+    import tempfile
+
+    # not from .api.status: prometheus_client must be imported after the variable
+    # is set (it picks its way of keeping values at import), so in the workers only
+    from .supervisor import CURSOR_FILE, SHARED_METRICS, Supervisor
+
+    # /metrics summed over the workers: prometheus_client's files per worker, here
+    metrics = tempfile.mkdtemp(prefix=".metrics-", dir=config.state_dir)
+    try:
+        last_event = _prepare_registry(config, inventory, url)
+        Path(metrics, CURSOR_FILE).write_text(str(last_event))
+        os.environ[SHARED_METRICS] = metrics  # inherited by the workers
+        return Supervisor(
+            args.workers,
+            lambda worker: _serve(args, config, inventory, sock, url, worker=worker),
+            url=f"http://{args.host}:{sock.getsockname()[1]}",
+            after_fork=sock.close,  # the workers accept on it; the parent never does
+        ).run()
+    except FabricError as e:
+        sock.close()
+        return _refuse(e)
+    finally:
+        shutil.rmtree(metrics, ignore_errors=True)
+
+
+def _opening_error(url: str, e: Exception) -> ConfigError:
+    from sqlalchemy import make_url
+
+    shown = make_url(url).render_as_string(hide_password=True)
+    return ConfigError(f"the registry {shown} cannot be opened: {_first_line(e)}")
+
+
+def _prepare_registry(config: Config, inventory: object, url: str) -> int:
+    """Before the workers start (--workers N): the schema brought up and the three
+    files synced once, by the parent; each worker then finds them done. Nothing of
+    it (engine, connections, lock file) is left open to be inherited. Returns the
+    last event's id (/metrics observes the events after it)."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from .registry import Registry
+
     registry: Registry | None = None
     try:
         registry = Registry(url, dead_after=config.cluster.dead_after)
-        services = build_services(config, registry, inventory, pm_file=args.pm_file)
+        with registry.startup_lock():
+            registry.create_schema()
+            registry.inventory.sync(inventory)  # type: ignore[arg-type]
+        return registry.events.last_id()
+    except SQLAlchemyError as e:  # e.g. a database server that is down
+        raise _opening_error(url, e) from None
+    finally:
+        if registry is not None:
+            registry.close()
+
+
+def _serve(
+    args: argparse.Namespace,
+    config: Config,
+    inventory: object,
+    sock: socket.socket,
+    url: str,
+    worker: WorkerLink | None = None,
+) -> int:
+    """Serve on ``sock`` until SIGTERM/SIGINT: this process alone, or one of the
+    workers of ``--workers N`` (``worker``: its link to the parent)."""
+    from sqlalchemy.exc import SQLAlchemyError
+    from waitress import create_server, wasyncore
+
+    from .api import create_app
+    from .model import Lease
+    from .registry import Registry
+    from .services import build_services
+
+    registry: Registry | None = None
+    try:
+        registry = Registry(url, dead_after=config.cluster.dead_after)
+        services = build_services(config, registry, inventory, pm_file=args.pm_file)  # type: ignore[arg-type]
     except (FabricError, SQLAlchemyError) as e:
         sock.close()
         if registry is not None:
             registry.close()
         if isinstance(e, SQLAlchemyError):  # e.g. a database server that is down
-            shown = make_url(url).render_as_string(hide_password=True)
-            e = ConfigError(f"the registry {shown} cannot be opened: {_first_line(e)}")
+            e = _opening_error(url, e)
         return _refuse(e)
+    if worker is not None and worker.count > 1:
+        # The login rate is the server's: each of N workers takes 1/N of it.
+        services.auth.share_login_rate(worker.count)
     cluster = services.cluster
     cluster.join()
     cluster.start()  # heartbeats from now on: a long start-up must not lose the leases
@@ -337,12 +420,17 @@ def cmd_serve(argv: list[str]) -> int:
         services.start_up()
     else:
         log.info("another live server runs discovery; this one starts without it")
-    for h in registry.hosts.list():
-        log.info("pmid %d %s: %s %s", h.id, h.label, h.status, h.reason or "")
+    if worker is None or worker.index == 0:
+        for h in registry.hosts.list():
+            log.info("pmid %d %s: %s %s", h.id, h.label, h.status, h.reason or "")
     services.start_background()
 
     from .api import origin
 
+    # A worker listens only once every worker is ready: until then a client is
+    # refused (as by a single server still starting), not left waiting in the queue.
+    if worker is not None and not worker.ready_and_wait():
+        worker.stopping.set()  # stopping before it served (a signal, another worker failed)
     app = create_app(services, listen=(args.host, args.port or None))
     sockets: dict = {}  # waitress's socket map: the loop below polls it
     server = create_server(
@@ -355,7 +443,7 @@ def cmd_serve(argv: list[str]) -> int:
         max_request_body_size=MAX_SPOOLED,
     )
     origin.listening(app, args.host, int(sock.getsockname()[1]))  # the names it answers to
-    stopping = threading.Event()
+    stopping = threading.Event() if worker is None else worker.stopping
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
         log.info("signal %d: stopping", signum)
@@ -369,8 +457,11 @@ def cmd_serve(argv: list[str]) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGHUP, on_hangup)
-    log.info("serving on http://%s:%s", args.host, server.effective_port)
-    print(f"fabric listening on http://{args.host}:{server.effective_port}", flush=True)
+    if worker is None:
+        log.info("serving on http://%s:%s", args.host, server.effective_port)
+        print(f"fabric listening on http://{args.host}:{server.effective_port}", flush=True)
+    elif not stopping.is_set():
+        log.info("worker %d (pid %d) serving", worker.index, os.getpid())
     try:
         # waitress's own loop, a slice at a time in this thread, so that a signal
         # ends it between two polls and nothing is closed under its feet.

@@ -7,6 +7,8 @@ one), so any number of apps can live in one process.
 
 from __future__ import annotations
 
+import fcntl
+import os
 import threading
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
@@ -27,6 +29,7 @@ from ..clock import as_utc
 from ..errors import BadRequest
 from ..model import HostStatus
 from ..services import Services
+from ..supervisor import CURSOR_FILE, SHARED_METRICS
 from . import presenters
 from .context import services
 from .params import Date, takes
@@ -228,6 +231,13 @@ class Metrics:
     registry, whichever process recorded them): with several servers on one
     registry, aggregate them with ``max``, not ``sum``. Request and placement
     counters are this server's own.
+
+    With ``--workers N`` the launcher sets ``PROMETHEUS_MULTIPROC_DIR`` (a directory
+    of the server's, see ``SHARED_METRICS``) before the workers import
+    prometheus_client: every counter and histogram is then kept in a file per
+    worker, a scrape sums them over the workers (whichever worker answers, the same
+    figures), and the event cursor is one file all workers advance under a lock,
+    so each event's duration is observed by one worker only.
     """
 
     def __init__(self, app: Flask) -> None:
@@ -268,7 +278,19 @@ class Metrics:
         }
         self.registry.register(_StateCollector(app))
         self._lock = threading.Lock()
-        self._cursor = self._last_event_id()
+        shared = os.environ.get(SHARED_METRICS)
+        # only the launcher's directory (with its cursor), not a variable set by hand
+        launched = shared and os.path.exists(os.path.join(shared, CURSOR_FILE))
+        self.shared = shared if launched else None
+        if self.shared:
+            from prometheus_client.multiprocess import MultiProcessCollector
+
+            self.exposed = CollectorRegistry()
+            MultiProcessCollector(self.exposed, self.shared)
+            self.exposed.register(_StateCollector(app))
+        else:
+            self.exposed = self.registry
+            self._cursor = self._last_event_id()
 
     def _services(self) -> Services:
         return self.app.config["SERVICES"]
@@ -280,12 +302,23 @@ class Metrics:
     def feed_events(self) -> None:
         """Observe the durations of events recorded since the last scrape."""
         with self._lock:
-            events = self._services().registry.events
-            rows = events.after(self._cursor, self.durations, _EVENT_BATCH)
-            for event_id, kind, duration in rows:
-                self._cursor = max(self._cursor, event_id)
-                if duration is not None:
-                    self.durations[kind].observe(float(duration))
+            if not self.shared:
+                self._cursor = self._feed(self._cursor)
+                return
+            with open(os.path.join(self.shared, CURSOR_FILE), "r+") as fh:
+                fcntl.flock(fh, fcntl.LOCK_EX)  # one worker at a time moves it on
+                cursor = self._feed(int(fh.read().strip() or 0))
+                fh.seek(0)
+                fh.truncate()
+                fh.write(str(cursor))
+
+    def _feed(self, cursor: int) -> int:
+        events = self._services().registry.events
+        for event_id, kind, duration in events.after(cursor, self.durations, _EVENT_BATCH):
+            cursor = max(cursor, event_id)
+            if duration is not None:
+                self.durations[kind].observe(float(duration))
+        return cursor
 
     def count(self, endpoint: str, method: str, status: int) -> None:
         self.requests.labels(endpoint, method, str(status)).inc()
@@ -360,4 +393,4 @@ def _count(resp: Response) -> Response:
 def metrics() -> ResponseReturnValue:
     m = metrics_of(current_app)
     m.feed_events()
-    return Response(generate_latest(m.registry), mimetype=None, content_type=CONTENT_TYPE_LATEST)
+    return Response(generate_latest(m.exposed), mimetype=None, content_type=CONTENT_TYPE_LATEST)

@@ -8,6 +8,7 @@ inside one.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import threading
 from collections.abc import Iterator
@@ -94,12 +95,18 @@ class Database:
             self.engine.execution_options(fabric_readonly=True), expire_on_commit=False
         )
         # SQLite lets one writer in at a time and makes the others poll with sleeps
-        # that grow to 100 ms; queueing this process's writers on a lock instead
-        # keeps them in order without the sleeps. Correctness does not rest on it:
-        # the database's own locking and the conditional UPDATEs do that, across
-        # processes too.
+        # that grow to 100 ms; queueing writers on a lock instead keeps them in order
+        # without the sleeps. The gate is a lock file beside the database, so the
+        # writers of every process on this machine (``--workers N``) queue on it
+        # alike. Correctness does not rest on it: the database's own locking and the
+        # conditional UPDATEs do that, across processes and machines too.
+        path = sqlite_file(url)
         self._writer_gate: contextlib.AbstractContextManager[Any] = (
-            threading.Lock() if url.startswith("sqlite") else contextlib.nullcontext()
+            WriterGate(path.with_name(f".{path.name}.writers"))
+            if path is not None
+            else threading.Lock()
+            if url.startswith("sqlite")
+            else contextlib.nullcontext()
         )
 
     @property
@@ -143,3 +150,46 @@ class Database:
 
     def close(self) -> None:
         self.engine.dispose()
+        if isinstance(self._writer_gate, WriterGate):
+            self._writer_gate.close()
+
+
+class WriterGate:
+    """One SQLite writer at a time across threads and processes: a thread lock (one
+    thread of this process holds the file lock at a time) around ``flock`` on a lock
+    file (one process at a time). The file lock goes with its holder: a process that
+    dies holding it frees it."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._thread = threading.Lock()
+        self._fd: int | None = None
+        self._pid = -1
+
+    def _file(self) -> int:
+        # Opened lazily, once per process: a descriptor inherited across fork()
+        # shares its lock with the parent, which would let both in.
+        if self._fd is None or self._pid != os.getpid():
+            self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            self._pid = os.getpid()
+        return self._fd
+
+    def __enter__(self) -> None:
+        self._thread.acquire()
+        try:
+            fcntl.flock(self._file(), fcntl.LOCK_EX)
+        except BaseException:
+            self._thread.release()
+            raise
+
+    def __exit__(self, *_exc: object) -> None:
+        try:
+            fcntl.flock(self._file(), fcntl.LOCK_UN)
+        finally:
+            self._thread.release()
+
+    def close(self) -> None:
+        with self._thread:
+            if self._fd is not None and self._pid == os.getpid():
+                os.close(self._fd)
+            self._fd = None

@@ -89,11 +89,12 @@ class Cluster:
         )
         assert out.returncode == 0, f"db upgrade failed:\n{out.stdout}\n{out.stderr}"
 
-    def start(self, name: str, threads: int = 32) -> Server:
+    def start(self, name: str, threads: int = 32, workers: int = 1) -> Server:
         log = self.dir / f"server-{name}.log"
         args = [
             str(self.pm), str(self.images), str(self.types),
             "--config", str(self.config), "--db", self.db_url, "--threads", str(threads),
+            *(["--workers", str(workers)] if workers != 1 else []),
         ]  # fmt: skip
         proc, url = launch(args, log)
         server = Server(name, proc, url, log)
@@ -131,19 +132,26 @@ class Cluster:
 
 
 @pytest.fixture
-def make_cluster(request: pytest.FixtureRequest, tmp_path: Path, pg_server: PgServer) -> Iterator:
-    """``make_cluster(n_hosts, config_text, host_capacity)``: daemons up, files written,
-    a fresh database at the current schema. Everything is stopped afterwards; on a
+def make_cluster(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator:
+    """``make_cluster(n_hosts, config_text, host_capacity, db="postgresql")``: daemons
+    up, files written, a fresh database at the current schema (``db="sqlite"``: a
+    SQLite file, no PostgreSQL started). Everything is stopped afterwards; on a
     failure the tail of every server's log is printed."""
     made: list[Cluster] = []
     daemons: list[TestDaemons] = []
 
-    def make(n_hosts: int, config_text: str, host_capacity: tuple[int, int, int]) -> Cluster:
+    def make(
+        n_hosts: int, config_text: str, host_capacity: tuple[int, int, int], db: str = "postgresql"
+    ) -> Cluster:
         # The daemons run as an unprivileged user, which cannot enter pytest's 0700
         # temporary directory: they get theirs under /tmp.
         hosts = TestDaemons(n_hosts, os.environ.get("FABRIC_TEST_HOSTS_DIR", "/tmp"))  # noqa: S108
         daemons.append(hosts.start())
-        cluster = Cluster(tmp_path, hosts, pg_server.new_database(), config_text, host_capacity)
+        if db == "sqlite":
+            url = f"sqlite:///{tmp_path / 'registry.db'}"
+        else:
+            url = request.getfixturevalue("pg_server").new_database()
+        cluster = Cluster(tmp_path, hosts, url, config_text, host_capacity)
         made.append(cluster)
         cluster.upgrade_db()
         return cluster

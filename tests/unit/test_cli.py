@@ -175,6 +175,14 @@ def _threads_0(f: Files) -> list[str]:
     return ["--threads", "0"]
 
 
+def _workers_0(f: Files) -> list[str]:
+    return ["--workers", "0"]
+
+
+def _workers_65(f: Files) -> list[str]:
+    return ["--workers", "65"]
+
+
 def _foreign_address(f: Files) -> list[str]:
     return ["--host", "192.0.2.1"]  # TEST-NET-1: never this machine's
 
@@ -186,6 +194,8 @@ FLAGS: dict[str, tuple[Callable[[Files], list[str]], str]] = {
     "state-dir-unwritable": (_state_dir_under_a_file, "error: "),
     "port-99999": (_port_out_of_range, "error: --port 99999: must be 0..65535"),
     "threads-0": (_threads_0, "error: --threads 0: must be 1..1024"),
+    "workers-0": (_workers_0, "error: --workers 0: must be 1..64"),
+    "workers-65": (_workers_65, "error: --workers 65: must be 1..64"),
     "host-not-here": (_foreign_address, "error: --host 192.0.2.1 --port 0: cannot listen"),
 }
 
