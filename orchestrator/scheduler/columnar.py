@@ -135,6 +135,8 @@ def disk_free_score(c: HostColumns, rows: np.ndarray, req: PlacementRequest) -> 
 
 def _fraction(used: np.ndarray, total: np.ndarray) -> np.ndarray:
     """used / total as floats, 1.0 where total is 0."""
+    if len(total) and _min(total) > 0:
+        return np.true_divide(used, total)
     return np.divide(used, total, out=np.ones(len(used)), where=total > 0)
 
 
@@ -171,8 +173,8 @@ def weigh(
     totals: np.ndarray | None = None
     for score, multiplier in weighers:
         s = score(c, rows, req)
-        low = s.min()
-        span = s.max() - low
+        low = _min(s)
+        span = _max(s) - low
         if span == 0:
             continue
         term = np.subtract(s, low, dtype=np.float64)  # exact: scores are below 2**53
@@ -182,6 +184,9 @@ def weigh(
         else:
             totals += term
     return np.zeros(len(rows)) if totals is None else totals
+
+
+_min, _max = np.minimum.reduce, np.maximum.reduce
 
 
 # --- the engine ------------------------------------------------------------
