@@ -52,7 +52,11 @@ class Worker(PeriodicWorker):
         """A VM came back and its check-in already made this server the one that
         cleans it (in the same UPDATE): queue its cleanup; no transaction here."""
         if not self.pools.adopt(vm_id):
-            return  # this process is on it already
+            # The cleanup that made it ready before this check-out has not let go of
+            # it yet in this process: the registry lets go of it, the next pass takes it.
+            self.registry.vms.let_go(vm_id)
+            self.wake()
+            return
         try:
             self._cleaners.submit(self.pools.clean, vm_id)
         except RuntimeError:  # shutting down: the next start redoes it

@@ -277,6 +277,14 @@ def fill_defaults(
 
 
 _INSERT = insert(EventRow.__table__)
+_COLUMNS = tuple(c.key for c in EventRow.__table__.c if c.key not in ("id", "kind"))
+
+
+def add_row(conn: Connection, row: EventRow) -> None:
+    """``add_event`` for an ``EventRow`` built by a caller (not added to a session):
+    the columns it sets, the others defaulted alike."""
+    fields = {k: v for k in _COLUMNS if (v := getattr(row, k)) is not None}
+    add_event(conn, row.kind, **fields)
 
 
 def add_event(conn: Connection, kind: str, *, owner_known: bool = False, **fields: Any) -> None:
