@@ -3,6 +3,10 @@
 no-op endpoint of the same app (the ceiling), measured in the same run; and
 time-to-VM from a warm pool against creating a VM cold (on the local datacenter).
 
+It prints the pair rate as a ratio of the no-op rate at 1 and at 32 clients, and
+the check-in request alone against the check-out request alone (each as a rate:
+the clients over its mean latency within the pairs).
+
 The fabric runs as `./script` (waitress) in its own process; clients are
 separate processes. Pool VMs live on libvirt's test:// hosts for the throughput
 part, so the figures are the fabric's own cost (HTTP, registry, cleanup
@@ -70,6 +74,8 @@ def client(job: tuple[str, str, float, object]) -> dict:
     url, mode, seconds, barrier = job
     s = requests.Session()
     lat: list[float] = []
+    out_lat: list[float] = []  # the check-out request alone
+    in_lat: list[float] = []  # the check-in request alone
     refused = 0
     barrier.wait()
     end = time.monotonic() + seconds
@@ -85,24 +91,36 @@ def client(job: tuple[str, str, float, object]) -> dict:
                 continue
             r.raise_for_status()
             b = r.json()
+            t1 = time.perf_counter()
             s.post(
                 url + "/vm/checkin", json={"vmid": b["vmid"], "reservation_id": b["reservation_id"]}
             ).raise_for_status()
+            t2 = time.perf_counter()
+            out_lat.append(t1 - t0)
+            in_lat.append(t2 - t1)
         lat.append(time.perf_counter() - t0)
-    return {"lat": lat, "refused": refused}
+    return {"lat": lat, "refused": refused, "out": out_lat, "in": in_lat}
 
 
 def run(url: str, mode: str, clients: int, seconds: float) -> dict:
+    """``mode`` "noop" (two no-op requests) or "pair" (a check-out and its check-in)
+    from ``clients`` processes for ``seconds``: pairs a second, latencies, and for
+    "pair" each request alone as a rate (``clients`` / its mean latency)."""
     ctx = mp.get_context("spawn")
     barrier = ctx.Manager().Barrier(clients)
     with ctx.Pool(clients) as pool:
         res = pool.map(client, [(url, mode, seconds, barrier)] * clients)
     lat = sorted(x for r in res for x in r["lat"])
+    out_lat = [x for r in res for x in r["out"]]
+    in_lat = [x for r in res for x in r["in"]]
     return {
         "pairs_per_s": len(lat) / seconds,
         "p50_ms": statistics.median(lat) * 1000,
         "p99_ms": lat[int(len(lat) * 0.99) - 1] * 1000,
         "refused": sum(r["refused"] for r in res),
+        # each request alone, as a rate: requests a second if the clients did only it
+        "out_per_s": clients * len(out_lat) / sum(out_lat) if out_lat else 0.0,
+        "in_per_s": clients * len(in_lat) / sum(in_lat) if in_lat else 0.0,
     }
 
 
@@ -131,6 +149,7 @@ def throughput(tmp: Path, seconds: float) -> None:
         wait_ready(url, "bench", 64)
         print("check-out + check-in pairs vs two no-op requests, same server, same run")
         print(f"{'clients':>7} {'what':>9} {'pairs/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'503s':>6}")
+        ratios = {}
         for clients in (1, 32):
             noop = run(url, "noop", clients, seconds)
             pair = run(url, "pair", clients, seconds)
@@ -140,7 +159,19 @@ def throughput(tmp: Path, seconds: float) -> None:
                     f"{clients:>7} {name:>9} {r['pairs_per_s']:>9.0f} {r['p50_ms']:>8.1f}"
                     f" {r['p99_ms']:>8.1f} {r['refused']:>6}"
                 )
-            print(f"{clients:>7} {'ratio':>9} {pair['pairs_per_s'] / noop['pairs_per_s']:>9.2f}")
+            ratios[clients] = (
+                pair["pairs_per_s"] / noop["pairs_per_s"],
+                pair["out_per_s"],
+                pair["in_per_s"],
+            )
+        print()
+        print("pair rate / no-op rate (goal >= 0.5); check-in alone / check-out alone (goal >= 1)")
+        print(f"{'clients':>7} {'pair/no-op':>10} {'out/s':>8} {'in/s':>8} {'in/out':>7}")
+        for clients, (ratio, out_s, in_s) in ratios.items():
+            print(
+                f"{clients:>7} {ratio:>10.2f} {out_s:>8.0f} {in_s:>8.0f}"
+                f" {in_s / out_s if out_s else 0.0:>7.2f}"
+            )
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=60)

@@ -117,6 +117,8 @@ class PoolService:
         room = None if self.max_vms is None else self.max_vms - total
         wanted = {}
         with self._lock:
+            if room is not None:  # builds submitted but not recorded yet count too
+                room -= sum(self._building.values())
             for name, st in status.items():
                 p = self.pools[name]
                 pending = building.get(name, 0)
@@ -220,6 +222,15 @@ class PoolService:
             return False
         return True
 
+    def adopt(self, vm_id: int) -> bool:
+        """Start working on a VM the registry already says this server works on (a
+        check-in took it): False if this process already is."""
+        with self._lock:
+            if vm_id in self._busy:
+                return False
+            self._busy.add(vm_id)
+        return True
+
     def release(self, vm_id: int) -> None:
         try:
             self.registry.vms.let_go(vm_id)  # no-op once a transition cleared the owner
@@ -229,6 +240,7 @@ class PoolService:
 
     def clean(self, vm_id: int) -> bool:
         """cleaning -> ready after the pool's cleanup; -> failed if it does not work."""
+        ok = False
         try:
             vm = self.registry.vms.get(vm_id)
             if vm.state != VmState.CLEANING or vm.pool not in self.pools:
@@ -267,7 +279,11 @@ class PoolService:
             self._became_ready(ok)
             return ok
         finally:
-            self.release(vm_id)
+            if ok:  # its move to ready cleared its owner: nothing to let go of
+                with self._lock:
+                    self._busy.discard(vm_id)
+            else:
+                self.release(vm_id)
 
     def _changed_in_use(self, vm: VmRow) -> str | None:
         """What a borrower added that a cleanup does not take away (vmpooler's API v3

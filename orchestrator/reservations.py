@@ -30,6 +30,7 @@ from .errors import (
 from .model import VmState
 from .pools import PoolConfig, PoolService
 from .registry import Registry, VmRow
+from .registry.reservations import HasKeys
 from .sshkeys import PublicKey, parse_key
 
 if TYPE_CHECKING:
@@ -133,7 +134,16 @@ class Reservations:
         nothing. Their registered SSH keys and ``ssh_key`` are put into each guest
         (a 502 if that fails: the VMs go back to be cleaned)."""
         by.require_writer("check VMs out")
-        keys = self._keys_for(by, ssh_key)
+        quota = self.quotas.of(by) if self.quotas is not None else None
+        # One VM, no quota, no key given, a fabric that puts keys into guests (so
+        # that looking the user's keys up cannot refuse the call): the fast path.
+        fast = (
+            count == 1
+            and ssh_key is None
+            and self.guests is not None
+            and (quota is None or not quota.limited)
+        )
+        keys = [] if fast else self._keys_for(by, ssh_key)
         candidates = self._candidates(pool, tid, image_id, by)
         if hours is not None:
             too_long = [p.name for p in candidates if hours > p.lifetime_max]
@@ -149,7 +159,21 @@ class Reservations:
         tokens = [new_token() for _ in range(count)]
         now = datetime.now(UTC)
         seen: dict[str, int] = {}
-        quota = self.quotas.of(by) if self.quotas is not None else None
+        if fast:
+            # the common case: one statement per pool tried, the user's keys looked
+            # for in its transaction (nothing ready anywhere, or keys to put into the
+            # guest: the full check-out below, which also counts what each pool had)
+            keyless = (by.name or "") if self.keys is not None else None
+            for p in candidates:
+                expires = now + timedelta(hours=hours if hours is not None else p.lifetime)
+                vm = self.registry.reservations.checkout_one(
+                    p.name, digest(tokens[0]), expires, holder=by.name, keyless=keyless
+                )
+                if isinstance(vm, HasKeys):
+                    keys = self._keys_for(by, ssh_key)
+                    break
+                if vm is not None:
+                    return self._handed([vm], tokens, p.name, keys)
         for p in candidates:
             expires = now + timedelta(hours=hours if hours is not None else p.lifetime)
             got = self.registry.reservations.checkout(
@@ -157,12 +181,7 @@ class Reservations:
             )
             if got is not None:
                 name, vms = got
-                if keys:
-                    self._give_keys(vms, tokens, keys)
-                prints = tuple(k.fingerprint for k in keys)
-                return [
-                    Checkout(vm, tok, name, prints) for vm, tok in zip(vms, tokens, strict=True)
-                ]
+                return self._handed(vms, tokens, name, keys)
         self.worker.wake()  # a pool ran dry: refill soon
         if count == 1:
             err = PoolEmpty("No VM is available right now, retry later")
@@ -172,6 +191,14 @@ class Reservations:
         err.retry_after = self.retry_after
         err.ready_seen = seen
         raise err
+
+    def _handed(
+        self, vms: list[VmRow], tokens: list[str], pool: str, keys: list[PublicKey]
+    ) -> list[Checkout]:
+        if keys:
+            self._give_keys(vms, tokens, keys)
+        prints = tuple(k.fingerprint for k in keys)
+        return [Checkout(vm, tok, pool, prints) for vm, tok in zip(vms, tokens, strict=True)]
 
     def _keys_for(self, by: Principal, ssh_key: str | None) -> list[PublicKey]:
         keys = self.keys.for_user(by.name) if self.keys is not None else []
@@ -202,10 +229,11 @@ class Reservations:
 
     def checkin(
         self, *, vm_id: int | None, ip: str | None, token: str | None, by: Principal = SYSTEM
-    ) -> VmRow:
+    ) -> int:
         """End a reservation: its secret, from its holder (or an admin); or, without
         the secret (``token`` None), from the authenticated holder themselves or an
-        admin. The borrower's keys leave the guest now; the pool's cleanup follows."""
+        admin. The borrower's keys leave the guest now; the pool's cleanup follows.
+        Returns the VM's id."""
         if token is None:
             if vm_id is None:
                 raise BadRequest("vmid is required to check in without the reservation_id")
@@ -219,20 +247,28 @@ class Reservations:
             done = self.registry.reservations.end(
                 vm.id, None, event_kind="vm.checkin", held_by=vm.held_by
             )
-        else:
-            d = check_token(token)
-            vm = self.registry.vms.get(vm_id) if vm_id is not None else None
-            if vm is None:
-                vm = self.registry.reservations.by_ip(ip, d)
-            _require_holder(by, vm, "check in")
-            done = self.registry.reservations.end(vm.id, d, event_kind="vm.checkin")
-        if vm.borrower_keys and self.guests is not None:
-            try:
-                self.guests.remove_keys(done)
-            except FabricError as e:  # the cleanup tries again, or rebuilds the VM
-                log.warning("vmid %d: the borrower's keys stay until cleanup: %s", vm.id, e)
-        self.worker.clean_now(done.id)  # a VM came back: clean it now
-        return done
+            if vm.borrower_keys and self.guests is not None:
+                self._remove_keys(done)
+            self.worker.clean_now(done.id)  # a VM came back: clean it now
+            return done.id
+        d = check_token(token)
+
+        def may(vm_id: int, state: str, held_by: str | None) -> None:
+            _require_holder_of(by, vm_id, state, held_by, "check in")
+
+        back = self.registry.reservations.end_held(vm_id, ip, d, may, take=not self.worker.stopping)
+        if back.borrower_keys and self.guests is not None:
+            self._remove_keys(self.registry.vms.get(back.vm_id))
+        if back.taken:
+            self.worker.clean_taken(back.vm_id)  # queued: a cleaner picks it up
+        return back.vm_id
+
+    def _remove_keys(self, vm: VmRow) -> None:
+        assert self.guests is not None
+        try:
+            self.guests.remove_keys(vm)
+        except FabricError as e:  # the cleanup tries again, or rebuilds the VM
+            log.warning("vmid %d: the borrower's keys stay until cleanup: %s", vm.id, e)
 
     def extend(self, vm_id: int, token: str, hours: float, *, by: Principal = SYSTEM) -> datetime:
         d = check_token(token)
@@ -338,9 +374,15 @@ def _holds(by: Principal, vm: VmRow) -> bool:
 
 
 def _require_holder(by: Principal, vm: VmRow, what: str) -> None:
+    _require_holder_of(by, vm.id, vm.state, vm.held_by, what)
+
+
+def _require_holder_of(
+    by: Principal, vm_id: int, state: str, held_by: str | None, what: str
+) -> None:
     by.require_writer(f"{what} VMs")
-    if vm.state != VmState.IN_USE:
+    if state != VmState.IN_USE:
         return  # not checked out: the registry says so (409)
-    if by.admin or (by.name is not None and vm.held_by == by.name):
+    if by.admin or (by.name is not None and held_by == by.name):
         return
-    raise Forbidden(f"{by.label} may not {what} vmid {vm.id}: another user holds it")
+    raise Forbidden(f"{by.label} may not {what} vmid {vm_id}: another user holds it")

@@ -48,6 +48,20 @@ class Worker(PeriodicWorker):
             except RuntimeError:  # shutting down: the next start redoes it
                 self.pools.release(vm_id)
 
+    def clean_taken(self, vm_id: int) -> None:
+        """A VM came back and its check-in already made this server the one that
+        cleans it (in the same UPDATE): queue its cleanup; no transaction here."""
+        if not self.pools.adopt(vm_id):
+            # The cleanup that made it ready before this check-out has not let go of
+            # it yet in this process: the registry lets go of it, the next pass takes it.
+            self.registry.vms.let_go(vm_id)
+            self.wake()
+            return
+        try:
+            self._cleaners.submit(self.pools.clean, vm_id)
+        except RuntimeError:  # shutting down: the next start redoes it
+            self.pools.release(vm_id)
+
     def stop(self, timeout: float = 5.0) -> None:
         super().stop(timeout)
         self._builders.shutdown(wait=False, cancel_futures=True)

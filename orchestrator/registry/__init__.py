@@ -88,7 +88,7 @@ class Registry:
             self.meta.installation_id,
         )
         self.moves = MoveStore(self.db, self.cluster, self.claims, self.hosts.changes)
-        self.reservations = ReservationStore(self.db, self.quotas)
+        self.reservations = ReservationStore(self.db, self.quotas, self.cluster)
         self.requests = RequestStore(self.db, self.quotas)
         self.keys = KeyStore(self.db)
         self.staging = StagingStore(self.db)

@@ -14,7 +14,17 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, Row, event, func, or_, select
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Row,
+    bindparam,
+    event,
+    func,
+    insert,
+    or_,
+    select,
+)
 
 from ..audit import FAILED, OK, current_actor, touched
 from .database import Database
@@ -66,25 +76,26 @@ class EventStore:
         object to the VM (or else the host), the outcome to ok (failed for kinds
         ending in ``_failed``)."""
         with self.db.tx() as s:
-            s.add(
-                EventRow(
-                    kind=kind,
-                    vm_id=vm_id,
-                    host_id=host_id,
-                    duration=duration,
-                    detail=detail,
-                    actor=actor,
-                    operation=operation,
-                    object_type=object_type,
-                    object_id=object_id,
-                    outcome=outcome,
-                    status=status,
-                    owner=owner,
-                )
+            add_event(
+                s.connection(),
+                kind,
+                vm_id=vm_id,
+                host_id=host_id,
+                duration=duration,
+                detail=detail,
+                actor=actor,
+                operation=operation,
+                object_type=object_type,
+                object_id=object_id,
+                outcome=outcome,
+                status=status,
+                owner=owner,
             )
 
     def owner_of(self, object_type: str, object_id: str | None) -> str | None:
         """Whose an object is now (None: no one's, or no such object)."""
+        if not object_id or not object_id.isdigit() or len(object_id) > 15:
+            return None  # no object that has an owner: no transaction either
         with self.db.read() as s:
             return _owner(s.connection(), object_type, object_id)
 
@@ -200,16 +211,21 @@ def _owner(conn: Connection, object_type: str | None, object_id: str | None) -> 
         return None
     ident = int(object_id)
     if object_type == "vm":
-        row = conn.execute(select(VmRow.held_by, VmRow.created_by).where(VmRow.id == ident)).first()
+        row = conn.execute(_VM_OWNER, {"ident": ident}).first()
         return (row[0] or row[1]) if row else None
-    col = {
-        "volume": (VolumeRow.created_by, VolumeRow.id),
-        "schedule": (ScheduleRow.created_by, ScheduleRow.id),
-        "key": (SshKeyRow.user, SshKeyRow.id),
-    }.get(object_type or "")
-    if col is None:
+    q = _OWNERS.get(object_type or "")
+    if q is None:
         return None
-    return conn.execute(select(col[0]).where(col[1] == ident)).scalar()
+    return conn.execute(q, {"ident": ident}).scalar()
+
+
+# whose an object is (``_owner``), built once
+_VM_OWNER = select(VmRow.held_by, VmRow.created_by).where(VmRow.id == bindparam("ident"))
+_OWNERS = {
+    "volume": select(VolumeRow.created_by).where(VolumeRow.id == bindparam("ident")),
+    "schedule": select(ScheduleRow.created_by).where(ScheduleRow.id == bindparam("ident")),
+    "key": select(SshKeyRow.user).where(SshKeyRow.id == bindparam("ident")),
+}
 
 
 def _failed_kind(kind: str) -> bool:
@@ -222,22 +238,62 @@ def _audit_defaults(_mapper: object, conn: Connection, row: EventRow) -> None:
     saying: the current actor (orchestrator/audit.py), the VM (else the host), the
     object's owner as the registry has it now (in the event's own transaction), ok
     (failed for kinds ending in ``_failed``/``.failed``)."""
-    if row.actor is None:
-        row.actor = current_actor()
-    if row.object_type is None:
-        if row.vm_id is not None:
-            row.object_type, row.object_id = "vm", str(row.vm_id)
-        elif row.host_id is not None:
-            row.object_type, row.object_id = "host", str(row.host_id)
-    elif row.object_id is not None and row.object_id.isdigit() and len(row.object_id) < 16:
-        if row.object_type == "vm" and row.vm_id is None:
-            row.vm_id = int(row.object_id)
-        elif row.object_type == "host" and row.host_id is None:
-            row.host_id = int(row.object_id)
-    if row.owner is None:
-        row.owner = _owner(conn, row.object_type, row.object_id)
-        if row.owner is None and row.vm_id is not None and row.object_type != "vm":
-            row.owner = _owner(conn, "vm", str(row.vm_id))
-    if row.outcome is None:
-        row.outcome = FAILED if _failed_kind(row.kind or "") else OK
-    touched(row.object_type, row.object_id, row.owner)
+    values = {name: getattr(row, name) for name in _DEFAULTED}
+    fill_defaults(conn, values, row.kind or "")
+    for name in _DEFAULTED:
+        setattr(row, name, values[name])
+
+
+_DEFAULTED = ("actor", "object_type", "object_id", "vm_id", "host_id", "owner", "outcome")
+
+
+def fill_defaults(
+    conn: Connection, values: dict[str, Any], kind: str, *, owner_known: bool = False
+) -> None:
+    """The defaults of ``_audit_defaults`` for an event's column ``values`` (a dict
+    with every key of ``_DEFAULTED``), filled in place."""
+    if values["actor"] is None:
+        values["actor"] = current_actor()
+    if values["object_type"] is None:
+        if values["vm_id"] is not None:
+            values["object_type"], values["object_id"] = "vm", str(values["vm_id"])
+        elif values["host_id"] is not None:
+            values["object_type"], values["object_id"] = "host", str(values["host_id"])
+    else:
+        object_id = values["object_id"]
+        if object_id is not None and object_id.isdigit() and len(object_id) < 16:
+            if values["object_type"] == "vm" and values["vm_id"] is None:
+                values["vm_id"] = int(object_id)
+            elif values["object_type"] == "host" and values["host_id"] is None:
+                values["host_id"] = int(object_id)
+    if values["owner"] is None and not owner_known:
+        owner = _owner(conn, values["object_type"], values["object_id"])
+        if owner is None and values["vm_id"] is not None and values["object_type"] != "vm":
+            owner = _owner(conn, "vm", str(values["vm_id"]))
+        values["owner"] = owner
+    if values["outcome"] is None:
+        values["outcome"] = FAILED if _failed_kind(kind) else OK
+    touched(values["object_type"], values["object_id"], values["owner"])
+
+
+_INSERT = insert(EventRow.__table__)
+_COLUMNS = tuple(c.key for c in EventRow.__table__.c if c.key not in ("id", "kind"))
+
+
+def add_row(conn: Connection, row: EventRow) -> None:
+    """``add_event`` for an ``EventRow`` built by a caller (not added to a session):
+    the columns it sets, the others defaulted alike."""
+    fields = {k: v for k in _COLUMNS if (v := getattr(row, k)) is not None}
+    add_event(conn, row.kind, **fields)
+
+
+def add_event(conn: Connection, kind: str, *, owner_known: bool = False, **fields: Any) -> None:
+    """Insert one event in ``conn``'s transaction without building an ``EventRow``
+    (a Core INSERT; the same defaults as ``_audit_defaults``). ``owner_known``: the
+    ``owner`` given is the object's owner even when None (the caller read it in this
+    transaction), so it is not looked up again."""
+    values: dict[str, Any] = {name: None for name in _DEFAULTED}
+    values.update(fields)
+    fill_defaults(conn, values, kind, owner_known=owner_known)
+    values["kind"] = kind
+    conn.execute(_INSERT, values)

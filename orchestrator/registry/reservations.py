@@ -8,17 +8,23 @@ each is one transaction, and check-out is all or nothing.
 from __future__ import annotations
 
 import hmac
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import bindparam, case, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from ..clock import as_utc, utcnow
 from ..errors import Conflict, Forbidden, NotFound
 from ..model import VM_TRANSITIONS, HostStatus, VmState, check_transition
+from .cluster import ClusterStore
 from .database import Database
+from .events import add_event
 from .quotas import Quota, QuotaStore, Usage
-from .tables import EventRow, HostRow, VmRow
+from .tables import EventRow, HostRow, ServerRow, VmRow
+from .tables_access import SshKeyRow
 
 # A VM whose reservation ended (checked in or expired): to be cleaned, held by no one.
 # Its ``owner`` stays: a checked-out VM is worked on only while it moves to another
@@ -32,6 +38,38 @@ _RETURNED = {
     "expires_at": None,
     "request_id": None,  # an on-demand request's VM is no longer its own
 }
+
+
+# What a check-in reads of the VM it ends (in its own transaction).
+_HELD = (
+    VmRow.id,
+    VmRow.state,
+    VmRow.reservation_hash,
+    VmRow.held_by,
+    VmRow.host_id,
+    VmRow.borrower_keys,
+    VmRow.owner,
+    VmRow.created_by,
+)
+_VM_COLUMNS = tuple(VmRow.__table__.c)
+
+
+@dataclass(frozen=True)
+class Returned:
+    """A VM a check-in ended: whose it was, whether its guest has the borrower's keys,
+    and whether this server took it to clean it (``taken``)."""
+
+    vm_id: int
+    held_by: str | None
+    borrower_keys: int
+    taken: bool
+
+
+class HasKeys:
+    """``checkout_one``'s answer for a user who has SSH keys registered."""
+
+
+HAS_KEYS = HasKeys()
 
 
 class _LostRace(Exception):
@@ -105,9 +143,111 @@ def hand_out(
 
 
 class ReservationStore:
-    def __init__(self, db: Database, quotas: QuotaStore) -> None:
+    def __init__(self, db: Database, quotas: QuotaStore, cluster: ClusterStore) -> None:
         self.db = db
         self.quotas = quotas
+        self.cluster = cluster
+        # The check-out's and check-in's statements, built once (their values bound).
+        up_hosts = select(HostRow.id).where(
+            HostRow.status == HostStatus.UP, HostRow.enabled.is_(True)
+        )
+        oldest = (
+            select(VmRow.id)
+            .where(
+                VmRow.pool == bindparam("pool_name"),
+                VmRow.state == VmState.READY,
+                VmRow.host_id.in_(up_hosts),
+            )
+            .order_by(VmRow.updated_at, VmRow.id)
+            .limit(1)
+            .with_for_update(skip_locked=True)
+            .scalar_subquery()
+        )
+        self._take_oldest = (
+            update(VmRow.__table__)
+            .where(VmRow.id == oldest, VmRow.state == VmState.READY)
+            .values(
+                state=VmState.IN_USE,
+                reservation_hash=bindparam("digest"),
+                held_by=bindparam("holder"),
+                reserved_at=bindparam("now"),
+                expires_at=bindparam("expires"),
+                request_id=None,
+                updated_at=bindparam("now"),
+            )
+            .returning(*_VM_COLUMNS)
+        )
+        self._has_keys = select(SshKeyRow.id).where(SshKeyRow.user == bindparam("user")).limit(1)
+        self._held_by_id = select(*_HELD).where(VmRow.id == bindparam("vm_id")).with_for_update()
+        self._held_at_ip = select(*_HELD).where(VmRow.ip == bindparam("ip"))
+        ended = (
+            update(VmRow.__table__)
+            .where(
+                VmRow.id == bindparam("vm_id"),
+                VmRow.state == VmState.IN_USE,
+                VmRow.reservation_hash == bindparam("digest"),
+            )
+            .returning(VmRow.owner)
+        )
+        self._end = ended.values(**_RETURNED, updated_at=bindparam("now"))
+        # ... and the server that checks it in takes it to clean it, if no live one
+        # works on it (ClusterStore.free, the heartbeat cutoff bound)
+        if db.postgres:
+            cutoff: Any = func.now() - timedelta(seconds=cluster.dead_after)
+        else:
+            cutoff = bindparam("cutoff")
+        live = select(ServerRow.id).where(ServerRow.heartbeat_at >= cutoff)
+        free = or_(
+            VmRow.owner.is_(None), (VmRow.owner != bindparam("me")) & VmRow.owner.not_in(live)
+        )
+        self._end_and_take = ended.values(
+            **_RETURNED,
+            updated_at=bindparam("now"),
+            owner=case((free, bindparam("me")), else_=VmRow.owner),
+        )
+
+    def checkout_one(
+        self,
+        pool: str,
+        digest: str,
+        expires_at: datetime,
+        *,
+        holder: str | None,
+        keyless: str | None = None,
+    ) -> VmRow | None | HasKeys:
+        """The check-out of one VM of ``pool`` without a quota, as one UPDATE: the
+        longest ready VM on a host that is up becomes in-use under ``digest`` (on
+        PostgreSQL the subquery skips rows other check-outs hold), and its event is
+        added in the same transaction. None when the pool has none ready (the caller
+        asks ``checkout`` then, which also counts what it found). ``keyless``: a user
+        who must have no SSH keys registered (checked in the same transaction):
+        ``HAS_KEYS`` and nothing done if they have some."""
+        check_transition(VM_TRANSITIONS, [VmState.READY], VmState.IN_USE, "vm")
+        params = {
+            "pool_name": pool,
+            "digest": digest,
+            "holder": holder,
+            "now": utcnow(),
+            "expires": expires_at,
+        }
+        with self.db.tx() as s:
+            conn = s.connection()
+            if keyless is not None and conn.execute(self._has_keys, {"user": keyless}).first():
+                return HAS_KEYS
+            row = conn.execute(self._take_oldest, params).first()
+            if row is None:
+                return None
+            vm = VmRow(**row._asdict())
+            add_event(
+                conn,
+                "vm.checkout",
+                vm_id=vm.id,
+                host_id=vm.host_id,
+                detail={"user": holder} if holder else None,
+                owner=vm.held_by or vm.created_by,
+                owner_known=True,
+            )
+        return vm
 
     def checkout(
         self,
@@ -164,6 +304,59 @@ class ReservationStore:
                     )
                 return pool, sorted(rows, key=lambda v: ids.index(v.id))
         return None
+
+    def end_held(
+        self,
+        vm_id: int | None,
+        ip: str | None,
+        digest: str,
+        may: Callable[[int, str, str | None], None],
+        *,
+        take: bool,
+    ) -> Returned:
+        """A check-in by the reservation's secret, in one transaction of plain
+        statements: the VM (``vm_id``, else the one at ``ip`` that ``digest``
+        holds), ``may(vm_id, state, held_by)`` (raises if the caller may not),
+        in-use -> cleaning only under ``digest``, and its event. With ``take``, this
+        server becomes the one that cleans it (if no live server works on it), in
+        the same UPDATE. The same refusals as ``by_ip``, ``end`` and
+        ``VmStore.get``, in the same order."""
+        with self.db.tx() as s:
+            conn = s.connection()
+            if vm_id is not None:
+                row = conn.execute(self._held_by_id, {"vm_id": vm_id}).first()
+                if row is None:
+                    raise NotFound(f"vmid {vm_id} does not exist")
+            else:
+                row = _by_ip(conn.execute(self._held_at_ip, {"ip": ip}).all(), ip, digest)
+            vid, state, held_hash, held_by, host_id, keys, owner, created_by = row
+            may(vid, state, held_by)
+            if state != VmState.IN_USE or held_hash is None:
+                raise Conflict(f"vmid {vid} is not checked out (it is {state})")
+            if not hmac.compare_digest(held_hash, digest):
+                raise Forbidden(f"this reservation does not hold vmid {vid}")
+            me = self.cluster.server_id
+            params = {"vm_id": vid, "digest": digest, "now": utcnow()}
+            if take and owner != me:
+                params["me"] = me
+                if not self.db.postgres:
+                    params["cutoff"] = params["now"] - timedelta(seconds=self.cluster.dead_after)
+                res = conn.execute(self._end_and_take, params).first()
+            else:
+                res = conn.execute(self._end, params).first()
+            if res is None:
+                raise Conflict(f"vmid {vid} changed while being checked in")
+            taken = take and owner != me and res[0] == me
+            # whose it was: its holder's (else, as the registry has it now, its creator's)
+            add_event(
+                conn,
+                "vm.checkin",
+                vm_id=vid,
+                host_id=host_id,
+                owner=held_by or created_by,
+                owner_known=True,
+            )
+        return Returned(vid, held_by, keys or 0, taken)
 
     def by_ip(self, ip: str, digest: str) -> VmRow:
         """The VM with address ``ip`` that the reservation ``digest`` holds."""
@@ -323,6 +516,18 @@ class ReservationStore:
                     key = "unreachable"
                 c[key] = c.get(key, 0) + n
         return out
+
+
+def _by_ip(rows: list, ip: str | None, digest: str) -> Any:
+    """``by_ip``'s choice among the ``_HELD`` rows of the VMs at ``ip``."""
+    if not rows:
+        raise NotFound(f"no VM has ip {ip}")
+    for row in rows:
+        if row.reservation_hash == digest:
+            return row
+    if not any(row.state == VmState.IN_USE for row in rows):
+        raise Conflict(f"no VM with ip {ip} is checked out")
+    raise Forbidden(f"the reservation does not hold a VM with ip {ip}")
 
 
 def _check_holder(vm: VmRow, digest: str) -> None:

@@ -24,6 +24,7 @@ from .addresses import AddressStore
 from .claims import Claims
 from .cluster import ClusterStore
 from .database import Database
+from .events import add_row
 from .quotas import Quota, QuotaStore, Usage
 from .tables import EventRow, HostnameRow, VmRow
 from .volumes import VolumeStore
@@ -234,7 +235,7 @@ class VmStore:
             )
             moved = res.rowcount == 1
             if moved and event is not None:
-                s.add(event)
+                add_row(s.connection(), event)  # a Core INSERT: no unit of work to flush
             return moved
 
     def resize(

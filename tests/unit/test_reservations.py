@@ -476,3 +476,32 @@ def test_the_worker_is_busy_until_a_new_vm_is_ready(tmp_path):
         assert [vm.state for vm in p.rig.registry.vms.list()] == [VmState.READY]
     finally:
         p.stop()
+
+
+def test_a_check_in_this_process_cannot_clean_yet_is_left_to_the_next_pass(pr):
+    """The check-in makes this server the VM's cleaner in its own UPDATE; if this
+    process is still letting go of the VM (the cleanup that made it ready has not
+    finished), the VM is not kept owned (and never cleaned): the next pass takes it."""
+    got = post(pr, "/vm/checkout").json()
+    vmid = got["vmid"]
+    assert pr.pools.adopt(vmid)  # as if the previous cleanup had not let go of it yet
+    r = post(pr, "/vm/checkin", vmid=vmid, reservation_id=got["reservation_id"])
+    assert r.json() == {"status": 1}
+    vm = pr.rig.registry.vms.get(vmid)
+    assert vm.state == VmState.CLEANING
+    assert vm.owner is None  # no server works on it: any may take it
+    pr.pools.release(vmid)  # that cleanup lets go now
+    wait_for(lambda: pr.rig.registry.vms.get(vmid).state == VmState.READY)
+
+
+def test_a_check_in_hands_the_vm_to_this_servers_cleaners(pr):
+    """The check-in's own UPDATE makes this server the VM's cleaner, and the queued
+    cleanup makes it ready again; one event each."""
+    got = post(pr, "/vm/checkout").json()
+    vmid = got["vmid"]
+    r = post(pr, "/vm/checkin", vmid=vmid, reservation_id=got["reservation_id"])
+    assert r.json() == {"status": 1}
+    wait_for(lambda: pr.rig.registry.vms.get(vmid).state == VmState.READY)
+    events = pr.rig.registry.events
+    for kind in ("vm.checkout", "vm.checkin", "vm.cleaned"):
+        assert [e.vm_id for e in events.list(kind=kind) if e.vm_id == vmid] == [vmid], kind
