@@ -117,8 +117,6 @@ class PoolService:
         room = None if self.max_vms is None else self.max_vms - total
         wanted = {}
         with self._lock:
-            if room is not None:  # builds submitted but not recorded yet count too
-                room -= sum(self._building.values())
             for name, st in status.items():
                 p = self.pools[name]
                 pending = building.get(name, 0)
