@@ -134,9 +134,10 @@ def disk_free_score(c: HostColumns, rows: np.ndarray, req: PlacementRequest) -> 
 
 
 def _fraction(used: np.ndarray, total: np.ndarray) -> np.ndarray:
-    """used / total as floats, 1.0 where total is 0."""
+    """used / total, 1.0 where total is 0 (``used`` is a new array: it becomes the
+    answer)."""
     if len(total) and _min(total) > 0:
-        return np.true_divide(used, total)
+        return np.divide(used, total, out=used)
     return np.divide(used, total, out=np.ones(len(used)), where=total > 0)
 
 
@@ -169,7 +170,8 @@ def weigh(
     weighers: Iterable[tuple[ScoreFn, float]],
 ) -> np.ndarray:
     """Total weight per row: sum of multiplier * score normalised to 0..1 (nova's
-    min-max; all equal gives all 0)."""
+    min-max; all equal gives all 0). A score is a new float array (a gather from
+    the columns), scaled here in place."""
     totals: np.ndarray | None = None
     for score, multiplier in weighers:
         s = score(c, rows, req)
@@ -177,12 +179,12 @@ def weigh(
         span = _max(s) - low
         if span == 0:
             continue
-        term = np.subtract(s, low, dtype=np.float64)  # exact: scores are below 2**53
-        term *= multiplier / float(span)
+        s -= low  # exact: whole numbers below 2**53, or the balance's floats
+        s *= multiplier / span
         if totals is None:
-            totals = term  # 0.0 + term, but for the sign of zeros, which rank alike
+            totals = s  # 0.0 + term, but for the sign of zeros, which rank alike
         else:
-            totals += term
+            totals += s
     return np.zeros(len(rows)) if totals is None else totals
 
 

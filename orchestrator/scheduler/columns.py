@@ -22,11 +22,13 @@ NO_ARCH = -1  # the arch code of a host that did not say
 class HostColumns(Sequence[HostState]):
     """Hosts (input order) and their columns: ids, totals, used, free, vms, ok, arch.
 
+    ``id`` is int64; the amounts (totals, used, free, vms) are float64, exact for
+    whole numbers below 2**53, so that weighers compute on them without casts.
     ``ok`` is up, enabled and not in maintenance; ``arch`` holds a small code
     per architecture name (``arch_code``), NO_ARCH for None.
     """
 
-    INT_FIELDS = (
+    FIELDS = (
         "id",
         "cpu_total",
         "ram_total",
@@ -42,8 +44,12 @@ class HostColumns(Sequence[HostState]):
         n = len(self.hosts)
         self.arch_codes: dict[str, int] = {}
         col = {
-            name: np.fromiter(map(attrgetter(name), self.hosts), dtype=np.int64, count=n)
-            for name in self.INT_FIELDS
+            name: np.fromiter(
+                map(attrgetter(name), self.hosts),
+                dtype=np.int64 if name == "id" else np.float64,
+                count=n,
+            )
+            for name in self.FIELDS
         }
         self.id = col["id"]
         self.cpu_total, self.ram_total, self.disk_total = (
