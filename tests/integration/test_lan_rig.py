@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 import pytest
 import requests
 
+from tests.conftest import wait_for
 from tests.dnsquery import NXDOMAIN, Answer, query
 from tests.integration.conftest import RIG, FabricProcess, Guest, _require_rig, wait_vm
 
@@ -134,8 +135,12 @@ def test_a_restart_keeps_addresses_and_a_changed_address_is_noticed(lan):
     # behind the fabric's back), and the guest renews its lease.
     hosts_d = RIG / "lan" / "hosts.d"
     [mine] = [f for f in hosts_d.iterdir() if f.read_text().startswith(vm["mac"])]
+    janitor_log = RIG / "lan" / "janitor.log"
+    released = f"reservation {vm['mac']},{old} removed"
+    seen = janitor_log.read_text().count(released)
     mine.unlink()
-    time.sleep(2)  # the rig's janitor releases the old lease and dnsmasq forgets it
+    # the rig's janitor releases the old lease and dnsmasq forgets it: its log says when
+    wait_for(lambda: janitor_log.read_text().count(released) > seen)
     new = "10.251.1.98"
     (hosts_d / "test-mover").write_text(f"{vm['mac']},{new}\n")
     (hosts_d / "test-mover").chmod(0o644)
