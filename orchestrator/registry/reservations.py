@@ -361,15 +361,7 @@ class ReservationStore:
     def by_ip(self, ip: str, digest: str) -> VmRow:
         """The VM with address ``ip`` that the reservation ``digest`` holds."""
         with self.db.read() as s:
-            rows = list(s.scalars(select(VmRow).where(VmRow.ip == ip)))
-        if not rows:
-            raise NotFound(f"no VM has ip {ip}")
-        for vm in rows:
-            if vm.reservation_hash == digest:
-                return vm
-        if not any(vm.state == VmState.IN_USE for vm in rows):
-            raise Conflict(f"no VM with ip {ip} is checked out")
-        raise Forbidden(f"the reservation does not hold a VM with ip {ip}")
+            return _by_ip(list(s.scalars(select(VmRow).where(VmRow.ip == ip))), ip, digest)
 
     def end(
         self,
@@ -519,7 +511,8 @@ class ReservationStore:
 
 
 def _by_ip(rows: list, ip: str | None, digest: str) -> Any:
-    """``by_ip``'s choice among the ``_HELD`` rows of the VMs at ``ip``."""
+    """The row among ``rows`` (the VMs at ``ip``) that the reservation ``digest``
+    holds, or why there is none."""
     if not rows:
         raise NotFound(f"no VM has ip {ip}")
     for row in rows:
