@@ -319,8 +319,8 @@ class ReservationStore:
         holds), ``may(vm_id, state, held_by)`` (raises if the caller may not),
         in-use -> cleaning only under ``digest``, and its event. With ``take``, this
         server becomes the one that cleans it (if no live server works on it), in
-        the same UPDATE. The same refusals as ``by_ip``, ``end`` and
-        ``VmStore.get``, in the same order."""
+        the same UPDATE. The same refusals as ``end``, ``VmStore.get`` and a check-in
+        by address (``_by_ip``) always gave, in the same order."""
         with self.db.tx() as s:
             conn = s.connection()
             if vm_id is not None:
@@ -357,11 +357,6 @@ class ReservationStore:
                 owner_known=True,
             )
         return Returned(vid, held_by, keys or 0, taken)
-
-    def by_ip(self, ip: str, digest: str) -> VmRow:
-        """The VM with address ``ip`` that the reservation ``digest`` holds."""
-        with self.db.read() as s:
-            return _by_ip(list(s.scalars(select(VmRow).where(VmRow.ip == ip))), ip, digest)
 
     def end(
         self,
