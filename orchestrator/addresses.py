@@ -26,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -45,6 +46,9 @@ from .registry import HostRow, Registry, VmRow
 from .remote import Remote, SshSettings
 
 log = logging.getLogger(__name__)
+
+MAC = re.compile(r"[0-9a-f]{2}(:[0-9a-f]{2}){5}")
+IPV4 = re.compile(r"\d{1,3}(\.\d{1,3}){3}")
 
 
 @dataclass(frozen=True)
@@ -166,12 +170,50 @@ class Addresses:
         settings = self.networks.get(vm.network or "")
         if settings is None or settings.plan is None:
             return None
-        ip = self.registry.addresses.allocate(vm.network or "", vm.id, settings.planned())
+        elsewhere = self.taken_on_the_lan(settings, vm.mac)
+        free = (a for a in settings.planned() if a not in elsewhere)
+        ip = self.registry.addresses.allocate(vm.network or "", vm.id, free)
         if ip is None:
             lo, hi = settings.plan
             raise NoValidHost(f"network {vm.network}'s plan {lo}-{hi} has no free address")
         self._reserve(vm, host, ip, add=True)
         return ip
+
+    def taken_on_the_lan(self, settings: NetworkSettings, mac: str) -> set[str]:
+        """Addresses the LAN's DHCP server already ties to a MAC other than ``mac``:
+        reserved by a file of its reservation directory (another installation's, an
+        operator's own line) or leased and not expired. Neither can be given: dnsmasq
+        ignores a second reservation of an address ("duplicate dhcp-host IP address")
+        and will not hand a reserved address to its MAC while another MAC holds its
+        lease, so the VM would boot on an address of the server's dynamic range. What
+        cannot be read is logged and left out (the reservation's own write says more)."""
+        mac = mac.lower()
+        out: set[str] = set()
+        if settings.dhcp_hosts:
+            try:
+                files = self._read_dir(settings.dhcp_hosts)
+            except FabricError as e:
+                log.warning("cannot read the reservations in %s: %s", settings.dhcp_hosts, e)
+                files = {}
+            for data in files.values():
+                for line in data.decode(errors="replace").splitlines():
+                    fields = [f.strip().lower() for f in line.split("#")[0].split(",")]
+                    if mac not in fields:
+                        out.update(f for f in fields if IPV4.fullmatch(f))
+        if settings.dhcp_leases:
+            try:
+                text = self._read(settings.dhcp_leases).decode(errors="replace")
+            except FabricError as e:
+                log.warning("cannot read the leases in %s: %s", settings.dhcp_leases, e)
+                text = ""
+            now = time.time()
+            for line in text.splitlines():
+                parts = line.lower().split()  # expiry mac ip name client-id; 0: never
+                if len(parts) < 3 or not parts[0].isdigit() or not MAC.fullmatch(parts[1]):
+                    continue
+                if (int(parts[0]) == 0 or int(parts[0]) > now) and parts[1] != mac:
+                    out.add(parts[2])
+        return out
 
     def unplan(self, vm: VmRow, host: HostRow | None) -> None:
         """Take back the VM's reservation (the address itself is freed with its row)."""
@@ -290,6 +332,29 @@ class Addresses:
                 raise FabricError(f"cannot read {path}: {e.strerror}") from None
         with remote.open_file(path) as (fh, _size):
             return fh.read()
+
+    def _read_dir(self, location: str) -> dict[str, bytes]:
+        """Name -> content of each file of a directory that a DHCP server reading it
+        reads (not dot-files, not backups ending in ``~``); {} when it does not exist."""
+        remote, path = self._remote(location)
+        if remote is not None:
+            found = remote.read_dir(path)
+        else:
+            found = {}
+            try:
+                entries = list(Path(path).iterdir())
+            except FileNotFoundError:
+                return {}
+            except OSError as e:
+                raise FabricError(f"cannot read {path}: {e.strerror}") from None
+            for entry in entries:
+                with contextlib.suppress(OSError):  # gone meanwhile, a directory
+                    found[entry.name] = entry.read_bytes()
+        return {
+            name: data
+            for name, data in found.items()
+            if not name.startswith(".") and not name.endswith("~")
+        }
 
     def _write(self, location: str, data: bytes) -> None:
         remote, path = self._remote(location)

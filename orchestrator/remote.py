@@ -18,6 +18,7 @@ import os
 import select
 import shlex
 import socket
+import stat
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -288,6 +289,32 @@ class Remote:
                     fh.close()
             finally:
                 sftp.close()
+
+    def read_dir(self, path: str, max_bytes: int = 1 << 20) -> dict[str, bytes]:
+        """Name -> content of each regular file in a remote directory (at most
+        ``max_bytes`` of each); {} when the directory does not exist."""
+        io_limit = self.settings.command_timeout
+        out: dict[str, bytes] = {}
+        with self.session() as s:
+            sftp = s.sftp(io_limit)
+            try:
+                with s.watchdog.limit(io_limit, "SFTP list"):
+                    try:
+                        entries = sftp.listdir_attr(path)
+                    except FileNotFoundError:
+                        return {}
+                for entry in entries:
+                    if not stat.S_ISREG(entry.st_mode or 0):
+                        continue
+                    with (
+                        s.watchdog.limit(io_limit, "SFTP read"),
+                        contextlib.suppress(FileNotFoundError, PermissionError),
+                        sftp.open(f"{path.rstrip('/')}/{entry.filename}", "rb") as fh,
+                    ):
+                        out[entry.filename] = fh.read(max_bytes)
+            finally:
+                sftp.close()
+        return out
 
     def write_file(self, path: str, data: bytes) -> None:
         """Write a whole file (through a temporary name, so readers never see half)."""

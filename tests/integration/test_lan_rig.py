@@ -135,6 +135,8 @@ def test_a_restart_keeps_addresses_and_a_changed_address_is_noticed(lan):
     # behind the fabric's back), and the guest renews its lease.
     hosts_d = RIG / "lan" / "hosts.d"
     [mine] = [f for f in hosts_d.iterdir() if f.read_text().startswith(vm["mac"])]
+    # the address it took is its planned one: the DHCP server gave it its reservation
+    assert mine.read_text() == f"{vm['mac']},{old}\n"
     janitor_log = RIG / "lan" / "janitor.log"
     released = f"reservation {vm['mac']},{old} removed"
     seen = janitor_log.read_text().count(released)

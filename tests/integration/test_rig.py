@@ -10,14 +10,19 @@ import subprocess
 
 import pytest
 
+from orchestrator.addresses import Addresses
+from orchestrator.config import NetworkSettings
+from orchestrator.remote import SshSettings
 from tests.conftest import wait_for
 from tests.integration.conftest import (
+    HOST_KEY,
     HOSTS,
     RIG,
     ROOT,
     hold_port_on_host,
     host_domains,
     host_pool_files,
+    host_shell,
     on_host,
     release_port,
 )
@@ -184,3 +189,40 @@ def test_a_forwarded_port_held_by_something_else_is_skipped(fabric):
     finally:
         for s in squatters:
             release_port(s)
+
+
+def test_a_remote_dhcp_servers_reservations_and_leases_are_read_over_ssh(fabric):
+    """``dhcp_hosts`` and ``dhcp_leases`` as ``user@host:port:/path``: the plan reads
+    another MAC's reservations and leases there, over real SSH and SFTP."""
+    user, addr = HOSTS[1]
+    home = on_host(1, ["pwd"]).strip()
+    where = f"{home}/reservations-test"
+    on_host(1, ["rm", "-rf", where])
+    on_host(1, ["mkdir", "-p", f"{where}/hosts.d/subdir"])
+    shell = host_shell(1)
+    try:
+        shell.write_file(f"{where}/hosts.d/other", b"52:54:00:aa:bb:01,10.251.1.30\n")
+        shell.write_file(f"{where}/hosts.d/mine", b"52:54:00:aa:bb:09,10.251.1.31\n")
+        shell.write_file(f"{where}/hosts.d/old~", b"52:54:00:aa:bb:02,10.251.1.32\n")
+        shell.write_file(f"{where}/leases", b"0 52:54:00:aa:bb:03 10.251.1.33 x *\n")
+        assert shell.read_dir(f"{where}/hosts.d") == {
+            "other": b"52:54:00:aa:bb:01,10.251.1.30\n",
+            "mine": b"52:54:00:aa:bb:09,10.251.1.31\n",
+            "old~": b"52:54:00:aa:bb:02,10.251.1.32\n",
+        }  # files only: not the subdirectory
+        assert shell.read_dir(f"{where}/no-such-dir") == {}
+        lan = NetworkSettings.model_validate(
+            {
+                "subnet": "10.251.1.0/24",
+                "dhcp_hosts": f"{user}@{addr}:2222:{where}/hosts.d",
+                "dhcp_leases": f"{user}@{addr}:2222:{where}/leases",
+            }
+        )
+        ssh = SshSettings(key=str(RIG / HOST_KEY), known_hosts=str(RIG / "known_hosts"))
+        addresses = Addresses(None, None, {}, ssh, user)  # type: ignore[arg-type]
+        assert addresses.taken_on_the_lan(lan, "52:54:00:aa:bb:09") == {
+            "10.251.1.30",
+            "10.251.1.33",
+        }
+    finally:
+        on_host(1, ["rm", "-rf", where])

@@ -74,6 +74,37 @@ def test_the_plan_gives_each_vm_its_own_address_and_reserves_it(rig, tmp_path):
     assert rig.registry.addresses.of(again.id) == "10.251.1.21"  # freed, given again
 
 
+def test_the_plan_skips_addresses_the_lans_dhcp_server_ties_to_another_mac(rig, tmp_path):
+    """Another installation sharing the LAN (a demo left running, a second fabric) or an
+    operator's own reservation holds some of the plan: the VM gets an address the DHCP
+    server will really give it, not a duplicate it ignores."""
+    hosts = tmp_path / "hosts.d"
+    (hosts / "fabric-0ther-vm-9").write_text("52:54:00:aa:bb:01,10.251.1.20\n")
+    (hosts / "operator").write_text("# printers\nprinter,10.251.1.23  # no MAC: still taken\n")
+    (hosts / ".fabric-0ther-vm-3.tmp").write_text("52:54:00:aa:bb:02,10.251.1.22\n")  # unread
+    (hosts / "old~").write_text("52:54:00:aa:bb:02,10.251.1.22\n")  # a backup: unread
+    lease(tmp_path, "52:54:00:AA:BB:03", "10.251.1.21")  # leased to another MAC, not expired
+    with (tmp_path / "dnsmasq.leases").open("a") as f:
+        f.write("1000000000 52:54:00:aa:bb:04 10.251.1.22 gone *\n")  # expired in 2001
+    vm = rig.fabric.create_vm("v", 1, 1)
+    assert rig.registry.addresses.of(vm.id) == "10.251.1.22"
+    assert (hosts / f"fabric-{rig.registry.installation_id}-vm-{vm.id}").read_text() == (
+        f"{vm.mac},10.251.1.22\n"
+    )
+    with pytest.raises(NoValidHost, match="has no free address"):
+        rig.fabric.create_vm("w", 1, 1)
+    # what the server ties to the VM's own MAC is no obstacle to it
+    addresses = rig.fabric.addresses
+    taken = addresses.taken_on_the_lan(addresses.networks[LAN], vm.mac)
+    assert taken == {"10.251.1.20", "10.251.1.21", "10.251.1.23"}
+    assert "10.251.1.22" not in taken  # its own reservation
+    assert addresses.taken_on_the_lan(addresses.networks[LAN], "52:54:00:aa:bb:03") == {
+        "10.251.1.20",
+        "10.251.1.22",
+        "10.251.1.23",
+    }
+
+
 def _allocate(args: tuple[str, int, int]) -> list[str]:
     url, first_vm, n = args
     reg = Registry(url)
