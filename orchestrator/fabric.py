@@ -363,9 +363,11 @@ class Fabric:
         )
         raise HypervisorError(reason)
 
-    def reset_vm_disk(self, vm: VmRow) -> None:
-        """Put the VM's disk back to its image's state and boot it again."""
-        host = self.registry.hosts.get_any(vm.host_id) if vm.host_id else None
+    def reset_vm_disk(self, vm: VmRow, host: HostRow | None = None) -> None:
+        """Put the VM's disk back to its image's state and boot it again (on ``host``,
+        its host's row if the caller has read it)."""
+        if host is None or host.id != vm.host_id:
+            host = self.registry.hosts.get_any(vm.host_id) if vm.host_id else None
         if host is None:
             raise Conflict(f"vmid {vm.id} has no host")
         spec = self.registry.inventory.image_spec(vm.image_id)

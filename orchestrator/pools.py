@@ -21,7 +21,7 @@ from .errors import FabricError, NotFound
 from .fabric import Fabric, host_target
 from .guests import Guests
 from .model import NetworkMode, VmState
-from .registry import EventRow, Registry, VmRow
+from .registry import EventRow, HostRow, Registry, VmRow
 
 if TYPE_CHECKING:
     from .addresses import AddressWatcher
@@ -246,13 +246,14 @@ class PoolService:
             p = self.pools[vm.pool]
             started = time.monotonic()
             try:
-                changed = self._changed_in_use(vm)
+                host = self.registry.hosts.get_any(vm.host_id) if vm.host_id else None
+                changed = self._changed_in_use(vm, host)
                 if changed:
                     # never handed to the next borrower: it is retired and replaced
                     self._fail(vm, VmState.CLEANING, f"not reused: {changed}")
                     return False
                 if p.cleanup == "reset":
-                    self.fabric.reset_vm_disk(vm)
+                    self.fabric.reset_vm_disk(vm, host)
                     if self._checks_ssh(vm):
                         self.guests.wait_until_up(vm.id)
                 else:
@@ -283,15 +284,13 @@ class PoolService:
             else:
                 self.release(vm_id)
 
-    def _changed_in_use(self, vm: VmRow) -> str | None:
+    def _changed_in_use(self, vm: VmRow, host: HostRow | None) -> str | None:
         """What a borrower added that a cleanup does not take away (vmpooler's API v3
         adds disks and takes snapshots): then the VM is replaced, not reused."""
         if self.registry.volumes.list(vm_id=vm.id):
             return "a volume was attached during its check-out"
-        if vm.host_id is not None:
-            host = self.registry.hosts.get_any(vm.host_id)
-            if host is not None and self.fabric.driver.snapshots(host_target(host), vm.uuid):
-                return "snapshots were taken during its check-out"
+        if host is not None and self.fabric.driver.snapshots(host_target(host), vm.uuid):
+            return "snapshots were taken during its check-out"
         return None
 
     def _fail(self, vm: VmRow, expect: str, reason: str) -> None:

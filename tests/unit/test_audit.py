@@ -295,6 +295,10 @@ def test_no_secret_is_ever_recorded(fleet):
     assert failed and failed[-1].status == 502 and "SSH" in failed[-1].detail["error"]
     checkin = [e for e in stored if e.operation == "POST /vm/checkin" and e.outcome == "refused"]
     assert checkin and checkin[-1].object_id == str(c["vmid"])
+    # whose the VM was: the holder's, for the refused check-in and for the one that ended it
+    assert checkin[-1].owner == "alice"
+    [back] = [e for e in stored if e.operation == "POST /vm/checkin" and e.outcome == "ok"]
+    assert (back.object_id, back.owner) == (str(c["vmid"]), "alice")
 
 
 # -- GET /events ---------------------------------------------------------------------
