@@ -29,7 +29,7 @@ import logging
 import re
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -47,8 +47,16 @@ from .remote import Remote, SshSettings
 
 log = logging.getLogger(__name__)
 
-MAC = re.compile(r"[0-9a-f]{2}(:[0-9a-f]{2}){5}")
 IPV4 = re.compile(r"\d{1,3}(\.\d{1,3}){3}")
+
+
+def lease_lines(text: str) -> Iterator[tuple[str, str, str]]:
+    """``(expiry, mac, ip)`` of each lease in dnsmasq's lease file format (``expiry
+    mac ip hostname client-id`` a line; expiry 0: never), the MAC in lower case."""
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) >= 3 and ":" in parts[1] and "." in parts[2]:
+            yield parts[0], parts[1].lower(), parts[2]
 
 
 @dataclass(frozen=True)
@@ -207,12 +215,10 @@ class Addresses:
                 log.warning("cannot read the leases in %s: %s", settings.dhcp_leases, e)
                 text = ""
             now = time.time()
-            for line in text.splitlines():
-                parts = line.lower().split()  # expiry mac ip name client-id; 0: never
-                if len(parts) < 3 or not parts[0].isdigit() or not MAC.fullmatch(parts[1]):
-                    continue
-                if (int(parts[0]) == 0 or int(parts[0]) > now) and parts[1] != mac:
-                    out.add(parts[2])
+            for expiry, other, ip in lease_lines(text):
+                live = expiry.isdigit() and (int(expiry) == 0 or int(expiry) > now)
+                if live and other != mac:
+                    out.add(ip)
         return out
 
     def unplan(self, vm: VmRow, host: HostRow | None) -> None:
@@ -284,12 +290,7 @@ class Addresses:
         if settings is None or not settings.dhcp_leases:
             return {}
         text = self._read(settings.dhcp_leases).decode(errors="replace")
-        out = {}
-        for line in text.splitlines():
-            parts = line.split()
-            if len(parts) >= 3 and ":" in parts[1] and "." in parts[2]:
-                out[parts[1].lower()] = parts[2]
-        return out
+        return {mac: ip for _expiry, mac, ip in lease_lines(text)}
 
     def neighbours(self, host: HostRow) -> dict[str, str]:
         """MAC -> IPv4 address from the host's neighbour table (``ip -j neigh`` over
